@@ -1,0 +1,43 @@
+# `make demo` and `make test` work on a fresh Debian machine: each installs what is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEB_PACKAGES := postgresql prometheus prometheus-alertmanager prometheus-pushgateway chromium
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv deb bench build lint clean
+
+$(BIN)/monitor: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/monitor
+
+deb:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		for s in prometheus prometheus-alertmanager prometheus-pushgateway postgresql; do $$SUDO service $$s stop >/dev/null 2>&1 || true; done; \
+	fi
+
+demo: venv
+	$(BIN)/monitor demo
+
+test: venv deb
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+build: venv
+	$(BIN)/monitor build
+
+bench: venv deb
+	$(BIN)/python benchmarks/run.py
+
+lint: venv
+	$(BIN)/ruff check monitor app_streamlit tests benchmarks
+
+clean:
+	rm -rf $(VENV) monitor-demo .pytest_cache

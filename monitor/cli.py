@@ -1,0 +1,247 @@
+"""The `monitor` command. Heavy libraries are imported inside the commands, so `--help` is instant."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Watches ML models and the business goals they serve. Scheduled jobs read prediction logs and
+business events from SQL, compute drift, model quality and SMART goals, keep their history,
+and export them to Prometheus.
+
+Start with `monitor demo`, then run any other command with --config monitor-demo/monitor.yaml.
+Exit codes: 0 all good, 1 a job failed (the others still ran), 2 bad config or usage."""
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit code 2."""
+
+
+def _timestamp(text: str):
+    from .durations import parse_timestamp
+
+    try:
+        return parse_timestamp(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", "-c", metavar="FILE", required=False,
+                   help="the config file (default: $MONITOR_CONFIG)" + ("" if required else "; default: the demo config"))
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="monitor", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--verbose", "-v", action="store_true", help="log more")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="make the demo world (SQLite) and compute every window",
+                       description="Makes the demo world in DIR: a SQLite file, monitor.yaml and episodes.json; "
+                                   "computes every window and prints each goal's status and what was detected.")
+    p.add_argument("--dir", default="monitor-demo", help="where to put it (default: ./monitor-demo)")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the world (default 7)")
+    p.add_argument("--days", type=int, default=56, help="days of history (default 56)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies row counts (default 1.0)")
+    p.add_argument("--database-url", help="put the source tables here instead (e.g. postgresql://...)")
+
+    p = sub.add_parser("run-once", help="compute every due window once, then exit",
+                       description="One cycle: computes every window that is due and not yet computed "
+                                   "(catching up after downtime) plus the last `recompute` ones.")
+    _config_arg(p)
+    p.add_argument("--now", type=_timestamp, help="pin the clock (ISO 8601; a bare date is midnight UTC)")
+    p.add_argument("--json", action="store_true", help="print the goal table as JSON")
+    p.add_argument("--push", metavar="URL", help="push the results to this Pushgateway")
+    p.add_argument("--textfile", metavar="PATH", help="write the exposition to PATH atomically (node_exporter textfile)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    p = sub.add_parser("backfill", help="compute every window in a date range, with a progress bar")
+    _config_arg(p)
+    p.add_argument("--from", dest="start", type=_timestamp, required=True, help="first day (ISO 8601)")
+    p.add_argument("--to", dest="end", type=_timestamp, required=True, help="compute windows that end by then")
+    p.add_argument("--only", nargs="*", help="only these goals or models")
+
+    p = sub.add_parser("serve", help="run the scheduler and serve /metrics and /healthz")
+    _config_arg(p)
+    p.add_argument("--port", type=int, default=9108, help="HTTP port (default 9108)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+
+    p = sub.add_parser("metrics", help="print the Prometheus exposition of the latest results")
+    _config_arg(p)
+
+    p = sub.add_parser("check", help="validate the config and run every SQL against the database, storing nothing")
+    _config_arg(p)
+
+    p = sub.add_parser("build", help="write alerts/ and dashboards/ from the config",
+                       description="Writes alerts/ and dashboards/ from the config (default: the demo config). "
+                                   "--check fails when the committed files are stale.")
+    _config_arg(p, required=False)
+    p.add_argument("--check", action="store_true", help="exit 1 when a generated file is stale")
+    p.add_argument("--root", default=".", help="project folder to write into (default: .)")
+
+    p = sub.add_parser("app", help="start the Streamlit review app")
+    _config_arg(p)
+    p.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+
+    p = sub.add_parser("dashboards", help="Grafana dashboards")
+    dsub = p.add_subparsers(dest="dashboards_command", metavar="ACTION")
+    pp = dsub.add_parser("push", help="upsert every dashboard into a Grafana folder",
+                         description="Token from GRAFANA_TOKEN, or basic auth from GRAFANA_USER and GRAFANA_PASSWORD.")
+    _config_arg(pp, required=False)
+    pp.add_argument("--grafana-url", required=True, help="Grafana's base URL")
+    pp.add_argument("--folder", default="Monitor", help="folder title (default: Monitor)")
+    pp.add_argument("--root", default=".", help="project folder holding dashboards/ (default: .)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.command:
+        ap.print_help()
+        return EXIT_USAGE
+    from .config import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args):
+    from .config import load_config
+
+    return load_config(args.config)
+
+
+def _store(cfg):
+    from .store import Store
+
+    return Store(cfg.store_url)
+
+
+def cmd_run_once(args) -> int:
+    from .durations import utcnow
+    from .jobs import run_cycle
+    from .report import goal_table, print_failures
+
+    cfg = _load(args)
+    now = args.now or utcnow()
+    store = _store(cfg)
+    report = run_cycle(cfg, now, store=store, progress=args.progress)
+    rows = goal_table(cfg, store)
+    if args.json:
+        print(json.dumps({"now": now.isoformat(), "goals": rows, "failed": [
+            {"job": j, "window": str(w) if w else None, "error": e} for j, w, e in report.failed]}, indent=2, default=str))
+    else:
+        from .report import print_goal_table
+        print_goal_table(rows)
+    print_failures(report)
+    if args.push or args.textfile:
+        from .batch import publish
+        publish(cfg, store, push=args.push, textfile=args.textfile)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_backfill(args) -> int:
+    from .jobs import run_cycle
+    from .report import print_failures
+
+    cfg = _load(args)
+    if args.end <= args.start:
+        raise UsageError("--to must be after --from")
+    cfg = cfg.model_copy(update={
+        "goals": [g.model_copy(update={"start": max(g.start, args.start), "recompute": 10**6}) for g in cfg.goals],
+        "models": [m.model_copy(update={"start": max(m.start, args.start), "recompute": 10**6}) for m in cfg.models],
+    })
+    only = set(args.only) if args.only else None
+    known = {g.name for g in cfg.goals} | {m.name for m in cfg.models}
+    if only and only - known:
+        raise UsageError(f"--only: unknown goal or model {', '.join(sorted(only - known))}")
+    report = run_cycle(cfg, args.end, progress=True, only=only)
+    print(f"computed {report.ran} windows" + (f", {len(report.failed)} failed" if report.failed else ""))
+    print_failures(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_metrics(args) -> int:
+    from .exporter import exposition
+
+    cfg = _load(args)
+    store = _store(cfg)
+    try:
+        sys.stdout.write(exposition(cfg, store).decode())
+    except Exception as e:
+        from .db import describe_error
+        print(f"error: cannot read the results store {cfg.store_url.split('@')[-1]}: {describe_error(e)}\n"
+              "Run `monitor run-once --config FILE` first, or check results_url.", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .check import DatabaseDown, check
+
+    cfg = _load(args)
+    try:
+        problems = check(cfg)
+    except DatabaseDown as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if not problems:
+        print(f"ok: {len(cfg.goals)} goals and {len(cfg.models)} models checked against the database")
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.dir), seed=args.seed, days=args.days, scale=args.scale, database_url=args.database_url)
+
+
+def cmd_build(args) -> int:
+    from .build import build
+
+    return build(args.config, Path(args.root), check=args.check)
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(_load(args), host=args.host, port=args.port)
+
+
+def cmd_app(args) -> int:
+    from .app_launcher import launch
+
+    return launch(args.config, host=args.host, port=args.port)
+
+
+def cmd_dashboards(args) -> int:
+    if args.dashboards_command != "push":
+        raise UsageError("usage: monitor dashboards push --grafana-url URL")
+    from .grafana_push import push
+
+    return push(args.grafana_url, Path(args.root), folder=args.folder)
+
+
+COMMANDS = {
+    "demo": cmd_demo, "run-once": cmd_run_once, "backfill": cmd_backfill, "serve": cmd_serve,
+    "metrics": cmd_metrics, "check": cmd_check, "build": cmd_build, "app": cmd_app, "dashboards": cmd_dashboards,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

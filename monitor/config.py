@@ -1,0 +1,303 @@
+"""The config file: YAML, `${VAR}` interpolation, validated by pydantic models.
+
+Every field carries a description; errors name the file, the key path and what was expected.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .durations import parse_duration, parse_timestamp
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _positive(td: timedelta) -> timedelta:
+    if td <= timedelta(0):
+        raise ValueError("expected a window size above zero, such as 1h or 1d")
+    return td
+
+
+WindowSize = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _ident(value: str) -> str:
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise ValueError(f"expected a SQL identifier (letters, digits, underscore), got {value!r}")
+    return value
+
+
+Ident = Annotated[str, BeforeValidator(_ident)]
+Name = Annotated[str, BeforeValidator(_ident)]
+
+
+def _qualified(value: str) -> str:
+    """A table name, optionally schema-qualified (`schema.table`)."""
+    parts = str(value).split(".")
+    if len(parts) > 2:
+        raise ValueError(f"expected a table name or schema.table, got {value!r}")
+    for p in parts:
+        _ident(p)
+    return value
+
+
+TableName = Annotated[str, BeforeValidator(_qualified)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Features(Strict):
+    numeric: list[Ident] = Field(default_factory=list, description="Numeric feature columns.")
+    categorical: list[Ident] = Field(default_factory=list, description="Categorical feature columns.")
+
+
+class Source(Strict):
+    table: TableName = Field(description="Table (or schema.table) of the prediction log.")
+    id: Ident = Field(description="Column that identifies a prediction; joins to the labels.")
+    timestamp: Ident = Field(description="Column with the prediction time (UTC).")
+    score: Ident = Field(description="Probability of the positive class, or the regression output.")
+    prediction: Ident | None = Field(default=None, description="The decision (0/1); optional for regression.")
+    features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
+
+
+class Labels(Strict):
+    table: TableName = Field(description="Table that holds the labels as they arrive.")
+    id: Ident = Field(description="Column that joins to source.id.")
+    label: Ident = Field(description="The true outcome: 0/1, or the regression target.")
+    max_delay: Duration = Field(default=timedelta(0), description="A window is judged once its end is this old.")
+
+
+class Reference(Strict):
+    start: Timestamp | None = Field(default=None, description="Start of a fixed reference range.")
+    end: Timestamp | None = Field(default=None, description="End (exclusive) of a fixed reference range.")
+    rolling: Duration | None = Field(default=None, description="Or: the span of windows just before each window.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Reference":
+        fixed = self.start is not None or self.end is not None
+        if fixed == (self.rolling is not None):
+            raise ValueError("give either start and end, or rolling")
+        if fixed and (self.start is None or self.end is None or self.end <= self.start):
+            raise ValueError("a fixed reference needs start < end")
+        return self
+
+
+class Drift(Strict):
+    method: str = Field(default="auto", description="Drift method name, or auto (by column type and size).")
+    threshold: float | None = Field(default=None, description="Score threshold; null takes the method's default.")
+    dataset_share: float = Field(default=0.5, ge=0, le=1, description="Share of drifted features that makes dataset drift.")
+
+
+class Floor(Strict):
+    min: float | None = Field(default=None, description="Alert when the metric falls below this.")
+    max: float | None = Field(default=None, description="Alert when the metric rises above this.")
+
+
+class Model(Strict):
+    name: Name = Field(description="Model name, used in metric labels.")
+    task: Literal["binary_classification", "regression"] = Field(description="binary_classification or regression.")
+    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ...")
+    start: Timestamp = Field(description="First window to compute.")
+    source: Source = Field(description="Where the predictions are.")
+    labels: Labels | None = Field(default=None, description="Where the labels are; offline quality needs them.")
+    reference: Reference = Field(default_factory=lambda: Reference(rolling=timedelta(days=7)), description="Rows drift is measured against.")
+    drift: Drift = Field(default_factory=Drift, description="Drift method and thresholds.")
+    quality: dict[str, Floor] = Field(default_factory=dict, description="Quality floors that alert, by metric.")
+    segments: list[Ident] = Field(default_factory=list, description="Categorical columns to break results down by.")
+    max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
+    recompute: int = Field(default=1, ge=0, description="Windows recomputed each cycle, for late data.")
+    owner: str = Field(default="", description="Team that owns the model; alerts route to it.")
+
+
+class Baseline(Strict):
+    value: float = Field(description="Value when the goal was set.")
+    at: Timestamp = Field(description="When it had that value.")
+
+
+class Goal(Strict):
+    name: Name = Field(description="Goal name, used in metric labels.")
+    title: str = Field(default="", description="Human title of the goal.")
+    sql: Path = Field(description="SQL file: one SELECT with :window_start and :window_end.")
+    unit: str = Field(default="ratio", description="ratio, minutes, rub, count ...")
+    direction: Literal["at_most", "at_least"] = Field(description="at_most or at_least the target.")
+    target: float = Field(description="The value to reach.")
+    baseline: Baseline | None = Field(default=None, description="Where the goal started.")
+    deadline: Timestamp | None = Field(default=None, description="When the target must be met.")
+    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ...")
+    start: Timestamp = Field(description="First window to compute.")
+    owner: str = Field(default="", description="Team that owns the goal; alerts route to it.")
+    why: str = Field(default="", description="Why the goal matters.")
+    recompute: int = Field(default=1, ge=0, description="Windows recomputed each cycle, for late data.")
+    maturity: Duration = Field(default=timedelta(0), description="A window younger than this is provisional.")
+    review: WindowSize | None = Field(default=timedelta(weeks=1), description="Also computed on windows of this size for the review.")
+    severity: Literal["page", "ticket"] = Field(default="ticket", description="Severity of its breach alert.")
+    max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
+
+    @property
+    def sql_text(self) -> str:
+        return self.sql.read_text()
+
+
+class Notify(Strict):
+    kind: Literal["webhook", "slack", "telegram", "smtp"] = Field(description="webhook, slack, telegram or smtp.")
+    url: str | None = Field(default=None, description="Webhook URL (webhook, slack).")
+    token: str | None = Field(default=None, description="Telegram bot token.")
+    chat_id: str | None = Field(default=None, description="Telegram chat id.")
+    host: str | None = Field(default=None, description="SMTP host.")
+    port: int = Field(default=25, description="SMTP port.")
+    sender: str | None = Field(default=None, description="SMTP From address.")
+    to: list[str] = Field(default_factory=list, description="SMTP recipients.")
+    username: str | None = Field(default=None, description="SMTP user.")
+    password: str | None = Field(default=None, description="SMTP password.")
+
+
+class Config(Strict):
+    database_url: str = Field(default="sqlite:///monitor.db", description="SQLAlchemy URL of the source tables.")
+    results_url: str = Field(default="", description="SQLAlchemy URL of the results store; empty: the source database.")
+    models: list[Model] = Field(default_factory=list, description="Models to watch.")
+    goals: list[Goal] = Field(default_factory=list, description="Business goals to track.")
+    notify: list[Notify] = Field(default_factory=list, description="Built-in notification channels.")
+    statement_timeout: Duration = Field(default=timedelta(seconds=300), description="Any one SQL statement is cut after this.")
+    app_url: str = Field(default="http://localhost:8501", description="Address of the review app, for links in alerts.")
+    grace: Duration = Field(default=timedelta(minutes=5), description="Wait this long after a window ends before computing it.")
+    path: Path | None = Field(default=None, exclude=True, description="The file this config was read from.")
+
+    @field_validator("models", "goals")
+    @classmethod
+    def _unique_names(cls, items: list) -> list:
+        seen = set()
+        for it in items:
+            if it.name in seen:
+                raise ValueError(f"duplicate name {it.name!r}")
+            seen.add(it.name)
+        return items
+
+    @property
+    def store_url(self) -> str:
+        return self.results_url or self.database_url
+
+    def goal(self, name: str) -> Goal:
+        return next(g for g in self.goals if g.name == name)
+
+    def model(self, name: str) -> Model:
+        return next(m for m in self.models if m.name == name)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def interpolate(text: str, env: dict[str, str] | None = None, where: str = "") -> str:
+    """Replace `${VAR}` and `${VAR:-default}` with values from the environment."""
+    env = os.environ if env is None else env
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env and (env[name] != "" or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+
+    return _VAR.sub(sub, text)
+
+
+def _interpolate_tree(node: Any, where: str) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, where=where)
+    if isinstance(node, list):
+        return [_interpolate_tree(x, f"{where}[{i}]") for i, x in enumerate(node)]
+    if isinstance(node, dict):
+        return {k: _interpolate_tree(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+    return node
+
+
+def _key_path(loc: tuple, data: Any) -> str:
+    """`goals[0].targt` style path; list items also show their name."""
+    parts, node = [], data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            parts.append(f"[{item}]" + (f"({name})" if name else ""))
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    """A relative SQLite path is relative to the config file's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url[len(prefix):] not in ("", ":memory:"):
+        return prefix + str((base / url[len(prefix):]).resolve())
+    return url
+
+
+def parse_config(data: Any, path: Path | str = "<config>") -> Config:
+    """Validate a parsed YAML tree; relative paths resolve against the file's folder."""
+    path = Path(path)
+    base = path.parent.resolve() if path.name != "<config>" else Path.cwd()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    data = _interpolate_tree(data, "")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = _key_path(err["loc"], data) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check its spelling)"
+            elif err["type"] == "missing":
+                msg = "missing required key"
+            lines.append(f"{path}: {key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+    goals = []
+    for i, g in enumerate(cfg.goals):
+        sql = g.sql if g.sql.is_absolute() else (base / g.sql).resolve()
+        if not sql.is_file():
+            raise ConfigError(f"{path}: goals[{i}]({g.name}).sql: SQL file {sql} does not exist")
+        goals.append(g.model_copy(update={"sql": sql}))
+    return cfg.model_copy(update={
+        "goals": goals,
+        "database_url": _resolve_sqlite(cfg.database_url, base),
+        "results_url": _resolve_sqlite(cfg.results_url, base) if cfg.results_url else "",
+        "path": path.resolve() if path.name != "<config>" else None,
+    })
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate the config file (`--config` or `MONITOR_CONFIG`)."""
+    path = path or os.environ.get("MONITOR_CONFIG")
+    if not path:
+        raise ConfigError("no config file: pass --config FILE or set MONITOR_CONFIG")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_config(data if data is not None else {}, path)

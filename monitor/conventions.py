@@ -1,0 +1,68 @@
+"""The one place where names are built: metric names, job names, alert names, dashboard uids."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+PREFIX = "monitor"
+
+GOAL_VALUE = f"{PREFIX}_goal_value"
+GOAL_TARGET = f"{PREFIX}_goal_target"
+GOAL_MET = f"{PREFIX}_goal_met"
+GOAL_WINDOW_END = f"{PREFIX}_goal_window_end_timestamp_seconds"
+GOAL_INFO = f"{PREFIX}_goal"  # exposed as monitor_goal_info by prometheus_client
+GOAL_CI_LOW = f"{PREFIX}_goal_ci_low"
+GOAL_CI_HIGH = f"{PREFIX}_goal_ci_high"
+GOAL_STATUS = f"{PREFIX}_goal_status"
+GOAL_PROVISIONAL = f"{PREFIX}_goal_provisional"
+GOAL_REVIEW_VALUE = f"{PREFIX}_goal_review_value"
+GOAL_PLANNED = f"{PREFIX}_goal_planned_value"
+GOAL_PROJECTED = f"{PREFIX}_goal_projected_value"
+GOAL_TRAJECTORY = f"{PREFIX}_goal_trajectory"
+GOAL_SEGMENT_VALUE = f"{PREFIX}_goal_segment_value"
+GOAL_BUDGET_SPENT = f"{PREFIX}_goal_error_budget_spent_ratio"
+GOAL_BURN_RATE = f"{PREFIX}_goal_burn_rate"
+
+FEATURE_DRIFT_SCORE = f"{PREFIX}_feature_drift_score"
+FEATURE_DRIFT_DETECTED = f"{PREFIX}_feature_drift_detected"
+FEATURE_DRIFT_THRESHOLD = f"{PREFIX}_feature_drift_threshold"
+DATASET_DRIFT_SHARE = f"{PREFIX}_dataset_drift_share"
+DATASET_DRIFT_THRESHOLD = f"{PREFIX}_dataset_drift_share_threshold"
+PREDICTION_DRIFT_SCORE = f"{PREFIX}_prediction_drift_score"
+MODEL_QUALITY = f"{PREFIX}_model_quality"
+MODEL_ONLINE = f"{PREFIX}_model_online"
+MODEL_LABEL_COVERAGE = f"{PREFIX}_model_label_coverage_ratio"
+MODEL_QUALITY_PENDING = f"{PREFIX}_model_quality_pending_windows"
+MODEL_WINDOW_END = f"{PREFIX}_model_window_end_timestamp_seconds"
+MODEL_QUALITY_WINDOW_END = f"{PREFIX}_model_quality_window_end_timestamp_seconds"
+MODEL_INFO = f"{PREFIX}_model"
+
+JOB_LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
+JOB_DURATION = f"{PREFIX}_job_duration_seconds"
+JOB_FAILURES = f"{PREFIX}_job_failures"  # a counter: exposed as monitor_job_failures_total
+JOB_ROWS_READ = f"{PREFIX}_job_rows_read"
+JOB_LAST_STATUS = f"{PREFIX}_job_last_run_ok"
+
+TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
+STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2}
+
+
+def goal_job(name: str) -> str:
+    return f"goal:{name}"
+
+
+def model_job(name: str) -> str:
+    return f"model:{name}"
+
+
+def camel(name: str) -> str:
+    """`spam_exposure_rate` -> `SpamExposureRate`, for alert names."""
+    return "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", name) if p)
+
+
+def uid(*parts: str) -> str:
+    """A stable Grafana uid (at most 40 characters) derived from names."""
+    raw = "-".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts)
+    if len(raw) <= 40:
+        return raw
+    return raw[:31] + "-" + hashlib.sha1(raw.encode()).hexdigest()[:8]

@@ -1,0 +1,157 @@
+"""A Prometheus collector that reads the latest stored results at scrape time; nothing is computed here."""
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from . import conventions as n
+from .config import Config
+from .store import Store
+
+
+def _ts(dt) -> float:
+    return dt.timestamp()
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+class ResultsCollector:
+    """Yields the monitor's metric families from the results store, for the subjects in the config."""
+
+    def __init__(self, cfg: Config, store: Store):
+        self.cfg = cfg
+        self.store = store
+
+    def collect(self):
+        yield from self.collect_goals()
+        yield from self.collect_models()
+        yield from self.collect_jobs()
+
+    def collect_goals(self):
+        goals = {g.name: g for g in self.cfg.goals}
+        value = GaugeMetricFamily(n.GOAL_VALUE, "The goal's value in its latest window.", labels=["goal"])
+        target = GaugeMetricFamily(n.GOAL_TARGET, "The goal's target.", labels=["goal", "direction"])
+        met = GaugeMetricFamily(n.GOAL_MET, "1 when the latest value meets the target, else 0.", labels=["goal"])
+        end = GaugeMetricFamily(n.GOAL_WINDOW_END, "End of the goal's latest window.", labels=["goal"])
+        lo = GaugeMetricFamily(n.GOAL_CI_LOW, "Lower bound of the 95 % Wilson interval of the latest rate.", labels=["goal"])
+        hi = GaugeMetricFamily(n.GOAL_CI_HIGH, "Upper bound of the 95 % Wilson interval of the latest rate.", labels=["goal"])
+        status = GaugeMetricFamily(n.GOAL_STATUS, "1 for the latest window's status (met, missed, insufficient_data).", labels=["goal", "status"])
+        prov = GaugeMetricFamily(n.GOAL_PROVISIONAL, "1 when the latest window is not yet mature.", labels=["goal"])
+        review = GaugeMetricFamily(n.GOAL_REVIEW_VALUE, "The goal's value in its latest review (weekly) window.", labels=["goal", "window"])
+        info = InfoMetricFamily(n.GOAL_INFO, "The goal's definition.", labels=["goal"])
+        for g in self.cfg.goals:
+            target.add_metric([g.name, g.direction], g.target)
+            info.add_metric([g.name], {"title": g.title, "owner": g.owner, "unit": g.unit,
+                                       "deadline": g.deadline.date().isoformat() if g.deadline else ""})
+        for r in self.store.latest_goal_results():
+            g = goals.get(r["goal"])
+            if g is None:
+                continue
+            if r["size_seconds"] == int(g.window.total_seconds()):
+                value.add_metric([g.name], _num(r["value"]))
+                met.add_metric([g.name], 1.0 if r["met"] else 0.0)
+                end.add_metric([g.name], _ts(r["window_end"]))
+                prov.add_metric([g.name], 1.0 if r["provisional"] else 0.0)
+                for s in n.STATUS_CODES:
+                    status.add_metric([g.name, s], 1.0 if r["status"] == s else 0.0)
+                if r["ci_low"] is not None:
+                    lo.add_metric([g.name], r["ci_low"])
+                    hi.add_metric([g.name], r["ci_high"])
+            elif g.review and r["size_seconds"] == int(g.review.total_seconds()):
+                from .durations import format_duration
+                review.add_metric([g.name, format_duration(g.review)], _num(r["value"]))
+        planned = GaugeMetricFamily(n.GOAL_PLANNED, "Where the planned path from baseline to target stands now.", labels=["goal"])
+        projected = GaugeMetricFamily(n.GOAL_PROJECTED, "The trend's projected value at the deadline.", labels=["goal"])
+        traj = GaugeMetricFamily(n.GOAL_TRAJECTORY, "1 for the goal's trajectory (on_track, at_risk, off_track, unknown).", labels=["goal", "trajectory"])
+        for t in self.store.latest_trajectories():
+            if t["goal"] not in goals:
+                continue
+            if t["planned"] is not None:
+                planned.add_metric([t["goal"]], t["planned"])
+            if t["projected"] is not None:
+                projected.add_metric([t["goal"]], t["projected"])
+            for s in n.TRAJECTORY_CODES:
+                traj.add_metric([t["goal"], s], 1.0 if t["status"] == s else 0.0)
+        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj)
+
+    def collect_models(self):
+        score = GaugeMetricFamily(n.FEATURE_DRIFT_SCORE, "Drift of one feature in the latest window against the reference.", labels=["model", "feature", "method"])
+        detected = GaugeMetricFamily(n.FEATURE_DRIFT_DETECTED, "1 when the feature's drift score crosses its threshold.", labels=["model", "feature"])
+        share = GaugeMetricFamily(n.DATASET_DRIFT_SHARE, "Share of features drifted in the latest window.", labels=["model"])
+        share_thr = GaugeMetricFamily(n.DATASET_DRIFT_THRESHOLD, "Share of drifted features that makes dataset drift.", labels=["model"])
+        pred = GaugeMetricFamily(n.PREDICTION_DRIFT_SCORE, "Drift of the score column.", labels=["model", "method"])
+        online = GaugeMetricFamily(n.MODEL_ONLINE, "Label-free signals of the latest window.", labels=["model", "metric", "feature"])
+        quality = GaugeMetricFamily(n.MODEL_QUALITY, "Offline quality of the latest window whose labels are mature.", labels=["model", "metric"])
+        coverage = GaugeMetricFamily(n.MODEL_LABEL_COVERAGE, "Share of the quality window's predictions that got a label.", labels=["model"])
+        pending = GaugeMetricFamily(n.MODEL_QUALITY_PENDING, "Windows whose labels have not matured yet.", labels=["model"])
+        end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window.", labels=["model"])
+        qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
+        info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
+        for m in self.cfg.models:
+            info.add_metric([m.name], {"task": m.task, "owner": m.owner})
+            share_thr.add_metric([m.name], m.drift.dataset_share)
+            series = self.store.model_series(m.name)
+            if not series:
+                continue
+            latest = series[-1]
+            end.add_metric([m.name], _ts(latest["window_end"]))
+            pending.add_metric([m.name], float(sum(1 for w in series if w["quality_status"] == "pending")))
+            if latest["drift_share"] is not None:
+                share.add_metric([m.name], latest["drift_share"])
+            for r in self.store.model_metrics(m.name, latest["window_start"]):
+                if r["segment"]:
+                    continue
+                if r["kind"] == "feature_drift":
+                    score.add_metric([m.name, r["name"], r["method"] or ""], _num(r["value"]))
+                    detected.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
+                elif r["kind"] == "prediction_drift":
+                    pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
+                elif r["kind"] == "online":
+                    online.add_metric([m.name, r["name"], ""], _num(r["value"]))
+                elif r["kind"] == "null_share":
+                    online.add_metric([m.name, "null_share", r["name"]], _num(r["value"]))
+            judged = next((w for w in reversed(series) if w["quality_status"] == "ok"), None)
+            if judged:
+                qend.add_metric([m.name], _ts(judged["window_end"]))
+                if judged["label_coverage"] is not None:
+                    coverage.add_metric([m.name], judged["label_coverage"])
+                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality",)):
+                    if not r["segment"]:
+                        quality.add_metric([m.name, r["name"]], _num(r["value"]))
+        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info)
+
+    def collect_jobs(self):
+        jobs = {n.goal_job(g.name) for g in self.cfg.goals} | {n.model_job(m.name) for m in self.cfg.models}
+        last = GaugeMetricFamily(n.JOB_LAST_SUCCESS, "When a job last succeeded.", labels=["job"])
+        dur = GaugeMetricFamily(n.JOB_DURATION, "How long the job's last run took.", labels=["job"])
+        fails = CounterMetricFamily(n.JOB_FAILURES, "Failed runs of the job.", labels=["job"])
+        rows = GaugeMetricFamily(n.JOB_ROWS_READ, "Rows the job's last successful run read.", labels=["job"])
+        ok = GaugeMetricFamily(n.JOB_LAST_STATUS, "1 when the job's last run succeeded.", labels=["job"])
+        for s in self.store.job_stats():
+            if s["job"] not in jobs:
+                continue
+            if s["last_success"] is not None:
+                last.add_metric([s["job"]], _ts(s["last_success"]))
+            if s["last_duration"] is not None:
+                dur.add_metric([s["job"]], s["last_duration"])
+            fails.add_metric([s["job"]], float(s["failures"] or 0))
+            if s["last_rows"] is not None:
+                rows.add_metric([s["job"]], float(s["last_rows"]))
+            ok.add_metric([s["job"]], 1.0 if s["last_status"] == "ok" else 0.0)
+        yield from (last, dur, fails, rows, ok)
+
+
+def registry(cfg: Config, store: Store) -> CollectorRegistry:
+    """A fresh registry holding only the results collector."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(ResultsCollector(cfg, store))
+    return reg
+
+
+def exposition(cfg: Config, store: Store) -> bytes:
+    """The text exposition of the latest results."""
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(registry(cfg, store))

@@ -1,0 +1,100 @@
+"""A goal's window: run its SQL, check the shape of what it returns, judge it."""
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from .config import Goal
+from .db import bind_time
+from .smart import judge
+from .store import GoalWindow
+from .windows import Window
+
+OTHER = "other"
+
+
+class GoalDataError(Exception):
+    """The goal's SQL returned something the monitor cannot store; the message names goal and file."""
+
+
+def _number(goal: Goal, column: str, raw, row_no: int) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
+        raise GoalDataError(f"goal {goal.name} ({goal.sql}): column {column!r} of row {row_no} is {raw!r}, expected a number or NULL")
+    x = float(raw)
+    if not math.isfinite(x):
+        raise GoalDataError(f"goal {goal.name} ({goal.sql}): column {column!r} of row {row_no} is {x}, expected a finite number or NULL")
+    return x
+
+
+def run_sql(conn, goal: Goal, window: Window) -> tuple[list[str], list[tuple]]:
+    """Run the goal's SQL on one window with bound parameters."""
+    params = {"window_start": bind_time(conn, window.start), "window_end": bind_time(conn, window.end)}
+    result = conn.execute(sa.text(goal.sql_text), params)
+    return list(result.keys()), [tuple(r) for r in result]
+
+
+def shape(goal: Goal, columns: list[str], rows: list[tuple]) -> tuple[float | None, float | None, float | None, list[dict]]:
+    """(value, numerator, denominator, segments) from the SQL's rows, or a GoalDataError."""
+    cols = [c.lower() for c in columns]
+    if "value" not in cols:
+        raise GoalDataError(f"goal {goal.name} ({goal.sql}): the query returns no `value` column (it returns {', '.join(columns) or 'nothing'})")
+    idx = {c: cols.index(c) for c in ("value", "numerator", "denominator", "segment") if c in cols}
+
+    def num(row, c, i):
+        return _number(goal, c, row[idx[c]], i) if c in idx else None
+
+    if "segment" not in idx:
+        if len(rows) > 1:
+            raise GoalDataError(f"goal {goal.name} ({goal.sql}): the query returns {len(rows)} rows without a `segment` column; expected one row")
+        if not rows:
+            return None, None, None, []
+        r = rows[0]
+        return num(r, "value", 1), num(r, "numerator", 1), num(r, "denominator", 1), []
+    if "numerator" not in idx or "denominator" not in idx:
+        raise GoalDataError(f"goal {goal.name} ({goal.sql}): a query with a `segment` column must also return `numerator` and `denominator`")
+    segs, seen = [], set()
+    for i, r in enumerate(rows, 1):
+        name = "(null)" if r[idx["segment"]] is None else str(r[idx["segment"]])
+        if name in seen:
+            raise GoalDataError(f"goal {goal.name} ({goal.sql}): segment {name!r} appears in more than one row")
+        seen.add(name)
+        segs.append({"segment": name, "value": num(r, "value", i), "numerator": num(r, "numerator", i),
+                     "denominator": num(r, "denominator", i)})
+    segs = cap_segments(segs, goal.max_segments)
+    n = sum(s["numerator"] or 0.0 for s in segs)
+    d = sum(s["denominator"] or 0.0 for s in segs)
+    if not segs:
+        return None, None, None, []
+    return (n / d if d else None), n, d, segs
+
+
+def cap_segments(segs: list[dict], limit: int) -> list[dict]:
+    """Keep the `limit` segments with the largest denominators; sum the rest as `other`."""
+    ordered = sorted(segs, key=lambda s: (-(s["denominator"] or 0.0), s["segment"]))
+    if len(ordered) <= limit:
+        return ordered
+    keep, rest = ordered[:limit], ordered[limit:]
+    other = [s for s in keep if s["segment"] == OTHER]
+    if other:  # a segment already called `other` absorbs the tail
+        keep.remove(other[0])
+        rest.append(other[0])
+    n = sum(s["numerator"] or 0.0 for s in rest)
+    d = sum(s["denominator"] or 0.0 for s in rest)
+    return keep + [{"segment": OTHER, "numerator": n, "denominator": d, "value": n / d if d else None}]
+
+
+def compute(conn, goal: Goal, window: Window, provisional: bool) -> tuple[GoalWindow, int]:
+    """The stored result of one goal window, and the rows the query returned."""
+    columns, rows = run_sql(conn, goal, window)
+    value, numerator, denominator, segs = shape(goal, columns, rows)
+    j = judge(value, numerator, denominator, goal.target, goal.direction)
+    return GoalWindow(
+        goal=goal.name, size_seconds=int(window.size.total_seconds()), window_start=window.start,
+        window_end=window.end, value=value, numerator=numerator, denominator=denominator,
+        ci_low=j.ci_low, ci_high=j.ci_high, met=j.met, status=j.status, needed=j.needed,
+        provisional=provisional, segments=segs,
+    ), len(rows)

@@ -1,0 +1,154 @@
+"""One cycle: every due window of every goal and model, each job recorded, failures isolated."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from . import conventions as names
+from .config import Config, Goal, Model
+from .db import describe_error, make_engine
+from .store import Store
+from .windows import Window, is_mature, plan
+
+log = logging.getLogger("monitor.jobs")
+
+
+@dataclass
+class Task:
+    """One window of one job."""
+
+    job: str
+    window: Window
+    run: Callable[[], int]  # computes and stores the window; returns rows read
+
+
+@dataclass
+class CycleReport:
+    ran: int = 0
+    failed: list[tuple[str, Window, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime) -> list[Task]:
+    """Windows of the goal (and of its review size) to compute now."""
+    from . import goals
+
+    tasks = []
+    sizes = [goal.window] + ([goal.review] if goal.review and goal.review != goal.window else [])
+    for size in sizes:
+        stored = store.goal_windows(goal.name, int(size.total_seconds()))
+        unsettled = {s for s, prov in stored.items() if prov}
+        for w in plan(goal.start, now, size, set(stored), goal.recompute, unsettled):
+            def run(w=w):
+                with source.connect() as conn:
+                    result, rows = goals.compute(conn, goal, w, provisional=not is_mature(w, now, goal.maturity))
+                store.save_goal_window(result, now)
+                return rows
+            tasks.append(Task(names.goal_job(goal.name), w, run))
+    return tasks
+
+
+def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime) -> list[Task]:
+    """Windows of the model to compute now."""
+    from . import modeljobs
+
+    tasks = []
+    for w in modeljobs.plan_windows(store, model, now):
+        def run(w=w):
+            result, rows = modeljobs.compute(source, store, model, w, now)
+            store.save_model_window(result, now)
+            return rows
+        tasks.append(Task(names.model_job(model.name), w, run))
+    return tasks
+
+
+def update_trajectory(store: Store, goal: Goal, now: datetime) -> None:
+    """Fit the goal's weekly (else daily) values and store its trajectory."""
+    from .smart import trajectory
+
+    series = store.goal_series(goal.name, int(goal.review.total_seconds())) if goal.review else []
+    if len([r for r in series if r["value"] is not None]) < 3:
+        series = store.goal_series(goal.name, int(goal.window.total_seconds()))
+    if not series:
+        return
+    points = [(r["window_end"], r["value"]) for r in series]
+    baseline = (goal.baseline.value, goal.baseline.at) if goal.baseline else None
+    t = trajectory(points, goal.target, goal.direction, goal.deadline, baseline, now)
+    store.save_trajectory(goal.name, series[-1]["window_end"], now, current=t.current, planned=t.planned,
+                          slope_per_day=t.slope_per_day, projected=t.projected, status=t.status, points=t.points)
+
+
+def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progress: bool = False,
+              only: set[str] | None = None, clock: Callable[[], datetime] | None = None) -> CycleReport:
+    """Compute every due window not yet computed, plus the last `recompute` ones, of every job."""
+    store = store or Store(cfg.store_url)
+    store.migrate()
+    source = make_engine(cfg.database_url, cfg.statement_timeout)
+    clock = clock or (lambda: now)
+    report = CycleReport()
+    tasks: list[Task] = []
+    subjects = [(names.goal_job(g.name), g, goal_tasks) for g in cfg.goals] + [(names.model_job(m.name), m, model_tasks) for m in cfg.models]
+    for job, subject, make in subjects:
+        if only and subject.name not in only:
+            continue
+        try:
+            tasks += make(cfg, store, source, subject, now)
+        except Exception as e:  # planning reads the store; a failure there is the job's failure
+            _record_failure(store, report, job, None, e, clock())
+    bar = _progress(len(tasks), progress)
+    broken: set[str] = set()
+    for task in tasks:
+        if task.job in broken:  # its earlier window failed: retried next cycle, in order
+            bar.update(1)
+            continue
+        started = clock()
+        t0 = time.perf_counter()
+        run_id = None
+        try:
+            run_id = store.start_job(task.job, task.window.start, task.window.end, started)
+            rows = task.run()
+        except Exception as e:
+            broken.add(task.job)
+            msg = describe_error(e)
+            log.error("job failed", extra={"job": task.job, "window": str(task.window), "error": msg})
+            if run_id is None:
+                _record_failure(store, report, task.job, task.window, e, clock())
+            else:
+                store.finish_job(run_id, "failed", clock(), time.perf_counter() - t0, error=msg)
+                report.failed.append((task.job, task.window, msg))
+        else:
+            store.finish_job(run_id, "ok", clock(), time.perf_counter() - t0, rows_read=rows)
+            report.ran += 1
+        bar.update(1)
+    bar.close()
+    for g in cfg.goals:
+        if only and g.name not in only:
+            continue
+        try:
+            update_trajectory(store, g, now)
+        except Exception as e:
+            _record_failure(store, report, names.goal_job(g.name), None, e, clock())
+    return report
+
+
+def _record_failure(store: Store, report: CycleReport, job: str, window: Window | None, e: Exception, at: datetime):
+    msg = describe_error(e)
+    try:
+        run_id = store.start_job(job, window.start if window else None, window.end if window else None, at)
+        store.finish_job(run_id, "failed", at, 0.0, error=msg)
+    except Exception:
+        log.exception("cannot record a failed job: the results store is unreachable")
+    report.failed.append((job, window, msg))
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="window", desc="computing", disable=not enabled or total == 0, leave=False)
