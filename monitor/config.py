@@ -175,6 +175,8 @@ class Config(Strict):
     statement_timeout: Duration = Field(default=timedelta(seconds=300), description="Any one SQL statement is cut after this.")
     app_url: str = Field(default="http://localhost:8501", description="Address of the review app, for links in alerts.")
     grace: Duration = Field(default=timedelta(minutes=5), description="Wait this long after a window ends before computing it.")
+    retry_after: Duration = Field(default=timedelta(minutes=5), description="`serve` retries a failed or blocked job after this.")
+    lease_ttl: Duration = Field(default=timedelta(minutes=10), description="A replica that stops renewing its job lease loses it after this.")
     path: Path | None = Field(default=None, exclude=True, description="The file this config was read from.")
 
     @field_validator("models", "goals")

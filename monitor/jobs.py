@@ -85,9 +85,22 @@ def update_trajectory(store: Store, goal: Goal, now: datetime) -> None:
                           slope_per_day=t.slope_per_day, projected=t.projected, status=t.status, points=t.points)
 
 
+@dataclass
+class Lease:
+    """Who runs a job: among replicas on one results store, only the holder of its lease."""
+
+    holder: str
+    ttl_seconds: float = 600.0
+
+
 def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progress: bool = False,
-              only: set[str] | None = None, clock: Callable[[], datetime] | None = None) -> CycleReport:
-    """Compute every due window not yet computed, plus the last `recompute` ones, of every job."""
+              only: set[str] | None = None, clock: Callable[[], datetime] | None = None,
+              lease: Lease | None = None, stop: Callable[[], bool] | None = None) -> CycleReport:
+    """Compute every due window not yet computed, plus the last `recompute` ones, of every job.
+
+    With a lease, a job whose lease another replica holds is skipped; `stop` abandons the cycle
+    between windows (each window is one transaction, so nothing is left half written).
+    """
     store = store or Store(cfg.store_url)
     store.migrate()
     source = make_engine(cfg.database_url, cfg.statement_timeout)
@@ -99,12 +112,17 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
         if only and subject.name not in only:
             continue
         try:
+            if lease and not store.acquire_lease(job, lease.holder, lease.ttl_seconds, clock()):
+                report.skipped.append(job)
+                continue
             tasks += make(cfg, store, source, subject, now)
         except Exception as e:  # planning reads the store; a failure there is the job's failure
             _record_failure(store, report, job, None, e, clock())
     bar = _progress(len(tasks), progress)
     broken: set[str] = set()
     for task in tasks:
+        if stop and stop():
+            break
         if task.job in broken:  # its earlier window failed: retried next cycle, in order
             bar.update(1)
             continue
@@ -112,6 +130,10 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
         t0 = time.perf_counter()
         run_id = None
         try:
+            if lease and not store.acquire_lease(task.job, lease.holder, lease.ttl_seconds, started):
+                broken.add(task.job)  # lost the lease (we were too slow): the new holder goes on
+                report.skipped.append(task.job)
+                continue
             run_id = store.start_job(task.job, task.window.start, task.window.end, started)
             rows = task.run()
         except Exception as e:
@@ -121,7 +143,10 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
             if run_id is None:
                 _record_failure(store, report, task.job, task.window, e, clock())
             else:
-                store.finish_job(run_id, "failed", clock(), time.perf_counter() - t0, error=msg)
+                try:
+                    store.finish_job(run_id, "failed", clock(), time.perf_counter() - t0, error=msg)
+                except Exception:
+                    log.exception("cannot record a failed job: the results store is unreachable")
                 report.failed.append((task.job, task.window, msg))
         else:
             store.finish_job(run_id, "ok", clock(), time.perf_counter() - t0, rows_read=rows)
@@ -129,12 +154,19 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
         bar.update(1)
     bar.close()
     for g in cfg.goals:
-        if only and g.name not in only:
+        if (only and g.name not in only) or names.goal_job(g.name) in report.skipped:
             continue
         try:
             update_trajectory(store, g, now)
         except Exception as e:
             _record_failure(store, report, names.goal_job(g.name), None, e, clock())
+    if lease:
+        for job, _, _ in subjects:
+            if job not in report.skipped:
+                try:
+                    store.release_lease(job, lease.holder)
+                except Exception:
+                    log.warning("cannot release lease", extra={"job": job})
     return report
 
 

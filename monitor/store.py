@@ -380,3 +380,27 @@ class Store:
             q = q.where(t.c.kind.in_(kinds))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.kind, t.c.name))]
+
+    # --- leases: one runner per job across replicas ---
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float, now: datetime) -> bool:
+        """Take or renew the lease `name` unless another holder's lease is still live."""
+        from datetime import timedelta
+
+        t = leases
+        expires = now + timedelta(seconds=ttl_seconds)
+        with self.engine.begin() as conn:
+            taken = conn.execute(t.update().where(
+                t.c.name == name, sa.or_(t.c.holder == holder, t.c.expires_at < now)).values(holder=holder, expires_at=expires))
+            if taken.rowcount:
+                return True
+            try:
+                with conn.begin_nested():
+                    conn.execute(t.insert().values(name=name, holder=holder, expires_at=expires))
+                return True
+            except sa.exc.IntegrityError:
+                return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))

@@ -1,0 +1,203 @@
+"""`monitor serve`: the scheduler, `/metrics` and `/healthz` in one process."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import datetime, timedelta
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from socketserver import ThreadingMixIn
+
+import sqlalchemy as sa
+
+from .config import Config
+from .durations import utcnow
+from .jobs import Lease, run_cycle
+from .store import Store
+from .windows import floor
+
+log = logging.getLogger("monitor.serve")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any extra fields."""
+
+    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        doc.update({k: v for k, v in record.__dict__.items() if k not in self._skip})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(doc, default=str)
+
+
+class Service:
+    """Runs each goal's and model's job at its window cadence, and answers /metrics and /healthz."""
+
+    def __init__(self, cfg: Config, holder: str | None = None):
+        self.cfg = cfg
+        self.store = Store(cfg.store_url)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.lease = Lease(self.holder, ttl_seconds=cfg.lease_ttl.total_seconds())
+        self.scheduler = None
+        self.stopping = threading.Event()
+        self.last_cycle: dict[str, datetime] = {}
+        self.last_error: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def subjects(self) -> list[tuple[str, timedelta]]:
+        return [(g.name, g.window) for g in self.cfg.goals] + [(m.name, m.window) for m in self.cfg.models]
+
+    def run_subject(self, name: str) -> None:
+        """One cycle for one goal or model; failures are recorded by the cycle itself."""
+        if self.stopping.is_set():
+            return
+        try:
+            report = run_cycle(self.cfg, utcnow(), store=self.store, only={name}, lease=self.lease,
+                               clock=utcnow, stop=self.stopping.is_set)
+            if name in self.cfg_goal_names():
+                self._notify()
+            with self.lock:
+                self.last_cycle[name] = utcnow()
+                self.last_error.pop(name, None)
+                for job, window, err in report.failed:
+                    self.last_error[name] = f"{window}: {err}"
+            if report.failed or report.skipped:
+                # another replica holds the job, or it failed: look again soon rather than next window
+                self._retry(name)
+            log.info("cycle", extra={"subject": name, "ran": report.ran, "failed": len(report.failed),
+                                     "skipped": report.skipped})
+        except Exception as e:  # the store itself is down: keep serving, retry next time
+            from .db import describe_error
+            with self.lock:
+                self.last_error[name] = describe_error(e)
+            log.error("cycle failed", extra={"subject": name, "error": describe_error(e)})
+            self._retry(name)
+
+    def _retry(self, name: str) -> None:
+        if self.scheduler is not None and not self.stopping.is_set():
+            self.scheduler.add_job(self.run_subject, args=[name], id=f"{name}:retry", replace_existing=True,
+                                   next_run_time=utcnow() + self.cfg.retry_after)
+
+    def cfg_goal_names(self) -> set[str]:
+        return {g.name for g in self.cfg.goals}
+
+    def _notify(self) -> None:
+        if not self.cfg.notify:
+            return
+        try:
+            from .notify import notify_cycle
+            notify_cycle(self.cfg, self.store, utcnow())
+        except Exception:
+            log.exception("notifier failed")
+
+    def health(self) -> tuple[bool, dict]:
+        """Whether the service is healthy, and why."""
+        doc: dict = {"holder": self.holder}
+        ok = True
+        try:
+            with self.store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            doc["results_store"] = "reachable"
+        except Exception as e:
+            from .db import describe_error
+            ok = False
+            doc["results_store"] = f"unreachable: {describe_error(e)}"
+        now = utcnow()
+        jobs = {}
+        with self.lock:
+            for name, size in self.subjects():
+                last = self.last_cycle.get(name)
+                age = (now - last).total_seconds() if last else None
+                err = self.last_error.get(name)
+                jobs[name] = {"last_cycle_age_seconds": age, "status": "failed" if err else ("ok" if last else "waiting"),
+                              **({"error": err} if err else {})}
+                if err:
+                    ok = False
+        doc["jobs"] = jobs
+        doc["status"] = "ok" if ok else "degraded"
+        return ok, doc
+
+    def wsgi(self):
+        from prometheus_client import make_wsgi_app
+
+        from .exporter import registry
+
+        metrics_app = make_wsgi_app(registry(self.cfg, self.store))
+
+        def app(environ, start_response):
+            path = environ.get("PATH_INFO", "/")
+            if path == "/metrics":
+                try:
+                    return metrics_app(environ, start_response)
+                except Exception as e:
+                    from .db import describe_error
+                    body = f"# results store unreachable: {describe_error(e)}\n".encode()
+                    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                    return [body]
+            if path == "/healthz":
+                ok, doc = self.health()
+                start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+                return [json.dumps(doc).encode()]
+            start_response("200 OK", [("Content-Type", "text/html")])
+            return [b'<a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a>']
+        return app
+
+    def schedule(self):
+        """An APScheduler job per subject, at each window end plus the grace."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        sched = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
+                                                                  "misfire_grace_time": None})
+        now = utcnow()
+        for name, size in self.subjects():
+            first = floor(now, size) + size + self.cfg.grace
+            sched.add_job(self.run_subject, IntervalTrigger(seconds=size.total_seconds(), start_date=first),
+                          args=[name], id=name, name=name)
+            # catch up every missed window at start
+            sched.add_job(self.run_subject, args=[name], id=f"{name}:startup", next_run_time=now)
+        self.scheduler = sched
+        return sched
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve(cfg: Config, host: str = "0.0.0.0", port: int = 9108) -> int:
+    """Run until SIGTERM or SIGINT; the job in flight finishes its window or stops between windows."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    svc = Service(cfg)
+    svc.store.migrate()
+    httpd = make_server(host, port, svc.wsgi(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    sched = svc.schedule()
+    sched.start()
+    log.info("serving", extra={"port": port, "holder": svc.holder, "jobs": [n for n, _ in svc.subjects()]})
+
+    def stop(signum, _frame):
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        svc.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not svc.stopping.is_set():
+        time.sleep(0.2)
+    sched.shutdown(wait=True)
+    httpd.shutdown()
+    log.info("stopped")
+    return 0
