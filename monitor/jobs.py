@@ -73,9 +73,12 @@ def update_trajectory(store: Store, goal: Goal, now: datetime) -> None:
     """Fit the goal's weekly (else daily) values and store its trajectory."""
     from .smart import trajectory
 
-    series = store.goal_series(goal.name, int(goal.review.total_seconds())) if goal.review else []
-    if len([r for r in series if r["value"] is not None]) < 3:
-        series = store.goal_series(goal.name, int(goal.window.total_seconds()))
+    def settled(size):  # provisional windows are still filling up: they would drag the trend down
+        return [r for r in store.goal_series(goal.name, int(size.total_seconds())) if r["value"] is not None and not r["provisional"]]
+
+    series = settled(goal.review) if goal.review else []
+    if len(series) < 3:
+        series = settled(goal.window)
     if not series:
         return
     points = [(r["window_end"], r["value"]) for r in series]

@@ -97,6 +97,16 @@ def _median(v: list[float]) -> float:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
+def _trend_is_real(xs: list[float], ys: list[float]) -> bool:
+    """Whether the 95 % confidence interval of the Theil-Sen slope excludes zero."""
+    from scipy.stats import theilslopes
+
+    if len(set(ys)) == 1:
+        return False
+    _, _, low, high = theilslopes(ys, xs, alpha=0.95)
+    return low > 0 or high < 0
+
+
 @dataclass
 class Trajectory:
     status: str  # on_track, at_risk, off_track, unknown
@@ -119,11 +129,17 @@ def trajectory(points: list[tuple[datetime, float]], target: float, direction: s
         return Trajectory("unknown", None, None, None, None, 0)
     current = pts[-1][1]
     plan_now = planned(baseline[0], baseline[1], target, deadline, pts[-1][0]) if baseline and deadline else None
+    if baseline and meets(baseline[0], target, direction):
+        plan_now = target  # the goal was met from the start: the plan is to stay within the target
     if deadline is None or len(pts) < 3:
         return Trajectory("unknown", current, plan_now, None, None, len(pts))
     t0 = pts[0][0]
     xs = [(t - t0).total_seconds() / 86400 for t, _ in pts]
-    slope, intercept = theil_sen(xs, [v for _, v in pts])
+    ys = [v for _, v in pts]
+    slope, intercept = theil_sen(xs, ys)
+    if not _trend_is_real(xs, ys):
+        # noise is not a trend: projecting it months ahead would invent one
+        slope, intercept = 0.0, _median(ys)
     when = max(deadline, pts[-1][0])
     projected = intercept + slope * (when - t0).total_seconds() / 86400
     if not meets(projected, target, direction):

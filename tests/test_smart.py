@@ -102,3 +102,11 @@ def test_meeting_the_target_by_the_deadline_but_behind_plan_is_at_risk():
 def test_too_few_points_leave_the_trajectory_unknown():
     t = trajectory(_weeks([1.0, 2.0]), 3, "at_least", datetime(2027, 1, 1, tzinfo=UTC), None, datetime(2026, 10, 1, tzinfo=UTC))
     assert t.status == "unknown" and t.current == 2.0
+
+
+def test_a_goal_met_from_the_start_plans_to_stay_within_the_target():
+    vals = [0.004, 0.005, 0.003, 0.0085, 0.005, 0.166, 0.007]
+    t = trajectory(_weeks(vals), 0.01, "at_most", datetime(2027, 3, 31, tzinfo=UTC),
+                   (0.005, datetime(2026, 9, 1, tzinfo=UTC)), datetime(2026, 11, 1, tzinfo=UTC))
+    assert t.planned == 0.01 and t.status == "on_track"
+    assert t.slope_per_day == 0.0 and t.projected == pytest.approx(0.005), "noise is not projected as a trend"
