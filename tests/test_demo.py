@@ -1,0 +1,92 @@
+"""`monitor demo` end to end: a fresh world, every window computed, its findings agree with what was planted."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config
+from monitor.demo import example_config
+from monitor.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo") / "world"
+    proc = subprocess.run([str(BIN / "monitor"), "demo", "--dir", str(folder)], capture_output=True, text=True,
+                          cwd=tmp_path_factory.mktemp("cwd"), timeout=300)
+    return folder, proc
+
+
+def test_demo_makes_the_world_the_config_and_the_manifest(demo):
+    folder, proc = demo
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (folder / "monitor.db").is_file() and (folder / "monitor.yaml").is_file()
+    manifest = json.loads((folder / "episodes.json").read_text())
+    assert {e["name"] for e in manifest["episodes"]} >= {"spam_campaign", "credit_policy_change", "slow_engagement_growth"}
+    assert "monitor app --config" in proc.stdout and "monitor metrics --config" in proc.stdout
+
+
+def test_every_planted_episode_is_found(demo):
+    folder, proc = demo
+    lines = [x for x in proc.stdout.splitlines() if x.strip().startswith("[")]
+    assert len(lines) >= 6
+    assert not [x for x in lines if "[MISS]" in x], "\n".join(lines)
+
+
+def test_the_demo_config_works_from_any_folder(demo, tmp_path):
+    folder, _ = demo
+    env = {**os.environ}
+    env.pop("MONITOR_DATABASE_URL", None)
+    out = subprocess.run([str(BIN / "monitor"), "metrics", "--config", str(folder / "monitor.yaml")],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert 'monitor_goal_met{goal="spam_exposure_rate"}' in out.stdout
+    assert 'monitor_goal_info{deadline="2027-03-31",goal="spam_exposure_rate"' in out.stdout
+
+
+def test_the_goal_table_agrees_with_the_planted_episodes(demo):
+    folder, _ = demo
+    cfg = load_config(folder / "monitor.yaml")
+    store = Store(cfg.store_url)
+    spam = store.goal_series("spam_exposure_rate", 86400)
+    campaign = [r for r in spam if "2026-10-05" <= r["window_start"].date().isoformat() < "2026-10-12"]
+    assert campaign and all(r["status"] == "missed" and r["value"] > 0.01 for r in campaign)
+    assert all(r["met"] for r in spam if r not in campaign)
+    traj = {t["goal"]: t for t in store.latest_trajectories()}
+    assert traj["minutes_per_active_user"]["status"] == "off_track"
+    assert traj["minutes_per_active_user"]["projected"] < 100
+    assert traj["spam_exposure_rate"]["status"] == "on_track"
+    loans = store.goal_series("large_loan_default_rate", 86400)
+    assert all(r["status"] == "insufficient_data" and r["needed"] > 1000 for r in loans)
+
+
+def test_the_committed_example_config_is_the_demo_config():
+    assert (ROOT / "examples" / "monitor.yaml").read_text() == example_config()
+
+
+def test_the_wheel_ships_the_goal_sql_and_the_migrations(tmp_path):
+    subprocess.run([str(BIN / "pip"), "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    wheel = next(tmp_path.glob("monitor-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for want in ("monitor/metrics_sql/spam_exposure_rate.sql", "monitor/migrations/env.py",
+                 "monitor/migrations/versions/0001_initial.py", "monitor/demo_world.py"):
+        assert want in names
+    # installed from the wheel alone, outside the repository, the demo still runs
+    target = tmp_path / "site"
+    subprocess.run([str(BIN / "pip"), "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    where = subprocess.run([sys.executable, "-c", "import monitor; print(monitor.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True).stdout
+    assert where.startswith(str(target)), where
+    out = subprocess.run([sys.executable, "-c", "import monitor.cli, sys; sys.exit(monitor.cli.main(['demo', '--dir', 'w', '--days', '21']))"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    assert "spam_exposure_rate" in out.stdout and (tmp_path / "w" / "metrics_sql" / "spam_exposure_rate.sql").is_file()
