@@ -68,6 +68,14 @@ class Cluster:
         return self._run(str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
                          "-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql).stdout
 
+    def require_password(self, *roles: str) -> None:
+        """Make these roles log in with their password on loopback (the rest stay trusted)."""
+        hba = self.data / "pg_hba.conf"
+        lines = "".join(f"host all {r} 127.0.0.1/32 scram-sha-256\n" for r in roles)
+        self._run("sh", "-c", f"printf '%s' '{lines}' | cat - {hba} > {hba}.new && mv {hba}.new {hba}")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "reload")
+        time.sleep(0.5)
+
     def create_db(self, name: str) -> str:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
