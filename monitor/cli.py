@@ -140,6 +140,9 @@ def cmd_run_once(args) -> int:
     now = args.now or utcnow()
     store = _store(cfg)
     report = run_cycle(cfg, now, store=store, progress=args.progress)
+    if cfg.notify:
+        from .notify import notify_cycle
+        notify_cycle(cfg, store, now)
     rows = goal_table(cfg, store)
     if args.json:
         print(json.dumps({"now": now.isoformat(), "goals": rows, "failed": [

@@ -61,8 +61,7 @@ class Service:
         try:
             report = run_cycle(self.cfg, utcnow(), store=self.store, only={name}, lease=self.lease,
                                clock=utcnow, stop=self.stopping.is_set)
-            if name in self.cfg_goal_names():
-                self._notify()
+            self._notify()
             with self.lock:
                 self.last_cycle[name] = utcnow()
                 self.last_error.pop(name, None)
@@ -84,9 +83,6 @@ class Service:
         if self.scheduler is not None and not self.stopping.is_set():
             self.scheduler.add_job(self.run_subject, args=[name], id=f"{name}:retry", replace_existing=True,
                                    next_run_time=utcnow() + self.cfg.retry_after)
-
-    def cfg_goal_names(self) -> set[str]:
-        return {g.name for g in self.cfg.goals}
 
     def _notify(self) -> None:
         if not self.cfg.notify:
