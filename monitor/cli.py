@@ -152,8 +152,12 @@ def cmd_run_once(args) -> int:
         print_goal_table(rows)
     print_failures(report)
     if args.push or args.textfile:
-        from .batch import publish
-        publish(cfg, store, push=args.push, textfile=args.textfile)
+        from .batch import PublishError, publish
+        try:
+            publish(cfg, store, push=args.push, textfile=args.textfile)
+        except PublishError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

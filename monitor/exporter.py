@@ -1,12 +1,68 @@
-"""A Prometheus collector that reads the latest stored results at scrape time; nothing is computed here."""
+"""A Prometheus collector that reads the latest stored results at scrape time; nothing is computed here.
+
+Besides the stored values, a scrape only sums stored rows: the error budget of a rate goal (one
+whose SQL returns `numerator` and `denominator`). Its period runs from the baseline date (else the
+goal's `start`) to the deadline (open-ended without one). Bad events are the numerator of an
+at-most goal (denominator - numerator of an at-least goal); the target allows
+`target * denominator` of them (`(1 - target) * denominator`). Budget spent is bad over allowed
+since the period began; a burn rate is the same ratio over the windows of the last day or week
+before the latest window's end (1 spends exactly the budget).
+"""
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+import re
+from datetime import datetime, timedelta
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.registry import CollectorRegistry
 
 from . import conventions as n
-from .config import Config
+from .config import Config, Goal
+from .durations import format_duration
 from .store import Store
+
+BURN_WINDOWS = {"1d": timedelta(days=1), "1w": timedelta(weeks=1)}
+_NUMERATOR = re.compile(r"\bnumerator\b", re.IGNORECASE)
+
+
+def is_rate_goal(goal: Goal) -> bool:
+    """A rate goal's SQL returns numerator and denominator, and its target leaves a budget."""
+    allowed = goal.target if goal.direction == "at_most" else 1 - goal.target
+    return 0 < allowed <= 1 and _NUMERATOR.search(goal.sql_text) is not None
+
+
+def budget_period(goal: Goal) -> tuple[datetime, datetime | None]:
+    """The error budget's period: from the baseline date (else the goal's start) to the deadline."""
+    return (goal.baseline.at if goal.baseline else goal.start), goal.deadline
+
+
+def error_budget(goal: Goal, rows: list[dict]) -> tuple[float | None, dict[str, float]]:
+    """Share of the period's budget spent, and burn rates by look-back, from stored windows (oldest first)."""
+    allowed = goal.target if goal.direction == "at_most" else 1 - goal.target
+    rows = [r for r in rows if r["numerator"] is not None and r["denominator"] is not None]
+    if not rows or allowed <= 0:
+        return None, {}
+
+    def ratio(rs: list[dict]) -> float | None:
+        den = sum(r["denominator"] for r in rs)
+        num = sum(r["numerator"] for r in rs)
+        bad = num if goal.direction == "at_most" else den - num
+        return bad / (allowed * den) if den > 0 else None
+
+    start, end = budget_period(goal)
+    spent = ratio([r for r in rows if r["window_start"] >= start and (end is None or r["window_end"] <= end)])
+    latest = rows[-1]["window_end"]
+    burn = {}
+    for label, span in BURN_WINDOWS.items():
+        if goal.window <= span:
+            b = ratio([r for r in rows if r["window_start"] >= latest - span])
+            if b is not None:
+                burn[label] = b
+    return spent, burn
 
 
 def _ts(dt) -> float:
@@ -23,6 +79,7 @@ class ResultsCollector:
     def __init__(self, cfg: Config, store: Store):
         self.cfg = cfg
         self.store = store
+        self.rate_goals = {g.name for g in cfg.goals if is_rate_goal(g)}  # reads SQL files once, not per scrape
 
     def collect(self):
         yield from self.collect_goals()
@@ -60,7 +117,6 @@ class ResultsCollector:
                     lo.add_metric([g.name], r["ci_low"])
                     hi.add_metric([g.name], r["ci_high"])
             elif g.review and r["size_seconds"] == int(g.review.total_seconds()):
-                from .durations import format_duration
                 review.add_metric([g.name, format_duration(g.review)], _num(r["value"]))
         planned = GaugeMetricFamily(n.GOAL_PLANNED, "Where the planned path from baseline to target stands now.", labels=["goal"])
         projected = GaugeMetricFamily(n.GOAL_PROJECTED, "The trend's projected value at the deadline.", labels=["goal"])
@@ -74,7 +130,17 @@ class ResultsCollector:
                 projected.add_metric([t["goal"]], t["projected"])
             for s in n.TRAJECTORY_CODES:
                 traj.add_metric([t["goal"], s], 1.0 if t["status"] == s else 0.0)
-        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj)
+        spent = GaugeMetricFamily(n.GOAL_BUDGET_SPENT, "Share of the period's error budget spent since the period began (rate goals).", labels=["goal"])
+        burn = GaugeMetricFamily(n.GOAL_BURN_RATE, "Bad events over those the target allows, in the last day or week of windows (1 spends exactly the budget).", labels=["goal", "window"])
+        for g in self.cfg.goals:
+            if g.name not in self.rate_goals:
+                continue
+            share, rates = error_budget(g, self.store.goal_series(g.name, int(g.window.total_seconds())))
+            if share is not None:
+                spent.add_metric([g.name], share)
+            for label, rate in rates.items():
+                burn.add_metric([g.name, label], rate)
+        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj, spent, burn)
 
     def collect_models(self):
         score = GaugeMetricFamily(n.FEATURE_DRIFT_SCORE, "Drift of one feature in the latest window against the reference.", labels=["model", "feature", "method"])
