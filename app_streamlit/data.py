@@ -1,0 +1,397 @@
+"""What the review app shows, built from the results store alone. No Streamlit here: the pages
+cache these readers and draw what the builders return.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from monitor import review
+from monitor.config import Config, Goal, Model
+from monitor.goals import strip_comments
+from monitor.smart import planned, trajectory
+from monitor.store import (Store, goal_results, goal_segments, goal_trajectory, job_runs, model_metrics,
+                           model_windows)
+from monitor.windows import floor
+
+UTC = timezone.utc
+WEEK = timedelta(weeks=1)
+WEEK_S = int(WEEK.total_seconds())
+TREND_WEEKS = 12
+
+
+def week_of(ts: datetime) -> datetime:
+    """Monday 00:00 UTC of the ISO week that holds `ts`."""
+    return floor(ts, WEEK)
+
+
+def week_label(ws: datetime) -> str:
+    iso = ws.isocalendar()
+    last = ws + WEEK - timedelta(days=1)
+    return f"{iso.year}-W{iso.week:02d} ({ws:%b %d} – {last:%b %d})"
+
+
+def parse_week(text: str | None) -> datetime | None:
+    """`2026-10-05` or `2026-W41` from a query parameter, as the Monday of that week."""
+    if not text:
+        return None
+    text = str(text).strip()
+    try:
+        m = re.fullmatch(r"(\d{4})-W(\d{1,2})", text, re.IGNORECASE)
+        if m:
+            return datetime.fromisocalendar(int(m.group(1)), int(m.group(2)), 1).replace(tzinfo=UTC)
+        return week_of(datetime.fromisoformat(text[:10]).replace(tzinfo=UTC))
+    except ValueError:
+        return None
+
+
+def weekly_size(goal: Goal) -> int | None:
+    """The window size (seconds) of the goal's weekly values, when it has them."""
+    for size in (goal.review, goal.window):
+        if size == WEEK:
+            return WEEK_S
+    return None
+
+
+# --- reading the results store ---
+
+class Reader:
+    """Reads the results store; every method returns plain, picklable data, so the app can cache it."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.store = Store(url)
+
+    def state(self) -> str:
+        """`ok`, `empty` (tables but no results) or `no_tables`; raises when the database is unreachable."""
+        url = sa.engine.make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
+            return "no_tables"  # connecting would create an empty file
+        with self.store.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(goal_results.name):
+                return "no_tables"
+            any_goal = conn.execute(sa.select(goal_results.c.goal).limit(1)).first()
+            any_model = conn.execute(sa.select(model_windows.c.model).limit(1)).first()
+        return "ok" if any_goal or any_model else "empty"
+
+    def weeks(self) -> list[datetime]:
+        """Every week with a stored weekly goal value, else every week with a daily one; newest first."""
+        t = goal_results
+        with self.store.engine.connect() as conn:
+            weekly = [r[0] for r in conn.execute(sa.select(t.c.window_start).where(t.c.size_seconds == WEEK_S).distinct())]
+            if weekly:
+                return sorted({week_of(w) for w in weekly}, reverse=True)
+            first, last = conn.execute(sa.select(sa.func.min(t.c.window_start), sa.func.max(t.c.window_start))).one()
+            if first is None:
+                mw = model_windows
+                first, last = conn.execute(sa.select(sa.func.min(mw.c.window_start), sa.func.max(mw.c.window_start))).one()
+        if first is None:
+            return []
+        out, w = [], week_of(first)
+        while w <= last:
+            out.append(w)
+            w += WEEK
+        return out[::-1]
+
+    def goal_series(self, goal: str, size: int) -> list[dict]:
+        t = goal_results
+        q = sa.select(t).where(t.c.goal == goal, t.c.size_seconds == size).order_by(t.c.window_start)
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def trajectories(self, goal: str) -> list[dict]:
+        t = goal_trajectory
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.goal == goal).order_by(t.c.as_of))]
+
+    def segments(self, goal: str, size: int, starts: tuple[datetime, ...]) -> list[dict]:
+        t = goal_segments
+        q = sa.select(t).where(t.c.goal == goal, t.c.size_seconds == size, t.c.window_start.in_(list(starts)))
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def model_series(self, model: str) -> list[dict]:
+        return self.store.model_series(model)
+
+    def model_metrics(self, model: str, kinds: tuple[str, ...], overall_only: bool = True) -> list[dict]:
+        t = model_metrics
+        q = sa.select(t.c.window_start, t.c.kind, t.c.name, t.c.segment, t.c.method, t.c.value, t.c.threshold,
+                      t.c.detected).where(t.c.model == model, t.c.kind.in_(kinds))
+        if overall_only:
+            q = q.where(t.c.segment == "")
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.name))]
+
+    def last_run(self, job: str) -> dict | None:
+        """The job's latest recorded run (status, error, when)."""
+        t = job_runs
+        q = sa.select(t.c.status, t.c.error, t.c.started_at, t.c.window_start).where(t.c.job == job).order_by(t.c.id.desc()).limit(1)
+        with self.store.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
+
+    def drift_weeks(self, model: str) -> dict[datetime, dict]:
+        """Per week: the features and the score whose drift was detected in any of its windows."""
+        t = model_metrics
+        q = (sa.select(t.c.window_start, t.c.kind, t.c.name)
+             .where(t.c.model == model, t.c.segment == "", t.c.detected.is_(True),
+                    t.c.kind.in_(("feature_drift", "prediction_drift"))))
+        out: dict[datetime, dict] = {}
+        with self.store.engine.connect() as conn:
+            for ws, kind, name in conn.execute(q):
+                w = out.setdefault(week_of(ws), {"features": set(), "prediction": False})
+                if kind == "feature_drift":
+                    w["features"].add(name)
+                else:
+                    w["prediction"] = True
+        return {k: {"features": sorted(v["features"]), "prediction": v["prediction"]} for k, v in out.items()}
+
+
+# --- the goal behind a model ---
+
+@dataclass(frozen=True)
+class Link:
+    goal: str
+    model: str
+    reason: str
+
+
+def _owners_match(a: str, b: str) -> bool:
+    a, b = a.strip().lower(), b.strip().lower()
+    if not a or not b:
+        return False
+    short, long_ = sorted((a, b), key=len)
+    return a == b or (long_.startswith(short) and long_[len(short)] in "-_ /.")
+
+
+def links(cfg: Config) -> list[Link]:
+    """Which model is behind which goal, derived from the config: the goal's SQL reads the model's
+    prediction or label table, or the two are owned by the same team (`feed` and `feed-ml` count)."""
+    out = []
+    for g in cfg.goals:
+        try:
+            sql = strip_comments(g.sql_text).lower()
+        except OSError:
+            sql = ""
+        for m in cfg.models:
+            tables = [(m.source.table, "prediction")] + ([(m.labels.table, "label")] if m.labels else [])
+            read = [(t, what) for t, what in tables if re.search(rf"(?<![\w.]){re.escape(t.lower())}(?!\w)", sql)]
+            if read:
+                t, what = read[0]
+                out.append(Link(g.name, m.name, f"the goal's SQL reads `{t}`, the model's {what} table"))
+            elif _owners_match(g.owner, m.owner):
+                same = g.owner == m.owner
+                out.append(Link(g.name, m.name, f"same owner `{g.owner}`" if same else
+                                f"owners `{g.owner}` and `{m.owner}` are the same team"))
+    return out
+
+
+# --- this week's cards ---
+
+def _finite(x):
+    return x if x is not None and math.isfinite(x) else None
+
+
+def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
+    """One goal in one week: value, change, status, trajectory and trend, as plain JSON-able data."""
+    card = {"goal": goal.name, "title": goal.title or goal.name, "unit": goal.unit, "direction": goal.direction,
+            "target": goal.target, "owner": goal.owner,
+            "deadline": goal.deadline.date().isoformat() if goal.deadline else None,
+            "week_start": week.date().isoformat(), "value": None, "numerator": None, "denominator": None,
+            "ci_low": None, "ci_high": None, "met": None, "status": "no_data", "needed": None,
+            "provisional": False, "prev_value": None, "change": None, "trend": [], "weekly": True,
+            "trajectory": {"status": "unknown", "projected": None, "planned": None, "source": None}}
+    size = weekly_size(goal)
+    if size is None:
+        card["weekly"] = False
+        return card
+    series = [row for row in r.goal_series(goal.name, size) if row["window_start"] < week + WEEK]
+    by_start = {row["window_start"]: row for row in series}
+    row = by_start.get(week)
+    if row:
+        card.update({k: row[k] for k in ("value", "numerator", "denominator", "ci_low", "ci_high", "met", "needed")})
+        card["provisional"] = bool(row["provisional"])
+        card["status"] = row["status"] if row["value"] is not None else "no_data"
+    prev = by_start.get(week - WEEK)
+    if prev and prev["value"] is not None:
+        card["prev_value"] = prev["value"]
+        if card["value"] is not None:
+            card["change"] = card["value"] - prev["value"]
+    card["trend"] = [row["value"] for row in series[-TREND_WEEKS:] if _finite(row["value"]) is not None]
+    card["trajectory"] = week_trajectory(cfg, r, goal, week, series)
+    return card
+
+
+def week_trajectory(cfg: Config, r: Reader, goal: Goal, week: datetime, weekly: list[dict]) -> dict:
+    """The trajectory stored as of the week's end; for an older week, fitted the same way from the values up to it."""
+    end = week + WEEK
+    stored = [t for t in r.trajectories(goal.name) if t["as_of"] == end]
+    if stored:
+        t = stored[-1]
+        return {"status": t["status"], "projected": t["projected"], "planned": t["planned"], "current": t["current"],
+                "slope_per_day": t["slope_per_day"], "source": "stored"}
+    series = weekly
+    if len([x for x in series if x["value"] is not None]) < 3:
+        series = [x for x in r.goal_series(goal.name, int(goal.window.total_seconds())) if x["window_end"] <= end]
+    if not series or not any(x["window_start"] >= week for x in series):
+        return {"status": "unknown", "projected": None, "planned": None, "current": None, "slope_per_day": None, "source": None}
+    baseline = (goal.baseline.value, goal.baseline.at) if goal.baseline else None
+    t = trajectory([(x["window_end"], x["value"]) for x in series], goal.target, goal.direction, goal.deadline, baseline, end)
+    return {"status": t.status, "projected": t.projected, "planned": t.planned, "current": t.current,
+            "slope_per_day": t.slope_per_day, "source": "fitted"}
+
+
+def week_cards(cfg: Config, r: Reader, week: datetime) -> list[dict]:
+    return [goal_card(cfg, r, g, week) for g in cfg.goals]
+
+
+def drift_alerts(cfg: Config, r: Reader, week: datetime, cards: list[dict]) -> list[dict]:
+    """Goals missed in the week while a model behind them drifted in the same week."""
+    status = {c["goal"]: c["status"] for c in cards}
+    out = []
+    for link in links(cfg):
+        if status.get(link.goal) != "missed":
+            continue
+        d = r.drift_weeks(link.model).get(week)
+        if not d or not (d["features"] or d["prediction"]):
+            continue
+        what = ", ".join(d["features"]) if d["features"] else ""
+        if d["prediction"]:
+            what = (what + " and " if what else "") + "its score"
+        out.append({"goal": link.goal, "model": link.model, "features": d["features"], "prediction": d["prediction"],
+                    "reason": link.reason,
+                    "text": f"{link.goal} missed its target in the week of {week:%Y-%m-%d} while {link.model} drifted "
+                            f"({what}); linked because {link.reason}."})
+    return out
+
+
+SNAPSHOT_FIELDS = ("value", "status", "provisional", "numerator", "denominator", "needed")
+
+
+def changes_since(then: list[dict], now: list[dict]) -> list[dict]:
+    """What moved between the snapshot taken at closing and the values stored now."""
+    live = {c["goal"]: c for c in now}
+    out = []
+    for c in then:
+        cur = live.get(c["goal"])
+        if cur is None:
+            continue
+        for f in SNAPSHOT_FIELDS:
+            a, b = c.get(f), cur.get(f)
+            same = (a == b) if not (isinstance(a, float) and isinstance(b, float)) else math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+            if not same:
+                out.append({"goal": c["goal"], "field": f, "then": _show(f, a, c["unit"]), "now": _show(f, b, c["unit"])})
+    return out
+
+
+def _show(field: str, v, unit: str) -> str:
+    return review.fmt_value(v, unit) if field == "value" else ("–" if v is None else str(v))
+
+
+def snapshot(cards: list[dict], items: list[dict], carried: list[dict], alerts: list[dict]) -> dict:
+    """What a closed week keeps: the cards as shown, the review items and the carried actions."""
+    return {"version": 1, "cards": cards, "items": items, "carried": carried, "alerts": alerts}
+
+
+# --- the goal page ---
+
+def planned_path(goal: Goal, points: int = 40) -> list[dict]:
+    """The straight line from the baseline to the target at the deadline."""
+    if not goal.baseline or not goal.deadline:
+        return []
+    a, b = goal.baseline.at, goal.deadline
+    step = (b - a) / points
+    return [{"t": a + step * i, "planned": planned(goal.baseline.value, a, goal.target, b, a + step * i)} for i in range(points + 1)]
+
+
+def segment_movers(r: Reader, goal: Goal, week: datetime) -> tuple[list[dict], str]:
+    """Segments of the week against the week before, biggest movers first.
+
+    A segment's contribution is its share of the overall change: n/D this week minus n'/D' the week
+    before, so the contributions add up to the change of the overall rate.
+    """
+    size = weekly_size(goal)
+    scope = "the weekly window"
+    if size is not None:
+        rows = r.segments(goal.name, size, (week, week - WEEK))
+        cur = {s["segment"]: s for s in rows if s["window_start"] == week}
+        prev = {s["segment"]: s for s in rows if s["window_start"] == week - WEEK}
+    else:
+        cur, prev = {}, {}
+    if not cur:  # no weekly segments: sum the daily ones (a ratio of sums, never a mean of ratios)
+        daily = int(goal.window.total_seconds())
+        starts = tuple(week - WEEK + timedelta(seconds=daily) * i for i in range(int(2 * WEEK.total_seconds() // daily)))
+        rows = r.segments(goal.name, daily, starts)
+        cur, prev = _sum_segments(rows, week, week + WEEK), _sum_segments(rows, week - WEEK, week)
+        scope = "the sum of the daily windows"
+    d_cur = sum(s["denominator"] or 0 for s in cur.values())
+    d_prev = sum(s["denominator"] or 0 for s in prev.values())
+    out = []
+    for name in sorted(set(cur) | set(prev)):
+        c, p = cur.get(name, {}), prev.get(name, {})
+        contrib = None
+        if d_cur and d_prev:
+            contrib = (c.get("numerator") or 0) / d_cur - (p.get("numerator") or 0) / d_prev
+        v, pv = c.get("value"), p.get("value")
+        out.append({"segment": name, "value": v, "previous": pv,
+                    "change": v - pv if v is not None and pv is not None else None,
+                    "share": (c.get("denominator") or 0) / d_cur if d_cur else None,
+                    "denominator": c.get("denominator"), "contribution": contrib})
+    out.sort(key=lambda s: -abs(s["contribution"] if s["contribution"] is not None else (s["change"] or 0)))
+    return out, scope
+
+
+def _sum_segments(rows: list[dict], start: datetime, end: datetime) -> dict:
+    acc: dict[str, dict] = {}
+    for s in rows:
+        if start <= s["window_start"] < end:
+            a = acc.setdefault(s["segment"], {"numerator": 0.0, "denominator": 0.0})
+            a["numerator"] += s["numerator"] or 0
+            a["denominator"] += s["denominator"] or 0
+    for a in acc.values():
+        a["value"] = a["numerator"] / a["denominator"] if a["denominator"] else None
+    return acc
+
+
+# --- the models page ---
+
+def drift_heatmap(r: Reader, model: str) -> list[dict]:
+    """Per feature and week: the share of windows whose drift was detected, the largest score and its threshold."""
+    cells: dict[tuple, dict] = {}
+    for m in r.model_metrics(model, ("feature_drift",)):
+        key = (m["name"], week_of(m["window_start"]))
+        c = cells.setdefault(key, {"feature": m["name"], "week": key[1], "windows": 0, "drifted": 0, "max_score": None,
+                                   "threshold": m["threshold"], "method": m["method"]})
+        c["windows"] += 1
+        c["drifted"] += bool(m["detected"])
+        if m["value"] is not None and (c["max_score"] is None or m["value"] > c["max_score"]):
+            c["max_score"], c["threshold"], c["method"] = m["value"], m["threshold"], m["method"]
+    for c in cells.values():
+        c["share_drifted"] = c["drifted"] / c["windows"] if c["windows"] else 0.0
+    return sorted(cells.values(), key=lambda c: (c["week"], c["feature"]))
+
+
+def drifted_this_week(heat: list[dict], week: datetime) -> list[dict]:
+    rows = [c for c in heat if c["week"] == week and c["drifted"]]
+    return sorted(rows, key=lambda c: (-c["drifted"], -(c["max_score"] or 0)))
+
+
+def quality_windows(model: Model, r: Reader) -> list[dict]:
+    """Every window with its quality status (pending ones say when their labels mature), coverage and metrics."""
+    metrics: dict[datetime, dict] = {}
+    for m in r.model_metrics(model.name, ("quality",)):
+        metrics.setdefault(m["window_start"], {})[m["name"]] = m["value"]
+    delay = model.labels.max_delay if model.labels else None
+    out = []
+    for w in r.model_series(model.name):
+        row = {"window_start": w["window_start"], "window_end": w["window_end"], "rows": w["rows"],
+               "quality_status": w["quality_status"], "label_coverage": w["label_coverage"],
+               "judged_from": (w["window_end"] + delay) if delay is not None else None}
+        row.update(metrics.get(w["window_start"], {}))
+        out.append(row)
+    return out

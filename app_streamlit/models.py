@@ -1,0 +1,134 @@
+"""Models page: drift per feature over the weeks, prediction drift, online signals, quality, the Evidently report."""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_streamlit import data, ui
+from monitor import review
+from monitor.durations import format_duration
+
+ctx = st.session_state["_ctx"]
+week = ui.week_picker(ctx)
+st.title("Models")
+names = [m.name for m in ctx.cfg.models]
+if not names:
+    st.info("The config watches no models.")
+    st.stop()
+model = ctx.cfg.model(ui.synced_select(st, "Model", names, key="model", param="model"))
+
+ref = model.reference
+ref_text = f"{ref.start:%Y-%m-%d} to {ref.end:%Y-%m-%d}" if ref.start else f"the {format_duration(ref.rolling)} before each window"
+st.caption(f"{model.task.replace('_', ' ')} · owner {model.owner or '–'} · {format_duration(model.window)} windows · "
+           f"reference {ref_text} · labels " + (f"judged {format_duration(model.labels.max_delay)} after a window ends"
+                                                 if model.labels else "not configured"))
+
+if week:
+    cards, alerts, _, _ = ui.week_view(ctx, week)
+    for a in alerts:
+        if a["model"] == model.name:
+            st.warning(f"Goal **{a['goal']}** missed its target in this week while this model drifted "
+                       f"({', '.join(a['features']) or 'its score'}). Linked: {a['reason']}.", icon=":material/warning:")
+    goals = [link for link in data.links(ctx.cfg) if link.model == model.name]
+    if goals:
+        st.caption("Goals behind this model: " + "; ".join(f"`{link.goal}` ({link.reason})" for link in goals))
+
+series = ctx.reader.model_series(model.name)
+if not series:
+    run = ctx.reader.last_run(f"model:{model.name}")
+    st.info(f"No window of {model.name} is stored yet.")
+    if run and run["status"] == "failed":
+        st.error(f"Its last run failed ({review.fmt_time(run['started_at'])}): `{run['error']}`")
+    st.stop()
+
+# --- drift per feature over the weeks ---
+st.header("Drift")
+heat = data.drift_heatmap(ctx.reader, model.name)
+if heat:
+    st.altair_chart(ui.heatmap(heat), width="stretch")
+    st.caption("Each cell: the share of the week's windows in which the feature drifted against the reference.")
+    if week:
+        drifted = data.drifted_this_week(heat, week)
+        st.subheader(f"Features drifted in {data.week_label(week)}")
+        if drifted:
+            st.dataframe(pd.DataFrame([{"feature": c["feature"], "windows drifted": f"{c['drifted']} of {c['windows']}",
+                                        "largest score": c["max_score"], "threshold": c["threshold"], "method": c["method"]}
+                                       for c in drifted]), hide_index=True)
+        else:
+            st.success("No feature drifted this week.")
+else:
+    st.info("No feature drift is stored for this model.")
+
+pred = ctx.reader.model_metrics(model.name, ("prediction_drift",))
+st.subheader("Prediction drift")
+if pred:
+    thr = next((p["threshold"] for p in reversed(pred) if p["threshold"] is not None), None)
+    st.altair_chart(ui.line([{**p, "detected": "drift" if p["detected"] else "no drift"} for p in pred], "value",
+                            rule=thr, title=f"score drift ({pred[-1]['method'] or 'auto'})"), width="stretch")
+else:
+    st.caption("No prediction drift stored.")
+
+# --- online signals ---
+st.header("Online signals")
+online = ctx.reader.model_metrics(model.name, ("online",))
+if online:
+    signals = sorted({o["name"] for o in online})
+    cols = st.columns(min(4, len(signals)))
+    for i, name in enumerate(signals):
+        with cols[i % len(cols)]:
+            st.altair_chart(ui.line([o for o in online if o["name"] == name], "value", title=name, height=160),
+                            width="stretch")
+else:
+    st.caption("No online signals stored.")
+nulls = ctx.reader.model_metrics(model.name, ("null_share",))
+if nulls and any(n["value"] for n in nulls):
+    st.altair_chart(ui.line([{**n, "feature": n["name"]} for n in nulls], "value", color="feature", title="null share"),
+                    width="stretch")
+
+# --- quality ---
+st.header("Offline quality")
+q = data.quality_windows(model, ctx.reader)
+if model.labels is None:
+    st.info("This model has no labels configured: offline quality is not computed. Add `labels:` to its config.")
+else:
+    metric_names = sorted({k for row in q for k in row} - {"window_start", "window_end", "rows", "quality_status",
+                                                           "label_coverage", "judged_from"})
+    judged = [row for row in q if row["quality_status"] == "ok"]
+    pending = [row for row in q if row["quality_status"] == "pending"]
+    st.caption(f"{len(judged)} windows judged, {len(pending)} pending: a window is judged once its end is "
+               f"{format_duration(model.labels.max_delay)} old, never from partial labels.")
+    if judged and metric_names:
+        long = [{"window_start": row["window_start"], "metric": k, "value": row[k]} for row in judged for k in metric_names
+                if row.get(k) is not None]
+        if long:
+            st.altair_chart(ui.line(long, "value", color="metric", title="quality"), width="stretch")
+    table = pd.DataFrame([{
+        "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
+        "status": {"pending": f"pending until {row['judged_from']:%Y-%m-%d %H:%M}" if row["judged_from"] else "pending"}
+        .get(row["quality_status"], row["quality_status"]),
+        "label coverage": f"{row['label_coverage']:.1%}" if row["label_coverage"] is not None else "–",
+        "rows": row["rows"], **{k: row.get(k) for k in metric_names}} for row in reversed(q)])
+    st.dataframe(table, hide_index=True)
+    floors = {k: v for k, v in model.quality.items()}
+    if floors:
+        st.caption("Floors that alert: " + ", ".join(
+            f"{k} {'≥ ' + str(v.min) if v.min is not None else ''}{'≤ ' + str(v.max) if v.max is not None else ''}"
+            for k, v in floors.items()))
+
+# --- Evidently ---
+st.header("Evidently report")
+options = [row["window_start"] for row in series]
+default = max((i for i, w in enumerate(options) if week and week <= w < week + data.WEEK), default=len(options) - 1)
+chosen = st.selectbox("Window", options, index=default, format_func=lambda w: w.strftime("%Y-%m-%d %H:%M"), key="ev_window")
+if st.button("Show the Evidently report of this window", key="ev_go"):
+    st.session_state["ev_shown"] = (model.name, chosen)
+if st.session_state.get("ev_shown") == (model.name, chosen):
+    end = next(row["window_end"] for row in series if row["window_start"] == chosen)
+    path = ctx.cfg.path or Path(".")
+    html, why = ui.evidently_html((str(path), model.name), model.name, chosen, end, ctx.cfg)
+    if html:
+        st.iframe(html, height=900)
+    else:
+        st.info(f"The Evidently report is not available: {why}")
+else:
+    st.caption("Built on demand from a bounded sample of the window's rows in the source database.")

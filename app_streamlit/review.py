@@ -1,0 +1,109 @@
+"""Review: notes, decisions and action items per goal, carried actions, closing the week, export."""
+import pandas as pd
+import sqlalchemy as sa
+import streamlit as st
+
+from app_streamlit import data, ui
+from monitor import review
+
+ctx = st.session_state["_ctx"]
+store = ctx.reader.store
+week = ui.week_picker(ctx)
+if week is None:
+    st.title("Review")
+    st.info(ui.NO_RESULTS)
+    st.stop()
+st.title(f"Review — {data.week_label(week)}")
+cards, alerts, closed, changes = ui.week_view(ctx, week)
+names = {c["goal"]: c["title"] for c in cards}
+ui.closed_banner(closed, changes, names)
+if closed:
+    snap = closed["snapshot"]
+    items, carried = snap.get("items", []), snap.get("carried", [])
+else:
+    items, carried = review.week_items(store, week), review.carried_actions(store, week)
+
+st.dataframe(pd.DataFrame([{
+    "goal": c["title"], "value": review.fmt_value(c["value"], c["unit"]),
+    "target": review.fmt_target(c["direction"], c["target"], c["unit"]),
+    "change": review.fmt_delta(c["change"], c["unit"]) or "–", "status": review.status_text(c),
+    "trajectory": (c.get("trajectory") or {}).get("status", "unknown").replace("_", " "),
+    "projected": review.fmt_value((c.get("trajectory") or {}).get("projected"), c["unit"])} for c in cards]), hide_index=True)
+for a in alerts:
+    st.warning(a["text"], icon=":material/warning:")
+
+
+def _toggle(item_id: int, key: str) -> None:
+    review.set_done(store, item_id, st.session_state[key], ui.now())
+
+
+def show_items(rows: list[dict], editable: bool, where: str) -> None:
+    for it in rows:
+        meta = " · ".join(x for x in (it.get("author") or "anonymous", review.fmt_time(it.get("created_at"))) if x)
+        if it["kind"] == "action":
+            extra = ", ".join(x for x in (f"owner **{it['owner']}**" if it.get("owner") else "",
+                                          f"due {review.fmt_date(it['due'])}" if it.get("due") else "") if x)
+            key = f"done-{where}-{it['id']}"
+            st.checkbox(f"{it['text']}" + (f" ({extra})" if extra else ""), value=bool(it["done"]), key=key,
+                        disabled=not editable, on_change=_toggle, args=(it["id"], key))
+            st.caption(meta)
+        else:
+            icon = ":material/edit_note:" if it["kind"] == "note" else ":material/gavel:"
+            st.markdown(f"{icon} **{it['kind'].capitalize()}:** {it['text']}")
+            st.caption(meta)
+
+
+st.subheader("Open action items from earlier weeks")
+if carried:
+    show_items([{**it, "author": f"{it.get('author') or 'anonymous'} · week of {review.fmt_date(it['week_start'])}"
+                 + (f" · {names.get(it['goal'], it['goal'])}" if it.get("goal") else "")} for it in carried],
+               editable=not closed, where="carried")
+else:
+    st.caption("None: every earlier action item was done.")
+
+for goal, title in [*names.items(), (review.GENERAL, "General")]:
+    mine = [it for it in items if it["goal"] == goal]
+    with st.container(border=True, key=f"review-{goal or 'general'}"):
+        st.markdown(f"#### {title}")
+        show_items([it for kind in review.KINDS for it in mine if it["kind"] == kind], editable=not closed, where=goal)
+        if not mine:
+            st.caption("Nothing recorded yet.")
+        if closed:
+            continue
+        with st.expander("Add a note, decision or action item"), \
+                st.form(key=f"add-{goal or 'general'}", clear_on_submit=True, border=False):
+            kind = st.radio("Kind", review.KINDS, horizontal=True, key=f"kind-{goal}")
+            text = st.text_area("Text", key=f"text-{goal}", height=80, placeholder="What was noticed, decided or is to be done")
+            c1, c2 = st.columns(2)
+            owner = c1.text_input("Owner (action items)", key=f"owner-{goal}")
+            due = c2.date_input("Due (action items)", value=None, key=f"due-{goal}")
+            if st.form_submit_button("Add", type="primary", key=f"add-btn-{goal}"):
+                try:
+                    review.add_item(store, week_start=week, goal=goal, kind=kind, text=text, author=ui.author(ctx),
+                                    now=ui.now(), owner=owner, due=due)
+                except review.ReviewError as e:
+                    st.error(str(e))
+                else:
+                    st.rerun()
+
+doc = {"week_label": data.week_label(week), "closed": closed, "cards": cards, "items": items, "carried": carried,
+       "changes": changes, "alerts": alerts}
+st.subheader("Export")
+iso = week.isocalendar()
+stem = f"review-{iso.year}-W{iso.week:02d}"
+c1, c2, _ = st.columns([1, 1, 3])
+c1.download_button("Markdown", review.to_markdown(doc), file_name=f"{stem}.md", mime="text/markdown", on_click="ignore")
+c2.download_button("HTML (for e-mail)", review.to_html(doc), file_name=f"{stem}.html", mime="text/html", on_click="ignore")
+
+if not closed:
+    st.subheader("Close the review")
+    st.caption("Closing freezes the week: its values are kept as shown now, even if late data changes them later, "
+               "and the notes can no longer be edited. Open action items are carried into the next week.")
+    if st.button("Close the review of this week", type="primary", key="close-week"):
+        snap = data.snapshot(cards, items, carried, alerts)
+        try:
+            review.close_week(store, week, snap, ui.author(ctx), ui.now())
+        except (review.ReviewError, sa.exc.IntegrityError) as e:
+            st.error(str(e))
+        else:
+            st.rerun()

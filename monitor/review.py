@@ -1,0 +1,291 @@
+"""The weekly review: notes, decisions and action items per week and goal, closed weeks with their
+snapshot, and the review exported as Markdown or HTML.
+
+Items live in the results database (`monitor_review_items`), a closed week in
+`monitor_review_weeks`; the review app is their only writer.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from datetime import date, datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from .store import Store, review_items, review_weeks
+
+KINDS = ("note", "decision", "action")
+WEEK = timedelta(weeks=1)
+GENERAL = ""  # the goal of an item that is about no one goal
+
+
+class ReviewError(Exception):
+    """A review change that cannot be made (empty text, unknown kind, a closed week)."""
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def add_item(store: Store, *, week_start: datetime, goal: str, kind: str, text: str, author: str | None,
+             now: datetime, owner: str | None = None, due: date | None = None) -> int:
+    """Store a note, decision or action item of a week's review; returns its id."""
+    text = (text or "").strip()
+    if kind not in KINDS:
+        raise ReviewError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if not text:
+        raise ReviewError("write something first: the text is empty")
+    if closed_week(store, week_start):
+        raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is closed")
+    values = dict(week_start=_utc(week_start), goal=goal, kind=kind, text=text, author=(author or "").strip() or None,
+                  owner=((owner or "").strip() or None) if kind == "action" else None,
+                  due=due if kind == "action" else None, done=False, created_at=now, updated_at=None)
+    with store.engine.begin() as conn:
+        return conn.execute(review_items.insert().values(**values)).inserted_primary_key[0]
+
+
+def set_done(store: Store, item_id: int, done: bool, now: datetime) -> None:
+    """Mark an action item done (or open again)."""
+    t = review_items
+    with store.engine.begin() as conn:
+        conn.execute(t.update().where(t.c.id == item_id, t.c.kind == "action").values(done=bool(done), updated_at=now))
+
+
+def week_items(store: Store, week_start: datetime) -> list[dict]:
+    """The items written in a week's review, oldest first."""
+    t = review_items
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start)).order_by(t.c.created_at, t.c.id))
+        return [_item(r) for r in rows]
+
+
+def carried_actions(store: Store, week_start: datetime) -> list[dict]:
+    """Action items of earlier weeks that were still open when this week began (open now, or done since)."""
+    t = review_items
+    ws = _utc(week_start)
+    q = (sa.select(t).where(t.c.kind == "action", t.c.week_start < ws,
+                            sa.or_(t.c.done.is_(False), t.c.updated_at >= ws))
+         .order_by(t.c.week_start, t.c.created_at, t.c.id))
+    with store.engine.connect() as conn:
+        return [_item(r) for r in conn.execute(q)]
+
+
+def _item(row) -> dict:
+    d = dict(row._mapping)
+    d["done"] = bool(d["done"])
+    return d
+
+
+def closed_week(store: Store, week_start: datetime) -> dict | None:
+    """The closed week's record with its snapshot parsed, or None while the week is open."""
+    t = review_weeks
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start))).first()
+    if row is None:
+        return None
+    return {"week_start": row.week_start, "closed_at": row.closed_at, "closed_by": row.closed_by,
+            "snapshot": json.loads(row.snapshot)}
+
+
+def closed_weeks(store: Store) -> dict[datetime, datetime]:
+    """Every closed week: start -> when it was closed."""
+    t = review_weeks
+    with store.engine.connect() as conn:
+        return {r[0]: r[1] for r in conn.execute(sa.select(t.c.week_start, t.c.closed_at))}
+
+
+def close_week(store: Store, week_start: datetime, snapshot: dict, by: str | None, now: datetime) -> dict:
+    """Freeze a week: store its snapshot; a week is closed once (a second close raises ReviewError)."""
+    t = review_weeks
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(t.insert().values(week_start=_utc(week_start), closed_at=now, closed_by=(by or "").strip() or None,
+                                           snapshot=json.dumps(snapshot, default=_json_default, sort_keys=True)))
+    except sa.exc.IntegrityError:
+        raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is already closed") from None
+    return closed_week(store, week_start)
+
+
+def _json_default(x):
+    if isinstance(x, (datetime, date)):
+        return x.isoformat()
+    raise TypeError(f"cannot store {type(x).__name__} in a snapshot")
+
+
+# --- formatting, shared by the app and the export ---
+
+def fmt_value(x: float | None, unit: str) -> str:
+    """A goal value in its unit: ratios as percentages, minutes, roubles, counts."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if unit == "ratio":
+        pct = x * 100
+        digits = 2 if abs(pct) >= 0.1 or pct == 0 else 3
+        return f"{pct:.{digits}f} %"
+    if unit == "minutes":
+        return f"{x:,.1f} min"
+    if unit == "rub":
+        return f"{x:,.0f} RUB"
+    if unit == "count":
+        return f"{x:,.0f}"
+    return f"{x:,.4g} {unit}".strip()
+
+
+def fmt_delta(x: float | None, unit: str) -> str | None:
+    """A change between two values: ratios in percentage points."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    if unit == "ratio":
+        pp = x * 100
+        digits = 2 if abs(pp) >= 0.1 or pp == 0 else 3
+        return f"{pp:+.{digits}f} pp"
+    if unit == "minutes":
+        return f"{x:+,.1f} min"
+    if unit == "rub":
+        return f"{x:+,.0f} RUB"
+    return f"{x:+,.4g}"
+
+
+def fmt_target(direction: str, target: float, unit: str) -> str:
+    return f"{'≤' if direction == 'at_most' else '≥'} {fmt_value(target, unit)}"
+
+
+def fmt_time(ts) -> str:
+    if ts is None:
+        return ""
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    return _utc(ts).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_date(d) -> str:
+    if d is None:
+        return ""
+    if isinstance(d, str):
+        return d[:10]
+    return d.strftime("%Y-%m-%d")
+
+
+STATUS_TEXT = {"met": "met", "missed": "missed", "insufficient_data": "insufficient data", "no_data": "no data"}
+
+
+def status_text(card: dict) -> str:
+    """`missed`, or `insufficient data (needs n ≥ 7,680)`, with `provisional` when it is."""
+    text = STATUS_TEXT.get(card["status"], card["status"])
+    if card["status"] == "insufficient_data" and card.get("needed"):
+        text += f" (needs n ≥ {card['needed']:,})"
+    if card.get("provisional"):
+        text += ", provisional"
+    return text
+
+
+# --- export ---
+
+def _item_line(it: dict, names: dict[str, str]) -> str:
+    meta = [m for m in (it.get("author"), fmt_time(it.get("created_at"))) if m]
+    if it["kind"] == "action":
+        box = "[x]" if it.get("done") else "[ ]"
+        extra = [f"owner {it['owner']}" if it.get("owner") else "", f"due {fmt_date(it['due'])}" if it.get("due") else ""]
+        extra = ", ".join(e for e in extra if e)
+        return f"- {box} {it['text']}" + (f" ({extra})" if extra else "") + (f" — {', '.join(meta)}" if meta else "")
+    return f"- **{it['kind']}**: {it['text']}" + (f" — {', '.join(meta)}" if meta else "")
+
+
+def to_markdown(doc: dict) -> str:
+    """The week's review as Markdown, for e-mail or a wiki."""
+    names = {c["goal"]: c["title"] or c["goal"] for c in doc["cards"]}
+    out = [f"# Goal review — {doc['week_label']}", ""]
+    closed = doc.get("closed")
+    if closed:
+        out.append(f"Closed by {closed.get('closed_by') or 'someone'} at {fmt_time(closed['closed_at'])}; "
+                   "the values are the snapshot taken then.")
+    else:
+        out.append("Open: the values can still change as late data arrives.")
+    out += ["", "| goal | value | target | change vs last week | status | trajectory | projected at deadline |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in doc["cards"]:
+        t = c.get("trajectory") or {}
+        out.append(f"| {names[c['goal']]} | {fmt_value(c['value'], c['unit'])} | {fmt_target(c['direction'], c['target'], c['unit'])} "
+                   f"| {fmt_delta(c.get('change'), c['unit']) or '–'} | {status_text(c)} | {t.get('status', 'unknown').replace('_', ' ')} "
+                   f"| {fmt_value(t.get('projected'), c['unit'])} |")
+    if doc.get("alerts"):
+        out += ["", "## Goals missed while the model behind them drifted", ""]
+        out += [f"- {a['text']}" for a in doc["alerts"]]
+    if doc.get("changes"):
+        out += ["", "## Changed since the review was closed", ""]
+        out += [f"- {names.get(ch['goal'], ch['goal'])}: {ch['field']} {ch['then']} → {ch['now']}" for ch in doc["changes"]]
+    if doc.get("carried"):
+        out += ["", "## Open action items from earlier weeks", ""]
+        out += [_item_line(it, names) + (f" [{names.get(it['goal'], 'general')}]" if it.get("goal") else "") for it in doc["carried"]]
+    by_goal: dict[str, list[dict]] = {}
+    for it in doc["items"]:
+        by_goal.setdefault(it["goal"], []).append(it)
+    for goal in [c["goal"] for c in doc["cards"]] + [GENERAL]:
+        items = by_goal.get(goal)
+        if not items:
+            continue
+        out += ["", f"## {names.get(goal, 'General') if goal else 'General'}", ""]
+        for kind in KINDS:
+            out += [_item_line(it, names) for it in items if it["kind"] == kind]
+    if not doc["items"]:
+        out += ["", "_No notes, decisions or action items were recorded this week._"]
+    return "\n".join(out) + "\n"
+
+
+def to_html(doc: dict) -> str:
+    """The week's review as a self-contained HTML page (tables and lists, inline style) for e-mail."""
+    e = html.escape
+    names = {c["goal"]: c["title"] or c["goal"] for c in doc["cards"]}
+    colour = {"met": "#1a7f37", "missed": "#cf222e", "insufficient_data": "#9a6700"}
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>Goal review — {e(doc['week_label'])}</title></head>"
+              "<body style='font-family:sans-serif;max-width:60em'>"),
+             f"<h1>Goal review — {e(doc['week_label'])}</h1>"]
+    closed = doc.get("closed")
+    parts.append(f"<p>Closed by {e(closed.get('closed_by') or 'someone')} at {e(fmt_time(closed['closed_at']))}; "
+                 "the values are the snapshot taken then.</p>" if closed else
+                 "<p>Open: the values can still change as late data arrives.</p>")
+    parts.append("<table border='1' cellpadding='4' cellspacing='0' style='border-collapse:collapse'><tr><th>goal</th><th>value</th>"
+                 "<th>target</th><th>change vs last week</th><th>status</th><th>trajectory</th><th>projected at deadline</th></tr>")
+    for c in doc["cards"]:
+        t = c.get("trajectory") or {}
+        parts.append(f"<tr><td>{e(names[c['goal']])}</td><td>{e(fmt_value(c['value'], c['unit']))}</td>"
+                     f"<td>{e(fmt_target(c['direction'], c['target'], c['unit']))}</td><td>{e(fmt_delta(c.get('change'), c['unit']) or '–')}</td>"
+                     f"<td style='color:{colour.get(c['status'], '#57606a')}'>{e(status_text(c))}</td>"
+                     f"<td>{e(t.get('status', 'unknown').replace('_', ' '))}</td><td>{e(fmt_value(t.get('projected'), c['unit']))}</td></tr>")
+    parts.append("</table>")
+
+    def items_html(items):
+        li = []
+        for it in items:
+            meta = ", ".join(m for m in (it.get("author"), fmt_time(it.get("created_at"))) if m)
+            if it["kind"] == "action":
+                extra = ", ".join(x for x in (f"owner {it['owner']}" if it.get("owner") else "",
+                                              f"due {fmt_date(it['due'])}" if it.get("due") else "") if x)
+                li.append(f"<li>{'☑' if it.get('done') else '☐'} {e(it['text'])}{' (' + e(extra) + ')' if extra else ''}"
+                          f"{' — ' + e(meta) if meta else ''}</li>")
+            else:
+                li.append(f"<li><b>{e(it['kind'])}</b>: {e(it['text'])}{' — ' + e(meta) if meta else ''}</li>")
+        return "<ul>" + "".join(li) + "</ul>"
+
+    if doc.get("alerts"):
+        parts.append("<h2>Goals missed while the model behind them drifted</h2><ul>"
+                     + "".join(f"<li>{e(a['text'])}</li>" for a in doc["alerts"]) + "</ul>")
+    if doc.get("changes"):
+        parts.append("<h2>Changed since the review was closed</h2><ul>" + "".join(
+            f"<li>{e(names.get(ch['goal'], ch['goal']))}: {e(ch['field'])} {e(str(ch['then']))} → {e(str(ch['now']))}</li>"
+            for ch in doc["changes"]) + "</ul>")
+    if doc.get("carried"):
+        parts.append("<h2>Open action items from earlier weeks</h2>" + items_html(doc["carried"]))
+    by_goal: dict[str, list[dict]] = {}
+    for it in doc["items"]:
+        by_goal.setdefault(it["goal"], []).append(it)
+    for goal in [c["goal"] for c in doc["cards"]] + [GENERAL]:
+        items = by_goal.get(goal)
+        if items:
+            ordered = [it for kind in KINDS for it in items if it["kind"] == kind]
+            parts.append(f"<h2>{e(names.get(goal, 'General') if goal else 'General')}</h2>" + items_html(ordered))
+    if not doc["items"]:
+        parts.append("<p><i>No notes, decisions or action items were recorded this week.</i></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
