@@ -177,6 +177,7 @@ def serve(cfg: Config, host: str = "0.0.0.0", port: int = 9108) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     svc = Service(cfg)
     svc.store.migrate()
     httpd = make_server(host, port, svc.wsgi(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)

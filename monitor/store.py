@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -211,8 +212,14 @@ class Store:
         self.url = url
         self.engine = engine or make_engine(url)
 
+    _migrate_lock = threading.Lock()
+
     def migrate(self) -> None:
         """Create or upgrade the monitor's tables to the latest schema."""
+        with Store._migrate_lock:  # Alembic's command context is process-global: one upgrade at a time
+            self._upgrade()
+
+    def _upgrade(self) -> None:
         from alembic import command
         from alembic.config import Config as AlembicConfig
 

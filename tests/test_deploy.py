@@ -94,7 +94,10 @@ def test_the_containers_commands_run_as_plain_processes(tmp_path, pg_cluster):
     serve = [c.replace("/app/examples/monitor.yaml", config).replace("9108", str(port)) for c in _command("monitor", env)]
     proc = subprocess.Popen(serve + ["--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=120)
+        try:
+            wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=180)
+        except AssertionError:
+            raise AssertionError(get(f"http://127.0.0.1:{port}/healthz")) from None
         assert 'monitor_goal_value{goal="spam_exposure_rate"}' in get(f"http://127.0.0.1:{port}/metrics")[1]
     finally:
         proc.send_signal(signal.SIGTERM)
