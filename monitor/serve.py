@@ -37,6 +37,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class Exposition:
+    """The exposition of the stored results, read at most once per `ttl` however many scrape at once.
+
+    While one scrape reads the store, the others get the previous reading; when the store cannot
+    be read, the last reading is served.
+    """
+
+    def __init__(self, cfg: Config, store: Store, ttl: float = 5.0):
+        from .exporter import registry
+
+        self.registry = registry(cfg, store)
+        self.ttl = ttl
+        self.lock = threading.Lock()
+        self.body: bytes | None = None
+        self.read_at = 0.0
+
+    def invalidate(self) -> None:
+        self.read_at = 0.0
+
+    def get(self) -> bytes:
+        fresh = self.body is not None and time.monotonic() - self.read_at <= self.ttl
+        if fresh:
+            return self.body
+        if self.body is not None and not self.lock.acquire(blocking=False):
+            return self.body  # another scrape is reading the store right now: serve what we have
+        if self.body is None:
+            self.lock.acquire()
+        try:
+            if self.body is None or time.monotonic() - self.read_at > self.ttl:
+                self._read()
+            return self.body
+        finally:
+            self.lock.release()
+
+    def _read(self) -> None:
+        from prometheus_client.exposition import generate_latest
+
+        try:
+            self.body = generate_latest(self.registry)
+        except Exception:
+            if self.body is None:
+                raise
+            log.warning("results store unreadable: serving the last results read")
+        self.read_at = time.monotonic()
+
+
 class Service:
     """Runs each goal's and model's job at its window cadence, and answers /metrics and /healthz."""
 
@@ -45,6 +91,7 @@ class Service:
         self.store = Store(cfg.store_url)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.lease = Lease(self.holder, ttl_seconds=cfg.lease_ttl.total_seconds())
+        self.exposition = Exposition(cfg, self.store)
         self.scheduler = None
         self.stopping = threading.Event()
         self.last_cycle: dict[str, datetime] = {}
@@ -62,6 +109,7 @@ class Service:
             report = run_cycle(self.cfg, utcnow(), store=self.store, only={name}, lease=self.lease,
                                clock=utcnow, stop=self.stopping.is_set)
             self._notify()
+            self.exposition.invalidate()
             with self.lock:
                 self.last_cycle[name] = utcnow()
                 self.last_error.pop(name, None)
@@ -121,17 +169,15 @@ class Service:
         return ok, doc
 
     def wsgi(self):
-        from prometheus_client import make_wsgi_app
-
-        from .exporter import registry
-
-        metrics_app = make_wsgi_app(registry(self.cfg, self.store))
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
         def app(environ, start_response):
             path = environ.get("PATH_INFO", "/")
             if path == "/metrics":
                 try:
-                    return metrics_app(environ, start_response)
+                    body = self.exposition.get()
+                    start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+                    return [body]
                 except Exception as e:
                     from .db import describe_error
                     body = f"# results store unreachable: {describe_error(e)}\n".encode()

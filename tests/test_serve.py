@@ -163,3 +163,27 @@ def test_a_source_database_that_goes_down_and_comes_back(tmp_path, pg_cluster):
         assert n == 6, "nothing stored twice"
     finally:
         cluster.destroy()
+
+
+def test_scrapes_share_one_reading_of_the_store_and_survive_its_outage(tmp_path, monkeypatch):
+    from monitor.config import load_config
+    from monitor.jobs import run_cycle
+    from monitor.serve import Exposition
+
+    cfg_path, start = hourly_world(tmp_path, f"sqlite:///{tmp_path / 'src.db'}", hours=3)
+    cfg = load_config(cfg_path)
+    store = Store(cfg.store_url)
+    run_cycle(cfg, start + timedelta(hours=3), store=store)
+    exp = Exposition(cfg, store, ttl=60)
+    reads = []
+    real = exp._read
+    monkeypatch.setattr(exp, "_read", lambda: (reads.append(1), real())[1])
+    first = exp.get()
+    assert b'monitor_goal_value{goal="ticks"}' in first
+    assert exp.get() == first and len(reads) == 1, "within the ttl the store is not read again"
+    exp.invalidate()
+    store.engine.dispose()
+    (tmp_path / "src.db").rename(tmp_path / "gone.db")
+    (tmp_path / "src.db").mkdir()  # the store cannot be opened any more
+    assert exp.get() == first, "the last reading is served while the store is down"
+    assert len(reads) == 2
