@@ -1,2 +1,2 @@
-from importlib.metadata import version
+"""Watches ML models and the business goals they serve."""
 __version__ = "0.1.0"

@@ -113,7 +113,7 @@ class Service:
             with self.lock:
                 self.last_cycle[name] = utcnow()
                 self.last_error.pop(name, None)
-                for job, window, err in report.failed:
+                for _job, window, err in report.failed:
                     self.last_error[name] = f"{window}: {err}"
             if report.failed or report.skipped:
                 # another replica holds the job, or it failed: look again soon rather than next window
@@ -156,7 +156,7 @@ class Service:
         now = utcnow()
         jobs = {}
         with self.lock:
-            for name, size in self.subjects():
+            for name, _size in self.subjects():
                 last = self.last_cycle.get(name)
                 age = (now - last).total_seconds() if last else None
                 err = self.last_error.get(name)

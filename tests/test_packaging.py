@@ -34,3 +34,12 @@ def test_metrics_does_not_import_evidently_pandas_or_streamlit(tmp_path):
     mods = _modules_after(f"from monitor.cli import main\nmain(['metrics', '--config', '{tmp_path}/m.yaml'])")
     assert "prometheus_client" in mods
     assert not mods & {"evidently", "pandas", "streamlit"}
+
+
+def test_the_code_passes_the_linter():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "monitor", "app_streamlit", "tests", "benchmarks"],
+                         cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
