@@ -33,6 +33,23 @@ from pg import Cluster, free_port  # noqa: E402
 START = datetime(2026, 9, 1, tzinfo=timezone.utc)
 
 
+def load(engine, name: str, df: pd.DataFrame) -> None:
+    """Create the table from the frame's types and fill it with COPY (inserts would dominate the run)."""
+    import io
+
+    df.head(0).to_sql(name, engine, index=False, if_exists="replace")
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, header=False)
+    buf.seek(0)
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            cur.copy_expert(f"COPY {name} FROM STDIN WITH (FORMAT csv)", buf)
+        raw.commit()
+    finally:
+        raw.close()
+
+
 def make_world(url: str, folder: Path, days: int, n_models: int, n_features: int, n_goals: int, rows_per_hour: int) -> Path:
     rng = np.random.default_rng(1)
     engine = sa.create_engine(url)
@@ -48,9 +65,8 @@ def make_world(url: str, folder: Path, days: int, n_models: int, n_features: int
             df[f"f{f}"] = rng.normal(size=n)
         df["c0"] = rng.choice(list("abcde"), n)
         df["c1"] = rng.choice(list("xyz"), n)
-        df.to_sql(f"preds_{m}", engine, index=False, if_exists="replace", chunksize=50_000, method="multi")
-        labels = pd.DataFrame({"id": df.id, "label": (rng.uniform(size=n) < df.score).astype(int)})
-        labels.to_sql(f"labels_{m}", engine, index=False, if_exists="replace", chunksize=50_000, method="multi")
+        load(engine, f"preds_{m}", df)
+        load(engine, f"labels_{m}", pd.DataFrame({"id": df.id, "label": (rng.uniform(size=n) < df.score).astype(int)}))
         with engine.begin() as c:
             c.execute(sa.text(f"CREATE INDEX ON preds_{m} (ts)"))
             c.execute(sa.text(f"CREATE INDEX ON labels_{m} (id)"))
@@ -67,7 +83,7 @@ def make_world(url: str, folder: Path, days: int, n_models: int, n_features: int
         """))
     ev = pd.DataFrame({"ts": pd.Timestamp(START.replace(tzinfo=None)) + pd.to_timedelta(rng.uniform(0, hours * 3600, hours * 200), unit="s"),
                        "bad": (rng.uniform(size=hours * 200) < 0.01).astype(int)})
-    ev.to_sql("events", engine, index=False, if_exists="replace", chunksize=50_000, method="multi")
+    load(engine, "events", ev)
     with engine.begin() as c:
         c.execute(sa.text("CREATE INDEX ON events (ts)"))
     (folder / "goal.sql").write_text("SELECT 1.0 * SUM(bad) / NULLIF(COUNT(*), 0) AS value, SUM(bad) AS numerator, COUNT(*) AS denominator "
