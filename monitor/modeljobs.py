@@ -1,0 +1,870 @@
+"""A model's window: drift, online signals and offline quality, pushed down to the database.
+
+How a window is computed (`compute`):
+
+1. The **reference summary**. A *spec* fixes, per column, what is counted: cut points at the
+   reference's quantiles (or its values, when a numeric column has at most 20), the reference
+   categories (top 50), the segment values (top `max_segments`). The reference's statistics are
+   then one pass of aggregates over its rows. A fixed `{start, end}` reference is computed once
+   and stored (once its range has ended); a `{rolling: N}` reference is the *sum of the stored
+   summaries* of the windows just before, each window's summary being stored when that window is
+   computed: every row is scanned once, whatever N.
+2. **One pass over the window's rows** computes every numeric column's statistics as plain
+   aggregates, portable to PostgreSQL and SQLite: ``COUNT(x)``, ``SUM(x)``,
+   ``SUM(CASE WHEN x < e THEN 1 ELSE 0 END)`` (histograms, KS), ``SUM(ABS(x - e))`` (Wasserstein),
+   and ``SUM((x - c)^2)`` for references. The categorical columns are counted by one
+   ``GROUP BY`` over all of them (a hash per row, where a CASE per category would cost a comparison
+   each), with a LIMIT that keeps it bounded, else one mapped ``GROUP BY`` per column. With segments
+   both group by the segment too (a bounded CASE), and the whole window is the sum of its segments.
+   Python receives one row per segment (per category combination): memory does not grow with rows.
+3. **score_p95**: ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database, exact).
+4. **Offline quality** (labels mature): one query joins the window's predictions to their labels,
+   groups them by distinct score (tp, fp per score) and accumulates with a window function, so
+   ROC AUC, average precision, log loss and Brier are exact; precision/recall/F1 come from the
+   prediction column (or score >= 0.5). The result is one row.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from . import drift as D
+from .config import Model
+from .db import bind_time, quote, quote_table
+from .store import ModelWindow, Store
+from .windows import Window, due_windows, plan, window_at, windows_between
+
+log = logging.getLogger("monitor.modeljobs")
+
+SPEC_VERSION = 2
+# Cut points, as reference quantile levels. The Wasserstein estimate is exact where the two CDFs do
+# not cross between cut points; crossings from sampling noise happen mostly in the wide tail bins,
+# so its levels are denser in the tails (9 such levels beat 16 equal-mass ones on a corpus of
+# shifted, rescaled, skewed, bimodal and discrete columns: see tests/test_drift.py).
+W_LEVELS = (0.01, 0.05, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95, 0.99)
+BIN_EDGES = 19  # PSI / Jensen-Shannon on numeric columns: 20 equal-mass bins
+KS_EDGES = 64  # the KS test (used by `auto` only for references of <= 1000 values)
+JOINT_MAX = 50_000  # categorical columns are counted in one GROUP BY while their combinations are this few
+DISCRETE_MAX = 20  # a numeric column with at most this many reference values is cut at each value
+CAT_MAX = 50  # reference categories counted one by one; the rest are pooled with unseen ones
+ROLLING_LT_MAX = 5000  # rolling `auto` references: KS counts kept while the first reference is this small
+ROLLING_ABS_MIN = 200  # ... and Wasserstein sums once it is this large
+LOG_EPS = float(np.finfo(np.float64).eps)  # scikit-learn's clipping of probabilities in log_loss
+OTHER = "other"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_windows(store: Store, model: Model, now: datetime) -> list[Window]:
+    """Windows of the model to compute now.
+
+    Every due window not yet stored; the last `recompute` due ones (late predictions); each stored
+    window still `pending` whose labels have matured since; and the last `recompute` windows whose
+    labels have matured (labels that keep arriving after `max_delay`).
+    """
+    D.validate_method(model.drift.method)
+    done = store.model_windows_done(model.name)
+    unsettled: set[datetime] = set()
+    if model.labels is not None:
+        delay = model.labels.max_delay
+        unsettled = {s for s, status in done.items()
+                     if status == "pending" and s + model.window + delay <= now}
+        if model.recompute > 0:
+            matured = [w for w in due_windows(model.start, now, model.window) if w.end + delay <= now]
+            unsettled |= {w.start for w in matured[-model.recompute:]}
+    return plan(model.start, now, model.window, set(done), model.recompute, unsettled)
+
+
+def reference_range(model: Model, window: Window) -> Window:
+    """The rows a window is compared with: the fixed range, or the rolling windows just before it."""
+    ref = model.reference
+    if ref.rolling is None:
+        return Window(ref.start, ref.end)
+    n = _rolling_windows(model)
+    return Window(window.start - n * model.window, window.start)
+
+
+def _rolling_windows(model: Model) -> int:
+    return max(1, round(model.reference.rolling / model.window))
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def _model_hash(model: Model) -> str:
+    """Identifies everything a summary depends on: a config change starts new summaries."""
+    s = model.source
+    key = {
+        "v": SPEC_VERSION, "table": s.table, "ts": s.timestamp, "score": s.score, "pred": s.prediction,
+        "num": s.features.numeric, "cat": s.features.categorical, "seg": model.segments,
+        "max_seg": model.max_segments, "method": model.drift.method, "window": model.window.total_seconds(),
+        "ref": [str(model.reference.start), str(model.reference.end), str(model.reference.rolling)],
+        "task": model.task,
+    }
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _fingerprint(spec: dict) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _where(conn, model: Model, prefix: str = "") -> str:
+    ts = prefix + quote(conn, model.source.timestamp)
+    return f"{ts} >= :ws AND {ts} < :we"
+
+
+def _bounds(conn, w: Window) -> dict:
+    return {"ws": bind_time(conn, w.start), "we": bind_time(conn, w.end)}
+
+
+def _jsonable(v):
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if isinstance(v, Decimal):
+        return int(v) if v == int(v) else float(v)
+    return str(v)
+
+
+def _needs(method: str, n_ref: int, distinct: int | None, rolling: bool) -> dict:
+    """Which statistics a numeric column's summaries carry, given the method and the reference size."""
+    few = distinct is not None and distinct <= D.FEW_VALUES
+    if method in ("auto", "chisquare", "z"):  # categorical-only methods: numeric columns go `auto`
+        if rolling:
+            small, big = n_ref <= ROLLING_LT_MAX, n_ref > ROLLING_ABS_MIN
+        else:
+            small, big = n_ref <= D.AUTO_SMALL_REFERENCE, n_ref > D.AUTO_SMALL_REFERENCE
+        return {"eq": few, "lt": small, "abs": big, "ks": small and not few}
+    if method == "ks":
+        return {"eq": False, "lt": True, "abs": False, "ks": True}
+    if method == "wasserstein":
+        return {"eq": False, "lt": False, "abs": True, "ks": False}
+    return {"eq": few, "lt": not few, "abs": False, "ks": False}  # psi, jensenshannon
+
+
+def _levels(needs: dict) -> list[float]:
+    if needs["lt"]:
+        k = KS_EDGES if needs["ks"] else BIN_EDGES
+        return [i / (k + 1) for i in range(1, k + 1)]
+    return list(W_LEVELS)
+
+
+def _rank(q: float, n: int) -> int:
+    """1-based position of the q-quantile as percentile_disc takes it: the first with position/n >= q."""
+    return min(n, max(1, math.ceil(q * n)))
+
+
+# every level a spec may cut at, and a fine grid that tells continuous columns from discrete ones
+ALL_LEVELS = sorted({*W_LEVELS, 0.5, *(i / (BIN_EDGES + 1) for i in range(1, BIN_EDGES + 1)),
+                     *(i / (KS_EDGES + 1) for i in range(1, KS_EDGES + 1)), *(i / 100 for i in range(101))})
+
+
+def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple[float, int]] | None:
+    """The column's (value, count) pairs when the reference has at most DISCRETE_MAX values, else None."""
+    t, x = quote_table(conn, model.source.table), quote(conn, column)
+    v = f"CAST({x} AS DOUBLE PRECISION)"
+    rows = conn.execute(sa.text(
+        f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
+        f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), _bounds(conn, ref)).all()
+    return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
+
+
+def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[dict[float, float]]:
+    """PostgreSQL: every column's quantiles at ALL_LEVELS in one statement (one sort per column)."""
+    t = quote_table(conn, model.source.table)
+    arr = "ARRAY[" + ", ".join(repr(q) for q in ALL_LEVELS) + "]::double precision[]"
+    aggs = [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({quote(conn, c)} AS DOUBLE PRECISION))"
+            for c in columns]
+    row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {_where(conn, model)}"),
+                       _bounds(conn, ref)).one()
+    return [dict(zip(ALL_LEVELS, map(float, vals))) if vals else {} for vals in row]
+
+
+def _quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: list[float]) -> dict[float, float]:
+    """Portable: the order statistics at the levels' ranks, with ROW_NUMBER (one sort)."""
+    t, x = quote_table(conn, model.source.table), quote(conn, column)
+    v = f"CAST({x} AS DOUBLE PRECISION)"
+    ranks = sorted({_rank(q, n) for q in levels})
+    marks = ", ".join(f":r{i}" for i in range(len(ranks)))
+    params = {**_bounds(conn, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
+    got = dict(conn.execute(sa.text(
+        f"SELECT rn, v FROM (SELECT {v} AS v, ROW_NUMBER() OVER (ORDER BY {v}) AS rn FROM {t} "
+        f"WHERE {_where(conn, model)} AND {x} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
+    return {q: float(got[_rank(q, n)]) for q in levels if _rank(q, n) in got}
+
+
+def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling: bool,
+                  quantiles: dict[float, float] | None = None) -> dict:
+    """Cut points of one numeric column. `quantiles` (PostgreSQL) spares the per-column queries."""
+    if n == 0:
+        return {"edges": [], "center": 0.0, "values": None, "distinct": 0, "n_ref": 0,
+                "lt": False, "abs": False, "eq": False}
+    maybe_discrete = quantiles is None or len(set(quantiles.values())) <= DISCRETE_MAX
+    pairs = _discrete_values(conn, model, column, ref) if maybe_discrete else None
+    distinct = len(pairs) if pairs is not None else None
+    needs = _needs(model.drift.method, n, distinct, rolling)
+    if pairs is not None:
+        values = [p[0] for p in pairs]
+        half, acc, center = (n + 1) // 2, 0, values[0]
+        for val, c in pairs:
+            acc += c
+            if acc >= half:
+                center = val
+                break
+        # cut at every value, and just above the last: counts below them are the exact CDF
+        edges = [*values, float(np.nextafter(values[-1], np.inf))]
+        return {"edges": edges, "center": center, "values": values if needs["eq"] else None,
+                "distinct": distinct, "n_ref": n, "lt": needs["lt"], "abs": needs["abs"], "eq": needs["eq"]}
+    levels = _levels(needs)
+    if quantiles is None:
+        quantiles = _quantiles_sql(conn, model, column, ref, n, [*levels, 0.5])
+    edges = sorted({quantiles[q] for q in levels if q in quantiles})
+    return {"edges": edges, "center": quantiles.get(0.5, edges[len(edges) // 2] if edges else 0.0),
+            "values": None, "distinct": None, "n_ref": n, "lt": needs["lt"], "abs": needs["abs"], "eq": False}
+
+
+def _top_values(conn, model: Model, column: str, ref: Window, limit: int) -> tuple[list, int]:
+    t, x = quote_table(conn, model.source.table), quote(conn, column)
+    rows = conn.execute(sa.text(
+        f"SELECT {x} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
+        f"GROUP BY {x} ORDER BY COUNT(*) DESC, {x} LIMIT {limit + 1}"), _bounds(conn, ref)).all()
+    return [_jsonable(r[0]) for r in rows[:limit]], len(rows)
+
+
+def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict | None:
+    """What to count for this model, read from the reference rows; None when the range has no rows."""
+    s = model.source
+    t = quote_table(conn, s.table)
+    numeric = list(s.features.numeric)
+    counts = ", ".join(f"COUNT({quote(conn, c)})" for c in [*numeric, s.score])
+    row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {_where(conn, model)}"),
+                       _bounds(conn, ref)).one()
+    rows = int(row[0] or 0)
+    if rows == 0:
+        return None
+    spec = {"version": SPEC_VERSION, "rows": rows, "num": {}, "cat": {}, "score": None, "segments": {}}
+    quantiles = (_quantiles_pg(conn, model, [*numeric, s.score], ref) if conn.dialect.name == "postgresql"
+                 else [None] * (len(numeric) + 1))
+    for col, n, q in zip(numeric, row[1:], quantiles):
+        spec["num"][col] = _numeric_spec(conn, model, col, ref, int(n or 0), rolling, q)
+    spec["score"] = _numeric_spec(conn, model, s.score, ref, int(row[-1] or 0), rolling, quantiles[-1])
+    for col in s.features.categorical:
+        cats, seen = _top_values(conn, model, col, ref, CAT_MAX)
+        spec["cat"][col] = {"categories": cats, "pooled": seen > CAT_MAX}
+    for col in model.segments:
+        spec["segments"][col] = _top_values(conn, model, col, ref, model.max_segments)[0]
+    return spec
+
+
+def _empty_spec(model: Model) -> dict:
+    """A spec that counts rows and NULLs only (no reference yet)."""
+    blank = {"edges": [], "center": 0.0, "values": None, "distinct": 0, "n_ref": 0, "lt": False, "abs": False, "eq": False}
+    return {"version": SPEC_VERSION, "rows": 0, "num": {c: dict(blank) for c in model.source.features.numeric},
+            "cat": {c: {"categories": [], "pooled": False} for c in model.source.features.categorical},
+            "score": dict(blank), "segments": {}}
+
+
+# --------------------------------------------------------------------------- the one pass
+
+
+def _segment_expr(conn, spec: dict, segment: str | None, params: dict) -> str | None:
+    """An integer per row: the index of its segment value, or -1 (`other`, NULL included)."""
+    if not segment:
+        return None
+    values = spec["segments"].get(segment, [])
+    if not values:
+        return "-1"
+    g = quote(conn, segment)
+    whens = []
+    for i, v in enumerate(values):
+        params[f"g{i}"] = v
+        whens.append(f"WHEN {g} = :g{i} THEN {i}")
+    return f"CASE {' '.join(whens)} ELSE -1 END"
+
+
+class _Pass:
+    """The numeric pass: builds its aggregates and decodes its rows into summaries.
+
+    `moments`: also ``SUM((x - center)^2)``, needed of references (their standard deviation) and so
+    of every window when the reference is rolling.
+    """
+
+    def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool):
+        self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
+        self.params: dict = {}
+        self.aggs: list[str] = ["COUNT(*)"]
+        self.slots: list[tuple] = [("rows",)]
+
+    def _p(self, value) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f":{name}"
+
+    def _numeric(self, key: tuple, alias: str, ns: dict) -> None:
+        self.aggs += [f"COUNT({alias})", f"SUM({alias})"]
+        self.slots += [(*key, "n"), (*key, "s")]
+        if self.moments:
+            c = self._p(float(ns["center"]))
+            self.aggs.append(f"SUM(({alias} - {c}) * ({alias} - {c}))")
+            self.slots.append((*key, "s2"))
+        if ns.get("lt"):
+            for i, e in enumerate(ns["edges"]):
+                self.aggs.append(f"SUM(CASE WHEN {alias} < {self._p(float(e))} THEN 1 ELSE 0 END)")
+                self.slots.append((*key, "lt", i))
+        if ns.get("abs"):
+            for i, e in enumerate(ns["edges"]):
+                self.aggs.append(f"SUM(ABS({alias} - {self._p(float(e))}))")
+                self.slots.append((*key, "abs", i))
+        if ns.get("eq") and ns.get("values") is not None:
+            for i, v in enumerate(ns["values"]):
+                self.aggs.append(f"SUM(CASE WHEN {alias} = {self._p(float(v))} THEN 1 ELSE 0 END)")
+                self.slots.append((*key, "eq", i))
+
+    def sql(self, window: Window) -> tuple[str, dict]:
+        conn, m, s = self.conn, self.model, self.model.source
+        cols = []
+        for i, col in enumerate(s.features.numeric):
+            cols.append(f"CAST({quote(conn, col)} AS DOUBLE PRECISION) AS n{i}")
+            self._numeric(("num", col), f"n{i}", self.spec["num"][col])
+        cols.append(f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION) AS sc")
+        self._numeric(("score",), "sc", self.spec["score"])
+        if m.task == "binary_classification":
+            if s.prediction:
+                cols.append(f"CAST({quote(conn, s.prediction)} AS INTEGER) AS pr")
+                self.aggs += ["SUM(pr)", "COUNT(pr)"]
+            else:
+                self.aggs += ["SUM(CASE WHEN sc >= 0.5 THEN 1 ELSE 0 END)", "COUNT(sc)"]
+            self.slots += [("online", "pos"), ("online", "pos_n")]
+        group = ""
+        g = _segment_expr(conn, self.spec, self.segment, self.params)
+        if g is not None:
+            cols.append(f"{g} AS g")
+            group = " GROUP BY g"
+            self.aggs.insert(0, "g")
+        sql = (f"SELECT {', '.join(self.aggs)} FROM (SELECT {', '.join(cols)} FROM "
+               f"{quote_table(conn, s.table)} WHERE {_where(conn, m)}) q{group}")
+        return sql, {**self.params, **_bounds(conn, window)}
+
+    def blank(self) -> dict:
+        def num(ns):
+            d = {"rows": 0, "n": 0, "s": 0.0}
+            if self.moments:
+                d["s2"] = 0.0
+            if ns.get("lt"):
+                d["lt"] = [0] * len(ns["edges"])
+            if ns.get("abs"):
+                d["abs"] = [0.0] * len(ns["edges"])
+            if ns.get("eq") and ns.get("values") is not None:
+                d["eq"] = [0] * len(ns["values"])
+            return d
+        out = {"rows": 0, "num": {c: num(ns) for c, ns in self.spec["num"].items()},
+               "score": num(self.spec["score"]),
+               "cat": {c: {"rows": 0, "n": 0, "counts": [0] * len(cs["categories"])} for c, cs in self.spec["cat"].items()}}
+        if self.model.task == "binary_classification":
+            out["online"] = {"pos": 0, "pos_n": 0}
+        return out
+
+    def decode(self, row) -> dict:
+        out = self.blank()
+        for slot, value in zip(self.slots, row):
+            value = 0 if value is None else (value if isinstance(value, (int, float)) else float(value))
+            node = out
+            for k in slot[:-1]:
+                node = node[k]
+            node[slot[-1]] = value
+        for d in [*out["num"].values(), out["score"], *out["cat"].values()]:
+            d["rows"] = out["rows"]
+        return out
+
+
+def _count_categories(conn, model: Model, spec: dict, window: Window, segment: str | None,
+                      parts: dict[int, dict]) -> None:
+    """Category counts by GROUP BY: one hash per row, where a CASE per category costs a comparison each.
+
+    While the reference saw few enough combinations, all categorical columns (and the segment) go
+    in one plain GROUP BY, fetched with a LIMIT that keeps it bounded; categories the reference
+    never saw are pooled in Python. Past that limit, each column is mapped to its reference
+    categories in SQL (``CASE WHEN c IN (...) THEN c END``) and counted on its own: the groups are
+    then bounded by the categories, never by the rows.
+    """
+    cats = list(model.source.features.categorical)
+    if not cats:
+        return
+    segments = spec["segments"].get(segment, []) if segment else []
+    seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
+    lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
+    raw_ok = (not any(spec["cat"][c].get("pooled") for c in cats)
+              and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
+
+    def add(part: dict, col: str, value, count: int) -> None:
+        if value is None:
+            return
+        c = part["cat"][col]
+        c["n"] += count
+        j = lookups[col].get(_jsonable(value))
+        if j is not None:
+            c["counts"][j] += count
+
+    t, where = quote_table(conn, model.source.table), _where(conn, model)
+    if raw_ok:
+        keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
+        rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {t} WHERE {where} "
+                                    f"GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"), _bounds(conn, window)).all()
+        if len(rows) <= JOINT_MAX:
+            for r in rows:
+                part = parts[seg_index.get(_jsonable(r[-2]), -1)] if segment else parts[-1]
+                for i, col in enumerate(cats):
+                    add(part, col, r[i], int(r[-1]))
+            return
+    for col in cats:
+        params = _bounds(conn, window)
+        x = quote(conn, col)
+        marks = []
+        for j, v in enumerate(spec["cat"][col]["categories"]):
+            params[f"c{j}"] = v
+            marks.append(f":c{j}")
+        mapped = f"CASE WHEN {x} IN ({', '.join(marks)}) THEN {x} END" if marks else "NULL"
+        cols = [f"{mapped} AS m", f"CASE WHEN {x} IS NULL THEN 1 ELSE 0 END AS z"]
+        keys = ["m", "z"]
+        g = _segment_expr(conn, spec, segment, params)
+        if g is not None:
+            cols.append(f"{g} AS g")
+            keys.append("g")
+        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q "
+               f"GROUP BY {', '.join(keys)}")
+        for r in conn.execute(sa.text(sql), params):
+            part = parts[int(r[2])] if segment else parts[-1]
+            if r[1]:  # NULL
+                continue
+            c = part["cat"][col]
+            c["n"] += int(r[-1])
+            if r[0] is not None:
+                c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
+
+
+def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False) -> dict:
+    """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
+
+    One numeric pass and one categorical GROUP BY per segment column (one of each without
+    segments); with segments, the whole is the sum of the first column's segments.
+    """
+    segs = [c for c in model.segments if c in spec.get("segments", {})]
+    result = {"all": None, "segments": {}}
+    for i, seg in enumerate(segs or [None]):
+        p = _Pass(conn, model, spec, seg, moments)
+        sql, params = p.sql(window)
+        rows = conn.execute(sa.text(sql), params).all()
+        if seg is None:
+            parts = {-1: p.decode(rows[0])}
+        else:
+            parts = {int(r[0]): p.decode(r[1:]) for r in rows}
+            values = spec["segments"][seg]
+            for g in [*range(len(values)), -1]:
+                parts.setdefault(g, p.blank())
+        _count_categories(conn, model, spec, window, seg, parts)
+        if seg is None:
+            result["all"] = parts[-1]
+            break
+        values = spec["segments"][seg]
+        result["segments"][seg] = {f"{seg}={values[g] if g >= 0 else OTHER}": part
+                                   for g, part in parts.items() if part["rows"] > 0}
+        if i == 0:
+            total = None
+            for part in parts.values():
+                total = D.add_summaries(total, part)
+            result["all"] = total
+    return result
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _reference(conn, store: Store, model: Model, window: Window, now: datetime) -> tuple[dict | None, dict | None, int]:
+    """(spec, reference summary, rows read to build it now)."""
+    h = _model_hash(model)
+    ref = model.reference
+    if ref.rolling is None:
+        key = f"fixed:{h}"
+        got = store.load_reference(model.name, key)
+        if got is not None:
+            return got["spec"], got["summary"], 0
+        rng = Window(ref.start, ref.end)
+        spec = build_spec(conn, model, rng)
+        if spec is None:
+            return None, None, 0
+        summary = scan(conn, model, spec, rng, moments=True)
+        if now >= rng.end:  # a range still filling is recomputed next time, never frozen half full
+            store.save_reference(model.name, key, {"spec": spec, "summary": summary}, now)
+        return spec, summary, summary["all"]["rows"]
+    spec_key = f"spec:{h}"
+    spec = store.load_reference(model.name, spec_key)
+    read = 0
+    if spec is None:
+        first = reference_range(model, window_at(model.start, model.window))
+        spec = build_spec(conn, model, first, rolling=True)
+        if spec is None:  # nothing before the first window: cut where the data starts
+            spec = build_spec(conn, model, Window(model.start, model.start + model.reference.rolling), rolling=True)
+        if spec is None:
+            return None, None, 0
+        store.save_reference(model.name, spec_key, spec, now)
+    total = None
+    rng = reference_range(model, window)
+    for w in windows_between(rng.start, rng.end, model.window):
+        part = store.load_reference(model.name, _window_key(model, spec, w))
+        if part is None:
+            part = scan(conn, model, spec, w, moments=True)
+            read += part["all"]["rows"]
+            store.save_reference(model.name, _window_key(model, spec, w), part, now)
+        total = D.add_summaries(total, part)
+    return spec, total, read
+
+
+def _window_key(model: Model, spec: dict, w: Window) -> str:
+    return f"win:{_model_hash(model)}:{_fingerprint(spec)}:{w.start.strftime('%Y%m%dT%H%M%S')}"
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
+    """numpy's default (linear) 95th percentile of the window's scores, from two order statistics."""
+    if n <= 0:
+        return None
+    h = 0.95 * (n - 1)
+    lo = math.floor(h)
+    t = h - lo
+    take = 2 if lo + 1 <= n - 1 else 1
+    offset = n - lo - take
+    s = model.source
+    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    rows = conn.execute(sa.text(
+        f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
+        f"AND {quote(conn, s.score)} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {offset}"),
+        _bounds(conn, window)).all()
+    vals = [float(r[0]) for r in rows]
+    if take == 1 or len(vals) < 2:
+        return vals[0] if vals else None
+    b, a = vals[0], vals[1]  # descending: the higher order statistic first
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def _joined(conn, model: Model, cols: str) -> str:
+    s, lab = model.source, model.labels
+    return (f"SELECT {cols} FROM {quote_table(conn, s.table)} s JOIN {quote_table(conn, lab.table)} l "
+            f"ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)} "
+            f"WHERE {_where(conn, model, 's.')} AND l.{quote(conn, lab.label)} IS NOT NULL")
+
+
+def _ensure_ln(conn) -> None:
+    """SQLite builds without math functions get `ln` from Python."""
+    if conn.dialect.name != "sqlite":
+        return
+    try:
+        conn.execute(sa.text("SELECT ln(1.0)")).scalar()
+    except sa.exc.OperationalError:  # no such function: ln
+        raw = conn.connection.driver_connection
+        raw.create_function("ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None, deterministic=True)
+
+
+def quality_binary(conn, model: Model, window: Window) -> dict:
+    """Exact classification quality of the window's labelled predictions, in one query.
+
+    Rows are grouped by distinct score (tp, fp per score); a running sum in descending score order
+    gives, per score, the positives ranked above it. Hence ROC AUC = sum fp * (tp_above + tp/2) / (P N)
+    (ties count one half, as scikit-learn), average precision = sum tp * precision_at_score / P,
+    log loss and Brier from per-score sums. Precision, recall and F1 count the prediction column
+    (or score >= 0.5 without one). Memory is the database's; Python gets one row.
+    """
+    s, lab = model.source, model.labels
+    _ensure_ln(conn)
+    pred = (f"CAST(s.{quote(conn, s.prediction)} AS INTEGER)" if s.prediction else
+            f"CASE WHEN s.{quote(conn, s.score)} >= 0.5 THEN 1 WHEN s.{quote(conn, s.score)} IS NOT NULL THEN 0 END")
+    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
+                             f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr")
+    dbl = "DOUBLE PRECISION"
+    ok = "sc IS NOT NULL"
+    clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
+    sql = f"""
+    SELECT SUM(cnt), SUM(CASE WHEN {ok} THEN tp ELSE 0 END), SUM(CASE WHEN {ok} THEN fp ELSE 0 END),
+           SUM(CASE WHEN {ok} THEN fp * (2 * (ctp - tp) + tp) ELSE 0 END),
+           SUM(CASE WHEN {ok} AND tp > 0 THEN tp * ctp / (ctp + cfp) ELSE 0 END),
+           SUM(CASE WHEN {ok} THEN tp * LN({clip}) + fp * LN(1 - {clip}) ELSE 0 END),
+           SUM(CASE WHEN {ok} THEN tp * (1 - sc) * (1 - sc) + fp * sc * sc ELSE 0 END),
+           SUM(tpp), SUM(pp), SUM(ppos), SUM(pn)
+    FROM (SELECT g.*, SUM(CASE WHEN {ok} THEN tp ELSE 0 END) OVER w AS ctp,
+                      SUM(CASE WHEN {ok} THEN fp ELSE 0 END) OVER w AS cfp
+          FROM (SELECT sc, CAST(COUNT(*) AS {dbl}) AS cnt, CAST(SUM(y) AS {dbl}) AS tp,
+                       CAST(COUNT(*) - SUM(y) AS {dbl}) AS fp,
+                       SUM(CASE WHEN pr IS NOT NULL THEN pr * y ELSE 0 END) AS tpp,
+                       SUM(CASE WHEN pr IS NOT NULL THEN pr ELSE 0 END) AS pp,
+                       SUM(CASE WHEN pr IS NOT NULL THEN y ELSE 0 END) AS ppos, COUNT(pr) AS pn
+                FROM ({j}) j GROUP BY sc ORDER BY sc DESC) g
+          WINDOW w AS (ORDER BY sc DESC ROWS UNBOUNDED PRECEDING)) x"""
+    params = {**_bounds(conn, window), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
+    pg = conn.dialect.name == "postgresql"
+    if pg:
+        # Grouping by sorting, in the window's order, lets PostgreSQL aggregate in parallel and skip
+        # a second sort: a third faster than hashing a million distinct scores and sorting again.
+        conn.execute(sa.text("SET LOCAL enable_hashagg = off"))
+    r = [0 if v is None else float(v) for v in conn.execute(sa.text(sql), params).one()]
+    if pg:
+        conn.execute(sa.text("SET LOCAL enable_hashagg = on"))
+    labelled, P, N, auc2, ap, ll, brier, tpp, pp, ppos, pn = r
+    out: dict = {"labelled": int(labelled)}
+    if P > 0 and N > 0:
+        out["roc_auc"] = auc2 / (2 * P * N)
+    if P > 0:
+        out["pr_auc"] = ap / P
+    if P + N > 0:
+        out["log_loss"] = -ll / (P + N)
+        out["brier"] = brier / (P + N)
+    if pn > 0:  # scikit-learn's zero_division: 0.0
+        fp_, fn_ = pp - tpp, ppos - tpp
+        out["precision"] = tpp / pp if pp else 0.0
+        out["recall"] = tpp / ppos if ppos else 0.0
+        out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
+    return out
+
+
+def quality_regression(conn, model: Model, window: Window) -> dict:
+    """MAE and RMSE of the window's labelled predictions, as SQL sums."""
+    s, lab = model.source, model.labels
+    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
+                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y")
+    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
+                     _bounds(conn, window)).one()
+    labelled, n = int(r[0] or 0), int(r[1] or 0)
+    out: dict = {"labelled": labelled}
+    if n:
+        out["mae"] = float(r[2]) / n
+        out["rmse"] = math.sqrt(float(r[3]) / n)
+    return out
+
+
+# --------------------------------------------------------------------------- the window
+
+
+def _connect(engine):
+    """A connection whose queries all see one snapshot (PostgreSQL: REPEATABLE READ, read only)."""
+    conn = engine.connect()
+    if conn.dialect.name == "postgresql":
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    return conn
+
+
+def _setup(conn) -> None:
+    if conn.dialect.name == "postgresql" and (conn.dialect.server_version_info or (0,)) >= (11,):
+        # JIT compiling a query of hundreds of aggregates costs seconds and saves nothing here.
+        conn.execute(sa.text("SET LOCAL jit = off"))
+
+
+def _mean(summary: dict) -> float | None:
+    return summary["s"] / summary["n"] if summary["n"] else None
+
+
+def _compare(spec: dict, ref: dict, cur: dict, model: Model) -> tuple[dict, dict | None]:
+    """Column drifts of the features, and of the score: ({feature: ColumnDrift}, score drift)."""
+    method, thr = model.drift.method, model.drift.threshold
+    out = {}
+    for col in model.source.features.numeric:
+        out[col] = D.compare_numeric(spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
+                                     D.NumericSummary.from_dict(cur["num"][col]), method, thr)
+    for col in model.source.features.categorical:
+        out[col] = D.compare_categorical(spec["cat"][col], D.CategoricalSummary.from_dict(ref["cat"][col]),
+                                         D.CategoricalSummary.from_dict(cur["cat"][col]), method, thr)
+    score = D.compare_numeric(spec["score"], D.NumericSummary.from_dict(ref["score"]),
+                              D.NumericSummary.from_dict(cur["score"]), method, thr)
+    return out, score
+
+
+def _drift_metric(kind: str, name: str, r: D.ColumnDrift, segment: str = "") -> dict:
+    return {"kind": kind, "name": name, "segment": segment, "method": r.method, "value": r.value,
+            "threshold": r.threshold, "detected": r.detected}
+
+
+def compute(source_engine, store: Store, model: Model, window: Window, now: datetime) -> tuple[ModelWindow, int]:
+    """Drift, online signals and (once labels mature) quality of one window: (result, rows read)."""
+    D.validate_method(model.drift.method)
+    metrics: list[dict] = []
+    with _connect(source_engine) as conn:
+        _setup(conn)
+        spec, ref, read = _reference(conn, store, model, window, now)
+        cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None)
+        if spec is not None and model.reference.rolling is not None:
+            store.save_reference(model.name, _window_key(model, spec, window), cur, now)
+        allc = cur["all"]
+        rows = int(allc["rows"])
+        read += rows
+        p95 = _score_p95(conn, model, window, int(allc["score"]["n"])) if allc["score"]["n"] else None
+        quality, status, coverage = None, "no_labels", None
+        if model.labels is not None:
+            if window.end + model.labels.max_delay > now:
+                status = "pending"
+            elif rows == 0:
+                status = "empty"
+            else:
+                quality = (quality_binary if model.task == "binary_classification" else quality_regression)(conn, model, window)
+                read += quality["labelled"]
+                status, coverage = "ok", quality["labelled"] / rows
+        elif rows == 0:
+            status = "empty"
+        conn.rollback()
+
+    # drift: features, dataset share, score; per segment
+    drift_share = dataset_drift = None
+    if ref is not None and rows > 0:
+        cols, score = _compare(spec, ref["all"], allc, model)
+        flags = []
+        for name, r in cols.items():
+            if r.method is not None or r.null_detected is not None:
+                metrics.append(_drift_metric("feature_drift", name, r))
+            if r.detected is not None:
+                flags.append(r.detected)
+            metrics.append({"kind": "null_share", "name": name, "segment": "", "method": r.null_method, "value": r.null_cur,
+                            "threshold": None, "detected": r.null_detected})
+        if flags:
+            drift_share = sum(flags) / len(flags)
+            dataset_drift = drift_share >= model.drift.dataset_share
+        if score.method is not None:
+            metrics.append(_drift_metric("prediction_drift", "score", score))
+        for seg, parts in cur["segments"].items():
+            for label, part in parts.items():
+                ref_part = ref.get("segments", {}).get(seg, {}).get(label)
+                if ref_part is None or part["rows"] == 0:
+                    continue
+                seg_cols, seg_score = _compare(spec, ref_part, part, model)
+                for name, r in seg_cols.items():
+                    if r.method is not None:
+                        metrics.append(_drift_metric("feature_drift", name, r, label))
+                if seg_score.method is not None:
+                    metrics.append(_drift_metric("prediction_drift", "score", seg_score, label))
+    else:
+        for name in [*model.source.features.numeric, *model.source.features.categorical]:
+            part = allc["num"].get(name) or allc["cat"].get(name)
+            metrics.append({"kind": "null_share", "name": name, "segment": "", "method": None,
+                            "value": (part["rows"] - part["n"]) / part["rows"] if part["rows"] else None,
+                            "threshold": None, "detected": None})
+
+    # online signals
+    online = {"predictions": rows}
+    if rows:
+        mean = _mean(allc["score"])
+        if mean is not None:
+            online["score_mean"] = mean
+        if p95 is not None:
+            online["score_p95"] = p95
+        o = allc.get("online")
+        if o and o["pos_n"]:
+            online["positive_rate"] = o["pos"] / o["pos_n"]
+    metrics += [{"kind": "online", "name": k, "segment": "", "value": float(v)} for k, v in online.items()]
+
+    if quality:
+        metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
+                     "threshold": _floor(model, k), "detected": _breach(model, k, v)}
+                    for k, v in quality.items() if k != "labelled"]
+    result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
+                         drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
+                         label_coverage=coverage, metrics=metrics)
+    return result, read
+
+
+def _floor(model: Model, metric: str) -> float | None:
+    f = model.quality.get(metric)
+    if f is None:
+        return None
+    return f.min if f.min is not None else f.max
+
+
+def _breach(model: Model, metric: str, value: float) -> bool | None:
+    f = model.quality.get(metric)
+    if f is None:
+        return None
+    return bool((f.min is not None and value < f.min) or (f.max is not None and value > f.max))
+
+
+# --------------------------------------------------------------------------- Evidently report
+
+
+def _sample_frame(conn, model: Model, window: Window, sample: int, with_labels: bool):
+    import pandas as pd
+
+    s = model.source
+    cols = [*s.features.numeric, *s.features.categorical, s.score] + ([s.prediction] if s.prediction else [])
+    sel = ", ".join(f"s.{quote(conn, c)} AS {quote(conn, c)}" for c in dict.fromkeys(cols))
+    t = f"{quote_table(conn, s.table)} s"
+    if with_labels:
+        lab = model.labels
+        sel += f", l.{quote(conn, lab.label)} AS {quote(conn, '__label__')}"
+        t += (f" LEFT JOIN {quote_table(conn, lab.table)} l ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)}")
+    sql = f"SELECT {sel} FROM {t} WHERE {_where(conn, model, 's.')} ORDER BY RANDOM() LIMIT {int(sample)}"
+    result = conn.execute(sa.text(sql), _bounds(conn, window))
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def evidently_report(source_engine, model: Model, window: Window, reference: Window | None = None,
+                     sample: int = 20000, path: str | Path | None = None) -> str | Path:
+    """Evidently's HTML report of one window against its reference, on at most `sample` random rows of each.
+
+    Writes `path` and returns it; without a path returns the HTML. Evidently is imported here:
+    importing it takes seconds, and nothing else needs it.
+    """
+    import pandas as pd
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        Regression,
+        Report,
+    )
+    from evidently.presets import (
+        ClassificationPreset,
+        DataDriftPreset,
+        RegressionPreset,
+    )
+
+    reference = reference or reference_range(model, window)
+    s = model.source
+    with_labels = model.labels is not None
+    with source_engine.connect() as conn:
+        cur = _sample_frame(conn, model, window, sample, with_labels)
+        ref = _sample_frame(conn, model, reference, sample, with_labels)
+        conn.rollback()
+    numeric = [*s.features.numeric, s.score]
+    for df in (cur, ref):
+        for c in numeric:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    metrics = [DataDriftPreset(columns=[*s.features.numeric, *s.features.categorical, s.score],
+                               method=None if model.drift.method == "auto" else model.drift.method,
+                               threshold=model.drift.threshold, drift_share=model.drift.dataset_share)]
+    definition = {"numerical_columns": numeric, "categorical_columns": list(s.features.categorical)}
+    labelled = with_labels and cur["__label__"].notna().any() and ref["__label__"].notna().any()
+    if labelled:
+        cur, ref = cur[cur["__label__"].notna()], ref[ref["__label__"].notna()]
+        if model.task == "binary_classification":
+            for df in (cur, ref):
+                df["__label__"] = df["__label__"].astype(int)
+                df["__pred__"] = (df[s.prediction].astype(int) if s.prediction else (df[s.score] >= 0.5).astype(int))
+            definition["classification"] = [BinaryClassification(target="__label__", prediction_labels="__pred__",
+                                                                 prediction_probas=s.score)]
+            metrics.append(ClassificationPreset())
+        else:
+            definition["regression"] = [Regression(target="__label__", prediction=s.score)]
+            metrics.append(RegressionPreset())
+    dd = DataDefinition(**definition)
+    snapshot = Report(metrics).run(Dataset.from_pandas(cur, data_definition=dd),
+                                   Dataset.from_pandas(ref, data_definition=dd))
+    if path is None:
+        return snapshot.get_html_str(as_iframe=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(path))
+    return path
