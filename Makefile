@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := postgresql prometheus prometheus-alertmanager prometheus-pushgateway chromium
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv deb bench build lint clean
+.PHONY: demo test venv deb bench build previews lint clean
 
 $(BIN)/monitor: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,12 @@ build: venv
 	$(BIN)/monitor build
 
 bench: venv deb
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_models.py --rows 1000000
+	$(BIN)/python benchmarks/bench_app.py
+	$(BIN)/python benchmarks/bench_service.py
+
+previews: venv deb
+	$(BIN)/python -m monitor.previews --out docs/
 
 lint: venv
 	$(BIN)/ruff check monitor app_streamlit tests benchmarks
