@@ -224,3 +224,20 @@ def test_check_finds_missing_columns_and_broken_sql_without_storing(tmp_path, db
     assert "models[0](m).source.score: column scoore not in table events" in err
     assert "goals[3](novalue)" in err and "no `value` column" in err
     assert not sa.inspect(sa.create_engine(db_url)).has_table("monitor_goal_results")
+
+
+def test_a_goal_sql_that_hangs_is_cut_by_the_statement_timeout_and_the_others_go_on(tmp_path, db_url, capsys):
+    make_events(db_url, days=2)
+    (tmp_path / "sql").mkdir()
+    hang = ("SELECT pg_sleep(60) IS NULL AS slept, 1 AS value" if db_url.startswith("postgresql")
+            else "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) AS value FROM c")
+    (tmp_path / "sql" / "hang.sql").write_text(hang)
+    cfg_path = write_config(tmp_path, db_url, extra=(
+        "  - {name: hang, sql: sql/hang.sql, direction: at_most, target: 1, start: 2026-09-01}\n"
+        "statement_timeout: 1s\n"))
+    assert main(["run-once", "--config", cfg_path, "--now", "2026-09-03"]) == 1
+    err = capsys.readouterr().err
+    assert "goal:hang" in err and "timeout" in err.lower()
+    store = Store(load_config(cfg_path).store_url)
+    assert store.goal_windows("hang", 86400) == {}
+    assert len(store.goal_windows("bad_rate", 86400)) == 2
