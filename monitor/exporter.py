@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
+from typing import Callable
+
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -40,26 +42,29 @@ def budget_period(goal: Goal) -> tuple[datetime, datetime | None]:
     return (goal.baseline.at if goal.baseline else goal.start), goal.deadline
 
 
-def error_budget(goal: Goal, rows: list[dict]) -> tuple[float | None, dict[str, float]]:
-    """Share of the period's budget spent, and burn rates by look-back, from stored windows (oldest first)."""
+Totals = Callable[[datetime | None, datetime | None], tuple[float, float]]
+
+
+def error_budget(goal: Goal, totals: Totals, latest_end: datetime) -> tuple[float | None, dict[str, float]]:
+    """Share of the period's budget spent, and burn rates by look-back.
+
+    `totals(start, end)` sums numerators and denominators of the stored windows inside [start, end)
+    (None: unbounded); the store does it in SQL, so a scrape reads sums, not series.
+    """
     allowed = goal.target if goal.direction == "at_most" else 1 - goal.target
-    rows = [r for r in rows if r["numerator"] is not None and r["denominator"] is not None]
-    if not rows or allowed <= 0:
+    if allowed <= 0:
         return None, {}
 
-    def ratio(rs: list[dict]) -> float | None:
-        den = sum(r["denominator"] for r in rs)
-        num = sum(r["numerator"] for r in rs)
+    def ratio(num: float, den: float) -> float | None:
         bad = num if goal.direction == "at_most" else den - num
         return bad / (allowed * den) if den > 0 else None
 
     start, end = budget_period(goal)
-    spent = ratio([r for r in rows if r["window_start"] >= start and (end is None or r["window_end"] <= end)])
-    latest = rows[-1]["window_end"]
+    spent = ratio(*totals(start, end))
     burn = {}
     for label, span in BURN_WINDOWS.items():
         if goal.window <= span:
-            b = ratio([r for r in rows if r["window_start"] >= latest - span])
+            b = ratio(*totals(latest_end - span, None))
             if b is not None:
                 burn[label] = b
     return spent, burn
@@ -102,7 +107,9 @@ class ResultsCollector:
             target.add_metric([g.name, g.direction], g.target)
             info.add_metric([g.name], {"title": g.title, "owner": g.owner, "unit": g.unit,
                                        "deadline": g.deadline.date().isoformat() if g.deadline else ""})
+        latest_end = {}
         for r in self.store.latest_goal_results():
+            latest_end[(r["goal"], r["size_seconds"])] = r["window_end"]
             g = goals.get(r["goal"])
             if g is None:
                 continue
@@ -135,7 +142,11 @@ class ResultsCollector:
         for g in self.cfg.goals:
             if g.name not in self.rate_goals:
                 continue
-            share, rates = error_budget(g, self.store.goal_series(g.name, int(g.window.total_seconds())))
+            size = int(g.window.total_seconds())
+            latest = latest_end.get((g.name, size))
+            if latest is None:
+                continue
+            share, rates = error_budget(g, lambda a, b, g=g, size=size: self.store.goal_totals(g.name, size, a, b), latest)
             if share is not None:
                 spent.add_metric([g.name], share)
             for label, rate in rates.items():
@@ -158,12 +169,11 @@ class ResultsCollector:
         for m in self.cfg.models:
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
             share_thr.add_metric([m.name], m.drift.dataset_share)
-            series = self.store.model_series(m.name)
-            if not series:
+            latest = self.store.latest_model_window(m.name)
+            if latest is None:
                 continue
-            latest = series[-1]
             end.add_metric([m.name], _ts(latest["window_end"]))
-            pending.add_metric([m.name], float(sum(1 for w in series if w["quality_status"] == "pending")))
+            pending.add_metric([m.name], float(self.store.count_model_windows(m.name, "pending")))
             if latest["drift_share"] is not None:
                 share.add_metric([m.name], latest["drift_share"])
             for r in self.store.model_metrics(m.name, latest["window_start"]):
@@ -178,7 +188,7 @@ class ResultsCollector:
                     online.add_metric([m.name, r["name"], ""], _num(r["value"]))
                 elif r["kind"] == "null_share":
                     online.add_metric([m.name, "null_share", r["name"]], _num(r["value"]))
-            judged = next((w for w in reversed(series) if w["quality_status"] == "ok"), None)
+            judged = self.store.latest_model_window(m.name, quality_ok=True)
             if judged:
                 qend.add_metric([m.name], _ts(judged["window_end"]))
                 if judged["label_coverage"] is not None:

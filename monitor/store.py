@@ -371,6 +371,24 @@ class Store:
             row = conn.execute(q.order_by(t.c.window_start.desc()).limit(1)).first()
         return dict(row._mapping) if row else None
 
+    def count_model_windows(self, model: str, quality_status: str) -> int:
+        t = model_windows
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).where(t.c.model == model, t.c.quality_status == quality_status)).scalar()
+
+    def goal_totals(self, goal: str, size_seconds: int, start: datetime | None, end: datetime | None) -> tuple[float, float]:
+        """Sums of numerator and denominator over the goal's windows inside [start, end) (None: unbounded)."""
+        t = goal_results
+        q = sa.select(sa.func.coalesce(sa.func.sum(t.c.numerator), 0.0), sa.func.coalesce(sa.func.sum(t.c.denominator), 0.0)).where(
+            t.c.goal == goal, t.c.size_seconds == size_seconds, t.c.numerator.is_not(None), t.c.denominator.is_not(None))
+        if start is not None:
+            q = q.where(t.c.window_start >= start)
+        if end is not None:
+            q = q.where(t.c.window_end <= end)
+        with self.engine.connect() as conn:
+            num, den = conn.execute(q).one()
+        return float(num), float(den)
+
     def model_series(self, model: str) -> list[dict]:
         """Every stored window summary of a model, oldest first."""
         t = model_windows
