@@ -53,8 +53,11 @@ def bind_time(engine_or_conn, ts: datetime):
     """A UTC timestamp as a bound parameter the dialect compares correctly with stored timestamps."""
     naive = ts.astimezone(timezone.utc).replace(tzinfo=None)
     if engine_or_conn.dialect.name == "sqlite":
-        # SQLite stores timestamps as text; this prefix sorts right against both
-        # 'YYYY-MM-DD HH:MM:SS' and 'YYYY-MM-DD HH:MM:SS.ffffff'.
+        # SQLite stores dates and timestamps as text and compares them as text. At midnight the bare
+        # date sorts right against every spelling of that day ('YYYY-MM-DD', '... HH:MM:SS[.ffffff]',
+        # '...THH:MM:SS[+00:00]'); other times sort right against the space-separated spellings.
+        if naive.time() == naive.min.time():
+            return naive.strftime("%Y-%m-%d")
         return naive.strftime("%Y-%m-%d %H:%M:%S")
     return naive
 

@@ -241,3 +241,23 @@ def test_a_goal_sql_that_hangs_is_cut_by_the_statement_timeout_and_the_others_go
     store = Store(load_config(cfg_path).store_url)
     assert store.goal_windows("hang", 86400) == {}
     assert len(store.goal_windows("bad_rate", 86400)) == 2
+
+
+@pytest.mark.parametrize("spelling", ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S+00:00", "%Y-%m-%d"])
+def test_daily_windows_hold_the_right_rows_however_sqlite_spells_the_timestamps(tmp_path, spelling):
+    """SQLite compares text: a row at midnight belongs to the day it starts, in every common spelling."""
+    from monitor.db import bind_time
+    from monitor.windows import Window
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    moments = [datetime(2026, 9, 1, 0, 0), datetime(2026, 9, 1, 23, 59, 59), datetime(2026, 9, 2, 0, 0), datetime(2026, 9, 2, 12, 0)]
+    if spelling == "%Y-%m-%d":
+        moments = [m for m in moments if m.hour == 0 and m.minute == 0]
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE t (ts TEXT)"))
+        c.execute(sa.text("INSERT INTO t VALUES (:ts)"), [{"ts": m.strftime(spelling)} for m in moments])
+        for day in (1, 2):
+            w = Window(datetime(2026, 9, day, tzinfo=UTC), datetime(2026, 9, day + 1, tzinfo=UTC))
+            got = c.execute(sa.text("SELECT COUNT(*) FROM t WHERE ts >= :a AND ts < :b"),
+                            {"a": bind_time(c, w.start), "b": bind_time(c, w.end)}).scalar()
+            assert got == sum(1 for m in moments if m.day == day)
