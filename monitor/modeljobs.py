@@ -17,11 +17,17 @@ How a window is computed (`compute`):
    each), with a LIMIT that keeps it bounded, else one mapped ``GROUP BY`` per column. With segments
    both group by the segment too (a bounded CASE), and the whole window is the sum of its segments.
    Python receives one row per segment (per category combination): memory does not grow with rows.
-3. **score_p95**: ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database, exact).
-4. **Offline quality** (labels mature): one query joins the window's predictions to their labels,
-   groups them by distinct score (tp, fp per score) and accumulates with a window function, so
-   ROC AUC, average precision, log loss and Brier are exact; precision/recall/F1 come from the
-   prediction column (or score >= 0.5). The result is one row.
+3. **Offline quality** (labels mature): one query joins the window's predictions to their labels
+   and sorts them once by score; ``RANK()``, ``COUNT(*)`` and ``SUM(label)`` over that order give
+   every positive its mid-rank and the precision at its score, so ROC AUC (Mann-Whitney, in
+   integers), average precision, log loss and Brier are exact; precision/recall/F1 come from the
+   prediction column (or score >= 0.5). The result is one row. On PostgreSQL it runs on a second
+   connection that imports the first one's snapshot (``pg_export_snapshot`` / ``SET TRANSACTION
+   SNAPSHOT``), alongside the pass of step 2: both see the same rows, and the quality query's
+   serial part (the window functions) overlaps the pass's parallel workers.
+4. **score_p95**: from the quality query's ranks when every scored row is labelled exactly once
+   (PostgreSQL, labels keyed by a unique id), else ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a
+   top-N sort in the database). Exact either way.
 """
 from __future__ import annotations
 
@@ -29,6 +35,9 @@ import hashlib
 import json
 import logging
 import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -534,27 +543,52 @@ def _window_key(model: Model, spec: dict, w: Window) -> str:
 # --------------------------------------------------------------------------- quality
 
 
-def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
-    """numpy's default (linear) 95th percentile of the window's scores, from two order statistics."""
-    if n <= 0:
-        return None
+def _p95_plan(n: int) -> tuple[int, int, float]:
+    """numpy's linear 95th percentile of n values: (descending 1-based position of the higher order
+    statistic, how many to take from there (2, or 1 at the top), interpolation weight)."""
     h = 0.95 * (n - 1)
     lo = math.floor(h)
-    t = h - lo
     take = 2 if lo + 1 <= n - 1 else 1
-    offset = n - lo - take
-    s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
-    rows = conn.execute(sa.text(
-        f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
-        f"AND {quote(conn, s.score)} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {offset}"),
-        _bounds(conn, window)).all()
-    vals = [float(r[0]) for r in rows]
+    return n - lo - take + 1, take, h - lo
+
+
+def _p95_value(vals: list[float], take: int, t: float) -> float | None:
     if take == 1 or len(vals) < 2:
         return vals[0] if vals else None
     b, a = vals[0], vals[1]  # descending: the higher order statistic first
     diff = b - a
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
+    """numpy's default (linear) 95th percentile of the window's scores, from two order statistics."""
+    if n <= 0:
+        return None
+    first, take, t = _p95_plan(n)
+    s = model.source
+    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    rows = conn.execute(sa.text(
+        f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
+        f"AND {quote(conn, s.score)} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
+        _bounds(conn, window)).all()
+    return _p95_value([float(r[0]) for r in rows], take, t)
+
+
+def _labels_unique(conn, model: Model) -> bool:
+    """PostgreSQL: whether a unique index (or primary key) of the labels table is its id alone, so
+    that the join gives each prediction at most one label."""
+    if conn.dialect.name != "postgresql":
+        return False
+    lab = model.labels
+    try:
+        with conn.begin_nested():
+            return bool(conn.execute(sa.text(
+                "SELECT COUNT(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(:t) AND i.indisunique "
+                "AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = :c"),
+                {"t": quote_table(conn, lab.table), "c": lab.id}).scalar())
+    except sa.exc.DBAPIError:  # no catalog access: take the separate query
+        return False
 
 
 def _joined(conn, model: Model, cols: str) -> str:
@@ -575,14 +609,24 @@ def _ensure_ln(conn) -> None:
         raw.create_function("ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None, deterministic=True)
 
 
-def quality_binary(conn, model: Model, window: Window) -> dict:
+def quality_binary(conn, model: Model, window: Window, p95_rank: int | None = None) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
-    Rows are grouped by distinct score (tp, fp per score); a running sum in descending score order
-    gives, per score, the positives ranked above it. Hence ROC AUC = sum fp * (tp_above + tp/2) / (P N)
-    (ties count one half, as scikit-learn), average precision = sum tp * precision_at_score / P,
-    log loss and Brier from per-score sums. Precision, recall and F1 count the prediction column
-    (or score >= 0.5 without one). Memory is the database's; Python gets one row.
+    The labelled rows, sorted once by descending score, carry three window functions over the
+    default frame (every row with a score at least as high, ties included): ``rank()`` (1 + the
+    rows scored higher), ``COUNT(*)`` and ``SUM(y)``. Hence, with n labelled scores of which P are
+    positive, a positive's mid-rank among the ascending scores is n + 1 - (rank + count) / 2, and
+    the Mann-Whitney U = sum of the positives' mid-ranks - P (P + 1) / 2: ROC AUC = U / (P N)
+    (ties count one half, as scikit-learn), computed in integers. Average precision is the sum
+    over positives of the precision at their score (positives / rows scored at least as high),
+    over P, as scikit-learn's step sum; log loss and Brier are sums over rows. Precision, recall
+    and F1 count the prediction column (or score >= 0.5 without one). No GROUP BY of a million
+    distinct scores and no second sort: a third faster than grouping then accumulating.
+
+    `p95_rank` (k): also return the labelled scores at descending positions k and k + 1
+    (``p95_hi``, ``p95_lo``) and the number of labelled scores (``scored``), from the same
+    ranks: the window's score_p95 when every scored row of the window is labelled once.
+    Memory is the database's; Python gets one row.
     """
     s, lab = model.source, model.labels
     _ensure_ln(conn)
@@ -591,47 +635,47 @@ def quality_binary(conn, model: Model, window: Window) -> dict:
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
                              f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr")
     dbl = "DOUBLE PRECISION"
-    ok = "sc IS NOT NULL"
+    pos = "sc IS NOT NULL AND y = 1"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
-    sql = f"""
-    SELECT SUM(cnt), SUM(CASE WHEN {ok} THEN tp ELSE 0 END), SUM(CASE WHEN {ok} THEN fp ELSE 0 END),
-           SUM(CASE WHEN {ok} THEN fp * (2 * (ctp - tp) + tp) ELSE 0 END),
-           SUM(CASE WHEN {ok} AND tp > 0 THEN tp * ctp / (ctp + cfp) ELSE 0 END),
-           SUM(CASE WHEN {ok} THEN tp * LN({clip}) + fp * LN(1 - {clip}) ELSE 0 END),
-           SUM(CASE WHEN {ok} THEN tp * (1 - sc) * (1 - sc) + fp * sc * sc ELSE 0 END),
-           SUM(tpp), SUM(pp), SUM(ppos), SUM(pn)
-    FROM (SELECT g.*, SUM(CASE WHEN {ok} THEN tp ELSE 0 END) OVER w AS ctp,
-                      SUM(CASE WHEN {ok} THEN fp ELSE 0 END) OVER w AS cfp
-          FROM (SELECT sc, CAST(COUNT(*) AS {dbl}) AS cnt, CAST(SUM(y) AS {dbl}) AS tp,
-                       CAST(COUNT(*) - SUM(y) AS {dbl}) AS fp,
-                       SUM(CASE WHEN pr IS NOT NULL THEN pr * y ELSE 0 END) AS tpp,
-                       SUM(CASE WHEN pr IS NOT NULL THEN pr ELSE 0 END) AS pp,
-                       SUM(CASE WHEN pr IS NOT NULL THEN y ELSE 0 END) AS ppos, COUNT(pr) AS pn
-                FROM ({j}) j GROUP BY sc ORDER BY sc DESC) g
-          WINDOW w AS (ORDER BY sc DESC ROWS UNBOUNDED PRECEDING)) x"""
+    # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
+    order = "sc DESC NULLS LAST" if conn.dialect.name == "postgresql" else "sc DESC"
+    extra = ""
     params = {**_bounds(conn, window), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
-    pg = conn.dialect.name == "postgresql"
-    if pg:
-        # Grouping by sorting, in the window's order, lets PostgreSQL aggregate in parallel and skip
-        # a second sort: a third faster than hashing a million distinct scores and sorting again.
-        conn.execute(sa.text("SET LOCAL enable_hashagg = off"))
-    r = [0 if v is None else float(v) for v in conn.execute(sa.text(sql), params).one()]
-    if pg:
-        conn.execute(sa.text("SET LOCAL enable_hashagg = on"))
-    labelled, P, N, auc2, ap, ll, brier, tpp, pp, ppos, pn = r
-    out: dict = {"labelled": int(labelled)}
+    if p95_rank is not None:
+        params.update(k1=int(p95_rank), k2=int(p95_rank) + 1)
+        extra = (", MAX(CASE WHEN sc IS NOT NULL AND rk <= :k1 AND cnt >= :k1 THEN sc END)"
+                 ", MAX(CASE WHEN sc IS NOT NULL AND rk <= :k2 AND cnt >= :k2 THEN sc END)")
+    sql = f"""
+    SELECT COUNT(*), SUM(CASE WHEN {pos} THEN 1 ELSE 0 END), COUNT(sc),
+           SUM(CASE WHEN {pos} THEN rk + cnt ELSE 0 END),
+           SUM(CASE WHEN {pos} THEN CAST(ctp AS {dbl}) / cnt ELSE 0 END),
+           SUM(CASE WHEN sc IS NULL THEN 0 WHEN y = 1 THEN LN({clip}) ELSE LN(1 - {clip}) END),
+           SUM(CASE WHEN sc IS NOT NULL THEN (y - sc) * (y - sc) ELSE 0 END),
+           SUM(CASE WHEN pr IS NOT NULL THEN pr * y ELSE 0 END), SUM(CASE WHEN pr IS NOT NULL THEN pr ELSE 0 END),
+           SUM(CASE WHEN pr IS NOT NULL THEN y ELSE 0 END), COUNT(pr){extra}
+    FROM (SELECT sc, y, pr, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
+          FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
+    row = conn.execute(sa.text(sql), params).one()
+    labelled, P, n, ranks = (0 if v is None else int(v) for v in row[:4])
+    ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[4:11])
+    N = n - P
+    out: dict = {"labelled": labelled}
     if P > 0 and N > 0:
-        out["roc_auc"] = auc2 / (2 * P * N)
+        # 2 U = 2 P (n + 1) - sum(rank + count) - P (P + 1), exact in integers
+        out["roc_auc"] = (2 * P * (n + 1) - ranks - P * (P + 1)) / (2 * P * N)
     if P > 0:
         out["pr_auc"] = ap / P
-    if P + N > 0:
-        out["log_loss"] = -ll / (P + N)
-        out["brier"] = brier / (P + N)
+    if n > 0:
+        out["log_loss"] = -ll / n
+        out["brier"] = brier / n
     if pn > 0:  # scikit-learn's zero_division: 0.0
         fp_, fn_ = pp - tpp, ppos - tpp
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
+    if p95_rank is not None:
+        hi, lo = row[11], row[12]
+        out["_p95"] = (n, None if hi is None else float(hi), None if lo is None else float(lo))
     return out
 
 
@@ -667,6 +711,39 @@ def _setup(conn) -> None:
         conn.execute(sa.text("SET LOCAL jit = off"))
 
 
+def _export_snapshot(conn) -> str | None:
+    """PostgreSQL: the transaction's snapshot, for a second connection to see exactly the same rows
+    (``SET TRANSACTION SNAPSHOT``); None elsewhere, or when the server refuses (then one connection
+    does everything, in turn)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    try:
+        sid = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
+    except sa.exc.DBAPIError:  # e.g. a hot standby: the transaction is aborted, start it again
+        conn.rollback()
+        _setup(conn)
+        return None
+    return sid if isinstance(sid, str) and re.fullmatch(r"[0-9A-Fa-f-]+", sid) else None
+
+
+def _on_snapshot(engine, snapshot: str, job):
+    """Run `job(conn)` on a connection of its own that sees the exporting transaction's snapshot."""
+    with engine.connect() as c:
+        c = c.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        try:
+            c.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+            _setup(c)
+            return job(c)
+        finally:
+            c.rollback()
+
+
+def _count_scores(conn, model: Model, window: Window) -> int:
+    s = model.source
+    return int(conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} "
+                                    f"WHERE {_where(conn, model)}"), _bounds(conn, window)).scalar() or 0)
+
+
 def _mean(summary: dict) -> float | None:
     return summary["s"] / summary["n"] if summary["n"] else None
 
@@ -695,24 +772,46 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     """Drift, online signals and (once labels mature) quality of one window: (result, rows read)."""
     D.validate_method(model.drift.method)
     metrics: list[dict] = []
+    binary = model.task == "binary_classification"
+    mature = model.labels is not None and window.end + model.labels.max_delay <= now
     with _connect(source_engine) as conn:
         _setup(conn)
-        spec, ref, read = _reference(conn, store, model, window, now)
-        cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None)
-        if spec is not None and model.reference.rolling is not None:
-            store.save_reference(model.name, _window_key(model, spec, window), cur, now)
-        allc = cur["all"]
-        rows = int(allc["rows"])
-        read += rows
-        p95 = _score_p95(conn, model, window, int(allc["score"]["n"])) if allc["score"]["n"] else None
-        quality, status, coverage = None, "no_labels", None
+        snapshot = _export_snapshot(conn) if mature else None
+        p95_rank = None
+        if mature and binary and _labels_unique(conn, model):
+            n_scores = _count_scores(conn, model, window)
+            p95_rank = _p95_plan(n_scores)[0] if n_scores else None
+
+        def job(c):
+            if binary:
+                return quality_binary(c, model, window, p95_rank)
+            return quality_regression(c, model, window)
+
+        with ThreadPoolExecutor(1) if snapshot else nullcontext() as pool:
+            side = pool.submit(_on_snapshot, source_engine, snapshot, job) if snapshot else None
+            spec, ref, read = _reference(conn, store, model, window, now)
+            cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None)
+            if spec is not None and model.reference.rolling is not None:
+                store.save_reference(model.name, _window_key(model, spec, window), cur, now)
+            allc = cur["all"]
+            rows = int(allc["rows"])
+            read += rows
+            quality = (side.result() if side else job(conn)) if mature and rows else None
+        n_scores = int(allc["score"]["n"])
+        p95 = None
+        folded = quality.pop("_p95", None) if quality else None
+        first, take, t = _p95_plan(n_scores) if n_scores else (None, 0, 0.0)
+        if folded and folded[0] == n_scores and first == p95_rank:  # each scored row labelled once
+            p95 = _p95_value([v for v in folded[1:1 + take] if v is not None], take, t)
+        elif n_scores:
+            p95 = _score_p95(conn, model, window, n_scores)
+        status, coverage = "no_labels", None
         if model.labels is not None:
-            if window.end + model.labels.max_delay > now:
+            if not mature:
                 status = "pending"
             elif rows == 0:
                 status = "empty"
             else:
-                quality = (quality_binary if model.task == "binary_classification" else quality_regression)(conn, model, window)
                 read += quality["labelled"]
                 status, coverage = "ok", quality["labelled"] / rows
         elif rows == 0:

@@ -272,6 +272,54 @@ def test_quality_without_prediction_column_and_extreme_scores(db_url, tmp_path):
     assert got[("quality", "pr_auc", "")]["value"] == pytest.approx(skm.average_precision_score(y, score), abs=1e-9)
 
 
+@pytest.mark.parametrize("coverage", [1.0, 0.7])
+def test_score_p95_and_quality_with_unique_labels_ties_and_null_scores(db_url, tmp_path, coverage):
+    """Labels keyed by a primary key: on PostgreSQL, with every scored row labelled, score_p95 comes
+    from the quality query's ranks (no separate ORDER BY ... OFFSET); partly labelled, from its own
+    query. Either way it equals numpy's, and quality equals scikit-learn's on the scored labelled rows."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    score = np.round(rng.random(n), 2)  # many ties
+    score[rng.random(n) < 0.03] = np.nan  # NULL scores: left out of the percentile and of the metrics
+    y = (rng.random(n) < np.nan_to_num(score, nan=0.5)).astype(int)
+    at = [(utc(0) + timedelta(seconds=float(i * 25))).replace(tzinfo=None) for i in range(n)]
+    eng = sa.create_engine(db_url)
+    pd.DataFrame({"pid": np.arange(n), "at": at, "score": score, "x": rng.normal(0, 1, n)}).to_sql("p", eng, index=False)
+    keep = rng.random(n) < coverage
+    with eng.begin() as c:
+        c.execute(sa.text("CREATE TABLE l (pid BIGINT PRIMARY KEY, y INTEGER)"))
+    pd.DataFrame({"pid": np.arange(n)[keep], "y": y[keep]}).to_sql("l", eng, index=False, if_exists="append")
+    m = Model.model_validate({
+        "name": "pk", "task": "binary_classification", "window": "1d", "start": utc(0).isoformat(),
+        "source": {"table": "p", "id": "pid", "timestamp": "at", "score": "score", "features": {"numeric": ["x"]}},
+        "labels": {"table": "l", "id": "pid", "label": "y"}, "reference": {"rolling": "1d"}})
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    src = make_engine(db_url)
+    statements = []
+
+    def seen(_conn, _cursor, statement, *_rest):
+        statements.append(statement)
+
+    sa.event.listen(src, "before_cursor_execute", seen)
+    try:
+        result = modeljobs.compute(src, store, m, day(0), utc(2))[0]
+    finally:
+        sa.event.remove(src, "before_cursor_execute", seen)
+    got = by_key(result)
+    scored = ~np.isnan(score)
+    assert got[("online", "score_p95", "")]["value"] == pytest.approx(np.percentile(score[scored], 95), abs=1e-12)
+    separate = any("OFFSET" in st for st in statements)
+    assert separate == (src.dialect.name != "postgresql" or coverage < 1)
+    sel = keep & scored
+    assert result.label_coverage == pytest.approx(keep.sum() / n, abs=1e-12)
+    ys, ss = y[sel], score[sel]
+    want = {"roc_auc": skm.roc_auc_score(ys, ss), "pr_auc": skm.average_precision_score(ys, ss),
+            "log_loss": skm.log_loss(ys, ss), "brier": skm.brier_score_loss(ys, ss)}
+    for k, v in want.items():
+        assert got[("quality", k, "")]["value"] == pytest.approx(v, abs=1e-9), k
+
+
 def test_regression_quality_equals_sklearn(db_url, tmp_path):
     rng = np.random.default_rng(5)
     n = 1500
