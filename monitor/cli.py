@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.verbose:  # the command prints the failed jobs itself, once, at the end
+        logging.getLogger("monitor.jobs").setLevel(logging.CRITICAL)
     if not args.command:
         ap.print_help()
         return EXIT_USAGE

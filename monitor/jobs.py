@@ -139,10 +139,13 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
                 continue
             run_id = store.start_job(task.job, task.window.start, task.window.end, started)
             rows = task.run()
+            store.finish_job(run_id, "ok", clock(), time.perf_counter() - t0, rows_read=rows)
+            report.ran += 1
         except Exception as e:
             broken.add(task.job)
             msg = describe_error(e)
-            log.error("job failed", extra={"job": task.job, "window": str(task.window), "error": msg})
+            log.error("job %s failed on %s: %s", task.job, task.window, msg,
+                      extra={"job": task.job, "window": str(task.window), "error": msg})
             if run_id is None:
                 _record_failure(store, report, task.job, task.window, e, clock())
             else:
@@ -151,9 +154,6 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
                 except Exception:
                     log.exception("cannot record a failed job: the results store is unreachable")
                 report.failed.append((task.job, task.window, msg))
-        else:
-            store.finish_job(run_id, "ok", clock(), time.perf_counter() - t0, rows_read=rows)
-            report.ran += 1
         bar.update(1)
     bar.close()
     for g in cfg.goals:
