@@ -163,13 +163,14 @@ class ResultsCollector:
         quality = GaugeMetricFamily(n.MODEL_QUALITY, "Offline quality of the latest window whose labels are mature.", labels=["model", "metric"])
         coverage = GaugeMetricFamily(n.MODEL_LABEL_COVERAGE, "Share of the quality window's predictions that got a label.", labels=["model"])
         pending = GaugeMetricFamily(n.MODEL_QUALITY_PENDING, "Windows whose labels have not matured yet.", labels=["model"])
-        end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window.", labels=["model"])
+        end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
         info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
         for m in self.cfg.models:
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
             share_thr.add_metric([m.name], m.drift.dataset_share)
-            latest = self.store.latest_model_window(m.name)
+            # the latest window with predictions: an empty window (the log stopped) has nothing to show
+            latest = self.store.latest_model_window(m.name, with_rows=True)
             if latest is None:
                 continue
             end.add_metric([m.name], _ts(latest["window_end"]))

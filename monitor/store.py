@@ -361,12 +361,14 @@ class Store:
                      last_rows=run.rows_read, last_started=run.started_at)
         return stats
 
-    def latest_model_window(self, model: str, quality_ok: bool = False) -> dict | None:
-        """The model's latest stored window (or the latest whose quality was computed)."""
+    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False) -> dict | None:
+        """The model's latest stored window (or the latest whose quality was computed, or that had rows)."""
         t = model_windows
         q = sa.select(t).where(t.c.model == model)
         if quality_ok:
             q = q.where(t.c.quality_status == "ok")
+        if with_rows:
+            q = q.where(t.c.rows > 0)
         with self.engine.connect() as conn:
             row = conn.execute(q.order_by(t.c.window_start.desc()).limit(1)).first()
         return dict(row._mapping) if row else None

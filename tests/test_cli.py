@@ -1,5 +1,6 @@
 """The command line on a small world: backfill, metrics parsed by prometheus_client, usage errors."""
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.cli import main
@@ -68,3 +69,28 @@ def test_usage_errors_exit_2(world, capsys):
         main(["run-once", "--config", world, "--now", "yesterday"])
     assert e.value.code == 2
     assert main([]) == 2
+
+
+def test_model_metrics_come_from_the_latest_window_with_predictions(tmp_path, capsys):
+    """When the log stops, empty windows are computed, but drift and signals show the last real window."""
+    from datetime import datetime, timezone
+
+    from monitor.config import parse_config
+    from monitor.jobs import run_cycle
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    df = make_events(url, days=10)
+    df.assign(score=(df.bad * 0.6 + 0.2)).to_sql("preds", sa.create_engine(url), index=False, dtype={"ts": sa.DateTime()})
+    cfg = parse_config({"database_url": url, "models": [{
+        "name": "m", "task": "binary_classification", "start": "2026-09-05",
+        "source": {"table": "preds", "id": "id", "timestamp": "ts", "score": "score",
+                   "features": {"numeric": ["minutes"], "categorical": ["country"]}},
+        "reference": {"start": "2026-09-01", "end": "2026-09-05"}}]}, tmp_path / "m.yaml")
+    store = Store(cfg.store_url)
+    run_cycle(cfg, datetime(2026, 9, 14, tzinfo=timezone.utc), store=store)  # four empty days at the end
+    assert store.latest_model_window("m")["rows"] == 0
+    from monitor.exporter import registry
+    reg = registry(cfg, store)
+    assert reg.get_sample_value("monitor_model_window_end_timestamp_seconds", {"model": "m"}) == datetime(2026, 9, 11, tzinfo=timezone.utc).timestamp()
+    assert reg.get_sample_value("monitor_feature_drift_detected", {"model": "m", "feature": "minutes"}) == 0.0
+    assert reg.get_sample_value("monitor_dataset_drift_share", {"model": "m"}) in (0.0, 0.5, 1.0)
