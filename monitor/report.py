@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from .config import Config
+from .review import fmt_value
 from .store import Store
 
 
@@ -30,14 +31,6 @@ def goal_table(cfg: Config, store: Store) -> list[dict]:
             "deadline": g.deadline.date().isoformat() if g.deadline else None,
         })
     return rows
-
-
-def fmt_value(x, unit: str) -> str:
-    if x is None:
-        return "-"
-    if unit == "ratio":
-        return f"{x * 100:.3f} %"
-    return f"{x:,.2f}"
 
 
 def print_goal_table(rows: list[dict], out=None) -> None:
