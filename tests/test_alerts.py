@@ -159,7 +159,6 @@ def test_monitor_build_check_detects_a_stale_file(tmp_path, capsys):
     assert build(str(path), root, check=True) == 1
 
 
-@pytest.mark.skipif(not (ROOT / alerts.RULES_FILE).exists(), reason="alerts/ not generated yet")
 def test_the_committed_alerts_are_up_to_date_and_pass_promtool_and_amtool():
     cfg = load_config(EXAMPLE)
     for rel, text in alerts.render(cfg).items():
