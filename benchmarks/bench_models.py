@@ -139,16 +139,22 @@ def _store(store_url: str):
     return s
 
 
-def run_reference(url: str, table: str, store_url: str) -> dict:
+def _monitor_setup(url: str, table: str, store_url: str):
+    """The results store, a connected engine (so connecting is not timed), the model, and the clock."""
     import sqlalchemy as sa
 
-    from monitor import modeljobs
     from monitor.db import make_engine
 
-    store, eng, m = _store(store_url), make_engine(url), model(table)
-    now = datetime(2026, 1, 3, tzinfo=UTC)
+    store, eng = _store(store_url), make_engine(url)
     with eng.connect() as c:
         c.execute(sa.text("SELECT 1"))
+    return store, eng, model(table), datetime(2026, 1, 3, tzinfo=UTC)
+
+
+def run_reference(url: str, table: str, store_url: str) -> dict:
+    from monitor import modeljobs
+
+    store, eng, m, now = _monitor_setup(url, table, store_url)
     base = _rss_mb()
     t0 = time.perf_counter()
     with eng.connect() as conn:
@@ -159,15 +165,9 @@ def run_reference(url: str, table: str, store_url: str) -> dict:
 
 
 def run_monitor(url: str, table: str, store_url: str) -> dict:
-    import sqlalchemy as sa
-
     from monitor import modeljobs
-    from monitor.db import make_engine
 
-    store, eng, m = _store(store_url), make_engine(url), model(table)
-    now = datetime(2026, 1, 3, tzinfo=UTC)
-    with eng.connect() as c:
-        c.execute(sa.text("SELECT 1"))
+    store, eng, m, now = _monitor_setup(url, table, store_url)
     base = _rss_mb()
     t0 = time.perf_counter()
     result, rows = modeljobs.compute(eng, store, m, _window(), now)
