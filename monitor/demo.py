@@ -111,9 +111,10 @@ def compare(manifest: dict, cfg, store) -> list[str]:
 
 def _goal_breach(ep, start, end, cfg, store):
     g = cfg.goal(ep["subject"])
-    rows = [r for r in store.goal_series(g.name, int(g.window.total_seconds())) if start <= r["window_start"] < end]
+    series = store.goal_series(g.name, int(g.window.total_seconds()))
+    rows = [r for r in series if start <= r["window_start"] < end]
     missed = sum(1 for r in rows if r["status"] == "missed")
-    others = [r for r in store.goal_series(g.name, int(g.window.total_seconds())) if not start <= r["window_start"] < end]
+    others = [r for r in series if not start <= r["window_start"] < end]
     false = sum(1 for r in others if r["status"] == "missed")
     peak = max((r["value"] or 0 for r in rows), default=0)
     return (f"{missed} of {len(rows)} days missed (peak {peak:.2%}); {false} other days missed",
