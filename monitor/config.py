@@ -41,7 +41,7 @@ def _ident(value: str) -> str:
 
 
 Ident = Annotated[str, BeforeValidator(_ident)]
-Name = Annotated[str, BeforeValidator(_ident)]
+Name = Ident  # goal and model names are identifiers too: they become metric labels and job names
 
 
 def _qualified(value: str) -> str:

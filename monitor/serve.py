@@ -15,6 +15,7 @@ from socketserver import ThreadingMixIn
 import sqlalchemy as sa
 
 from .config import Config
+from .db import describe_error
 from .durations import utcnow
 from .jobs import Lease, run_cycle
 from .store import Store
@@ -121,7 +122,6 @@ class Service:
             log.info("cycle", extra={"subject": name, "ran": report.ran, "failed": len(report.failed),
                                      "skipped": report.skipped})
         except Exception as e:  # the store itself is down: keep serving, retry next time
-            from .db import describe_error
             with self.lock:
                 self.last_error[name] = describe_error(e)
             log.error("cycle failed", extra={"subject": name, "error": describe_error(e)})
@@ -133,13 +133,9 @@ class Service:
                                    next_run_time=utcnow() + self.cfg.retry_after)
 
     def _notify(self) -> None:
-        if not self.cfg.notify:
-            return
-        try:
+        if self.cfg.notify:
             from .notify import notify_cycle
-            notify_cycle(self.cfg, self.store, utcnow())
-        except Exception:
-            log.exception("notifier failed")
+            notify_cycle(self.cfg, self.store, utcnow())  # logs its own failures; never raises
 
     def health(self) -> tuple[bool, dict]:
         """Whether the service is healthy, and why."""
@@ -150,7 +146,6 @@ class Service:
                 conn.execute(sa.text("SELECT 1"))
             doc["results_store"] = "reachable"
         except Exception as e:
-            from .db import describe_error
             ok = False
             doc["results_store"] = f"unreachable: {describe_error(e)}"
         now = utcnow()
@@ -179,7 +174,6 @@ class Service:
                     start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
                     return [body]
                 except Exception as e:
-                    from .db import describe_error
                     body = f"# results store unreachable: {describe_error(e)}\n".encode()
                     start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
                     return [body]
