@@ -6,7 +6,8 @@ Nothing here reads rows. Every method works on what one pass of SQL aggregates c
 - category counts (categorical columns, and numeric columns with at most 5 distinct values);
 - cumulative counts below shared cut points ``lt[k] = #(x < edges[k])`` (histograms, KS);
 - sums of distances to the cut points ``abs[k] = sum |x - edges[k]|`` plus ``n`` and ``sum x``
-  (the normed Wasserstein distance; see `wasserstein`).
+  (the normed Wasserstein distance; see `wasserstein`), or, on large windows, the same over a
+  fixed sample of the rows with the sample's own count and sum (``abs_n``, ``abs_s``).
 
 Summaries are additive (counts and sums), so a rolling reference is the sum of stored per-window
 summaries. NULLs never enter a method: like Evidently, a method compares the non-null values, and
@@ -279,10 +280,19 @@ class NumericSummary:
     lt: list[float] | None = None  # counts below each cut point
     abs: list[float] | None = None  # sums of |x - cut point|
     eq: list[float] | None = None  # counts of each of the (few) reference values
+    abs_n: int | None = None  # count and sum of the values `abs` was taken over, when a sample
+    abs_s: float | None = None  # of them (else n and s)
 
     @classmethod
     def from_dict(cls, d: dict) -> NumericSummary:
-        return cls(rows=d["rows"], n=d["n"], s=d["s"], s2=d.get("s2"), lt=d.get("lt"), abs=d.get("abs"), eq=d.get("eq"))
+        return cls(rows=d["rows"], n=d["n"], s=d["s"], s2=d.get("s2"), lt=d.get("lt"), abs=d.get("abs"), eq=d.get("eq"),
+                   abs_n=d.get("abs_n"), abs_s=d.get("abs_s"))
+
+    @property
+    def abs_base(self) -> tuple[float, float]:
+        """(count, mean) of the values the distances `abs` were summed over."""
+        n, s = (self.n, self.s) if self.abs_n is None else (self.abs_n, self.abs_s)
+        return n, (s / n if n else 0.0)
 
 
 @dataclass
@@ -405,9 +415,9 @@ def _available(method: str, spec: dict, ref: NumericSummary, cur: NumericSummary
 def _numeric_score(method: str, spec: dict, ref: NumericSummary, cur: NumericSummary) -> float | None:
     center = spec.get("center", 0.0)
     if method == "wasserstein":
-        ref_mean, ref_std = _mean_std(ref, center)
-        cur_mean, _ = _mean_std(cur, center)
-        return wasserstein(spec["edges"], ref.abs, ref.n, ref_mean, ref_std, cur.abs, cur.n, cur_mean)
+        _, ref_std = _mean_std(ref, center)
+        (ref_n, ref_mean), (cur_n, cur_mean) = ref.abs_base, cur.abs_base
+        return wasserstein(spec["edges"], ref.abs, ref_n, ref_mean, ref_std, cur.abs, cur_n, cur_mean)
     if method == "ks":
         return ks(ref.lt, cur.lt, ref.n, cur.n)
     few = ref.eq is not None and cur.eq is not None

@@ -53,7 +53,7 @@ from .windows import Window, due_windows, plan, window_at, windows_between
 
 log = logging.getLogger("monitor.modeljobs")
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 # Cut points, as reference quantile levels. The Wasserstein estimate is exact where the two CDFs do
 # not cross between cut points; crossings from sampling noise happen mostly in the wide tail bins,
 # so its levels are denser in the tails (9 such levels beat 16 equal-mass ones on a corpus of
@@ -61,6 +61,8 @@ SPEC_VERSION = 2
 W_LEVELS = (0.01, 0.05, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95, 0.99)
 BIN_EDGES = 19  # PSI / Jensen-Shannon on numeric columns: 20 equal-mass bins
 KS_EDGES = 64  # the KS test (used by `auto` only for references of <= 1000 values)
+SAMPLE_ROWS = 100_000  # Wasserstein sums of larger windows: over a hashed sample of about this many rows
+SAMPLE_BUCKETS = 65536  # ... one in m of these hash buckets
 JOINT_MAX = 50_000  # categorical columns are counted in one GROUP BY while their combinations are this few
 DISCRETE_MAX = 20  # a numeric column with at most this many reference values is cut at each value
 CAT_MAX = 50  # reference categories counted one by one; the rest are pooled with unseen ones
@@ -311,6 +313,10 @@ class _Pass:
         self.params: dict = {}
         self.aggs: list[str] = ["COUNT(*)"]
         self.slots: list[tuple] = [("rows",)]
+        # PostgreSQL: the Wasserstein sums go in a second query that may read a sample (`_distances`)
+        self.split = conn.dialect.name == "postgresql"
+        self.abs_aggs: list[str] = []
+        self.abs_slots: list[tuple] = []
 
     def _p(self, value) -> str:
         name = f"p{len(self.params)}"
@@ -329,9 +335,13 @@ class _Pass:
                 self.aggs.append(f"SUM(CASE WHEN {alias} < {self._p(float(e))} THEN 1 ELSE 0 END)")
                 self.slots.append((*key, "lt", i))
         if ns.get("abs"):
+            aggs, slots = (self.abs_aggs, self.abs_slots) if self.split else (self.aggs, self.slots)
+            if self.split:  # the sample's own count and sum, to rescale its distances (`_distances`)
+                aggs += [f"COUNT({alias})", f"SUM({alias})"]
+                slots += [(*key, "abs_n"), (*key, "abs_s")]
             for i, e in enumerate(ns["edges"]):
-                self.aggs.append(f"SUM(ABS({alias} - {self._p(float(e))}))")
-                self.slots.append((*key, "abs", i))
+                aggs.append(f"SUM(ABS({alias} - {self._p(float(e))}))")
+                slots.append((*key, "abs", i))
         if ns.get("eq") and ns.get("values") is not None:
             for i, v in enumerate(ns["values"]):
                 self.aggs.append(f"SUM(CASE WHEN {alias} = {self._p(float(v))} THEN 1 ELSE 0 END)")
@@ -358,8 +368,15 @@ class _Pass:
             cols.append(f"{g} AS g")
             group = " GROUP BY g"
             self.aggs.insert(0, "g")
-        sql = (f"SELECT {', '.join(self.aggs)} FROM (SELECT {', '.join(cols)} FROM "
-               f"{quote_table(conn, s.table)} WHERE {_where(conn, m)}) q{group}")
+            if self.abs_aggs:
+                self.abs_aggs.insert(0, "g")
+        # one row in `sample` of SAMPLE_BUCKETS, picked by a hash of the id: the same rows every time
+        sampled = f" AND (hashtext(CAST({quote(conn, s.id)} AS TEXT)) & {SAMPLE_BUCKETS - 1}) < :sample"
+        frm = f"FROM (SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {_where(conn, m)}{{}}) q{group}"
+        sql = f"SELECT {', '.join(self.aggs)} {frm.format('')}"
+        # the distances' query, over every row (False) or over a sample (True)
+        self.abs_sql = {x: f"SELECT {', '.join(self.abs_aggs)} {frm.format(sampled if x else '')}"
+                        for x in (False, True)} if self.abs_aggs else None
         return sql, {**self.params, **_bounds(conn, window)}
 
     def blank(self) -> dict:
@@ -381,9 +398,10 @@ class _Pass:
             out["online"] = {"pos": 0, "pos_n": 0}
         return out
 
-    def decode(self, row) -> dict:
-        out = self.blank()
-        for slot, value in zip(self.slots, row):
+    def decode(self, row, out: dict | None = None, slots: list[tuple] | None = None) -> dict:
+        """Fill a blank summary (or `out`) with a row of the pass (of `slots`)."""
+        out = self.blank() if out is None else out
+        for slot, value in zip(self.slots if slots is None else slots, row):
             value = 0 if value is None else (value if isinstance(value, (int, float)) else float(value))
             node = out
             for k in slot[:-1]:
@@ -459,11 +477,42 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
                 c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
 
 
-def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False) -> dict:
+def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
+    """PostgreSQL: the Wasserstein sums ``SUM(ABS(x - e))``, in a query of their own.
+
+    They are most of the pass's aggregates, and each costs about as much per row as a whole scan
+    of one column: so above SAMPLE_ROWS non-null values (in the emptiest column and segment) they
+    are taken over a fixed subset of the rows, one in m by a hash of the id (the same rows on every
+    run), of at least SAMPLE_ROWS values. The sample's own count and sum go with them (``abs_n``,
+    ``abs_s``): the distance is then exactly the estimate on the sample (`drift.wasserstein`),
+    while counts, sums, NULL shares, histograms and quality stay exact. Should a sample come out
+    far smaller than planned (ids that repeat), the query runs again over every row.
+    """
+    cols = [slot[:-1] for slot in p.abs_slots if slot[-1] == "abs_n"]
+
+    def node(part, key):
+        return part[key[0]] if key[0] == "score" else part[key[0]][key[1]]
+
+    least = min((node(part, key)["n"] for part in parts.values() for key in cols if node(part, key)["n"]), default=0)
+    keep = math.ceil(SAMPLE_BUCKETS * SAMPLE_ROWS / least) if sample and least > SAMPLE_ROWS else SAMPLE_BUCKETS
+    while True:
+        rows = conn.execute(sa.text(p.abs_sql[keep < SAMPLE_BUCKETS]), {**params, "sample": keep}).all()
+        got = {-1: rows[0]} if p.segment is None else {int(r[0]): r[1:] for r in rows}
+        for g, part in parts.items():
+            p.decode(got.get(g, [0] * len(p.abs_slots)), part, p.abs_slots)
+        if keep == SAMPLE_BUCKETS or all(node(part, key)["abs_n"] >= SAMPLE_ROWS / 4
+                                         for part in parts.values() for key in cols if node(part, key)["n"]):
+            return
+        keep = SAMPLE_BUCKETS
+
+
+def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
-    segments); with segments, the whole is the sum of the first column's segments.
+    segments); with segments, the whole is the sum of the first column's segments. On PostgreSQL
+    the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
+    see `_distances`).
     """
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
@@ -478,6 +527,8 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False) 
             values = spec["segments"][seg]
             for g in [*range(len(values)), -1]:
                 parts.setdefault(g, p.blank())
+        if p.abs_sql:
+            _distances(conn, p, params, parts, sample)
         _count_categories(conn, model, spec, window, seg, parts)
         if seg is None:
             result["all"] = parts[-1]
@@ -509,7 +560,7 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
         spec = build_spec(conn, model, rng)
         if spec is None:
             return None, None, 0
-        summary = scan(conn, model, spec, rng, moments=True)
+        summary = scan(conn, model, spec, rng, moments=True, sample=False)  # once: exact
         if now >= rng.end:  # a range still filling is recomputed next time, never frozen half full
             store.save_reference(model.name, key, {"spec": spec, "summary": summary}, now)
         return spec, summary, summary["all"]["rows"]
@@ -609,7 +660,7 @@ def _ensure_ln(conn) -> None:
         raw.create_function("ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None, deterministic=True)
 
 
-def quality_binary(conn, model: Model, window: Window, p95_rank: int | None = None) -> dict:
+def quality_binary(conn, model: Model, window: Window, p95: bool = False) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry three window functions over the
@@ -623,9 +674,9 @@ def quality_binary(conn, model: Model, window: Window, p95_rank: int | None = No
     and F1 count the prediction column (or score >= 0.5 without one). No GROUP BY of a million
     distinct scores and no second sort: a third faster than grouping then accumulating.
 
-    `p95_rank` (k): also return the labelled scores at descending positions k and k + 1
-    (``p95_hi``, ``p95_lo``) and the number of labelled scores (``scored``), from the same
-    ranks: the window's score_p95 when every scored row of the window is labelled once.
+    `p95` (PostgreSQL): also the labelled scores' 95th percentile, numpy's linear one
+    (``percentile_cont``, taken as the 5th from the top over rows that arrive sorted that way):
+    the window's score_p95 when every scored row of the window is labelled once.
     Memory is the database's; Python gets one row.
     """
     s, lab = model.source, model.labels
@@ -634,25 +685,18 @@ def quality_binary(conn, model: Model, window: Window, p95_rank: int | None = No
             f"CASE WHEN s.{quote(conn, s.score)} >= 0.5 THEN 1 WHEN s.{quote(conn, s.score)} IS NOT NULL THEN 0 END")
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
                              f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr")
-    dbl = "DOUBLE PRECISION"
-    pos = "sc IS NOT NULL AND y = 1"
+    pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
     order = "sc DESC NULLS LAST" if conn.dialect.name == "postgresql" else "sc DESC"
-    extra = ""
     params = {**_bounds(conn, window), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
-    if p95_rank is not None:
-        params.update(k1=int(p95_rank), k2=int(p95_rank) + 1)
-        extra = (", MAX(CASE WHEN sc IS NOT NULL AND rk <= :k1 AND cnt >= :k1 THEN sc END)"
-                 ", MAX(CASE WHEN sc IS NOT NULL AND rk <= :k2 AND cnt >= :k2 THEN sc END)")
+    extra = ", percentile_cont(0.05) WITHIN GROUP (ORDER BY sc DESC)" if p95 else ""
+    # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
-    SELECT COUNT(*), SUM(CASE WHEN {pos} THEN 1 ELSE 0 END), COUNT(sc),
-           SUM(CASE WHEN {pos} THEN rk + cnt ELSE 0 END),
-           SUM(CASE WHEN {pos} THEN CAST(ctp AS {dbl}) / cnt ELSE 0 END),
-           SUM(CASE WHEN sc IS NULL THEN 0 WHEN y = 1 THEN LN({clip}) ELSE LN(1 - {clip}) END),
-           SUM(CASE WHEN sc IS NOT NULL THEN (y - sc) * (y - sc) ELSE 0 END),
-           SUM(CASE WHEN pr IS NOT NULL THEN pr * y ELSE 0 END), SUM(CASE WHEN pr IS NOT NULL THEN pr ELSE 0 END),
-           SUM(CASE WHEN pr IS NOT NULL THEN y ELSE 0 END), COUNT(pr){extra}
+    SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(rk + cnt) {pos},
+           SUM(CAST(ctp AS DOUBLE PRECISION) / cnt) {pos},
+           SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
+           SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr){extra}
     FROM (SELECT sc, y, pr, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
@@ -673,9 +717,8 @@ def quality_binary(conn, model: Model, window: Window, p95_rank: int | None = No
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
-    if p95_rank is not None:
-        hi, lo = row[11], row[12]
-        out["_p95"] = (n, None if hi is None else float(hi), None if lo is None else float(lo))
+    if p95:
+        out["_p95"] = (n, None if row[11] is None else float(row[11]))
     return out
 
 
@@ -738,12 +781,6 @@ def _on_snapshot(engine, snapshot: str, job):
             c.rollback()
 
 
-def _count_scores(conn, model: Model, window: Window) -> int:
-    s = model.source
-    return int(conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} "
-                                    f"WHERE {_where(conn, model)}"), _bounds(conn, window)).scalar() or 0)
-
-
 def _mean(summary: dict) -> float | None:
     return summary["s"] / summary["n"] if summary["n"] else None
 
@@ -777,14 +814,11 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     with _connect(source_engine) as conn:
         _setup(conn)
         snapshot = _export_snapshot(conn) if mature else None
-        p95_rank = None
-        if mature and binary and _labels_unique(conn, model):
-            n_scores = _count_scores(conn, model, window)
-            p95_rank = _p95_plan(n_scores)[0] if n_scores else None
+        fold_p95 = mature and binary and _labels_unique(conn, model)
 
         def job(c):
             if binary:
-                return quality_binary(c, model, window, p95_rank)
+                return quality_binary(c, model, window, fold_p95)
             return quality_regression(c, model, window)
 
         with ThreadPoolExecutor(1) if snapshot else nullcontext() as pool:
@@ -800,9 +834,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         n_scores = int(allc["score"]["n"])
         p95 = None
         folded = quality.pop("_p95", None) if quality else None
-        first, take, t = _p95_plan(n_scores) if n_scores else (None, 0, 0.0)
-        if folded and folded[0] == n_scores and first == p95_rank:  # each scored row labelled once
-            p95 = _p95_value([v for v in folded[1:1 + take] if v is not None], take, t)
+        if folded and folded[0] == n_scores:  # each scored row labelled once: the same scores
+            p95 = folded[1]
         elif n_scores:
             p95 = _score_p95(conn, model, window, n_scores)
         status, coverage = "no_labels", None

@@ -10,6 +10,7 @@ scikit-learn to 1e-9.
 """
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -168,6 +169,81 @@ def test_planted_drift_flagged_and_agrees_with_evidently_and_scipy(world):
             assert got[("null_share", col, "")]["value"] == pytest.approx(cur[col].isna().mean(), abs=1e-12)
         assert got[("null_share", "n_null_drift", "")]["detected"] == (d > REF_DAYS)
         assert got[("null_share", "n_null", "")]["detected"] is False
+
+
+CONTINUOUS = ["n_stable", "n_shift", "n_scale", "n_skew", "n_skew_drift", "n_null", "n_null_drift"]
+
+
+def _w_on(ref: np.ndarray, cur: np.ndarray) -> float:
+    """The monitor's Wasserstein estimate, in numpy: reference quantile cut points (order statistics
+    at ceil(q n)), sums of distances to them, normed by the reference's standard deviation."""
+    s, n = np.sort(ref), len(ref)
+    edges = np.unique(s[np.array(sorted({min(n, max(1, math.ceil(q * n))) for q in modeljobs.W_LEVELS})) - 1])
+
+    def dist(x):
+        return np.abs(x[:, None] - edges[None, :]).sum(axis=0)
+
+    return D.wasserstein(edges, dist(ref), n, ref.mean(), ref.std(), dist(cur), len(cur), cur.mean())
+
+
+def _sampled_ids(eng, w: Window, keep: int) -> set:
+    with eng.connect() as c:
+        return set(c.execute(sa.text(
+            "SELECT pid FROM preds WHERE at >= :a AND at < :b AND (hashtext(CAST(pid AS TEXT)) & 65535) < :k"),
+            {"a": w.start.replace(tzinfo=None), "b": w.end.replace(tzinfo=None), "k": keep}).scalars())
+
+
+def test_large_windows_take_distances_over_a_fixed_hashed_sample(pg_url, tmp_path, monkeypatch):
+    """PostgreSQL, above SAMPLE_ROWS values: the Wasserstein sums come from the rows whose id hashes
+    below a cut, about SAMPLE_ROWS of them in the emptiest column. The distance is then exactly the
+    estimate on those rows against the whole (fixed) reference, the same on every run; the rest of
+    the window's numbers (NULL shares, online signals, quality) stay those of every row."""
+    df = make_world(pg_url)
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    eng, m, w = make_engine(pg_url), model(), day(REF_DAYS + 1)
+    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 300)
+    first, again = (by_key(modeljobs.compute(eng, store, m, w, utc(10))[0]) for _ in range(2))
+    assert first == again
+    ref, cur = rows_in(df, Window(utc(0), utc(REF_DAYS))), rows_in(df, w)
+    least = min(int(cur[c].notna().sum()) for c in [*NUMERIC, "score"])
+    keep = math.ceil(65536 * 300 / least)
+    sample = cur[cur.pid.isin(_sampled_ids(eng, w, keep))]
+    assert 0.5 < len(sample) / (len(cur) * keep / 65536) < 1.5 and len(sample) < len(cur) / 2
+    for col in CONTINUOUS:
+        mine = first[("feature_drift", col, "")]
+        assert mine["method"] == "wasserstein"
+        assert mine["value"] == pytest.approx(_w_on(ref[col].dropna().to_numpy(), sample[col].dropna().to_numpy()),
+                                              rel=1e-9), col
+        assert mine["value"] != pytest.approx(_w_on(ref[col].dropna().to_numpy(), cur[col].dropna().to_numpy()),
+                                              rel=1e-6), col  # it is a sample
+        assert first[("null_share", col, "")]["value"] == pytest.approx(cur[col].isna().mean(), abs=1e-12)
+    assert first[("prediction_drift", "score", "")]["value"] == pytest.approx(
+        _w_on(ref.score.to_numpy(), sample.score.to_numpy()), rel=1e-9)
+    assert first[("online", "score_mean", "")]["value"] == pytest.approx(cur.score.mean(), rel=1e-12)
+    assert {k for (kind, k, seg), x in first.items() if kind == "feature_drift" and not seg and x["detected"]} == PLANTED
+
+
+def test_a_sample_that_comes_out_empty_is_taken_again_over_every_row(pg_url, tmp_path, monkeypatch):
+    """Ids that all hash alike (here one repeated id, in a bucket above the cut) give no sample:
+    the distances are then taken over every row, as without sampling."""
+    make_world(pg_url)
+    eng, m, w = make_engine(pg_url), model(), day(REF_DAYS + 1)
+    with eng.begin() as c:
+        buckets = dict(c.execute(sa.text("SELECT v, hashtext(CAST(v AS TEXT)) & 65535 FROM generate_series(1, 200) v")).all())
+        high = next(v for v, b in buckets.items() if b > 65000)
+        c.execute(sa.text("UPDATE preds SET pid = :v WHERE at >= :a AND at < :b"),
+                  {"v": high, "a": w.start.replace(tzinfo=None), "b": w.end.replace(tzinfo=None)})
+    stores = [Store(f"sqlite:///{tmp_path / f'{i}.db'}") for i in range(2)]
+    for s in stores:
+        s.migrate()
+    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 300)
+    sampled = by_key(modeljobs.compute(eng, stores[0], m, w, utc(10))[0])
+    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 10**9)
+    exact = by_key(modeljobs.compute(eng, stores[1], m, w, utc(10))[0])
+    for col in CONTINUOUS:
+        assert sampled[("feature_drift", col, "")]["value"] == pytest.approx(exact[("feature_drift", col, "")]["value"],
+                                                                             rel=1e-12), col
 
 
 def _evidently(ref: pd.Series, cur: pd.Series, kind: str):
