@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, action="append", help="rows per day (repeatable); default 1000000")
     ap.add_argument("--naive-max", type=int, default=1_000_000, help="skip the naive way above this many rows")
     ap.add_argument("--reuse", action="store_true", help="reuse tables already loaded")
-    ap.add_argument("--repeat", type=int, default=1, help="runs of floor and monitor (the best is kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of floor and monitor (the best is kept)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--table", help=argparse.SUPPRESS)

@@ -12,7 +12,10 @@ How a window is computed (`compute`):
 2. **One pass over the window's rows** computes every numeric column's statistics as plain
    aggregates, portable to PostgreSQL and SQLite: ``COUNT(x)``, ``SUM(x)``,
    ``SUM(CASE WHEN x < e THEN 1 ELSE 0 END)`` (histograms, KS), ``SUM(ABS(x - e))`` (Wasserstein),
-   and ``SUM((x - c)^2)`` for references. The categorical columns are counted by one
+   and ``SUM((x - c)^2)`` for references. On PostgreSQL the Wasserstein sums, most of the
+   aggregates, take a query of their own that reads, in windows of more than SAMPLE_ROWS values,
+   a fixed sample of about SAMPLE_ROWS rows picked by a hash of the id (`_distances`); the rest is
+   exact. The categorical columns are counted by one
    ``GROUP BY`` over all of them (a hash per row, where a CASE per category would cost a comparison
    each), with a LIMIT that keeps it bounded, else one mapped ``GROUP BY`` per column. With segments
    both group by the segment too (a bounded CASE), and the whole window is the sum of its segments.
@@ -23,11 +26,10 @@ How a window is computed (`compute`):
    integers), average precision, log loss and Brier are exact; precision/recall/F1 come from the
    prediction column (or score >= 0.5). The result is one row. On PostgreSQL it runs on a second
    connection that imports the first one's snapshot (``pg_export_snapshot`` / ``SET TRANSACTION
-   SNAPSHOT``), alongside the pass of step 2: both see the same rows, and the quality query's
-   serial part (the window functions) overlaps the pass's parallel workers.
-4. **score_p95**: from the quality query's ranks when every scored row is labelled exactly once
-   (PostgreSQL, labels keyed by a unique id), else ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a
-   top-N sort in the database). Exact either way.
+   SNAPSHOT``), alongside the pass of step 2: both see the same rows.
+4. **score_p95**: from the quality query (``percentile_cont`` over the rows it has sorted) when
+   every scored row is labelled exactly once (PostgreSQL, labels keyed by a unique id), else
+   ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database). Exact either way.
 """
 from __future__ import annotations
 
