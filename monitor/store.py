@@ -211,13 +211,17 @@ class Store:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine or make_engine(url)
+        self._migrated = False
 
     _migrate_lock = threading.Lock()
 
     def migrate(self) -> None:
-        """Create or upgrade the monitor's tables to the latest schema."""
+        """Create or upgrade the monitor's tables to the latest schema (once per Store: `serve`'s
+        cycles call it again and again, and this process's schema does not change under it)."""
         with Store._migrate_lock:  # Alembic's command context is process-global: one upgrade at a time
-            self._upgrade()
+            if not self._migrated:
+                self._upgrade()
+                self._migrated = True
 
     def _upgrade(self) -> None:
         from alembic import command
