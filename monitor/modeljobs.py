@@ -338,7 +338,7 @@ class _Pass:
                 self.slots.append((*key, "lt", i))
         if ns.get("abs"):
             aggs, slots = (self.abs_aggs, self.abs_slots) if self.split else (self.aggs, self.slots)
-            if self.split:  # the sample's own count and sum, to rescale its distances (`_distances`)
+            if self.split:  # the count and sum of the rows the distances are taken over (`_distances`)
                 aggs += [f"COUNT({alias})", f"SUM({alias})"]
                 slots += [(*key, "abs_n"), (*key, "abs_s")]
             for i, e in enumerate(ns["edges"]):
