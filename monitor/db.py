@@ -49,16 +49,20 @@ def _sqlite_on_connect(timeout_ms: int):
     return on_connect
 
 
-def bind_time(engine_or_conn, ts: datetime):
-    """A UTC timestamp as a bound parameter the dialect compares correctly with stored timestamps."""
+def bind_time(engine_or_conn, ts: datetime, like=None):
+    """A UTC timestamp as a bound parameter the dialect compares correctly with stored timestamps.
+
+    `like`: one stored value of the column it is compared with, when known (SQLite).
+    """
     naive = ts.astimezone(timezone.utc).replace(tzinfo=None)
     if engine_or_conn.dialect.name == "sqlite":
         # SQLite stores dates and timestamps as text and compares them as text. At midnight the bare
         # date sorts right against every spelling of that day ('YYYY-MM-DD', '... HH:MM:SS[.ffffff]',
-        # '...THH:MM:SS[+00:00]'); other times sort right against the space-separated spellings.
+        # '...THH:MM:SS[.ffffff][+00:00|Z]'); other times need the column's own separator.
         if naive.time() == naive.min.time():
             return naive.strftime("%Y-%m-%d")
-        return naive.strftime("%Y-%m-%d %H:%M:%S")
+        sep = "T" if isinstance(like, str) and len(like) > 10 and like[10] == "T" else " "
+        return naive.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
     return naive
 
 

@@ -135,8 +135,13 @@ def _where(conn, model: Model, prefix: str = "") -> str:
     return f"{ts} >= :ws AND {ts} < :we"
 
 
-def _bounds(conn, w: Window) -> dict:
-    return {"ws": bind_time(conn, w.start), "we": bind_time(conn, w.end)}
+def _bounds(conn, model: Model, w: Window) -> dict:
+    like = None
+    if conn.dialect.name == "sqlite":  # timestamps are text there: bind them spelled like the stored ones
+        ts = quote(conn, model.source.timestamp)
+        like = conn.execute(sa.text(f"SELECT {ts} FROM {quote_table(conn, model.source.table)} "
+                                    f"WHERE {ts} IS NOT NULL LIMIT 1")).scalar()
+    return {"ws": bind_time(conn, w.start, like), "we": bind_time(conn, w.end, like)}
 
 
 def _jsonable(v):
@@ -186,7 +191,7 @@ def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple
     v = f"CAST({x} AS DOUBLE PRECISION)"
     rows = conn.execute(sa.text(
         f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
-        f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), _bounds(conn, ref)).all()
+        f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), _bounds(conn, model, ref)).all()
     return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
 
 
@@ -197,7 +202,7 @@ def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[d
     aggs = [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({quote(conn, c)} AS DOUBLE PRECISION))"
             for c in columns]
     row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {_where(conn, model)}"),
-                       _bounds(conn, ref)).one()
+                       _bounds(conn, model, ref)).one()
     return [dict(zip(ALL_LEVELS, map(float, vals))) if vals else {} for vals in row]
 
 
@@ -207,7 +212,7 @@ def _quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels:
     v = f"CAST({x} AS DOUBLE PRECISION)"
     ranks = sorted({_rank(q, n) for q in levels})
     marks = ", ".join(f":r{i}" for i in range(len(ranks)))
-    params = {**_bounds(conn, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
+    params = {**_bounds(conn, model, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
     got = dict(conn.execute(sa.text(
         f"SELECT rn, v FROM (SELECT {v} AS v, ROW_NUMBER() OVER (ORDER BY {v}) AS rn FROM {t} "
         f"WHERE {_where(conn, model)} AND {x} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
@@ -248,7 +253,7 @@ def _top_values(conn, model: Model, column: str, ref: Window, limit: int) -> tup
     t, x = quote_table(conn, model.source.table), quote(conn, column)
     rows = conn.execute(sa.text(
         f"SELECT {x} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
-        f"GROUP BY {x} ORDER BY COUNT(*) DESC, {x} LIMIT {limit + 1}"), _bounds(conn, ref)).all()
+        f"GROUP BY {x} ORDER BY COUNT(*) DESC, {x} LIMIT {limit + 1}"), _bounds(conn, model, ref)).all()
     return [_jsonable(r[0]) for r in rows[:limit]], len(rows)
 
 
@@ -259,7 +264,7 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     numeric = list(s.features.numeric)
     counts = ", ".join(f"COUNT({quote(conn, c)})" for c in [*numeric, s.score])
     row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {_where(conn, model)}"),
-                       _bounds(conn, ref)).one()
+                       _bounds(conn, model, ref)).one()
     rows = int(row[0] or 0)
     if rows == 0:
         return None
@@ -379,7 +384,7 @@ class _Pass:
         # the distances' query, over every row (False) or over a sample (True)
         self.abs_sql = {x: f"SELECT {', '.join(self.abs_aggs)} {frm.format(sampled if x else '')}"
                         for x in (False, True)} if self.abs_aggs else None
-        return sql, {**self.params, **_bounds(conn, window)}
+        return sql, {**self.params, **_bounds(conn, m, window)}
 
     def blank(self) -> dict:
         def num(ns):
@@ -446,7 +451,7 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
     if raw_ok:
         keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
         rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {t} WHERE {where} "
-                                    f"GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"), _bounds(conn, window)).all()
+                                    f"GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"), _bounds(conn, model, window)).all()
         if len(rows) <= JOINT_MAX:
             for r in rows:
                 part = parts[seg_index.get(_jsonable(r[-2]), -1)] if segment else parts[-1]
@@ -454,7 +459,7 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
                     add(part, col, r[i], int(r[-1]))
             return
     for col in cats:
-        params = _bounds(conn, window)
+        params = _bounds(conn, model, window)
         x = quote(conn, col)
         marks = []
         for j, v in enumerate(spec["cat"][col]["categories"]):
@@ -623,7 +628,7 @@ def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
     rows = conn.execute(sa.text(
         f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
         f"AND {quote(conn, s.score)} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
-        _bounds(conn, window)).all()
+        _bounds(conn, model, window)).all()
     return _p95_value([float(r[0]) for r in rows], take, t)
 
 
@@ -691,7 +696,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False) -> dic
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
     order = "sc DESC NULLS LAST" if conn.dialect.name == "postgresql" else "sc DESC"
-    params = {**_bounds(conn, window), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
+    params = {**_bounds(conn, model, window), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
     extra = ", percentile_cont(0.05) WITHIN GROUP (ORDER BY sc DESC)" if p95 else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
@@ -730,7 +735,7 @@ def quality_regression(conn, model: Model, window: Window) -> dict:
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
                              f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y")
     r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
-                     _bounds(conn, window)).one()
+                     _bounds(conn, model, window)).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled}
     if n:
@@ -940,7 +945,7 @@ def _sample_frame(conn, model: Model, window: Window, sample: int, with_labels: 
         sel += f", l.{quote(conn, lab.label)} AS {quote(conn, '__label__')}"
         t += (f" LEFT JOIN {quote_table(conn, lab.table)} l ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)}")
     sql = f"SELECT {sel} FROM {t} WHERE {_where(conn, model, 's.')} ORDER BY RANDOM() LIMIT {int(sample)}"
-    result = conn.execute(sa.text(sql), _bounds(conn, window))
+    result = conn.execute(sa.text(sql), _bounds(conn, model, window))
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 

@@ -261,3 +261,23 @@ def test_daily_windows_hold_the_right_rows_however_sqlite_spells_the_timestamps(
             got = c.execute(sa.text("SELECT COUNT(*) FROM t WHERE ts >= :a AND ts < :b"),
                             {"a": bind_time(c, w.start), "b": bind_time(c, w.end)}).scalar()
             assert got == sum(1 for m in moments if m.day == day)
+
+
+@pytest.mark.parametrize("spelling", ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S",
+                                      "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S+00:00"])
+def test_hourly_windows_hold_the_right_rows_when_bound_like_a_stored_timestamp(tmp_path, spelling):
+    """Off midnight, a bound spelled like the column's values (`like`) sorts right against them."""
+    from monitor.db import bind_time
+    from monitor.windows import Window
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    moments = [datetime(2026, 9, 1, 4, 0) + timedelta(minutes=20 * i, microseconds=250_000 * (i % 2)) for i in range(12)]
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE t (ts TEXT)"))
+        c.execute(sa.text("INSERT INTO t VALUES (:ts)"), [{"ts": m.strftime(spelling)} for m in moments])
+        like = c.execute(sa.text("SELECT ts FROM t LIMIT 1")).scalar()
+        for hour in range(4, 8):
+            w = Window(datetime(2026, 9, 1, hour, tzinfo=UTC), datetime(2026, 9, 1, hour + 1, tzinfo=UTC))
+            got = c.execute(sa.text("SELECT COUNT(*) FROM t WHERE ts >= :a AND ts < :b"),
+                            {"a": bind_time(c, w.start, like), "b": bind_time(c, w.end, like)}).scalar()
+            assert got == sum(1 for m in moments if m.hour == hour), hour

@@ -469,6 +469,26 @@ def test_unknown_method_is_a_clear_error(world):
 # --------------------------------------------------------------------------- references
 
 
+def test_hourly_windows_on_sqlite_timestamps_spelled_with_a_t(tmp_path):
+    """SQLite compares timestamps as text: an hourly window of a column spelled 'YYYY-MM-DDTHH:MM:SS'
+    holds exactly its hour's rows (the bounds are spelled like the column)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    df = make_world(url)
+    with sa.create_engine(url).begin() as c:
+        c.execute(sa.text("UPDATE preds SET at = replace(at, ' ', 'T')"))
+        assert "T" in c.execute(sa.text("SELECT at FROM preds LIMIT 1")).scalar()
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    m = model(window="1h")
+    for hour in (0, 5, 13):
+        w = Window(utc(REF_DAYS, hour), utc(REF_DAYS, hour + 1))
+        result, _ = modeljobs.compute(make_engine(url), store, m, w, utc(10))
+        cur = rows_in(df, w)
+        assert result.rows == len(cur) > 0, hour
+        got = by_key(result)
+        assert got[("online", "score_mean", "")]["value"] == pytest.approx(cur.score.mean(), rel=1e-12)
+
+
 def test_fixed_reference_is_computed_once(world):
     df, eng, store = world
     m = model()
