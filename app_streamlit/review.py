@@ -37,7 +37,34 @@ def _toggle(item_id: int, key: str) -> None:
     review.set_done(store, item_id, st.session_state[key], ui.now())
 
 
-def show_items(rows: list[dict], editable: bool, where: str) -> None:
+def _edit(it: dict) -> None:
+    """Edit or delete one item of this (open) week."""
+    i = it["id"]
+    with st.popover("Edit", icon=":material/edit:", key=f"edit-{i}"):
+        with st.form(key=f"edit-form-{i}", border=False):
+            text = st.text_area("Text", value=it["text"], key=f"edit-text-{i}", height=80)
+            owner, due = None, None
+            if it["kind"] == "action":
+                c1, c2 = st.columns(2)
+                owner = c1.text_input("Owner", value=it.get("owner") or "", key=f"edit-owner-{i}")
+                due = c2.date_input("Due", value=it.get("due"), key=f"edit-due-{i}")
+            save, delete = st.columns(2)
+            if save.form_submit_button("Save", type="primary", key=f"save-{i}"):
+                _change(review.update_item, store, i, text=text, owner=owner, due=due)
+            if delete.form_submit_button("Delete", key=f"delete-{i}"):
+                _change(review.delete_item, store, i)
+
+
+def _change(fn, *args, **kwargs) -> None:
+    try:
+        fn(*args, **kwargs)
+    except review.ReviewError as e:
+        st.error(str(e))
+    else:
+        st.rerun()
+
+
+def show_items(rows: list[dict], editable: bool, where: str, edit: bool = False) -> None:
     for it in rows:
         meta = " · ".join(x for x in (it.get("author") or "anonymous", review.fmt_time(it.get("created_at"))) if x)
         if it["kind"] == "action":
@@ -46,10 +73,15 @@ def show_items(rows: list[dict], editable: bool, where: str) -> None:
             key = f"done-{where}-{it['id']}"
             st.checkbox(f"{it['text']}" + (f" ({extra})" if extra else ""), value=bool(it["done"]), key=key,
                         disabled=not editable, on_change=_toggle, args=(it["id"], key))
-            st.caption(meta)
         else:
             icon = ":material/edit_note:" if it["kind"] == "note" else ":material/gavel:"
             st.markdown(f"{icon} **{it['kind'].capitalize()}:** {it['text']}")
+        if edit and editable:
+            c1, c2 = st.columns([4, 1], vertical_alignment="center")
+            c1.caption(meta)
+            with c2:
+                _edit(it)
+        else:
             st.caption(meta)
 
 
@@ -65,7 +97,8 @@ for goal, title in [*names.items(), (review.GENERAL, "General")]:
     mine = [it for it in items if it["goal"] == goal]
     with st.container(border=True, key=f"review-{goal or 'general'}"):
         st.markdown(f"#### {title}")
-        show_items([it for kind in review.KINDS for it in mine if it["kind"] == kind], editable=not closed, where=goal)
+        show_items([it for kind in review.KINDS for it in mine if it["kind"] == kind], editable=not closed, where=goal,
+                   edit=True)
         if not mine:
             st.caption("Nothing recorded yet.")
         if closed:

@@ -52,6 +52,38 @@ def set_done(store: Store, item_id: int, done: bool, now: datetime) -> None:
         conn.execute(t.update().where(t.c.id == item_id, t.c.kind == "action").values(done=bool(done), updated_at=now))
 
 
+def _open_item(conn, item_id: int):
+    """The item, provided it exists and its week is still open (else ReviewError)."""
+    t = review_items
+    row = conn.execute(sa.select(t).where(t.c.id == item_id)).first()
+    if row is None:
+        raise ReviewError(f"review item {item_id} no longer exists: it was deleted")
+    if conn.execute(sa.select(review_weeks.c.week_start).where(review_weeks.c.week_start == row.week_start)).first():
+        raise ReviewError(f"the review of the week starting {row.week_start:%Y-%m-%d} is closed: its items stay as they are")
+    return row
+
+
+def update_item(store: Store, item_id: int, *, text: str, owner: str | None = None, due: date | None = None) -> None:
+    """Change an item's text (and an action item's owner and due date) while its week is open."""
+    text = (text or "").strip()
+    if not text:
+        raise ReviewError("write something first: the text is empty (to remove the item, delete it)")
+    t = review_items
+    with store.engine.begin() as conn:
+        row = _open_item(conn, item_id)
+        action = row.kind == "action"
+        # `updated_at` is left alone: it says when an action was ticked, which carries it or not
+        conn.execute(t.update().where(t.c.id == item_id).values(
+            text=text, owner=((owner or "").strip() or None) if action else None, due=due if action else None))
+
+
+def delete_item(store: Store, item_id: int) -> None:
+    """Remove an item while its week is open."""
+    with store.engine.begin() as conn:
+        _open_item(conn, item_id)
+        conn.execute(review_items.delete().where(review_items.c.id == item_id))
+
+
 def week_items(store: Store, week_start: datetime) -> list[dict]:
     """The items written in a week's review, oldest first."""
     t = review_items

@@ -329,6 +329,30 @@ def test_notes_decisions_and_actions_are_stored_with_author_and_survive_a_new_se
     assert [(i["kind"], i["author"]) for i in items] == [("note", "Ann"), ("decision", "Ann"), ("action", "Ann")]
 
 
+def test_items_of_an_open_week_can_be_edited_and_deleted(app_env):
+    store = Store(load_config().store_url)
+    note = review.add_item(store, week_start=W3, goal="bad_rate", kind="note", text="Spam wave", author="Ann", now=NOW)
+    act = review.add_item(store, week_start=W3, goal="bad_rate", kind="action", text="Block the ASN", author="Ann",
+                          now=NOW, owner="trust")
+    at = _review(week=W3.date().isoformat())
+    at.text_area(key=f"edit-text-{note}").input("Spam wave from new accounts")
+    clean(at.button(key=f"save-{note}").click().run())
+    at.text_area(key=f"edit-text-{act}").input("Block the new ASN")
+    at.text_input(key=f"edit-owner-{act}").input("abuse-desk")
+    at.date_input(key=f"edit-due-{act}").set_value(date(2026, 3, 27))
+    clean(at.button(key=f"save-{act}").click().run())
+    assert "**Note:** Spam wave from new accounts" in texts(at)
+    got = {i["id"]: i for i in review.week_items(store, W3)}
+    assert got[note]["text"] == "Spam wave from new accounts" and got[note]["author"] == "Ann"
+    assert (got[act]["text"], got[act]["owner"], got[act]["due"]) == ("Block the new ASN", "abuse-desk", date(2026, 3, 27))
+    at.text_area(key=f"edit-text-{act}").input("   ")
+    at.button(key=f"save-{act}").click().run()
+    assert any("text is empty" in e.value for e in at.error)
+    clean(at.button(key=f"delete-{note}").click().run())
+    assert [i["id"] for i in review.week_items(store, W3)] == [act]
+    assert "Spam wave" not in texts(at)
+
+
 def test_empty_text_is_refused_with_a_message(app_env):
     at = _review()
     at.button(key="add-btn-bad_rate").click().run()
@@ -555,4 +579,18 @@ def test_the_review_store_works_on_both_dialects(db_url):
     assert review.closed_weeks(store) == {W1: NOW}
     with pytest.raises(review.ReviewError, match="unknown kind"):
         review.add_item(store, week_start=W2, goal="g", kind="todo", text="x", author=None, now=NOW)
+    c = review.add_item(store, week_start=W2, goal="g", kind="note", text="draft", author="Bo", now=NOW)
+    review.update_item(store, c, text=" final ", owner="ignored for notes")
+    assert [(i["text"], i["owner"]) for i in review.week_items(store, W2) if i["id"] == c] == [("final", None)]
+    d = review.add_item(store, week_start=W2, goal="g", kind="action", text="quick fix", author="Bo", now=NOW)
+    review.set_done(store, d, True, W2 + timedelta(days=1))
+    review.update_item(store, d, text="quick fix, reworded", owner="o2", due=date(2026, 4, 1))
+    assert review.carried_actions(store, W4) == []  # an edit does not carry a done action into later weeks
+    review.delete_item(store, c)
+    with pytest.raises(review.ReviewError, match="no longer exists"):
+        review.update_item(store, c, text="x")
+    with pytest.raises(review.ReviewError, match="closed"):  # W1 is closed above: its items stay
+        review.update_item(store, b, text="rewritten")
+    with pytest.raises(review.ReviewError, match="closed"):
+        review.delete_item(store, b)
     store.engine.dispose()
