@@ -26,7 +26,9 @@ How a window is computed (`compute`):
    integers), average precision, log loss and Brier are exact; precision/recall/F1 come from the
    prediction column (or score >= 0.5). The result is one row. On PostgreSQL it runs on a second
    connection that imports the first one's snapshot (``pg_export_snapshot`` / ``SET TRANSACTION
-   SNAPSHOT``), alongside the pass of step 2: both see the same rows.
+   SNAPSHOT``), alongside the pass of step 2: both see the same rows. With integer ids it starts
+   once the pass has found the window's smallest and largest id, and reads only the labels in
+   that range: with ids that grow with time, one window's labels, not the whole history's.
 4. **score_p95**: from the quality query (``percentile_cont`` over the rows it has sorted) when
    every scored row is labelled exactly once (PostgreSQL, labels keyed by a unique id), else
    ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database). Exact either way.
@@ -315,8 +317,9 @@ class _Pass:
     of every window when the reference is rolling.
     """
 
-    def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool):
+    def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False):
         self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
+        self.ids = ids  # also MIN(id) and MAX(id): the range of the labels' ids to read (`_integer_ids`)
         self.params: dict = {}
         self.aggs: list[str] = ["COUNT(*)"]
         self.slots: list[tuple] = [("rows",)]
@@ -369,6 +372,10 @@ class _Pass:
             else:
                 self.aggs += ["SUM(CASE WHEN sc >= 0.5 THEN 1 ELSE 0 END)", "COUNT(sc)"]
             self.slots += [("online", "pos"), ("online", "pos_n")]
+        if self.ids:
+            cols.append(f"{quote(conn, s.id)} AS i")
+            self.aggs += ["MIN(i)", "MAX(i)"]
+            self.slots += [("ids", "lo"), ("ids", "hi")]
         group = ""
         g = _segment_expr(conn, self.spec, self.segment, self.params)
         if g is not None:
@@ -403,12 +410,17 @@ class _Pass:
                "cat": {c: {"rows": 0, "n": 0, "counts": [0] * len(cs["categories"])} for c, cs in self.spec["cat"].items()}}
         if self.model.task == "binary_classification":
             out["online"] = {"pos": 0, "pos_n": 0}
+        if self.ids:
+            out["ids"] = {"lo": None, "hi": None}
         return out
 
     def decode(self, row, out: dict | None = None, slots: list[tuple] | None = None) -> dict:
         """Fill a blank summary (or `out`) with a row of the pass (of `slots`)."""
         out = self.blank() if out is None else out
         for slot, value in zip(self.slots if slots is None else slots, row):
+            if slot[0] == "ids":  # integers, kept as they are (NULL when no rows)
+                out["ids"][slot[1]] = value
+                continue
             value = 0 if value is None else (value if isinstance(value, (int, float)) else float(value))
             node = out
             for k in slot[:-1]:
@@ -513,18 +525,20 @@ def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: boo
         keep = SAMPLE_BUCKETS
 
 
-def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True) -> dict:
+def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
+         on_pass=None) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
     segments); with segments, the whole is the sum of the first column's segments. On PostgreSQL
     the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
-    see `_distances`).
+    see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
+    in, so that the quality query can start beside the rest; it also makes the pass read the ids.
     """
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
     for i, seg in enumerate(segs or [None]):
-        p = _Pass(conn, model, spec, seg, moments)
+        p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0)
         sql, params = p.sql(window)
         rows = conn.execute(sa.text(sql), params).all()
         if seg is None:
@@ -534,6 +548,11 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
             values = spec["segments"][seg]
             for g in [*range(len(values)), -1]:
                 parts.setdefault(g, p.blank())
+        if p.ids:  # the id range is the caller's, never part of a stored summary
+            ranges = [part.pop("ids") for part in parts.values()]
+            los = [r["lo"] for r in ranges if r["lo"] is not None]
+            his = [r["hi"] for r in ranges if r["hi"] is not None]
+            on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None)
         if p.abs_sql:
             _distances(conn, p, params, parts, sample)
         _count_categories(conn, model, spec, window, seg, parts)
@@ -649,11 +668,35 @@ def _labels_unique(conn, model: Model) -> bool:
         return False
 
 
-def _joined(conn, model: Model, cols: str) -> str:
+def _joined(conn, model: Model, cols: str, ids: tuple | None = None) -> str:
+    """The window's labelled predictions. `ids` (the window's smallest and largest id) narrows the
+    labels read to that range: with ids that grow with time, the labels of one window instead of
+    the whole history (and :id_lo, :id_hi must then be bound)."""
     s, lab = model.source, model.labels
+    narrow = f" AND l.{quote(conn, lab.id)} BETWEEN :id_lo AND :id_hi" if ids else ""
     return (f"SELECT {cols} FROM {quote_table(conn, s.table)} s JOIN {quote_table(conn, lab.table)} l "
             f"ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)} "
-            f"WHERE {_where(conn, model, 's.')} AND l.{quote(conn, lab.label)} IS NOT NULL")
+            f"WHERE {_where(conn, model, 's.')} AND l.{quote(conn, lab.label)} IS NOT NULL{narrow}")
+
+
+def _id_params(ids: tuple | None) -> dict:
+    return {"id_lo": ids[0], "id_hi": ids[1]} if ids else {}
+
+
+def _integer_ids(conn, model: Model) -> bool:
+    """PostgreSQL: whether the predictions' and the labels' ids are both integer columns, so that
+    the window's id range (from its numeric pass) can narrow the labels the quality query reads."""
+    if conn.dialect.name != "postgresql" or model.labels is None:
+        return False
+    sql = ("SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+           "WHERE a.attrelid = to_regclass(:t) AND a.attname = :c AND NOT a.attisdropped")
+    try:
+        with conn.begin_nested():
+            types = [conn.execute(sa.text(sql), {"t": quote_table(conn, table), "c": col}).scalar()
+                     for table, col in ((model.source.table, model.source.id), (model.labels.table, model.labels.id))]
+    except sa.exc.DBAPIError:  # no catalog access: read the labels whole
+        return False
+    return all(t in ("int2", "int4", "int8") for t in types)
 
 
 def _ensure_ln(conn) -> None:
@@ -667,7 +710,7 @@ def _ensure_ln(conn) -> None:
         raw.create_function("ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None, deterministic=True)
 
 
-def quality_binary(conn, model: Model, window: Window, p95: bool = False) -> dict:
+def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry three window functions over the
@@ -691,12 +734,12 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False) -> dic
     pred = (f"CAST(s.{quote(conn, s.prediction)} AS INTEGER)" if s.prediction else
             f"CASE WHEN s.{quote(conn, s.score)} >= 0.5 THEN 1 WHEN s.{quote(conn, s.score)} IS NOT NULL THEN 0 END")
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr")
+                             f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr", ids)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
     order = "sc DESC NULLS LAST" if conn.dialect.name == "postgresql" else "sc DESC"
-    params = {**_bounds(conn, model, window), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
+    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
     extra = ", percentile_cont(0.05) WITHIN GROUP (ORDER BY sc DESC)" if p95 else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
@@ -729,13 +772,13 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False) -> dic
     return out
 
 
-def quality_regression(conn, model: Model, window: Window) -> dict:
+def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
     """MAE and RMSE of the window's labelled predictions, as SQL sums."""
     s, lab = model.source, model.labels
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y")
+                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y", ids)
     r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
-                     _bounds(conn, model, window)).one()
+                     {**_bounds(conn, model, window), **_id_params(ids)}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled}
     if n:
@@ -822,16 +865,27 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         _setup(conn)
         snapshot = _export_snapshot(conn) if mature else None
         fold_p95 = mature and binary and _labels_unique(conn, model)
+        window_ids = None  # (smallest, largest) id of the window, once its first pass is in
 
         def job(c):
             if binary:
-                return quality_binary(c, model, window, fold_p95)
-            return quality_regression(c, model, window)
+                return quality_binary(c, model, window, fold_p95, window_ids)
+            return quality_regression(c, model, window, window_ids)
 
+        narrow = mature and _integer_ids(conn, model)
         with ThreadPoolExecutor(1) if snapshot else nullcontext() as pool:
-            side = pool.submit(_on_snapshot, source_engine, snapshot, job) if snapshot else None
+            side = pool.submit(_on_snapshot, source_engine, snapshot, job) if snapshot and not narrow else None
+
+            def start(n: int, ids: tuple | None) -> None:
+                """The first pass is in: the quality query, narrowed to the window's ids, starts beside the rest."""
+                nonlocal side, window_ids
+                window_ids = ids
+                if snapshot and n:
+                    side = pool.submit(_on_snapshot, source_engine, snapshot, job)
+
             spec, ref, read = _reference(conn, store, model, window, now)
-            cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None)
+            cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None,
+                       on_pass=start if narrow else None)
             if spec is not None and model.reference.rolling is not None:
                 store.save_reference(model.name, _window_key(model, spec, window), cur, now)
             allc = cur["all"]

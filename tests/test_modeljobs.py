@@ -298,10 +298,22 @@ def test_methods_from_config(world):
 # --------------------------------------------------------------------------- online and quality
 
 
-def test_online_signals_and_quality_equal_sklearn(world):
+@pytest.mark.parametrize("ids", ["integer", "text"])
+def test_online_signals_and_quality_equal_sklearn(world, ids):
+    """Integer ids on PostgreSQL narrow the labels read to the window's id range; text ids read them
+    all. Either way the labels of other windows never change the result."""
     df, eng, store = world
     m = model()
     w = day(REF_DAYS + 2)
+    if ids == "text":
+        with eng.begin() as c:
+            for t in ("preds", "labels"):
+                if eng.dialect.name == "postgresql":
+                    c.execute(sa.text(f"ALTER TABLE {t} ALTER COLUMN pid TYPE TEXT"))
+                c.execute(sa.text(f"UPDATE {t} SET pid = 'p' || pid"))
+        df = df.assign(pid="p" + df.pid.astype(str))
+    with eng.connect() as c:
+        assert modeljobs._integer_ids(c, m) == (eng.dialect.name == "postgresql" and ids == "integer")
     result, _rows = modeljobs.compute(eng, store, m, w, utc(REF_DAYS + 4))
     got = by_key(result)
     cur = rows_in(df, w)
