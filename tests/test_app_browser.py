@@ -101,8 +101,8 @@ def screenshot(page, name: str) -> None:
 
 def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
     app = App(demo / "monitor.yaml", free_port(), tmp_path / "app.log").start()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         # This week: the planted spam campaign is a missed goal on its card
         page.goto(f"{app.url}/?week={BREACH_WEEK}")
         settle(page, "Open the goal")
@@ -176,5 +176,9 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         page.goto(f"{app.url}/review?week={BREACH_WEEK}")
         settle(page, note)
         assert page.locator(".st-key-review-spam_exposure_rate form").count() == 0  # no more notes once closed
+    except Exception as e:  # say what the app said, and keep what the browser showed
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        raise AssertionError(f"{e}\n--- the page: {tmp_path / 'failure.png'}\n--- monitor app's log (tail):\n"
+                             f"{(tmp_path / 'app.log').read_text()[-3000:]}") from e
     finally:
         app.stop()
