@@ -56,6 +56,7 @@ def _edit(it: dict) -> None:
 
 
 def _change(fn, *args, **kwargs) -> None:
+    """Make a review change: a refused one is said on the page, a made one reruns it."""
     try:
         fn(*args, **kwargs)
     except review.ReviewError as e:
@@ -111,13 +112,8 @@ for goal, title in [*names.items(), (review.GENERAL, "General")]:
             owner = c1.text_input("Owner (action items)", key=f"owner-{goal}")
             due = c2.date_input("Due (action items)", value=None, key=f"due-{goal}")
             if st.form_submit_button("Add", type="primary", key=f"add-btn-{goal}"):
-                try:
-                    review.add_item(store, week_start=week, goal=goal, kind=kind, text=text, author=ui.author(ctx),
-                                    now=ui.now(), owner=owner, due=due)
-                except review.ReviewError as e:
-                    st.error(str(e))
-                else:
-                    st.rerun()
+                _change(review.add_item, store, week_start=week, goal=goal, kind=kind, text=text, author=ui.author(ctx),
+                        now=ui.now(), owner=owner, due=due)
 
 doc = {"week_label": data.week_label(week), "closed": closed, "cards": cards, "items": items, "carried": carried,
        "changes": changes, "alerts": alerts}

@@ -58,7 +58,7 @@ def _open_item(conn, item_id: int):
     row = conn.execute(sa.select(t).where(t.c.id == item_id)).first()
     if row is None:
         raise ReviewError(f"review item {item_id} no longer exists: it was deleted")
-    if conn.execute(sa.select(review_weeks.c.week_start).where(review_weeks.c.week_start == row.week_start)).first():
+    if _closed_row(conn, row.week_start) is not None:
         raise ReviewError(f"the review of the week starting {row.week_start:%Y-%m-%d} is closed: its items stay as they are")
     return row
 
@@ -109,11 +109,15 @@ def _item(row) -> dict:
     return d
 
 
+def _closed_row(conn, week_start: datetime):
+    t = review_weeks
+    return conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start))).first()
+
+
 def closed_week(store: Store, week_start: datetime) -> dict | None:
     """The closed week's record with its snapshot parsed, or None while the week is open."""
-    t = review_weeks
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start))).first()
+        row = _closed_row(conn, week_start)
     if row is None:
         return None
     return {"week_start": row.week_start, "closed_at": row.closed_at, "closed_by": row.closed_by,

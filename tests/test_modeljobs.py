@@ -363,8 +363,8 @@ def test_quality_without_prediction_column_and_extreme_scores(db_url, tmp_path):
 @pytest.mark.parametrize("coverage", [1.0, 0.7])
 def test_score_p95_and_quality_with_unique_labels_ties_and_null_scores(db_url, tmp_path, coverage):
     """Labels keyed by a primary key: on PostgreSQL, with every scored row labelled, score_p95 comes
-    from the quality query's ranks (no separate ORDER BY ... OFFSET); partly labelled, from its own
-    query. Either way it equals numpy's, and quality equals scikit-learn's on the scored labelled rows."""
+    from the quality query (its percentile_cont; no separate ORDER BY ... OFFSET); partly labelled,
+    from its own query. Either way it equals numpy's, and quality equals scikit-learn's on the scored labelled rows."""
     rng = np.random.default_rng(5)
     n = 3000
     score = np.round(rng.random(n), 2)  # many ties
