@@ -36,6 +36,20 @@ MODEL_QUALITY_PENDING = f"{PREFIX}_model_quality_pending_windows"
 MODEL_WINDOW_END = f"{PREFIX}_model_window_end_timestamp_seconds"
 MODEL_QUALITY_WINDOW_END = f"{PREFIX}_model_quality_window_end_timestamp_seconds"
 MODEL_INFO = f"{PREFIX}_model"
+MODEL_NEWEST_ROW = f"{PREFIX}_model_newest_row_timestamp_seconds"
+MODEL_VOLUME_RATIO = f"{PREFIX}_model_volume_ratio"
+MODEL_DATA_CHECK_FAILED = f"{PREFIX}_model_data_check_failed"
+MODEL_QUALITY_ESTIMATED = f"{PREFIX}_model_quality_estimated"
+MODEL_QUALITY_ESTIMATED_CI_LOW = f"{PREFIX}_model_quality_estimated_ci_low"
+MODEL_QUALITY_ESTIMATED_CI_HIGH = f"{PREFIX}_model_quality_estimated_ci_high"
+MODEL_ESTIMATION_ERROR = f"{PREFIX}_model_estimation_error"
+MODEL_CLASS_QUALITY = f"{PREFIX}_model_class_quality"
+MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
+MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
+MODEL_VERSION_INFO = f"{PREFIX}_model_version"  # exposed as monitor_model_version_info by prometheus_client
+GOAL_ESTIMATED_VALUE = f"{PREFIX}_goal_estimated_value"
+GOAL_ESTIMATED_CI_LOW = f"{PREFIX}_goal_estimated_ci_low"
+GOAL_ESTIMATED_CI_HIGH = f"{PREFIX}_goal_estimated_ci_high"
 
 JOB_LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
 JOB_DURATION = f"{PREFIX}_job_duration_seconds"
@@ -45,6 +59,9 @@ JOB_LAST_STATUS = f"{PREFIX}_job_last_run_ok"
 
 TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
 STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2}
+# Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
+DATA_CHECK_KIND = "data_check"
+DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema")
 
 
 def goal_job(name: str) -> str:
