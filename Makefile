@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := postgresql prometheus prometheus-alertmanager prometheus-pushgateway chromium
+DEB_PACKAGES := postgresql prometheus prometheus-alertmanager prometheus-pushgateway chromium openjdk-17-jre-headless
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv deb bench build previews lint clean

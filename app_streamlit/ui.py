@@ -415,7 +415,7 @@ def evidently_html(cfg_key: tuple, model: str, window_start: datetime, window_en
     from monitor.windows import Window
 
     try:
-        source = make_engine(_cfg.database_url, _cfg.statement_timeout)
+        source = make_engine(_cfg.database_url, _cfg.statement_timeout, _cfg.parquet)
         return _html_of(evidently_report(source, _cfg.model(model), Window(window_start, window_end))), None
     except Exception as e:  # the source database may be down, or the window empty
         log.exception("evidently report failed")

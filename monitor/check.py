@@ -3,16 +3,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from . import engines
 from .config import Config
 from .db import describe_error, make_engine
-
-
-def _columns(insp, table: str) -> set[str] | None:
-    schema, _, name = table.rpartition(".")
-    try:
-        return {c["name"].lower() for c in insp.get_columns(name, schema=schema or None)}
-    except sa.exc.NoSuchTableError:
-        return None
 
 
 class DatabaseDown(Exception):
@@ -25,10 +18,10 @@ def check(cfg: Config) -> list[str]:
     from .windows import Window
 
     where = cfg.path or "config"
-    engine = make_engine(cfg.database_url, cfg.statement_timeout)
+    engine = make_engine(cfg.database_url, cfg.statement_timeout, cfg.parquet)
     try:
         with engine.connect() as conn:
-            insp = sa.inspect(conn)
+            columns = engines.of(conn).columns
             problems = []
             for i, m in enumerate(cfg.models):
                 wanted = {m.source.table: [("source.id", m.source.id), ("source.timestamp", m.source.timestamp),
@@ -40,7 +33,7 @@ def check(cfg: Config) -> list[str]:
                 if m.labels:
                     wanted.setdefault(m.labels.table, []).extend([("labels.id", m.labels.id), ("labels.label", m.labels.label)])
                 for table, cols in wanted.items():
-                    have = _columns(insp, table)
+                    have = columns(conn, table)
                     if have is None:
                         problems.append(f"{where}: models[{i}]({m.name}): table {table} does not exist")
                         continue

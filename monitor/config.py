@@ -168,7 +168,10 @@ class Notify(Strict):
 
 class Config(Strict):
     database_url: str = Field(default="sqlite:///monitor.db", description="SQLAlchemy URL of the source tables.")
-    results_url: str = Field(default="", description="SQLAlchemy URL of the results store; empty: the source database.")
+    results_url: str = Field(default="", description="SQLAlchemy URL of the results store (PostgreSQL or SQLite); empty: the source database.")
+    parquet: dict[Ident, str] = Field(default_factory=dict, description=(
+        "Tables read from Parquet files, for a DuckDB or Spark database_url: {table: file, glob or folder}; "
+        "relative paths are relative to the config file."))
     models: list[Model] = Field(default_factory=list, description="Models to watch.")
     goals: list[Goal] = Field(default_factory=list, description="Business goals to track.")
     notify: list[Notify] = Field(default_factory=list, description="Built-in notification channels.")
@@ -243,11 +246,35 @@ def _key_path(loc: tuple, data: Any) -> str:
 
 
 def _resolve_sqlite(url: str, base: Path) -> str:
-    """A relative SQLite path is relative to the config file's folder."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith("sqlite:////") and url[len(prefix):] not in ("", ":memory:"):
-        return prefix + str((base / url[len(prefix):]).resolve())
+    """A relative SQLite (or DuckDB) path is relative to the config file's folder."""
+    for prefix in ("sqlite:///", "duckdb:///"):
+        rest = url[len(prefix):]
+        if url.startswith(prefix) and not rest.startswith("/") and rest.split("?")[0] not in ("", ":memory:"):
+            return prefix + str((base / rest).resolve())
     return url
+
+
+def _resolve_path(p: str, base: Path) -> str:
+    """A relative local path (or glob) is relative to the config file's folder; URLs stay as they are."""
+    if "://" in p or Path(p).is_absolute():
+        return p
+    return str(base / p)
+
+
+def _check_engines(cfg: Config, path: Path) -> None:
+    """Sources that cannot hold the monitor's tables need a results_url; Parquet tables need an engine that reads them."""
+    from . import engines
+
+    src = engines.for_url(cfg.database_url)
+    if not cfg.results_url and not src.can_store:
+        raise ConfigError(f"{path}: results_url: required when database_url is {engines.scheme(cfg.database_url)}:// "
+                          f"({src.name} cannot hold the monitor's own tables): set results_url to a PostgreSQL or SQLite URL")
+    if cfg.results_url and not engines.for_url(cfg.results_url).can_store:
+        raise ConfigError(f"{path}: results_url: {engines.scheme(cfg.results_url)}:// cannot hold the monitor's own tables: "
+                          "use a PostgreSQL or SQLite URL")
+    if cfg.parquet and src.name not in ("duckdb", "spark"):
+        raise ConfigError(f"{path}: parquet: tables read from Parquet files need a DuckDB (duckdb:///...) or Spark "
+                          f"(sc://HOST:PORT) database_url, not {engines.scheme(cfg.database_url)}://")
 
 
 def parse_config(data: Any, path: Path | str = "<config>") -> Config:
@@ -276,8 +303,10 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
         if not sql.is_file():
             raise ConfigError(f"{path}: goals[{i}]({g.name}).sql: SQL file {sql} does not exist")
         goals.append(g.model_copy(update={"sql": sql}))
+    _check_engines(cfg, path)
     return cfg.model_copy(update={
         "goals": goals,
+        "parquet": {k: _resolve_path(v, base) for k, v in cfg.parquet.items()},
         "database_url": _resolve_sqlite(cfg.database_url, base),
         "results_url": _resolve_sqlite(cfg.results_url, base) if cfg.results_url else "",
         "path": path.resolve() if path.name != "<config>" else None,

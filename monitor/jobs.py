@@ -106,7 +106,7 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
     """
     store = store or Store(cfg.store_url)
     store.migrate()
-    source = make_engine(cfg.database_url, cfg.statement_timeout)
+    source = make_engine(cfg.database_url, cfg.statement_timeout, cfg.parquet)
     clock = clock or (lambda: now)
     report = CycleReport()
     tasks: list[Task] = []

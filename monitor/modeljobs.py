@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import datetime
@@ -50,6 +49,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from . import drift as D
+from . import engines
 from .config import Model
 from .db import bind_time, quote, quote_table
 from .store import ModelWindow, Store
@@ -146,6 +146,11 @@ def _bounds(conn, model: Model, w: Window) -> dict:
     return {"ws": bind_time(conn, w.start, like), "we": bind_time(conn, w.end, like)}
 
 
+def _double(conn) -> str:
+    """The engine's name of the floating-point type (Spark has no DOUBLE PRECISION)."""
+    return engines.of(conn).double
+
+
 def _jsonable(v):
     if v is None or isinstance(v, (str, int, float, bool)):
         return v
@@ -190,19 +195,20 @@ ALL_LEVELS = sorted({*W_LEVELS, 0.5, *(i / (BIN_EDGES + 1) for i in range(1, BIN
 def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple[float, int]] | None:
     """The column's (value, count) pairs when the reference has at most DISCRETE_MAX values, else None."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
-    v = f"CAST({x} AS DOUBLE PRECISION)"
+    v = f"CAST({x} AS {_double(conn)})"
     rows = conn.execute(sa.text(
         f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
         f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), _bounds(conn, model, ref)).all()
     return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
 
 
-def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[dict[float, float]]:
-    """PostgreSQL: every column's quantiles at ALL_LEVELS in one statement (one sort per column)."""
+def _quantiles_one(conn, model: Model, columns: list[str], ref: Window) -> list[dict[float, float] | None]:
+    """Every column's quantiles at ALL_LEVELS in one statement (one sort per column), where the
+    engine has such an aggregate; else None per column (`_quantiles_sql` then runs per column)."""
     t = quote_table(conn, model.source.table)
-    arr = "ARRAY[" + ", ".join(repr(q) for q in ALL_LEVELS) + "]::double precision[]"
-    aggs = [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({quote(conn, c)} AS DOUBLE PRECISION))"
-            for c in columns]
+    aggs = engines.of(conn).quantiles([quote(conn, c) for c in columns], ALL_LEVELS)
+    if aggs is None:
+        return [None] * len(columns)
     row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, ref)).one()
     return [dict(zip(ALL_LEVELS, map(float, vals))) if vals else {} for vals in row]
@@ -211,7 +217,7 @@ def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[d
 def _quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: list[float]) -> dict[float, float]:
     """Portable: the order statistics at the levels' ranks, with ROW_NUMBER (one sort)."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
-    v = f"CAST({x} AS DOUBLE PRECISION)"
+    v = f"CAST({x} AS {_double(conn)})"
     ranks = sorted({_rank(q, n) for q in levels})
     marks = ", ".join(f":r{i}" for i in range(len(ranks)))
     params = {**_bounds(conn, model, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
@@ -223,7 +229,7 @@ def _quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels:
 
 def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling: bool,
                   quantiles: dict[float, float] | None = None) -> dict:
-    """Cut points of one numeric column. `quantiles` (PostgreSQL) spares the per-column queries."""
+    """Cut points of one numeric column. `quantiles` (`_quantiles_one`) spares the per-column queries."""
     if n == 0:
         return {"edges": [], "center": 0.0, "values": None, "distinct": 0, "n_ref": 0,
                 "lt": False, "abs": False, "eq": False}
@@ -271,8 +277,7 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     if rows == 0:
         return None
     spec = {"version": SPEC_VERSION, "rows": rows, "num": {}, "cat": {}, "score": None, "segments": {}}
-    quantiles = (_quantiles_pg(conn, model, [*numeric, s.score], ref) if conn.dialect.name == "postgresql"
-                 else [None] * (len(numeric) + 1))
+    quantiles = _quantiles_one(conn, model, [*numeric, s.score], ref)
     for col, n, q in zip(numeric, row[1:], quantiles):
         spec["num"][col] = _numeric_spec(conn, model, col, ref, int(n or 0), rolling, q)
     spec["score"] = _numeric_spec(conn, model, s.score, ref, int(row[-1] or 0), rolling, quantiles[-1])
@@ -323,8 +328,9 @@ class _Pass:
         self.params: dict = {}
         self.aggs: list[str] = ["COUNT(*)"]
         self.slots: list[tuple] = [("rows",)]
-        # PostgreSQL: the Wasserstein sums go in a second query that may read a sample (`_distances`)
-        self.split = conn.dialect.name == "postgresql"
+        # engines with a hashed sample: the Wasserstein sums go in a second query that may read it (`_distances`)
+        self.bucket = engines.of(conn).sample_bucket(quote(conn, model.source.id), SAMPLE_BUCKETS)
+        self.split = self.bucket is not None
         self.abs_aggs: list[str] = []
         self.abs_slots: list[tuple] = []
 
@@ -361,9 +367,9 @@ class _Pass:
         conn, m, s = self.conn, self.model, self.model.source
         cols = []
         for i, col in enumerate(s.features.numeric):
-            cols.append(f"CAST({quote(conn, col)} AS DOUBLE PRECISION) AS n{i}")
+            cols.append(f"CAST({quote(conn, col)} AS {_double(conn)}) AS n{i}")
             self._numeric(("num", col), f"n{i}", self.spec["num"][col])
-        cols.append(f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION) AS sc")
+        cols.append(f"CAST({quote(conn, s.score)} AS {_double(conn)}) AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
         if m.task == "binary_classification":
             if s.prediction:
@@ -385,7 +391,7 @@ class _Pass:
             if self.abs_aggs:
                 self.abs_aggs.insert(0, "g")
         # one row in `sample` of SAMPLE_BUCKETS, picked by a hash of the id: the same rows every time
-        sampled = f" AND (hashtext(CAST({quote(conn, s.id)} AS TEXT)) & {SAMPLE_BUCKETS - 1}) < :sample"
+        sampled = f" AND {self.bucket} < :sample"
         frm = f"FROM (SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {_where(conn, m)}{{}}) q{group}"
         sql = f"SELECT {', '.join(self.aggs)} {frm.format('')}"
         # the distances' query, over every row (False) or over a sample (True)
@@ -497,7 +503,7 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
 
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
-    """PostgreSQL: the Wasserstein sums ``SUM(ABS(x - e))``, in a query of their own.
+    """The Wasserstein sums ``SUM(ABS(x - e))``, in a query of their own (engines with a hashed sample).
 
     They are most of the pass's aggregates, and each costs about as much per row as a whole scan
     of one column: so above SAMPLE_ROWS non-null values (in the emptiest column and segment) they
@@ -643,7 +649,7 @@ def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
         return None
     first, take, t = _p95_plan(n)
     s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = f"CAST({quote(conn, s.score)} AS {_double(conn)})"
     rows = conn.execute(sa.text(
         f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
         f"AND {quote(conn, s.score)} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
@@ -652,20 +658,10 @@ def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
 
 
 def _labels_unique(conn, model: Model) -> bool:
-    """PostgreSQL: whether a unique index (or primary key) of the labels table is its id alone, so
-    that the join gives each prediction at most one label."""
-    if conn.dialect.name != "postgresql":
-        return False
-    lab = model.labels
-    try:
-        with conn.begin_nested():
-            return bool(conn.execute(sa.text(
-                "SELECT COUNT(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(:t) AND i.indisunique "
-                "AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = :c"),
-                {"t": quote_table(conn, lab.table), "c": lab.id}).scalar())
-    except sa.exc.DBAPIError:  # no catalog access: take the separate query
-        return False
+    """Whether a unique index (or primary key) of the labels table is its id alone, so that the
+    join gives each prediction at most one label, on an engine that can fold p95 into the query."""
+    e = engines.of(conn)
+    return e.percentile_cont_desc("sc", 0.05) is not None and e.unique_column(conn, model.labels.table, model.labels.id)
 
 
 def _joined(conn, model: Model, cols: str, ids: tuple | None = None) -> str:
@@ -684,30 +680,13 @@ def _id_params(ids: tuple | None) -> dict:
 
 
 def _integer_ids(conn, model: Model) -> bool:
-    """PostgreSQL: whether the predictions' and the labels' ids are both integer columns, so that
-    the window's id range (from its numeric pass) can narrow the labels the quality query reads."""
-    if conn.dialect.name != "postgresql" or model.labels is None:
+    """Whether the predictions' and the labels' ids are both integer columns (as the engine's
+    catalog says), so that the window's id range (from its numeric pass) can narrow the labels the
+    quality query reads."""
+    if model.labels is None:
         return False
-    sql = ("SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-           "WHERE a.attrelid = to_regclass(:t) AND a.attname = :c AND NOT a.attisdropped")
-    try:
-        with conn.begin_nested():
-            types = [conn.execute(sa.text(sql), {"t": quote_table(conn, table), "c": col}).scalar()
-                     for table, col in ((model.source.table, model.source.id), (model.labels.table, model.labels.id))]
-    except sa.exc.DBAPIError:  # no catalog access: read the labels whole
-        return False
-    return all(t in ("int2", "int4", "int8") for t in types)
-
-
-def _ensure_ln(conn) -> None:
-    """SQLite builds without math functions get `ln` from Python."""
-    if conn.dialect.name != "sqlite":
-        return
-    try:
-        conn.execute(sa.text("SELECT ln(1.0)")).scalar()
-    except sa.exc.OperationalError:  # no such function: ln
-        raw = conn.connection.driver_connection
-        raw.create_function("ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None, deterministic=True)
+    return engines.of(conn).integer_columns(conn, [(model.source.table, model.source.id),
+                                                   (model.labels.table, model.labels.id)])
 
 
 def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None) -> dict:
@@ -730,21 +709,21 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     Memory is the database's; Python gets one row.
     """
     s, lab = model.source, model.labels
-    _ensure_ln(conn)
+    engines.of(conn).ensure_functions(conn)
     pred = (f"CAST(s.{quote(conn, s.prediction)} AS INTEGER)" if s.prediction else
             f"CASE WHEN s.{quote(conn, s.score)} >= 0.5 THEN 1 WHEN s.{quote(conn, s.score)} IS NOT NULL THEN 0 END")
-    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
+    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS {_double(conn)}) AS sc, "
                              f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr", ids)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
-    # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
-    order = "sc DESC NULLS LAST" if conn.dialect.name == "postgresql" else "sc DESC"
+    # NULL scores sort last, so that they never rank above a score
+    order = engines.of(conn).desc_nulls_last("sc")
     params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
-    extra = ", percentile_cont(0.05) WITHIN GROUP (ORDER BY sc DESC)" if p95 else ""
+    extra = f", {engines.of(conn).percentile_cont_desc('sc', 0.05)}" if p95 else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
     SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(rk + cnt) {pos},
-           SUM(CAST(ctp AS DOUBLE PRECISION) / cnt) {pos},
+           SUM(CAST(ctp AS {_double(conn)}) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
            SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr){extra}
     FROM (SELECT sc, y, pr, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
@@ -775,8 +754,8 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
     """MAE and RMSE of the window's labelled predictions, as SQL sums."""
     s, lab = model.source, model.labels
-    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y", ids)
+    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS {_double(conn)}) AS sc, "
+                             f"CAST(l.{quote(conn, lab.label)} AS {_double(conn)}) AS y", ids)
     r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
                      {**_bounds(conn, model, window), **_id_params(ids)}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
@@ -791,44 +770,23 @@ def quality_regression(conn, model: Model, window: Window, ids: tuple | None = N
 
 
 def _connect(engine):
-    """A connection whose queries all see one snapshot (PostgreSQL: REPEATABLE READ, read only)."""
-    conn = engine.connect()
-    if conn.dialect.name == "postgresql":
-        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-    return conn
+    """A connection whose queries all see one snapshot, where the engine has them."""
+    return engines.of(engine).connect(engine)
 
 
 def _setup(conn) -> None:
-    if conn.dialect.name == "postgresql" and (conn.dialect.server_version_info or (0,)) >= (11,):
-        # JIT compiling a query of hundreds of aggregates costs seconds and saves nothing here.
-        conn.execute(sa.text("SET LOCAL jit = off"))
+    engines.of(conn).setup(conn)
 
 
 def _export_snapshot(conn) -> str | None:
-    """PostgreSQL: the transaction's snapshot, for a second connection to see exactly the same rows
-    (``SET TRANSACTION SNAPSHOT``); None elsewhere, or when the server refuses (then one connection
-    does everything, in turn)."""
-    if conn.dialect.name != "postgresql":
-        return None
-    try:
-        sid = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
-    except sa.exc.DBAPIError:  # e.g. a hot standby: the transaction is aborted, start it again
-        conn.rollback()
-        _setup(conn)
-        return None
-    return sid if isinstance(sid, str) and re.fullmatch(r"[0-9A-Fa-f-]+", sid) else None
+    """The transaction's snapshot, for a second connection to see exactly the same rows; None
+    where the engine has none (then one connection does everything, in turn)."""
+    return engines.of(conn).export_snapshot(conn)
 
 
 def _on_snapshot(engine, snapshot: str, job):
     """Run `job(conn)` on a connection of its own that sees the exporting transaction's snapshot."""
-    with engine.connect() as c:
-        c = c.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        try:
-            c.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
-            _setup(c)
-            return job(c)
-        finally:
-            c.rollback()
+    return engines.of(engine).on_snapshot(engine, snapshot, job)
 
 
 def _mean(summary: dict) -> float | None:
@@ -998,7 +956,7 @@ def _sample_frame(conn, model: Model, window: Window, sample: int, with_labels: 
         lab = model.labels
         sel += f", l.{quote(conn, lab.label)} AS {quote(conn, '__label__')}"
         t += (f" LEFT JOIN {quote_table(conn, lab.table)} l ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)}")
-    sql = f"SELECT {sel} FROM {t} WHERE {_where(conn, model, 's.')} ORDER BY RANDOM() LIMIT {int(sample)}"
+    sql = f"SELECT {sel} FROM {t} WHERE {_where(conn, model, 's.')} ORDER BY {engines.of(conn).random()} LIMIT {int(sample)}"
     result = conn.execute(sa.text(sql), _bounds(conn, model, window))
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
@@ -1027,7 +985,7 @@ def evidently_report(source_engine, model: Model, window: Window, reference: Win
     reference = reference or reference_range(model, window)
     s = model.source
     with_labels = model.labels is not None
-    with source_engine.connect() as conn:
+    with _connect(source_engine) as conn:
         cur = _sample_frame(conn, model, window, sample, with_labels)
         ref = _sample_frame(conn, model, reference, sample, with_labels)
         conn.rollback()

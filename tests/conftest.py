@@ -24,6 +24,17 @@ def pg_cluster():
     cluster.destroy()
 
 
+@pytest.fixture(scope="session")
+def spark_cluster():
+    """A real Spark standalone cluster on loopback (master, two 1-core workers, Spark Connect),
+    started once per test session (worker) by the first test that needs it."""
+    from spark import SparkCluster
+
+    cluster = SparkCluster().start()
+    yield cluster
+    cluster.destroy()
+
+
 @pytest.fixture
 def pg_url(pg_cluster):
     """A fresh, empty PostgreSQL database."""

@@ -1,0 +1,118 @@
+"""What a model window and a goal send to a database, and how each engine spells it.
+
+An engine is one module of this package with one subclass of `Engine`: how it quotes names, binds
+a UTC timestamp, picks the hashed sample of the Wasserstein sums, takes quantiles in one statement
+(or not), gives two connections one snapshot (or not), and opens connections. Everything else the
+jobs send is plain SQL that every engine here runs as it is (aggregates, CASE, FILTER, window
+functions, LIMIT/OFFSET) with named bind parameters (`:name`).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from datetime import datetime, timedelta, timezone
+
+
+class Engine:
+    """The portable defaults (ANSI SQL through SQLAlchemy); subclasses override what differs."""
+
+    name = "sql"
+    #: SQLAlchemy URL schemes (the part before `://`, or before `+driver`) this engine serves
+    schemes: tuple[str, ...] = ()
+    #: whether the monitor's own tables (`results_url`) may live here
+    can_store = True
+    #: the floating-point type of CAST(x AS ...)
+    double = "DOUBLE PRECISION"
+    #: whether a second connection can see exactly the first one's rows (`export_snapshot`)
+    snapshots = False
+
+    # ------------------------------------------------------------------ connections
+
+    def make_engine(self, url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):
+        """A connection factory: a SQLAlchemy engine, or an object with the same `connect()`."""
+        import sqlalchemy as sa
+
+        if parquet:
+            raise ValueError(f"parquet: tables read from Parquet files need a DuckDB or Spark database_url, not {url.split(':')[0]}")
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    def connect(self, engine):
+        """A connection whose queries all see one snapshot where the engine has them."""
+        return engine.connect()
+
+    def setup(self, conn) -> None:
+        """Per-transaction settings, run before a window's queries."""
+
+    def export_snapshot(self, conn) -> str | None:
+        """An id of the transaction's snapshot for `on_snapshot`, or None: one connection does it all."""
+        return None
+
+    def on_snapshot(self, engine, snapshot: str, job):
+        raise NotImplementedError(f"{self.name} has no shared snapshots")
+
+    def nested(self, conn):
+        """A savepoint around a statement that may fail without aborting the transaction."""
+        return conn.begin_nested()
+
+    # ------------------------------------------------------------------ spelling
+
+    def quote(self, conn, name: str) -> str:
+        """A config-validated column name, quoted."""
+        return conn.dialect.identifier_preparer.quote(name)
+
+    def quote_table(self, conn, name: str) -> str:
+        """A config-validated `table` or `schema.table` name, quoted."""
+        return ".".join(self.quote(conn, p) for p in name.split("."))
+
+    def bind_time(self, ts: datetime, like=None):
+        """A UTC timestamp as a bound parameter compared correctly with the stored timestamps.
+
+        `like`: one stored value of the column it is compared with, where the engine needs it.
+        """
+        return ts.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def desc_nulls_last(self, expr: str) -> str:
+        return f"{expr} DESC NULLS LAST"
+
+    def sample_bucket(self, expr: str, buckets: int) -> str | None:
+        """SQL for an integer in [0, buckets) from a hash of `expr`, the same on every run; None: the
+        engine takes the Wasserstein sums over every row, in the numeric pass."""
+        return None
+
+    def quantiles(self, columns: list[str], levels: list[float]) -> list[str] | None:
+        """One aggregate per column (SQL expressions) giving its `percentile_disc` values at
+        `levels` as an array, all in one statement; None: the portable ROW_NUMBER query per column."""
+        return None
+
+    def percentile_cont_desc(self, expr: str, q: float) -> str | None:
+        """An ordered-set aggregate: numpy's linear percentile `1 - q` of `expr`; None: not available."""
+        return None
+
+    def random(self) -> str:
+        return "RANDOM()"
+
+    # ------------------------------------------------------------------ catalogs
+
+    def ensure_functions(self, conn) -> None:
+        """Functions the queries use that a build of the engine may lack (SQLite's `ln`)."""
+
+    def unique_column(self, conn, table: str, column: str) -> bool:
+        """Whether `column` alone is a unique key of `table` (so a join gives each row one match)."""
+        return False
+
+    def integer_columns(self, conn, columns: list[tuple[str, str]]) -> bool:
+        """Whether each (table, column) is an integer column, as far as the catalog says."""
+        return False
+
+    def columns(self, conn, table: str) -> set[str] | None:
+        """The table's column names in lower case, or None when it does not exist."""
+        import sqlalchemy as sa
+
+        schema, _, name = table.rpartition(".")
+        try:
+            return {c["name"].lower() for c in sa.inspect(conn).get_columns(name, schema=schema or None)}
+        except sa.exc.NoSuchTableError:
+            return None
+
+
+def no_savepoint(conn):
+    return nullcontext()

@@ -1,0 +1,75 @@
+"""DuckDB, embedded: a database file, or an in-memory database over Parquet files (`parquet:`).
+
+Each connection is set to UTC and gets the configured Parquet tables as temporary views
+(``read_parquet``), so an in-memory database needs no file at all. Needs the `duckdb` extra.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from .base import Engine
+
+
+def parquet_source(path: str) -> str:
+    """The `read_parquet` argument of a configured path: a file, a glob, or a folder (every
+    Parquet file below it, as Spark and other writers lay them out)."""
+    from pathlib import Path
+
+    if not any(c in path for c in "*?[") and Path(path).is_dir():
+        return str(Path(path) / "**" / "*.parquet")
+    return path
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class DuckDB(Engine):
+    can_store = False  # results go to results_url (PostgreSQL or SQLite)
+    name = "duckdb"
+    schemes = ("duckdb",)
+
+    def make_engine(self, url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):
+        try:
+            import duckdb_engine  # noqa: F401
+        except ImportError:
+            raise ValueError("database_url: duckdb:// needs DuckDB: pip install 'monitor[duckdb]'") from None
+        engine = sa.create_engine(url)
+        views = [f"CREATE OR REPLACE TEMPORARY VIEW {self.quote(None, name)} AS "
+                 f"SELECT * FROM read_parquet({_literal(parquet_source(path))})" for name, path in (parquet or {}).items()]
+
+        def on_connect(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("SET TimeZone = 'UTC'")
+            for v in views:
+                cur.execute(v)
+            cur.close()
+
+        sa.event.listen(engine, "connect", on_connect)
+        return engine
+
+    def quote(self, conn, name: str) -> str:
+        # always quoted: DuckDB reserves more words than PostgreSQL, whose quoting rules the dialect borrows (`at`)
+        return '"' + name.replace('"', '""') + '"'
+
+    def sample_bucket(self, expr: str, buckets: int) -> str:
+        return f"CAST(hash(CAST({expr} AS VARCHAR)) % {buckets} AS BIGINT)"
+
+    def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
+        # DuckDB's quantile_disc takes the value at position ceil(q n), as percentile_disc does
+        arr = "[" + ", ".join(repr(q) for q in levels) + "]"
+        return [f"quantile_disc(CAST({c} AS DOUBLE), {arr})" for c in columns]
+
+    def integer_columns(self, conn, columns: list[tuple[str, str]]) -> bool:
+        sql = ("SELECT data_type FROM information_schema.columns WHERE table_name = :t AND column_name = :c "
+               "AND (table_schema = :s OR :s = '')")
+        types = []
+        for table, col in columns:
+            schema, _, name = table.rpartition(".")
+            types.append(conn.execute(sa.text(sql), {"t": name, "c": col, "s": schema}).scalar())
+        return all(t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT") for t in types)
+
+
+ENGINE = DuckDB()

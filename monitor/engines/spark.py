@@ -1,0 +1,222 @@
+"""Apache Spark through Spark Connect (`sc://HOST:PORT`): Spark SQL, run inside the cluster.
+
+Spark is no SQLAlchemy dialect: `SparkSource.connect()` gives a connection with the few methods
+the jobs use (`execute(sql, params)` returning rows and column names, `rollback`, `close`). The
+queries are the same SQL as on the other engines, with the same `:name` bind parameters, which
+Spark binds itself (``spark.sql(query, args=...)``). Every aggregate runs in Spark: the monitor
+receives one row per query. Tables are named as in the Spark catalog (`db.table`), or come from
+Parquet files (`parquet:`, as temporary views of the session). Needs the `spark` extra.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import sqlalchemy as sa
+
+from .base import Engine, no_savepoint
+
+
+class SparkError(sa.exc.DBAPIError):
+    """A Spark error, shaped like SQLAlchemy's so that the jobs report it as a database error."""
+
+
+class _Result:
+    def __init__(self, columns: list[str], rows: list[tuple]):
+        self._columns, self._rows = columns, rows
+
+    def keys(self) -> list[str]:
+        return list(self._columns)
+
+    def all(self) -> list[tuple]:
+        return list(self._rows)
+
+    fetchall = all
+
+    def one(self) -> tuple:
+        if len(self._rows) != 1:
+            raise sa.exc.NoResultFound if not self._rows else sa.exc.MultipleResultsFound
+        return self._rows[0]
+
+    def scalar(self):
+        return self._rows[0][0] if self._rows else None
+
+    def __iter__(self):
+        return iter(self._rows)
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class _Preparer:
+    quote = staticmethod(_quote)
+
+
+DIALECT = SimpleNamespace(name="spark", identifier_preparer=_Preparer())
+
+
+class SparkConnection:
+    """One Spark Connect session's queries, each cut after the statement timeout."""
+
+    dialect = DIALECT
+
+    def __init__(self, source: "SparkSource"):
+        self.source = source
+        self.session = source.session()
+
+    def execute(self, statement, params: dict | None = None) -> _Result:
+        sql = str(getattr(statement, "text", statement))
+        timer = None
+        if self.source.timeout_s:
+            timer = threading.Timer(self.source.timeout_s, self.session.interruptAll)
+            timer.daemon = True
+            timer.start()
+        try:
+            df = self.session.sql(sql, args=dict(params or {}))
+            rows = [tuple(r) for r in df.collect()]
+            return _Result(list(df.columns), rows)
+        except Exception as e:
+            if timer is not None and not timer.is_alive():
+                raise SparkError(sql, params, RuntimeError(f"statement timeout: cut after {self.source.timeout_s:g} s")) from None
+            raise SparkError(sql, params, _one_line(e)) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def begin_nested(self):
+        return no_savepoint(self)
+
+    def rollback(self) -> None:
+        """Reads only: nothing to undo."""
+
+    commit = rollback
+
+    def close(self) -> None:
+        """The session stays open for the next connection."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _one_line(e: Exception) -> Exception:
+    """Spark's errors carry the server's stack trace: keep the message."""
+    text = str(e).strip().split("\n\nJVM stacktrace:")[0].strip()
+    return RuntimeError(text or type(e).__name__)
+
+
+def _reachable(url: str) -> None:
+    """Fail fast on a server that is not there (the client would retry for minutes)."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    socket.create_connection((u.hostname or "localhost", u.port or 15002), timeout=10).close()
+
+
+class SparkSource:
+    """The Spark Connect server of a `sc://` URL; `connect()` like a SQLAlchemy engine."""
+
+    dialect = DIALECT
+
+    def __init__(self, url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):
+        self.url = url
+        self.timeout_s = statement_timeout.total_seconds() if statement_timeout else 0.0
+        self.parquet = dict(parquet or {})
+        self._session = None
+        self._lock = threading.Lock()
+
+    def session(self):
+        with self._lock:
+            if self._session is not None:
+                try:
+                    self._session.conf.get("spark.sql.session.timeZone")
+                except Exception:  # the server went away: a new session
+                    self._session = None
+            if self._session is None:
+                self._session = self._open()
+            return self._session
+
+    def _open(self):
+        try:
+            from pyspark.logger import PySparkLogger
+            from pyspark.sql import SparkSession
+        except ImportError:
+            raise ValueError("database_url: sc:// needs the Spark Connect client: pip install 'monitor[spark]'") from None
+        for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+            # each failed query is logged with its JVM stack trace; the error itself is reported once
+            PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+        try:
+            _reachable(self.url)
+            s = SparkSession.builder.remote(self.url).create()
+            s.conf.set("spark.sql.session.timeZone", "UTC")
+            for name, path in self.parquet.items():
+                s.read.parquet(path).createOrReplaceTempView(name)
+        except Exception as e:
+            raise sa.exc.OperationalError(f"connect {self.url}", {}, _one_line(e)) from None
+        return s
+
+    def connect(self) -> SparkConnection:
+        return SparkConnection(self)
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                try:
+                    self._session.stop()
+                except Exception:
+                    pass
+                self._session = None
+
+
+class Spark(Engine):
+    can_store = False  # results go to results_url (PostgreSQL or SQLite)
+    name = "spark"
+    schemes = ("sc",)
+    double = "DOUBLE"
+
+    def make_engine(self, url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):
+        return SparkSource(url, statement_timeout, parquet)
+
+    def nested(self, conn):
+        return no_savepoint(conn)
+
+    def quote(self, conn, name: str) -> str:
+        return _quote(name)
+
+    def bind_time(self, ts: datetime, like=None):
+        # aware: Spark Connect sends it as an instant, compared in the session's UTC
+        return ts.astimezone(timezone.utc)
+
+    def sample_bucket(self, expr: str, buckets: int) -> str:
+        return f"pmod(xxhash64(CAST({expr} AS STRING)), {buckets})"
+
+    def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
+        arr = "array(" + ", ".join(repr(q) for q in levels) + ")"
+        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({c} AS DOUBLE))" for c in columns]
+
+    def random(self) -> str:
+        return "rand()"
+
+    def columns(self, conn, table: str) -> set[str] | None:
+        try:
+            return {c.lower() for c in conn.session.table(table).columns}
+        except Exception:
+            return None
+
+    def integer_columns(self, conn, columns: list[tuple[str, str]]) -> bool:
+        try:
+            types = [dict((f.name, f.dataType.typeName()) for f in conn.session.table(t).schema.fields).get(c)
+                     for t, c in columns]
+        except Exception:
+            return False
+        return all(t in ("byte", "short", "integer", "long") for t in types)
+
+
+ENGINE = Spark()

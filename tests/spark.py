@@ -1,0 +1,133 @@
+"""A throwaway Spark standalone cluster on loopback, from the scripts and jars of the pyspark wheel.
+
+A master, two workers (1 core, 1 GiB each) and a Spark Connect server (`sc://127.0.0.1:PORT`),
+each a foreground process of its own group, on Debian's openjdk-17-jre-headless. For tests and
+benchmarks.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from pg import free_port
+
+
+def spark_home() -> Path:
+    try:
+        import pyspark
+    except ImportError:
+        raise RuntimeError("pyspark is not installed: pip install -e '.[test]' (make venv does)") from None
+    return Path(pyspark.__file__).parent
+
+
+def java_home() -> str:
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    found = sorted(glob.glob("/usr/lib/jvm/java-17-openjdk-*"))
+    if not found:
+        raise RuntimeError("Java 17 not found: install openjdk-17-jre-headless (make test does)")
+    return found[-1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Spark process exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"Spark did not listen on {port} within {timeout:.0f} s: {log.read_text()[-3000:]}")
+
+
+class SparkCluster:
+    """Master + `workers` workers + Spark Connect server; `url` is the Spark Connect URL."""
+
+    def __init__(self, workers: int = 2, worker_memory: str = "1g", driver_memory: str = "1g"):
+        self.home = spark_home()
+        self.root = Path(tempfile.mkdtemp(prefix="monitor-spark-"))
+        self.workers, self.worker_memory, self.driver_memory = workers, worker_memory, driver_memory
+        self.master_port, self.connect_port = free_port(), free_port()
+        self.procs: list[subprocess.Popen] = []
+        self.env = {**os.environ, "SPARK_HOME": str(self.home), "JAVA_HOME": java_home(),
+                    "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "localhost",
+                    "SPARK_LOG_DIR": str(self.root / "logs"), "SPARK_PID_DIR": str(self.root),
+                    "SPARK_WORKER_DIR": str(self.root / "work"),
+                    "SPARK_NO_DAEMONIZE": "1", "SPARK_CONNECT_MODE": "0", "PYSPARK_PYTHON": "python3"}
+        self.env.pop("SPARK_REMOTE", None)
+
+    @property
+    def master(self) -> str:
+        return f"spark://127.0.0.1:{self.master_port}"
+
+    @property
+    def url(self) -> str:
+        return f"sc://127.0.0.1:{self.connect_port}"
+
+    def _start(self, name: str, cmd: list[str], env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+        log = self.root / f"{name}.log"
+        proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, cwd=self.root, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        return proc, log
+
+    def start(self, timeout: float = 120) -> "SparkCluster":
+        try:
+            return self._start_all(timeout)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _start_all(self, timeout: float) -> "SparkCluster":
+        daemon = {"SPARK_DAEMON_MEMORY": "256m"}  # the master and workers only schedule
+        cls = str(self.home / "bin" / "spark-class")
+        proc, log = self._start("master", [cls, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                           "--port", str(self.master_port), "--webui-port", str(free_port())], daemon)
+        _wait_port(self.master_port, proc, log, timeout)
+        for i in range(self.workers):
+            self._start(f"worker{i}", [cls, "org.apache.spark.deploy.worker.Worker", self.master, "--host", "127.0.0.1",
+                                       "--cores", "1", "--memory", self.worker_memory, "--webui-port", str(free_port()),
+                                       "--work-dir", str(self.root / f"work{i}")], daemon)
+        conf = {
+            "spark.master": self.master, "spark.connect.grpc.binding.address": "127.0.0.1",
+            "spark.connect.grpc.binding.port": str(self.connect_port), 
+            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+            "spark.executor.memory": self.worker_memory, "spark.executor.cores": "1",
+            "spark.cores.max": str(self.workers), "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": str(2 * self.workers), "spark.local.dir": str(self.root / "tmp"),
+            "spark.sql.session.timeZone": "UTC",
+        }
+        args = [str(self.home / "sbin" / "start-connect-server.sh"), "--wait", "--driver-memory", self.driver_memory]
+        for k, v in conf.items():
+            args += ["--conf", f"{k}={v}"]
+        proc, log = self._start("connect", args)
+        _wait_port(self.connect_port, proc, log, timeout)
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs = []
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

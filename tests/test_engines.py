@@ -1,0 +1,271 @@
+"""The same world on PostgreSQL, DuckDB over Parquet and Spark (Spark Connect over Parquet).
+
+One world of predictions and labels (the drift corpus of test_modeljobs.py, with segments) is
+loaded into a real PostgreSQL and written as Parquet files, which an in-memory DuckDB and a real
+Spark standalone cluster (a master, two workers and a Spark Connect server on loopback) read
+through the `parquet:` config. `run_cycle` computes every window of a model and a goal on each
+engine, into a SQLite results store per engine. Counts, category counts and statuses must agree
+exactly, distances and quality to 1e-9. Each engine's hashed Wasserstein sample is checked against
+numpy on exactly the rows that engine's hash picks.
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from test_modeljobs import CATEGORICAL, NUMERIC, PLANTED, REF_DAYS, _w_on, by_key, corpus, day, model, rows_in, utc
+
+from monitor import engines, modeljobs
+from monitor.config import ConfigError, parse_config
+from monitor.db import make_engine
+from monitor.jobs import run_cycle
+from monitor.store import Store
+from monitor.windows import Window
+
+DAYS = 6
+NOW = utc(DAYS + 2)
+GOAL_SQL = ("SELECT SUM(pred) AS numerator, COUNT(*) AS denominator, SUM(pred) / COUNT(*) AS value "
+            "FROM preds WHERE at >= :window_start AND at < :window_end")
+
+
+def world(per_day: int = 1500, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions with tz-aware UTC timestamps, labels of 85% of them)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for d in range(DAYS):
+        n = per_day + int(rng.integers(-100, 100))
+        f = corpus(rng, n, d > REF_DAYS)
+        f["at"] = pd.to_datetime([utc(d) + timedelta(seconds=float(s)) for s in np.sort(rng.uniform(0, 86399, n))], utc=True)
+        f["pid"] = np.arange(n) + d * 1_000_000
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    return df, df[["pid", "y"]].sample(frac=0.85, random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory, request):
+    """The world as Parquet (predictions: a folder of one file per day) and in PostgreSQL."""
+    root = tmp_path_factory.mktemp("lake")
+    df, labels = world()
+    (root / "preds").mkdir()
+    us = {"coerce_timestamps": "us"}  # as Spark writes them (it reads no nanosecond timestamps)
+    for d, part in df.groupby(df["at"].dt.floor("D")):
+        part.drop(columns=["y"]).to_parquet(root / "preds" / f"part-{d:%Y%m%d}.parquet", index=False, **us)
+    labels.to_parquet(root / "labels.parquet", index=False)
+    return root, df, labels
+
+
+def _load_pg(url: str, df: pd.DataFrame, labels: pd.DataFrame) -> None:
+    eng = sa.create_engine(url)
+    df.drop(columns=["y"]).to_sql("preds", eng, index=False, if_exists="replace", chunksize=5000)
+    labels.to_sql("labels", eng, index=False, if_exists="replace", chunksize=5000)
+    eng.dispose()
+
+
+def _model(**over) -> dict:
+    """The model of test_modeljobs.py, as config."""
+    d = {"name": "m", "task": "binary_classification", "window": "1d", "start": utc(REF_DAYS).isoformat(),
+         "source": {"table": "preds", "id": "pid", "timestamp": "at", "score": "score", "prediction": "pred",
+                    "features": {"numeric": NUMERIC, "categorical": CATEGORICAL}},
+         "labels": {"table": "labels", "id": "pid", "label": "y", "max_delay": "1d"},
+         "reference": {"start": utc(0).isoformat(), "end": utc(REF_DAYS).isoformat()}, "recompute": 1}
+    return {**d, **over}
+
+
+def _config(tmp_path, database_url: str, parquet: dict | None):
+    # a goal's SQL is in the engine's own dialect: DuckDB reserves `at`
+    (tmp_path / "rate.sql").write_text(GOAL_SQL.replace(" at ", ' "at" ') if database_url.startswith("duckdb") else GOAL_SQL)
+    m = _model(segments=["client"])
+    data = {"database_url": database_url, "results_url": f"sqlite:///{tmp_path / 'results.db'}",
+            "models": [m], "goals": [{"name": "pred_rate", "sql": "rate.sql", "direction": "at_most", "target": 0.6,
+                                      "start": utc(0).isoformat(), "review": None}]}
+    if parquet:
+        data["parquet"] = parquet
+    return parse_config(data, tmp_path / "monitor.yaml")
+
+
+def _results(cfg) -> dict:
+    store = Store(cfg.store_url)
+    with store.engine.connect() as c:
+        windows = {(r.window_start, r.rows, r.quality_status, r.label_coverage, r.drift_share, r.dataset_drift)
+                   for r in c.execute(sa.text("SELECT * FROM monitor_model_windows WHERE model = 'm'"))}
+        metrics = {(str(r.window_start)[:19], r.kind, r.name, r.segment, r.method): (r.value, r.detected)
+                   for r in c.execute(sa.text("SELECT * FROM monitor_model_metrics WHERE model = 'm'"))}
+        goals = [(g["window_start"], g["value"], g["numerator"], g["denominator"], g["status"])
+                 for g in store.goal_series("pred_rate")]
+    return {"windows": windows, "metrics": metrics, "goals": goals}
+
+
+EXACT_KINDS = {"online"}  # counts; the rest are ratios of exact counts, or distances and quality
+
+
+def _same(a: dict, b: dict, engine: str) -> None:
+    assert a["windows"] == b["windows"], engine
+    assert a["goals"] == b["goals"], engine
+    assert a["metrics"].keys() == b["metrics"].keys(), engine
+    for key, (va, da) in a["metrics"].items():
+        vb, db = b["metrics"][key]
+        assert da == db, (engine, key)
+        if va is None or vb is None:
+            assert va is vb, (engine, key)
+        elif key[1] in EXACT_KINDS and key[2] == "predictions":
+            assert va == vb, (engine, key)
+        else:
+            assert va == pytest.approx(vb, rel=1e-9, abs=1e-12), (engine, key)
+
+
+@pytest.fixture(scope="module")
+def on_postgresql(lake, pg_cluster, tmp_path_factory):
+    root, df, labels = lake
+    url = pg_cluster.create_db("engines_parity")
+    _load_pg(url, df, labels)
+    cfg = _config(tmp_path_factory.mktemp("pg"), url, None)
+    report = run_cycle(cfg, NOW)
+    assert report.ok, report.failed
+    return cfg, _results(cfg)
+
+
+def _parquet(root) -> dict:
+    return {"preds": str(root / "preds"), "labels": str(root / "labels.parquet")}
+
+
+def test_postgresql_results_are_those_of_the_world(on_postgresql, lake):
+    """The reference run is right in itself: planted drift flagged, counts those of the rows."""
+    _, df, labels = lake
+    cfg, res = on_postgresql
+    for d in range(REF_DAYS, DAYS):
+        w = day(d)
+        cur = df[(df["at"] >= pd.Timestamp(w.start)) & (df["at"] < pd.Timestamp(w.end))]
+        key = str(w.start.replace(tzinfo=None))
+        assert res["metrics"][(key, "online", "predictions", "", None)][0] == len(cur)
+        flagged = {k[2] for k, (v, det) in res["metrics"].items() if k[0] == key and k[1] == "feature_drift" and not k[3] and det}
+        assert flagged == (PLANTED if d > REF_DAYS else set()), d
+    assert [g[3] for g in res["goals"]] == [len(df[df["at"].dt.floor("D") == pd.Timestamp(utc(d))]) for d in range(DAYS)] + [0.0, 0.0]
+
+
+def test_duckdb_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path):
+    root, _, _ = lake
+    cfg = _config(tmp_path, "duckdb:///:memory:", _parquet(root))
+    report = run_cycle(cfg, NOW)
+    assert report.ok, report.failed
+    _same(on_postgresql[1], _results(cfg), "duckdb")
+
+
+def test_duckdb_file_with_tables_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path):
+    """A DuckDB database file holding the tables themselves (naive UTC timestamps)."""
+    _, df, labels = lake
+    import duckdb
+
+    path = tmp_path / "lake.duckdb"
+    with duckdb.connect(str(path)) as c:
+        preds = df.drop(columns=["y"]).assign(at=df["at"].dt.tz_localize(None))  # noqa: F841 (read by DuckDB)
+        c.execute("CREATE TABLE preds AS SELECT * FROM preds")
+        c.execute("CREATE TABLE labels AS SELECT * FROM labels")
+    cfg = _config(tmp_path, f"duckdb:///{path}", None)
+    report = run_cycle(cfg, NOW)
+    assert report.ok, report.failed
+    _same(on_postgresql[1], _results(cfg), "duckdb file")
+
+
+def test_spark_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql, spark_cluster, tmp_path):
+    root, _, _ = lake
+    cfg = _config(tmp_path, spark_cluster.url, _parquet(root))
+    report = run_cycle(cfg, NOW)
+    assert report.ok, report.failed
+    _same(on_postgresql[1], _results(cfg), "spark")
+
+
+def _sample_ids(eng, w: Window, keep: int) -> set:
+    with eng.connect() as c:
+        e = engines.of(c)
+        at = e.quote(c, "at")
+        sql = (f"SELECT pid FROM preds WHERE {at} >= :a AND {at} < :b AND "
+               f"{e.sample_bucket(e.quote(c, 'pid'), modeljobs.SAMPLE_BUCKETS)} < :k")
+        return {int(r[0]) for r in c.execute(sa.text(sql), {"a": e.bind_time(w.start), "b": e.bind_time(w.end), "k": keep})}
+
+
+def _check_sample(eng, df: pd.DataFrame, tmp_path, monkeypatch) -> None:
+    """Above SAMPLE_ROWS values the Wasserstein sums come from the rows the engine's hash picks:
+    exactly the estimate on those rows, in numpy; the rest stays that of every row."""
+    df = df.assign(at=df["at"].dt.tz_localize(None))
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    m, w = model(), day(REF_DAYS + 1)
+    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 300)
+    first, again = (by_key(modeljobs.compute(eng, store, m, w, utc(10))[0]) for _ in range(2))
+    assert first == again
+    ref, cur = rows_in(df, Window(utc(0), utc(REF_DAYS))), rows_in(df, w)
+    least = min(int(cur[c].notna().sum()) for c in [*NUMERIC, "score"])
+    keep = math.ceil(65536 * 300 / least)
+    sample = cur[cur.pid.isin(_sample_ids(eng, w, keep))]
+    assert 0.5 < len(sample) / (len(cur) * keep / 65536) < 1.5 and len(sample) < len(cur) / 2
+    for col in ["n_stable", "n_shift", "n_scale", "n_skew", "n_null_drift"]:
+        mine = first[("feature_drift", col, "")]
+        assert mine["method"] == "wasserstein"
+        assert mine["value"] == pytest.approx(_w_on(ref[col].dropna().to_numpy(), sample[col].dropna().to_numpy()), rel=1e-9), col
+        assert first[("null_share", col, "")]["value"] == pytest.approx(cur[col].isna().mean(), abs=1e-12)
+    assert first[("prediction_drift", "score", "")]["value"] == pytest.approx(
+        _w_on(ref.score.to_numpy(), sample.score.to_numpy()), rel=1e-9)
+    assert first[("online", "predictions", "")]["value"] == len(cur)
+
+
+def test_duckdb_sample_is_numpy_on_exactly_its_rows(lake, tmp_path, monkeypatch):
+    root, df, _ = lake
+    _check_sample(make_engine("duckdb:///:memory:", None, _parquet(root)), df, tmp_path, monkeypatch)
+
+
+def test_spark_sample_is_numpy_on_exactly_its_rows(lake, spark_cluster, tmp_path, monkeypatch):
+    root, df, _ = lake
+    _check_sample(make_engine(spark_cluster.url, None, _parquet(root)), df, tmp_path, monkeypatch)
+
+
+def test_spark_binds_named_parameters_and_reports_errors_in_one_line(spark_cluster, lake):
+    """Spark binds the `:name` parameters itself; a failing query is one line, without the JVM's stack."""
+    root, df, _ = lake
+    eng = make_engine(spark_cluster.url, None, _parquet(root))
+    w = day(2)
+    with eng.connect() as c:
+        e = engines.of(c)
+        rows = c.execute(sa.text(GOAL_SQL), {"window_start": e.bind_time(w.start), "window_end": e.bind_time(w.end)}).all()
+        cur = df[(df["at"] >= pd.Timestamp(w.start)) & (df["at"] < pd.Timestamp(w.end))]
+        assert (rows[0][0], rows[0][1]) == (cur.pred.sum(), len(cur))
+        with pytest.raises(sa.exc.DBAPIError) as err:
+            c.execute("SELECT nope FROM preds")
+    assert "nope" in str(err.value.orig) and "JVM" not in str(err.value.orig)
+
+
+@pytest.mark.parametrize("url", ["sc://127.0.0.1:15002", "duckdb:///:memory:"])
+def test_a_source_that_cannot_hold_results_needs_results_url(tmp_path, url):
+    with pytest.raises(ConfigError, match="results_url: required when database_url is .*PostgreSQL or SQLite"):
+        parse_config({"database_url": url}, tmp_path / "monitor.yaml")
+    with pytest.raises(ConfigError, match="results_url: .* cannot hold"):
+        parse_config({"database_url": "sqlite:///a.db", "results_url": url}, tmp_path / "monitor.yaml")
+
+
+def test_parquet_tables_need_duckdb_or_spark_and_resolve_against_the_config(tmp_path):
+    with pytest.raises(ConfigError, match="parquet: .* need a DuckDB"):
+        parse_config({"database_url": "sqlite:///a.db", "parquet": {"preds": "logs/*.parquet"}}, tmp_path / "m.yaml")
+    cfg = parse_config({"database_url": "duckdb:///lake.duckdb", "results_url": "sqlite:///r.db",
+                        "parquet": {"preds": "logs/*.parquet", "far": "s3://bucket/x"}}, tmp_path / "m.yaml")
+    assert cfg.parquet == {"preds": str(tmp_path / "logs/*.parquet"), "far": "s3://bucket/x"}
+    assert cfg.database_url == f"duckdb:///{tmp_path / 'lake.duckdb'}"
+
+
+def test_an_unreachable_spark_is_a_database_error_in_one_line(tmp_path):
+    from monitor.check import DatabaseDown, check
+    from pg import free_port
+
+    cfg = parse_config({"database_url": f"sc://127.0.0.1:{free_port()}", "results_url": "sqlite:///r.db",
+                        "models": [_model()]}, tmp_path / "m.yaml")
+    with pytest.raises(DatabaseDown, match="database_url: cannot connect"):
+        check(cfg)
+
+
+def test_every_engine_module_is_found_by_its_url_and_dialect():
+    assert [engines.for_url(u).name for u in ("postgresql+psycopg2://h/d", "sqlite:///x", "duckdb:///x", "sc://h:1",
+                                              "mysql://h/d")] == ["postgresql", "sqlite", "duckdb", "spark", "sql"]
+    assert engines.for_url("sc://h:1").quote(None, "a`b") == "`a``b`"
