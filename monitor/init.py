@@ -80,10 +80,10 @@ def _detect_format(conn, table: str, col: Column) -> str | None:
     detect = getattr(db, "detect_timestamp_format", None)
     if detect is not None:
         try:
-            fmt, _example = detect(conn, table, col.name)
-            return fmt
-        except Exception:
+            return detect(conn, table, col.name)[0]
+        except Exception:  # not a time column
             conn.rollback()
+            return None
     if col.kind == "time":
         return "timestamp"
     if col.kind == "text" and isinstance(col.low, str) and re.match(r"^\d{4}-\d\d-\d\d", col.low):

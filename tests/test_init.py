@@ -50,14 +50,14 @@ def test_init_on_the_demo_tables_guesses_what_the_demo_config_says(demo_db, tmp_
 
 
 def new_team_tables(url):
-    """A fraud model's log (timestamps as ISO text on SQLite), an id-like customer column, a constant column, and its labels."""
+    """A fraud model's log with ISO 8601 text timestamps, an id-like customer column, a constant column, and its labels."""
     rng = np.random.default_rng(3)
     n = 3000
     ts = pd.Timestamp("2026-06-01") + pd.to_timedelta(rng.uniform(0, 30 * 86400, n), unit="s")
     prob = rng.beta(1, 9, n)
     log = pd.DataFrame({
         "txn_id": np.arange(1, n + 1), "customer_id": rng.integers(1, 10**9, n),
-        "created_at": ts.strftime("%Y-%m-%dT%H:%M:%S") if url.startswith("sqlite") else ts, "fraud_probability": prob,
+        "created_at": ts.strftime("%Y-%m-%dT%H:%M:%S"), "fraud_probability": prob,
         "flagged": (prob > 0.3).astype(int), "amount": rng.gamma(2, 50, n).round(2),
         "merchant_category": rng.choice(["grocery", "travel", "games", "fuel"], n),
         "channel": rng.choice(["web", "app"], n), "currency": "EUR", "items": rng.integers(1, 30, n),
@@ -79,6 +79,7 @@ def test_init_on_a_new_table_drafts_a_config_that_checks_and_runs(db_url, tmp_pa
         "txn_id", "created_at", "fraud_probability", "flagged")
     assert m["source"]["features"] == {"numeric": ["amount", "items"], "categorical": ["merchant_category", "channel"]}
     assert (m["labels"]["table"], m["labels"]["label"]) == ("fraud_labels", "is_fraud")
+    assert m["source"]["timestamp_format"] == "iso"
     assert m["reference"] == {"start": pd.Timestamp("2026-06-01").date(), "end": pd.Timestamp("2026-06-15").date()}
     text = out.read_text()
     assert "# left out: customer_id (id-like" in text and "# left out: currency (constant: always 'EUR')" in text
