@@ -67,6 +67,8 @@ ESTIMATE_KIND = "quality_estimated"
 ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
 ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
 ESTIMATION_ERROR_KIND = "estimation_error"
+ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall", "f1", "accuracy"),
+                     "regression": ("mae", "rmse")}
 ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 
 

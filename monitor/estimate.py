@@ -51,8 +51,8 @@ MIN_LABELLED = 200  # labelled reference rows (of each class, for binary) a cali
 HL_GROUPS = 10
 HL_ALPHA = 0.05
 Z95 = float(stats.norm.ppf(0.975))
-BINARY_METRICS = ("roc_auc", "precision", "recall", "f1", "accuracy")
-REGRESSION_METRICS = ("mae", "rmse")
+BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
+REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
 CALIBRATION_VERSION = 1
 
 
