@@ -70,6 +70,9 @@ class Source(Strict):
     table: TableName = Field(description="Table (or schema.table) of the prediction log.")
     id: Ident = Field(description="Column that identifies a prediction; joins to the labels.")
     timestamp: Ident = Field(description="Column with the prediction time (UTC).")
+    timestamp_format: Literal["auto", "timestamp", "iso", "epoch_s", "epoch_ms"] = Field(
+        default="auto", description="How the timestamp column holds times: auto (detected from its type and values), "
+                                    "timestamp (native), iso (ISO 8601 text), epoch_s or epoch_ms (numbers).")
     score: Ident = Field(description="Probability of the positive class, or the regression output.")
     prediction: Ident | None = Field(default=None, description="The decision (0/1); optional for regression.")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
