@@ -91,20 +91,19 @@ def _check_goal(conn, g: Goal, i: int, where: str, now: datetime, report: CheckR
 
 
 def _check_timestamps(conn, m, i: int, where: str, report: CheckReport) -> None:
-    from . import db
+    from .db import detect_timestamp_format
 
-    detect = getattr(db, "detect_timestamp_format", None)  # TODO(merge): the detector lands with the timestamp work
-    if detect is None:
-        return
     try:
-        fmt, example = detect(conn, m.source.table, m.source.timestamp)
+        fmt, example = detect_timestamp_format(conn, m.source.table, m.source.timestamp)
     except Exception as e:
         report.errors.append(f"{where}: models[{i}]({m.name}).source.timestamp: {describe_error(e)}")
         if conn.in_transaction():
             conn.rollback()
         return
+    declared = m.source.timestamp_format
     report.notes.append(f"models[{i}]({m.name}).source.timestamp: {m.source.table}.{m.source.timestamp} holds {fmt}"
-                        + (f" (e.g. {example})" if example is not None else ""))
+                        + (f" (e.g. {example})" if example is not None else "")
+                        + (f"; declared {declared}" if declared != "auto" else ""))
 
 
 def _id_like(conn, m, i: int, where: str, report: CheckReport) -> None:

@@ -123,3 +123,36 @@ def test_check_tries_the_results_store_and_says_so_in_one_line(tmp_path, db_url,
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("error: ") and "results_url: cannot connect" in err
+
+
+@pytest.mark.parametrize("kind,values,expected", [
+    ("epoch_ms", "(1, 1788955200123), (2, 1788955300456)", "holds epoch_ms (e.g. 1788955"),
+    ("iso", "(1, '2026-09-09T02:16:50+03:00'), (2, '2026-09-09T05:00:00+03:00')", "holds iso (e.g. 2026-09-09T"),
+])
+def test_check_prints_the_format_of_each_model_timestamp_column(tmp_path, db_url, capsys, kind, values, expected):
+    make_events(db_url, days=1)
+    coltype = "BIGINT" if kind == "epoch_ms" else "VARCHAR(40)"
+    with sa.create_engine(db_url).begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE preds (id INTEGER, at {coltype}, s FLOAT)"))
+        conn.execute(sa.text(f"INSERT INTO preds (id, at) VALUES {values}"))
+    path = write_config(tmp_path, db_url, extra=textwrap.dedent("""\
+        models:
+          - {name: m, task: regression, start: 2026-09-01, source: {table: preds, id: id, timestamp: at, score: s}}
+        """))
+    code, out, err = _check(path, capsys)
+    assert code == 0, err
+    assert f"models[0](m).source.timestamp: preds.at {expected}" in out
+
+
+def test_check_reports_a_timestamp_column_that_mixes_kinds_as_an_error(tmp_path, db_url, capsys):
+    make_events(db_url, days=1)
+    with sa.create_engine(db_url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE preds (id INTEGER, at BIGINT, s FLOAT)"))
+        conn.execute(sa.text("INSERT INTO preds (id, at) VALUES (1, 1788955200), (2, 1788955300456)"))
+    path = write_config(tmp_path, db_url, extra=textwrap.dedent("""\
+        models:
+          - {name: m, task: regression, start: 2026-09-01, source: {table: preds, id: id, timestamp: at, score: s}}
+        """))
+    code, _, err = _check(path, capsys)
+    assert code == 2
+    assert "models[0](m).source.timestamp" in err and "Traceback" not in err
