@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from .config import Config, Goal
 from .db import describe_error, make_engine, quote, quote_table
+from .suggest import did_you_mean
 
 # a categorical feature whose sampled rows are at least this share distinct looks like an id
 ID_LIKE_SHARE = 0.9
@@ -140,12 +141,14 @@ def _check_models(conn, cfg: Config, where: str, report: CheckReport) -> None:
         for table, cols in wanted.items():
             have = _columns(insp, table)
             if have is None:
-                report.errors.append(f"{where}: models[{i}]({m.name}): table {table} does not exist")
+                report.errors.append(f"{where}: models[{i}]({m.name}): table {table} does not exist"
+                                     + did_you_mean(table, insp.get_table_names(schema=table.rpartition(".")[0] or None)))
                 source_ok = source_ok and table != m.source.table
                 continue
             for key, col in cols:
                 if col.lower() not in have:
-                    report.errors.append(f"{where}: models[{i}]({m.name}).{key}: column {col} not in table {table}")
+                    report.errors.append(f"{where}: models[{i}]({m.name}).{key}: column {col} not in table {table}"
+                                         + did_you_mean(col.lower(), have))
                     if table == m.source.table:
                         source_ok = False
         if source_ok:

@@ -52,7 +52,7 @@ def test_check_passes_good_goals_and_warns_on_sql_that_ignores_the_window(tmp_pa
     make_events(db_url)
     code, out, err = _check(_with_goal(tmp_path, db_url, "SELECT AVG(minutes) AS value FROM events",
                                        "unit: minutes, direction: at_least, target: 100"), capsys)
-    assert code == 0 and "ok: 4 goals" in out
+    assert code == 0 and "ok: 4 goals" in out and "1 warning" in out
     warnings = [x for x in err.splitlines() if x.startswith("warning:")]
     assert len(warnings) == 1 and "goals[3](probe).sql" in warnings[0] and "never uses the window parameters" in warnings[0]
 
