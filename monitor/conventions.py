@@ -65,6 +65,12 @@ DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label
 # Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
 FRESHNESS_KIND = "source"
 FRESHNESS_NAME = "newest_row_timestamp"
+# Quality estimated before the labels arrive: monitor_model_metrics rows of these kinds.
+ESTIMATE_KIND = "quality_estimated"
+ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
+ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
+ESTIMATION_ERROR_KIND = "estimation_error"
+ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 
 
 def goal_job(name: str) -> str:
