@@ -188,6 +188,8 @@ class ResultsCollector:
         share = GaugeMetricFamily(n.DATASET_DRIFT_SHARE, "Share of features drifted in the latest window.", labels=["model"])
         share_thr = GaugeMetricFamily(n.DATASET_DRIFT_THRESHOLD, "Share of drifted features that makes dataset drift.", labels=["model"])
         pred = GaugeMetricFamily(n.PREDICTION_DRIFT_SCORE, "Drift of the score column.", labels=["model", "method"])
+        pred_detected = GaugeMetricFamily(n.PREDICTION_DRIFT_DETECTED, "1 when the score's drift crosses its threshold.",
+                                          labels=["model"])
         online = GaugeMetricFamily(n.MODEL_ONLINE, "Label-free signals of the latest window.", labels=["model", "metric", "feature"])
         quality = GaugeMetricFamily(n.MODEL_QUALITY, "Offline quality of the latest window whose labels are mature.", labels=["model", "metric"])
         coverage = GaugeMetricFamily(n.MODEL_LABEL_COVERAGE, "Share of the quality window's predictions that got a label.", labels=["model"])
@@ -240,6 +242,7 @@ class ResultsCollector:
                     detected.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "prediction_drift":
                     pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
+                    pred_detected.add_metric([m.name], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "online":
                     online.add_metric([m.name, r["name"], ""], _num(r["value"]))
                 elif r["kind"] == "null_share":
@@ -260,7 +263,7 @@ class ResultsCollector:
                         estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
-        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info,
+        yield from (score, detected, share, share_thr, pred, pred_detected, online, quality, coverage, pending, end, qend, info,
                     est, est_lo, est_hi, est_err, checks, newest, volume)
 
     def collect_jobs(self):
