@@ -27,9 +27,13 @@ def pg_cluster():
 @pytest.fixture(scope="session")
 def spark_cluster():
     """A real Spark standalone cluster on loopback (master, two 1-core workers, Spark Connect),
-    started once per test session (worker) by the first test that needs it."""
+    started once per test session (worker) by the first test that needs it. MONITOR_TEST_SPARK_URL
+    (sc://HOST:PORT) names a running one instead."""
     from spark import SparkCluster
 
+    if os.environ.get("MONITOR_TEST_SPARK_URL"):
+        yield type("Running", (), {"url": os.environ["MONITOR_TEST_SPARK_URL"]})()
+        return
     cluster = SparkCluster().start()
     yield cluster
     cluster.destroy()
@@ -47,3 +51,11 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db.sqlite'}"
     return request.getfixturevalue("pg_url")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs the PostgreSQL cluster `postgres`, so `-m "not postgres"` is honest."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_cluster" in item.fixturenames or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)

@@ -99,7 +99,7 @@ class SparkCluster:
                                        "--work-dir", str(self.root / f"work{i}")], daemon)
         conf = {
             "spark.master": self.master, "spark.connect.grpc.binding.address": "127.0.0.1",
-            "spark.connect.grpc.binding.port": str(self.connect_port), 
+            "spark.connect.grpc.binding.port": str(self.connect_port),
             "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
             "spark.executor.memory": self.worker_memory, "spark.executor.cores": "1",
             "spark.cores.max": str(self.workers), "spark.ui.enabled": "false",

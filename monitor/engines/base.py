@@ -90,6 +90,30 @@ class Engine:
     def random(self) -> str:
         return "RANDOM()"
 
+    # timestamps of every kind (see monitor.db): ISO 8601 text, epoch numbers, native timestamps
+
+    def iso_time(self, column: str) -> str:
+        """ISO 8601 text (any offset) as a timestamp; NULL when it is not such text."""
+        return f"CAST({column} AS TIMESTAMP WITH TIME ZONE)"
+
+    def epoch_seconds(self, expr: str) -> str:
+        """A timestamp as epoch seconds."""
+        return f"EXTRACT(EPOCH FROM {expr})"
+
+    def infinite_time(self, column: str) -> str:
+        """Predicate: the timestamp is +-infinity (it falls in no window)."""
+        return "FALSE"
+
+    def non_finite(self, column: str) -> str:
+        """Predicate: the number is NaN or infinite."""
+        return f"CAST({column} AS {self.double}) <> CAST({column} AS {self.double})"
+
+    def begin_read_only(self, conn) -> None:
+        """Make the coming statement read-only, where the engine can enforce it (goal SQL)."""
+
+    def end_read_only(self, conn) -> None:
+        """Undo `begin_read_only` (after the transaction's rollback)."""
+
     # ------------------------------------------------------------------ catalogs
 
     def ensure_functions(self, conn) -> None:
@@ -102,6 +126,24 @@ class Engine:
     def integer_columns(self, conn, columns: list[tuple[str, str]]) -> bool:
         """Whether each (table, column) is an integer column, as far as the catalog says."""
         return False
+
+    def table_names(self, conn, schema: str | None = None) -> list[str]:
+        import sqlalchemy as sa
+
+        return sa.inspect(conn).get_table_names(schema=schema) + sa.inspect(conn).get_view_names(schema=schema)
+
+    def column_type(self, conn, table: str, column: str) -> str | None:
+        """The column's type as the engine names it (lower case), or None when there is no such column."""
+        import sqlalchemy as sa
+
+        try:
+            cols = sa.inspect(conn).get_columns(table.rpartition(".")[2], schema=table.rpartition(".")[0] or None)
+        except sa.exc.NoSuchTableError:
+            return None
+        for c in cols:
+            if c["name"] == column:
+                return str(c["type"]).lower()
+        return None
 
     def columns(self, conn, table: str) -> set[str] | None:
         """The table's column names in lower case, or None when it does not exist."""

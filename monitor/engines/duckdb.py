@@ -54,6 +54,15 @@ class DuckDB(Engine):
         # always quoted: DuckDB reserves more words than PostgreSQL, whose quoting rules the dialect borrows (`at`)
         return '"' + name.replace('"', '""') + '"'
 
+    def iso_time(self, column: str) -> str:
+        return f"TRY_CAST({column} AS TIMESTAMPTZ)"
+
+    def infinite_time(self, column: str) -> str:
+        return f"NOT isfinite({column})"
+
+    def non_finite(self, column: str) -> str:
+        return f"NOT isfinite(CAST({column} AS DOUBLE))"
+
     def sample_bucket(self, expr: str, buckets: int) -> str:
         return f"CAST(hash(CAST({expr} AS VARCHAR)) % {buckets} AS BIGINT)"
 
@@ -62,14 +71,29 @@ class DuckDB(Engine):
         arr = "[" + ", ".join(repr(q) for q in levels) + "]"
         return [f"quantile_disc(CAST({c} AS DOUBLE), {arr})" for c in columns]
 
+    def _describe(self, conn, table: str) -> dict[str, str] | None:
+        """{column: type, lower case} of a table or view (temporary ones included), or None."""
+        try:
+            rows = conn.execute(sa.text(f"DESCRIBE {self.quote_table(conn, table)}")).all()
+        except sa.exc.DBAPIError:
+            conn.rollback()
+            return None
+        return {str(r[0]): str(r[1]).lower() for r in rows}
+
+    def columns(self, conn, table: str) -> set[str] | None:
+        got = self._describe(conn, table)
+        return None if got is None else {c.lower() for c in got}
+
+    def column_type(self, conn, table: str, column: str) -> str | None:
+        return (self._describe(conn, table) or {}).get(column)
+
+    def table_names(self, conn, schema: str | None = None) -> list[str]:
+        return [r[0] for r in conn.execute(sa.text(
+            "SELECT table_name FROM duckdb_tables() UNION SELECT view_name FROM duckdb_views() WHERE NOT internal"))]
+
     def integer_columns(self, conn, columns: list[tuple[str, str]]) -> bool:
-        sql = ("SELECT data_type FROM information_schema.columns WHERE table_name = :t AND column_name = :c "
-               "AND (table_schema = :s OR :s = '')")
-        types = []
-        for table, col in columns:
-            schema, _, name = table.rpartition(".")
-            types.append(conn.execute(sa.text(sql), {"t": name, "c": col, "s": schema}).scalar())
-        return all(t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT") for t in types)
+        types = [(self._describe(conn, t) or {}).get(c) for t, c in columns]
+        return all(t in ("tinyint", "smallint", "integer", "bigint", "hugeint") for t in types)
 
 
 ENGINE = DuckDB()

@@ -8,6 +8,10 @@ import sqlalchemy as sa
 
 from .base import Engine
 
+# ISO 8601 as PostgreSQL parses it (no braces: SQL built with str.format holds it): a date, an optional time ('T' or space), fractions, Z or an offset
+ISO_RE = (r"^\d\d\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+           r"([Tt ]([01]\d|2[0-3])(:[0-5]\d)(:[0-5]\d(\.\d+)?)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)?$")
+
 
 class PostgreSQL(Engine):
     name = "postgresql"
@@ -61,6 +65,23 @@ class PostgreSQL(Engine):
 
     def percentile_cont_desc(self, expr: str, q: float) -> str:
         return f"percentile_cont({q!r}) WITHIN GROUP (ORDER BY {expr} DESC)"
+
+    def iso_time(self, column: str) -> str:
+        return f"(CASE WHEN {column} ~ '{ISO_RE}' THEN CAST({column} AS TIMESTAMPTZ) END)"
+
+    def infinite_time(self, column: str) -> str:
+        return f"{column} IN ('infinity', '-infinity')"
+
+    def non_finite(self, column: str) -> str:
+        return f"CAST({column} AS DOUBLE PRECISION) IN ('NaN', 'Infinity', '-Infinity')"
+
+    def begin_read_only(self, conn) -> None:
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+    def column_type(self, conn, table: str, column: str) -> str | None:
+        return conn.execute(sa.text(
+            "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a WHERE a.attrelid = to_regclass(:t) "
+            "AND a.attname = :c AND a.attnum > 0 AND NOT a.attisdropped"), {"t": self.quote_table(conn, table), "c": column}).scalar()
 
     def unique_column(self, conn, table: str, column: str) -> bool:
         try:

@@ -64,7 +64,7 @@ class SparkConnection:
     dialect = DIALECT
 
     def __init__(self, source: "SparkSource"):
-        self.source = source
+        self.source = self.engine = source
         self.session = source.session()
 
     def execute(self, statement, params: dict | None = None) -> _Result:
@@ -88,6 +88,9 @@ class SparkConnection:
 
     def begin_nested(self):
         return no_savepoint(self)
+
+    def in_transaction(self) -> bool:
+        return False
 
     def rollback(self) -> None:
         """Reads only: nothing to undo."""
@@ -194,6 +197,23 @@ class Spark(Engine):
         # aware: Spark Connect sends it as an instant, compared in the session's UTC
         return ts.astimezone(timezone.utc)
 
+    def iso_time(self, column: str) -> str:
+        return f"try_cast({column} AS TIMESTAMP)"
+
+    def epoch_seconds(self, expr: str) -> str:
+        return f"(unix_micros(CAST({expr} AS TIMESTAMP)) / 1000000.0)"
+
+    def non_finite(self, column: str) -> str:
+        x = f"CAST({column} AS DOUBLE)"
+        return f"(isnan({x}) OR abs({x}) = double('Infinity'))"
+
+    def column_type(self, conn, table: str, column: str) -> str | None:
+        try:
+            fields = conn.session.table(table).schema.fields
+        except Exception:
+            return None
+        return next((f.dataType.simpleString().lower() for f in fields if f.name == column), None)
+
     def sample_bucket(self, expr: str, buckets: int) -> str:
         return f"pmod(xxhash64(CAST({expr} AS STRING)), {buckets})"
 
@@ -209,6 +229,12 @@ class Spark(Engine):
             return {c.lower() for c in conn.session.table(table).columns}
         except Exception:
             return None
+
+    def table_names(self, conn, schema: str | None = None) -> list[str]:
+        try:
+            return [t.name for t in conn.session.catalog.listTables(schema)]
+        except Exception:
+            return []
 
     def integer_columns(self, conn, columns: list[tuple[str, str]]) -> bool:
         try:

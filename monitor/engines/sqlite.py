@@ -35,6 +35,13 @@ class SQLite(Engine):
     def desc_nulls_last(self, expr: str) -> str:
         return f"{expr} DESC"  # SQLite's default for DESC
 
+    def begin_read_only(self, conn) -> None:
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+
+    def end_read_only(self, conn) -> None:
+        conn.exec_driver_sql("PRAGMA query_only = OFF")
+        conn.rollback()
+
     def ensure_functions(self, conn) -> None:
         """SQLite builds without math functions get `ln` from Python."""
         try:
