@@ -382,6 +382,13 @@ def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | No
 
 
 def now() -> datetime:
+    """The app's clock: `monitor app --now TS` pins it (MONITOR_NOW) for a world pinned in the past."""
+    import os
+
+    pinned = os.environ.get("MONITOR_NOW")
+    if pinned:
+        from monitor.durations import parse_timestamp
+        return parse_timestamp(pinned)
     return datetime.now(timezone.utc)
 
 

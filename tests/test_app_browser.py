@@ -28,7 +28,7 @@ def demo(tmp_path_factory):
     """The demo world made by the command a new user runs first."""
     d = tmp_path_factory.mktemp("demo")
     # 42 days end on Tuesday 2026-10-13: the campaign week is the last complete one
-    out = subprocess.run([MONITOR, "demo", "--dir", str(d), "--days", "42"], capture_output=True, text=True, timeout=600, check=False)
+    out = subprocess.run([MONITOR, "demo", "--dir", str(d), "--days", "42", "--end", "2026-10-13"], capture_output=True, text=True, timeout=600, check=False)
     assert (d / "monitor.yaml").is_file(), out.stdout + out.stderr
     return d
 
