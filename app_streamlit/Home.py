@@ -26,6 +26,8 @@ pages = [
 page = st.navigation(pages)
 if page.url_path == "" and st.query_params.get("goal"):  # dashboards and alerts link to /?goal=NAME
     st.switch_page("goal.py", query_params=dict(st.query_params))
+if page.url_path == "" and st.query_params.get("model"):  # model alerts link to /?model=NAME
+    st.switch_page("models.py", query_params=dict(st.query_params))
 ui.sidebar(ctx)
 try:
     page.run()

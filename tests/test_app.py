@@ -594,3 +594,49 @@ def test_the_review_store_works_on_both_dialects(db_url):
     with pytest.raises(review.ReviewError, match="closed"):
         review.delete_item(store, b)
     store.engine.dispose()
+
+
+# --- one source of truth, deep links ---
+
+def test_the_card_shows_the_stored_trajectory_as_run_once_does(app_env):
+    """The newest week is provisional (bad_rate matures in 8 days): the card's trajectory is the one
+    `run-once` and `/metrics` report (fitted on settled weeks), not a refit with the provisional week."""
+    from app_streamlit import data
+    from monitor.report import goal_table
+
+    app_env.write_text(app_env.read_text().replace("owner: growth,\n", "owner: growth, maturity: 8d,\n"))
+    cfg = load_config(app_env)
+    assert cfg.goal("bad_rate").maturity == timedelta(days=8)
+    store = Store(cfg.store_url)
+    with store.engine.begin() as conn:  # as if the goal had been configured so from the start
+        conn.exec_driver_sql("DELETE FROM monitor_goal_trajectory WHERE goal = 'bad_rate'")
+    assert run_cycle(cfg, NOW, store=store, only={"bad_rate"}).ok
+    assert store.goal_series("bad_rate", 604800)[-1]["provisional"]
+    cli = {r["goal"]: r for r in goal_table(cfg, store)}
+    r = data.Reader(cfg.store_url)
+    for g in cfg.goals:
+        t = data.week_trajectory(cfg, r, g, W4, r.goal_series(g.name, 604800))
+        assert (t["status"], t["projected"]) == (cli[g.name]["trajectory"], cli[g.name]["projected"]), g.name
+    ui._read.clear()
+    at = clean(app(week=W4.date().isoformat()).run())
+    assert review.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
+
+
+@pytest.mark.parametrize("param,value,says", [
+    ("goal", "nope", "Goal `nope` not found"),
+    ("goal", "bad_rat", "(did you mean [Share of bad visits](?goal=bad_rate)?)"),
+    ("model", "nope", "Model `nope` not found"),
+    ("week", "garbage", "Week `garbage` not found"),
+    ("week", "2020-01-06", "Week `2020-01-06` not found"),
+])
+def test_a_deep_link_to_nothing_says_it_was_not_found(app_env, param, value, says):
+    at = app(**{param: value}).run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert says in errors and "Open one of:" in errors
+    assert not at.get("vega_lite_chart")  # nothing else is shown in its place
+
+
+def test_model_query_parameter_at_the_root_opens_the_model_page(app_env):
+    at = clean(app(model="reg").run())
+    assert at.title[0].value == "Models" and at.session_state["model"] == "reg"
