@@ -22,6 +22,7 @@ pages = [
     st.Page("goal.py", title="Goal", icon=":material/flag:", url_path="goal"),
     st.Page("models.py", title="Models", icon=":material/model_training:", url_path="models"),
     st.Page("review.py", title="Review", icon=":material/edit_note:", url_path="review"),
+    st.Page("runbook.py", title="Runbook", icon=":material/menu_book:", url_path="runbook"),
 ]
 page = st.navigation(pages)
 if page.url_path == "" and st.query_params.get("goal"):  # dashboards and alerts link to /?goal=NAME

@@ -640,3 +640,14 @@ def test_a_deep_link_to_nothing_says_it_was_not_found(app_env, param, value, say
 def test_model_query_parameter_at_the_root_opens_the_model_page(app_env):
     at = clean(app(model="reg").run())
     assert at.title[0].value == "Models" and at.session_state["model"] == "reg"
+
+
+def test_the_runbook_page_has_every_alerts_section(app_env):
+    from monitor import alerts
+
+    at = clean(app().run().switch_page("runbook.py").run())
+    body = texts(at)
+    cfg = load_config(app_env)
+    for a in alerts.all_alerts(cfg):
+        assert f"## {a.alert}" in body
+        assert a.record()["annotations"]["runbook_url"] == f"http://localhost:8501/runbook#{a.alert.lower()}"
