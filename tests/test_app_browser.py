@@ -158,6 +158,8 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         page.get_by_label("Your name", exact=True).press("Enter")
         settle(page, "Close the review")
         page.get_by_role("button", name="Close the review of this week").click()
+        settle(page, "Yes, close the review")  # it asks first
+        page.get_by_role("button", name="Yes, close the review").click()
         settle(page, "was closed by Ann")
         frozen = value
 
