@@ -61,7 +61,8 @@ TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
 STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2}
 # Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
 DATA_CHECK_KIND = "data_check"
-DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema")
+DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",
+               "non_finite")
 
 
 def goal_job(name: str) -> str:

@@ -91,6 +91,20 @@ def describe_error(exc: BaseException) -> str:
     return msg
 
 
+def finite(engine_or_conn, expr: str) -> str:
+    """SQL: a DOUBLE PRECISION expression with NaN and +-infinity read as NULL."""
+    if engine_or_conn.dialect.name == "postgresql":
+        return f"NULLIF(NULLIF(NULLIF({expr}, 'NaN'), 'Infinity'), '-Infinity')"
+    return f"NULLIF(NULLIF({expr}, 9e999), -9e999)"  # SQLite stores NaN as NULL; 9e999 is infinity
+
+
+def non_finite(engine_or_conn, expr: str) -> str:
+    """SQL predicate: a DOUBLE PRECISION expression is NaN or +-infinity."""
+    if engine_or_conn.dialect.name == "postgresql":
+        return f"{expr} IN ('NaN', 'Infinity', '-Infinity')"
+    return f"{expr} IN (9e999, -9e999)"
+
+
 # --------------------------------------------------------------------------- source timestamps
 #
 # A source's timestamp column may hold native timestamps, ISO 8601 text or epoch numbers. Each
