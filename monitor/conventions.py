@@ -63,6 +63,12 @@ STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2}
 DATA_CHECK_KIND = "data_check"
 DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",
                "non_finite")
+# Quality estimated before the labels arrive: monitor_model_metrics rows of these kinds.
+ESTIMATE_KIND = "quality_estimated"
+ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
+ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
+ESTIMATION_ERROR_KIND = "estimation_error"
+ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 
 
 def goal_job(name: str) -> str:

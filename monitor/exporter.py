@@ -166,6 +166,16 @@ class ResultsCollector:
         end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
         info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
+        est = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED, "Quality estimated from the scores (no labels) for the latest "
+                                "window whose labels are not mature.", labels=["model", "metric"])
+        est_lo = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED_CI_LOW, "Lower bound of the estimate's 95 % interval.",
+                                   labels=["model", "metric"])
+        est_hi = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED_CI_HIGH, "Upper bound of the estimate's 95 % interval.",
+                                   labels=["model", "metric"])
+        est_err = GaugeMetricFamily(n.MODEL_ESTIMATION_ERROR, "Mean absolute error of the estimates over the "
+                                    f"latest {n.ESTIMATION_ERROR_WINDOWS} windows whose labels matured.",
+                                    labels=["model", "metric"])
+        estimates = {n.ESTIMATE_KIND: est, n.ESTIMATE_CI_LOW_KIND: est_lo, n.ESTIMATE_CI_HIGH_KIND: est_hi}
         for m in self.cfg.models:
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
             share_thr.add_metric([m.name], m.drift.dataset_share)
@@ -197,7 +207,16 @@ class ResultsCollector:
                 for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality",)):
                     if not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
-        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info)
+            # estimates: of the latest window still waiting for its labels (a mature one shows realized values)
+            waiting = self.store.latest_model_window(m.name, with_rows=True, status="pending")
+            if waiting and (judged is None or waiting["window_start"] > judged["window_start"]):
+                for r in self.store.model_metrics(m.name, waiting["window_start"], kinds=tuple(estimates)):
+                    if not r["segment"]:
+                        estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
+            for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
+                est_err.add_metric([m.name, metric], err)
+        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info,
+                    est, est_lo, est_hi, est_err)
 
     def collect_jobs(self):
         jobs = {n.goal_job(g.name) for g in self.cfg.goals} | {n.model_job(m.name) for m in self.cfg.models}

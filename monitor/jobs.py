@@ -30,6 +30,7 @@ class CycleReport:
     ran: int = 0
     failed: list[tuple[str, Window, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    computed: dict[str, int] = field(default_factory=dict)  # job -> windows computed this cycle
 
     @property
     def ok(self) -> bool:
@@ -141,6 +142,7 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
             rows = task.run()
             store.finish_job(run_id, "ok", clock(), time.perf_counter() - t0, rows_read=rows)
             report.ran += 1
+            report.computed[task.job] = report.computed.get(task.job, 0) + 1
         except Exception as e:
             broken.add(task.job)
             msg = describe_error(e)

@@ -365,12 +365,16 @@ class Store:
                      last_rows=run.rows_read, last_started=run.started_at)
         return stats
 
-    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False) -> dict | None:
-        """The model's latest stored window (or the latest whose quality was computed, or that had rows)."""
+    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False,
+                            status: str | None = None) -> dict | None:
+        """The model's latest stored window (or the latest whose quality was computed, or of a
+        quality status, or that had rows)."""
         t = model_windows
         q = sa.select(t).where(t.c.model == model)
         if quality_ok:
             q = q.where(t.c.quality_status == "ok")
+        if status is not None:
+            q = q.where(t.c.quality_status == status)
         if with_rows:
             q = q.where(t.c.rows > 0)
         with self.engine.connect() as conn:
@@ -411,6 +415,20 @@ class Store:
             q = q.where(t.c.kind.in_(kinds))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.kind, t.c.name))]
+
+    def estimation_errors(self, model: str, windows: int) -> dict[str, float]:
+        """Mean absolute error of the estimates, per metric, over the model's latest `windows` windows
+        whose labels matured (and that kept an estimate)."""
+        t, w = model_metrics, model_windows
+        recent = (sa.select(w.c.window_start).where(w.c.model == model, w.c.quality_status == "ok")
+                  .where(sa.exists().where(t.c.model == model, t.c.window_start == w.c.window_start,
+                                           t.c.kind == "estimation_error"))
+                  .order_by(w.c.window_start.desc()).limit(windows).subquery())
+        q = (sa.select(t.c.name, sa.func.avg(t.c.value)).where(
+            t.c.model == model, t.c.kind == "estimation_error", t.c.segment == "",
+            t.c.value.is_not(None), t.c.window_start.in_(sa.select(recent.c.window_start))).group_by(t.c.name))
+        with self.engine.connect() as conn:
+            return {r[0]: float(r[1]) for r in conn.execute(q)}
 
     # --- leases: one runner per job across replicas ---
 
