@@ -156,13 +156,14 @@ def _ts(conn, model: Model) -> Timestamps:
     return timestamps(conn, s.table, s.timestamp, s.timestamp_format)
 
 
-def _where(conn, model: Model, prefix: str = "") -> str:
-    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds)."""
-    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model))
+def _where(conn, model: Model, prefix: str = "", p: str = "") -> str:
+    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds); `p`
+    prefixes the parameters' names, for a second window in one statement."""
+    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model), p)
 
 
-def _bounds(conn, model: Model, w: Window) -> dict:
-    return window_params(conn, _ts(conn, model), w.start, w.end)
+def _bounds(conn, model: Model, w: Window, p: str = "") -> dict:
+    return window_params(conn, _ts(conn, model), w.start, w.end, p)
 
 
 def _num(conn, column: str) -> str:
@@ -463,7 +464,7 @@ class _Pass:
 
 
 def _count_categories(conn, model: Model, spec: dict, window: Window, segment: str | None,
-                      parts: dict[int, dict]) -> None:
+                      parts: dict[int, dict], unseen_from: dict[str, Window] | None = None) -> None:
     """Category counts by GROUP BY: one hash per row, where a CASE per category costs a comparison each.
 
     While the reference saw few enough combinations, all categorical columns (and the segment) go
@@ -471,14 +472,19 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
     never saw are pooled in Python. Past that limit, each column is mapped to its reference
     categories in SQL (``CASE WHEN c IN (...) THEN c END``) and counted on its own: the groups are
     then bounded by the categories, never by the rows.
+
+    `unseen_from` ({column: reference range}): columns whose reference holds values beyond the
+    spec's categories. Their other values are told apart, in SQL, into the reference's tail and
+    values the reference never saw (``unseen``), by a join against the reference's distinct values.
     """
+    unseen_from = unseen_from or {}
     cats = list(model.source.features.categorical)
     if not cats:
         return
     segments = spec["segments"].get(segment, []) if segment else []
     seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
     lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
-    raw_ok = (not any(spec["cat"][c].get("pooled") for c in cats)
+    raw_ok = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
               and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
 
     def add(part: dict, col: str, value, count: int) -> None:
@@ -515,7 +521,17 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
         if g is not None:
             cols.append(f"{g} AS g")
             keys.append("g")
-        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q "
+        join = ""
+        if col in unseen_from:  # values outside the categories that the reference never holds
+            cols.append(f"{x} AS v")
+            params.update(_bounds(conn, model, unseen_from[col], p="r"))
+            ref_where = _where(conn, model, "r.", p="r")
+            for part in parts.values():
+                part["cat"][col].setdefault("unseen", 0)
+            join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
+                    "ON r.v = q.v AND q.m IS NULL")
+            keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
+        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
                f"GROUP BY {', '.join(keys)}")
         for r in conn.execute(sa.text(sql), params):
             part = parts[int(r[2])] if segment else parts[-1]
@@ -525,6 +541,8 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
             c["n"] += int(r[-1])
             if r[0] is not None:
                 c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
+            elif col in unseen_from and r[-2]:
+                c["unseen"] = c.get("unseen", 0) + int(r[-1])
 
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
@@ -557,7 +575,7 @@ def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: boo
 
 
 def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
-         on_pass=None) -> dict:
+         on_pass=None, unseen_from: dict[str, Window] | None = None) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
@@ -565,6 +583,7 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
     see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
+    `unseen_from`: see `_count_categories`.
     """
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
@@ -586,7 +605,7 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
             on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None)
         if p.abs_sql:
             _distances(conn, p, params, parts, sample)
-        _count_categories(conn, model, spec, window, seg, parts)
+        _count_categories(conn, model, spec, window, seg, parts, unseen_from)
         if seg is None:
             result["all"] = parts[-1]
             break
@@ -642,6 +661,16 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
             store.save_reference(model.name, _window_key(model, spec, w), part, now)
         total = D.add_summaries(total, part)
     return spec, total, read
+
+
+def _unseen_from(model: Model, window: Window, ref: dict | None) -> dict[str, Window]:
+    """Categorical columns whose reference holds values beyond the spec's categories (its tail), and
+    the reference range: their window values are told apart into the tail and the never seen."""
+    if ref is None:
+        return {}
+    rng = reference_range(model, window)
+    return {c: rng for c in model.source.features.categorical
+            if ref["all"]["cat"][c]["n"] - sum(ref["all"]["cat"][c]["counts"]) > 0}
 
 
 def _window_key(model: Model, spec: dict, w: Window) -> str:
@@ -1047,7 +1076,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             if unjudged:  # no reference rows, too few or in the future: no drift, and the check says so
                 ref = None
             cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None,
-                       on_pass=start if narrow else None)
+                       on_pass=start if narrow else None, unseen_from=_unseen_from(model, window, ref))
             if spec is not None and model.reference.rolling is not None:
                 store.save_reference(model.name, _window_key(model, spec, window), cur, now)
             allc = cur["all"]
