@@ -1010,7 +1010,7 @@ def _source_checks(conn, model: Model, window: Window, allc: dict) -> list[dict]
         checks.append(_check("score_range", found.get("score_range", 0), found.get("score_range", 0) > 0))
     newest = conn.execute(sa.text(f"SELECT {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
                           _bounds(conn, model, window)).scalar() if rows else None
-    checks.append({"kind": "source", "name": "newest_row_timestamp", "segment": "", "method": None,
+    checks.append({"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
                    "value": None if newest is None else float(newest), "threshold": None, "detected": None})
     return checks
 
@@ -1027,7 +1027,7 @@ def _unusable(conn, model: Model, window: Window, problems: list[str]) -> tuple[
     conn.rollback()
     rows = int(row[0] or 0)
     metrics = [_check("schema", None, True), _check("timestamp", bad_ts, bad_ts > 0),
-               {"kind": "source", "name": "newest_row_timestamp", "segment": "", "method": None,
+               {"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
                 "value": None if row[1] is None else float(row[1]), "threshold": None, "detected": None},
                {"kind": "online", "name": "predictions", "segment": "", "value": float(rows)}]
     return ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,

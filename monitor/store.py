@@ -9,7 +9,7 @@ import json
 import math
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -398,6 +398,45 @@ class Store:
         with self.engine.connect() as conn:
             num, den = conn.execute(q).one()
         return float(num), float(den)
+
+    def newest_rows(self) -> dict[str, float]:
+        """Per model: the newest source row over its stored windows (epoch seconds), from the freshness rows."""
+        from .conventions import FRESHNESS_KIND, FRESHNESS_NAME
+
+        t = model_metrics
+        q = (sa.select(t.c.model, sa.func.max(t.c.value)).where(t.c.kind == FRESHNESS_KIND, t.c.name == FRESHNESS_NAME,
+                                                              t.c.segment == "", t.c.value.is_not(None))
+             .group_by(t.c.model))
+        with self.engine.connect() as conn:
+            return {m: float(v) for m, v in conn.execute(q) if v is not None}
+
+    def volume_ratio(self, model: str, size: timedelta, span: int = 7, min_windows: int = 3) -> tuple[dict, float | None] | None:
+        """The latest window and its rows against the median rows of the `span` comparable windows before it.
+
+        Comparable: for windows shorter than a day, the same time of day on the `span` days before
+        (daily traffic cycles); else the `span` windows just before. None without a stored window;
+        a ratio of None with fewer than `min_windows` comparable windows or a median of zero.
+        """
+        latest = self.latest_model_window(model)
+        if latest is None:
+            return None
+        step = timedelta(days=1) if size < timedelta(days=1) else size
+        starts = [latest["window_start"] - k * step for k in range(1, span + 1)]
+        t = model_windows
+        prior = (sa.select(t.c.rows.label("n"),
+                           sa.func.row_number().over(order_by=t.c.rows).label("rn"),
+                           sa.func.count().over().label("cnt"))
+                 .where(t.c.model == model, t.c.rows.is_not(None),
+                        sa.or_(*[sa.and_(t.c.window_start == s, t.c.window_end == s + size) for s in starts]))
+                 .subquery())
+        # the median: the middle row, or the mean of the two middle rows (integer division in both dialects)
+        middle = sa.or_(prior.c.rn == (prior.c.cnt + 1) // 2, prior.c.rn == (prior.c.cnt + 2) // 2)
+        q = sa.select(sa.func.avg(prior.c.n), sa.func.max(prior.c.cnt)).where(middle)
+        with self.engine.connect() as conn:
+            median, count = conn.execute(q).one()
+        if not count or count < min_windows or not median:
+            return latest, None
+        return latest, float(latest["rows"] or 0) / float(median)
 
     def model_series(self, model: str) -> list[dict]:
         """Every stored window summary of a model, oldest first."""
