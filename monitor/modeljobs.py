@@ -663,6 +663,15 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
     return spec, total, read
 
 
+def _as_reference(summary: dict) -> dict:
+    """A window's summary as a part of later references: without its `unseen` counts (what its
+    own reference never saw), which mean nothing to a reference (a reference sees all its values)."""
+    def strip(part: dict) -> dict:
+        return {**part, "cat": {c: {k: v for k, v in d.items() if k != "unseen"} for c, d in part["cat"].items()}}
+    return {"all": strip(summary["all"]),
+            "segments": {seg: {label: strip(p) for label, p in parts.items()} for seg, parts in summary["segments"].items()}}
+
+
 def _unseen_from(model: Model, window: Window, ref: dict | None) -> dict[str, Window]:
     """Categorical columns whose reference holds values beyond the spec's categories (its tail), and
     the reference range: their window values are told apart into the tail and the never seen."""
@@ -995,14 +1004,31 @@ def _check(name: str, value: float | None, detected: bool) -> dict:
             "value": None if value is None else float(value), "threshold": None, "detected": bool(detected)}
 
 
-def _source_checks(conn, model: Model, window: Window, allc: dict) -> list[dict]:
+_bad_ts: dict[tuple, int] = {}
+
+
+def _bad_timestamps(conn, model: Model, now: datetime) -> int:
+    """Rows of the whole source whose timestamp is NULL or unreadable: counted once per cycle (per
+    `now`), since it is one count for every window a cycle computes."""
+    s = model.source
+    key = (str(conn.engine.url), s.table, s.timestamp, now)
+    if key not in _bad_ts:
+        for old in [k for k in _bad_ts if k[3] != now]:
+            del _bad_ts[old]
+        x = quote(conn, s.timestamp)
+        _bad_ts[key] = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote_table(conn, s.table)} "
+                                                f"WHERE {invalid_time(conn, x, _ts(conn, model))}")).scalar() or 0)
+    return _bad_ts[key]
+
+
+def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime) -> list[dict]:
     """The checks read from the window's pass, the source-wide `timestamp` check and the freshness row."""
     s = model.source
     t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
     rows = int(allc["rows"])
     found = allc.get("checks", {})
     nulls = rows - int(allc["score"]["n"])  # NULL, NaN and +-infinity
-    bad_ts = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {t} WHERE {invalid_time(conn, x, ts)}")).scalar() or 0)
+    bad_ts = _bad_timestamps(conn, model, now)
     checks = [_check("timestamp", bad_ts, bad_ts > 0),
               _check("score_nulls", nulls, nulls > SCORE_NULL_TOLERANCE * rows),
               _check("non_finite", found.get("non_finite", 0), found.get("non_finite", 0) > 0)]
@@ -1015,7 +1041,7 @@ def _source_checks(conn, model: Model, window: Window, allc: dict) -> list[dict]
     return checks
 
 
-def _unusable(conn, model: Model, window: Window, problems: list[str]) -> tuple[ModelWindow, int]:
+def _unusable(conn, model: Model, window: Window, problems: list[str], now: datetime) -> tuple[ModelWindow, int]:
     """A window whose configured columns are missing or unusable: recorded with its rows, its
     freshness and a failing `schema` check, and nothing computed from the columns."""
     s = model.source
@@ -1023,7 +1049,7 @@ def _unusable(conn, model: Model, window: Window, problems: list[str]) -> tuple[
     t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
     row = conn.execute(sa.text(f"SELECT COUNT(*), {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, window)).one()
-    bad_ts = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {t} WHERE {invalid_time(conn, x, ts)}")).scalar() or 0)
+    bad_ts = _bad_timestamps(conn, model, now)
     conn.rollback()
     rows = int(row[0] or 0)
     metrics = [_check("schema", None, True), _check("timestamp", bad_ts, bad_ts > 0),
@@ -1045,7 +1071,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         _setup(conn)
         problems = _schema_problems(conn, model)
         if problems:
-            return _unusable(conn, model, window, problems)
+            return _unusable(conn, model, window, problems, now)
         snapshot = _export_snapshot(conn) if mature else None
         unique = mature and _labels_unique(conn, model)
         fold_p95 = binary and unique
@@ -1078,13 +1104,13 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None,
                        on_pass=start if narrow else None, unseen_from=_unseen_from(model, window, ref))
             if spec is not None and model.reference.rolling is not None:
-                store.save_reference(model.name, _window_key(model, spec, window), cur, now)
+                store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
             allc = cur["all"]
             rows = int(allc["rows"])
             read += rows
             quality = (side.result() if side else job(conn)) if mature and rows else None
         n_scores = int(allc["score"]["n"])
-        checks += _source_checks(conn, model, window, allc)
+        checks += _source_checks(conn, model, window, allc, now)
         if quality:
             distinct, duplicated = quality.pop("_ids")
             invalid = quality.pop("_invalid_labels", None)
