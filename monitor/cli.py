@@ -111,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return EXIT_USAGE
     from .config import ConfigError
+    from .store import StoreError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError) as e:
+    except (ConfigError, UsageError, StoreError) as e:  # StoreError: the results store unusable at start
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -130,7 +131,7 @@ def _load(args):
 def _store(cfg):
     from .store import Store
 
-    return Store(cfg.store_url)
+    return Store(cfg.store_url, statement_timeout=cfg.statement_timeout)
 
 
 def cmd_run_once(args) -> int:
@@ -142,6 +143,7 @@ def cmd_run_once(args) -> int:
     now = args.now or utcnow()
     store = _store(cfg)
     report = run_cycle(cfg, now, store=store, progress=args.progress)
+    now = report.now
     if cfg.notify:
         from .notify import notify_cycle
         notify_cycle(cfg, store, now)
@@ -178,8 +180,11 @@ def cmd_backfill(args) -> int:
     known = {g.name for g in cfg.goals} | {m.name for m in cfg.models}
     if only and only - known:
         raise UsageError(f"--only: unknown goal or model {', '.join(sorted(only - known))}")
-    report = run_cycle(cfg, args.end, progress=True, only=only)
+    report = run_cycle(cfg, args.end, store=_store(cfg), progress=True, only=only)
     print(f"computed {report.ran} windows" + (f", {len(report.failed)} failed" if report.failed else ""))
+    if report.capped_from:
+        print(f"stopped at {report.now.isoformat(timespec='seconds')} (now): --to is in the future, and a window "
+              "is computed only once it has ended")
     print_failures(report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -193,9 +198,9 @@ def cmd_metrics(args) -> int:
         sys.stdout.write(exposition(cfg, store).decode())
     except Exception as e:
         from .db import describe_error
-        print(f"error: cannot read the results store {cfg.store_url.split('@')[-1]}: {describe_error(e)}\n"
-              "Run `monitor run-once --config FILE` first, or check results_url.", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"error: cannot read the results store {store.where()}: {describe_error(e)} "
+              "(run `monitor run-once --config FILE` first, or check results_url)", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -207,7 +212,7 @@ def cmd_check(args) -> int:
         problems = check(cfg)
     except DatabaseDown as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     if not problems:
