@@ -5,6 +5,7 @@ import sqlalchemy as sa
 
 from .config import Config
 from .db import describe_error, make_engine
+from .suggest import did_you_mean
 
 
 def _columns(insp, table: str) -> set[str] | None:
@@ -42,11 +43,13 @@ def check(cfg: Config) -> list[str]:
                 for table, cols in wanted.items():
                     have = _columns(insp, table)
                     if have is None:
-                        problems.append(f"{where}: models[{i}]({m.name}): table {table} does not exist")
+                        problems.append(f"{where}: models[{i}]({m.name}): table {table} does not exist"
+                                        + did_you_mean(table, insp.get_table_names(schema=table.rpartition(".")[0] or None)))
                         continue
                     for key, col in cols:
                         if col.lower() not in have:
-                            problems.append(f"{where}: models[{i}]({m.name}).{key}: column {col} not in table {table}")
+                            problems.append(f"{where}: models[{i}]({m.name}).{key}: column {col} not in table {table}"
+                                            + did_you_mean(col.lower(), have))
             for i, g in enumerate(cfg.goals):
                 empty = Window(g.start, g.start)
                 try:

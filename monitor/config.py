@@ -70,6 +70,9 @@ class Source(Strict):
     table: TableName = Field(description="Table (or schema.table) of the prediction log.")
     id: Ident = Field(description="Column that identifies a prediction; joins to the labels.")
     timestamp: Ident = Field(description="Column with the prediction time (UTC).")
+    timestamp_format: Literal["auto", "timestamp", "iso", "epoch_s", "epoch_ms"] = Field(
+        default="auto", description="How the timestamp column holds times: auto (detected from its type and values), "
+                                    "timestamp (native), iso (ISO 8601 text), epoch_s or epoch_ms (numbers).")
     score: Ident = Field(description="Probability of the positive class, or the regression output.")
     prediction: Ident | None = Field(default=None, description="The decision (0/1); optional for regression.")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
@@ -242,6 +245,28 @@ def _key_path(loc: tuple, data: Any) -> str:
     return "".join(parts)
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through lists, dicts, unions and Annotated)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(loc: tuple) -> set[str]:
+    """The keys allowed in the mapping at `loc` (a pydantic error location), for "did you mean"."""
+    models: list[type[BaseModel]] = [Config]
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        fields = [m.model_fields[item] for m in models if item in m.model_fields]
+        if fields:
+            models = [m for f in fields for m in _models_in(f.annotation)]
+        # else: a dict key (a metric name) or a union tag: the same models hold below it
+    return {name for m in models for name in m.model_fields if name != "path"}
+
+
 def _resolve_sqlite(url: str, base: Path) -> str:
     """A relative SQLite path is relative to the config file's folder."""
     prefix = "sqlite:///"
@@ -265,7 +290,8 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
             key = _key_path(err["loc"], data) or "(top level)"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check its spelling)"
+                from .suggest import did_you_mean
+                msg = "unknown key" + (did_you_mean(err["loc"][-1], _keys_at(err["loc"][:-1])) or " (check its spelling)")
             elif err["type"] == "missing":
                 msg = "missing required key"
             lines.append(f"{path}: {key}: {msg}")

@@ -42,6 +42,7 @@ class CycleReport:
     skipped: list[str] = field(default_factory=list)
     now: datetime | None = None  # the time the cycle computed for
     capped_from: datetime | None = None  # the requested time, when it was after the wall clock
+    computed: dict[str, int] = field(default_factory=dict)  # job -> windows computed this cycle
 
     @property
     def ok(self) -> bool:
@@ -302,6 +303,7 @@ def _run_task(store: Store, report: CycleReport, task: Task) -> str:
     except Exception:
         log.error("cannot close a run now: the results store is unreachable (kept to record later)")
     report.ran += 1
+    report.computed[task.job] = report.computed.get(task.job, 0) + 1
     return "ok"
 
 

@@ -2,6 +2,7 @@
 stopped and a frozen database. Each test audits `monitor_job_runs`: no window ran twice at once,
 no run is left running, every failure is recorded."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -52,6 +53,14 @@ def world(tmp_path, url: str, hours: int = 6, sleep: float = 0.0, recompute: int
               recompute: {recompute}, review: null}}
         """))
     return cfg, start
+
+
+def own_cluster() -> Cluster:
+    """A cluster of the test's own, which it stops or freezes; a commit survives a crash, as in production."""
+    cluster = Cluster().init()
+    with open(cluster.data / "postgresql.conf", "a") as f:
+        f.write("synchronous_commit = on\n")
+    return cluster.start()
 
 
 def audit(store: Store, job: str = "goal:ticks") -> list[dict]:
@@ -143,10 +152,7 @@ def test_two_serve_replicas_share_a_slow_goal_and_compute_each_window_once(tmp_p
 
 
 def test_a_results_store_down_mid_cycle_keeps_its_failures_and_records_them_once_back(tmp_path):
-    cluster = Cluster().init()  # its own cluster: this test stops it
-    with open(cluster.data / "postgresql.conf", "a") as f:
-        f.write("synchronous_commit = on\n")  # a commit survives the crash, as in production
-    cluster.start()
+    cluster = own_cluster()
     try:
         url = cluster.create_db("src")
         cfg, start = world(tmp_path, url, hours=6, sleep=0.5)
@@ -177,3 +183,155 @@ def test_a_results_store_down_mid_cycle_keeps_its_failures_and_records_them_once
         assert stored_windows(store) == [start + timedelta(hours=i) for i in range(6)]
     finally:
         cluster.destroy()
+
+
+def postgres_pids(cluster: Cluster) -> list[int]:
+    """The postmaster and each of its children (backends, writers)."""
+    master = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    pids = [master]
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
+                    pids.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+def test_a_frozen_database_gets_a_bounded_503_and_no_window_runs_twice_at_once(tmp_path):
+    """SIGSTOP on every PostgreSQL process, longer than lease_ttl, under two replicas."""
+    cluster = own_cluster()
+    try:
+        url = cluster.create_db("src")
+        cfg, start = world(tmp_path, url, hours=6, sleep=0.5, lease_ttl="2s")
+        store = Store(url)
+        store.migrate()
+        port = free_port()
+        with open(tmp_path / "a.log", "w") as la, open(tmp_path / "b.log", "w") as lb:
+            a, b = start_serve(cfg, port, la), start_serve(cfg, free_port(), lb)
+            try:
+                wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30)
+                wait_for(lambda: len(stored_windows(store)) >= 2, timeout=60, every=0.05)
+                pids = postgres_pids(cluster)
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    # each answer comes at once (a hang fails the request after 3 s), and soon says 503
+                    body = wait_for(lambda: (lambda r: r[1] if r[0] == 503 else None)(
+                        get(f"http://127.0.0.1:{port}/healthz", timeout=3)), timeout=15, every=0.5)
+                    assert "not answering" in json.loads(body)["results_store"]
+                    time.sleep(3)  # past lease_ttl
+                finally:
+                    for pid in pids:
+                        os.kill(pid, signal.SIGCONT)
+                wait_for(lambda: len(stored_windows(store)) == 6, timeout=90)
+                wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30)
+            finally:
+                for p in (a, b):
+                    p.send_signal(signal.SIGTERM)
+                for p in (a, b):
+                    assert p.wait(timeout=30) == 0
+        runs = audit(store)
+        ok = [r for r in runs if r["status"] == "ok"]
+        assert len({(r["window_start"]) for r in ok}) == 6
+        assert stored_windows(store) == [start + timedelta(hours=i) for i in range(6)]
+    finally:
+        cluster.destroy()
+
+
+def test_serve_waits_for_a_database_down_at_start_then_computes(tmp_path):
+    cluster = own_cluster()
+    try:
+        url = cluster.create_db("src")
+        cfg, start = world(tmp_path, url, hours=3)
+        cluster.stop("immediate")
+        cluster.wait_down()
+        port = free_port()
+        with open(tmp_path / "serve.log", "w") as log:
+            proc = start_serve(cfg, port, log)
+            try:
+                wait_for(lambda: (lambda r: r[0] == 503 and "cannot reach the results store" in json.loads(r[1])["startup"])(
+                    get(f"http://127.0.0.1:{port}/healthz")))
+                time.sleep(2)
+                assert proc.poll() is None, "it waits instead of dying"
+                cluster.start()
+                wait_for(lambda: len(stored_windows(Store(url))) == 3, timeout=60)
+                wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in (tmp_path / "serve.log").read_text()
+    finally:
+        cluster.destroy()
+
+
+def one_line_error(cmd: list[str]) -> str:
+    out = subprocess.run([MONITOR, *cmd], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    return lines[0]
+
+
+def test_an_unusable_results_store_is_one_line_and_exit_2(tmp_path, pg_url, pg_cluster):
+    cfg, _ = world(tmp_path, pg_url, hours=2)
+    store = Store(pg_url)
+    store.migrate()
+    with store.engine.begin() as c:
+        c.execute(sa.text("UPDATE monitor_alembic_version SET version_num = '0999'"))
+    assert "0999" in one_line_error(["run-once", "--config", str(cfg)])
+    assert "0999" in one_line_error(["serve", "--config", str(cfg), "--port", str(free_port()), "--host", "127.0.0.1"])
+    with store.engine.begin() as c:
+        c.execute(sa.text("DROP TABLE monitor_alembic_version"))
+    assert "no monitor_alembic_version" in one_line_error(["run-once", "--config", str(cfg)])
+    # nothing listens on that port: run-once, metrics and check
+    down = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere"
+    (tmp_path / "down.yaml").write_text(cfg.read_text().replace(pg_url, down))
+    for cmd in ("run-once", "metrics", "check"):
+        assert "127.0.0.1" in one_line_error([cmd, "--config", str(tmp_path / "down.yaml")])
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    cfg, _ = world(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", hours=1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = one_line_error(["serve", "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1"])
+    assert f"127.0.0.1:{port}" in line and "in use" in line
+
+
+def test_no_window_after_now_is_stored_by_backfill_or_run_once(tmp_path):
+    cfg, start = world(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", hours=3)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    out = subprocess.run([MONITOR, "backfill", "--config", str(cfg), "--from", start.isoformat(), "--to", future],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "stopped at" in out.stdout and "--to is in the future" in out.stdout
+    out = subprocess.run([MONITOR, "run-once", "--config", str(cfg), "--now", future], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "is in the future" in out.stderr
+    ends = [r["window_end"] for r in store.goal_series("ticks")]
+    assert len(ends) == 3 and max(ends) <= datetime.now(UTC)
+
+
+def test_healthz_reports_a_stalled_job(tmp_path):
+    from monitor.config import load_config
+    from monitor.serve import Service
+
+    cfg, _ = world(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", hours=1)
+    svc = Service(load_config(cfg))
+    svc.probe.result = (True, "reachable")
+    svc.startup_error = None
+    now = datetime.now(UTC)
+    svc.last_cycle["ticks"] = now - timedelta(minutes=30)
+    assert svc.health()[0], "a cycle half a window ago: healthy"
+    svc.last_cycle["ticks"] = now - timedelta(minutes=62)  # window 1h + grace 0 + retry_after 1s
+    ok, doc = svc.health()
+    assert not ok and doc["jobs"]["ticks"]["status"] == "stalled"
+    svc.last_beat["ticks"] = now - timedelta(seconds=5)  # a long catch-up still finishing windows
+    assert svc.health()[0]
