@@ -113,7 +113,8 @@ def test_a_run_once_killed_mid_window_is_closed_as_failed_and_the_next_one_finis
     store = Store(pg_url)
     store.migrate()
     first = run_once(cfg)
-    wait_for(lambda: len(stored_windows(store)) >= 2, timeout=60, every=0.05)
+    wait_for(lambda: len(stored_windows(store)) >= 2 and any(r["status"] == "running" for r in store.job_runs("goal:ticks")),
+             timeout=60, every=0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert [r for r in store.job_runs("goal:ticks") if r["status"] == "running"], "a run was in flight"
