@@ -112,8 +112,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="print the Prometheus exposition of the latest results")
     _config_arg(p)
 
-    p = sub.add_parser("check", help="validate the config and run every SQL against the database, storing nothing")
+    p = sub.add_parser("check", help="validate the config and run every SQL against the database, storing nothing",
+                       description="Validates the config; checks tables and columns, prints the format of each model's "
+                                   "timestamp column, warns on id-like categorical features and on goal SQL that never "
+                                   "uses the window parameters, runs each goal's SQL read-only on its latest due window "
+                                   "and checks what it returns; tries results_url. Exit 0: ok (warnings allowed), "
+                                   "1: a database cannot be reached, 2: the config or a SQL file is wrong.")
     _config_arg(p)
+    p.add_argument("--now", type=_timestamp, help="pin the clock: the latest due window is the one before it")
 
     p = sub.add_parser("build", help="write alerts/ and dashboards/ from the config",
                        description="Writes alerts/ and dashboards/ from the config (default: the demo config). "
@@ -269,15 +275,20 @@ def cmd_check(args) -> int:
 
     cfg = _load(args)
     try:
-        problems = check(cfg)
+        report = check(cfg, now=args.now)
     except DatabaseDown as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    for p in problems:
+    for line in report.notes:
+        print(line)
+    for p in report.warnings:
+        print(f"warning: {p}", file=sys.stderr)
+    for p in report.errors:
         print(f"error: {p}", file=sys.stderr)
-    if not problems:
-        print(f"ok: {plural(len(cfg.goals), 'goal')} and {plural(len(cfg.models), 'model')} checked against the database")
-    return EXIT_USAGE if problems else EXIT_OK
+    if not report.errors:
+        print(f"ok: {plural(len(cfg.goals), 'goal')} and {plural(len(cfg.models), 'model')} checked against the database"
+              + (f", {plural(len(report.warnings), 'warning')}" if report.warnings else ""))
+    return EXIT_USAGE if report.errors else EXIT_OK
 
 
 def cmd_demo(args) -> int:

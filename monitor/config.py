@@ -104,6 +104,7 @@ class Drift(Strict):
     method: str = Field(default="auto", description="Drift method name, or auto (by column type and size).")
     threshold: float | None = Field(default=None, description="Score threshold; null takes the method's default.")
     dataset_share: float = Field(default=0.5, ge=0, le=1, description="Share of drifted features that makes dataset drift.")
+    alert_features: list[Ident] = Field(default_factory=list, description="Critical features whose own drift alerts.")
 
 
 class Floor(Strict):
@@ -125,6 +126,15 @@ class Model(Strict):
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
     recompute: int = Field(default=1, ge=0, description="Windows recomputed each cycle, for late data.")
     owner: str = Field(default="", description="Team that owns the model; alerts route to it.")
+
+    @model_validator(mode="after")
+    def _alert_features_are_features(self) -> "Model":
+        features = set(self.source.features.numeric) | set(self.source.features.categorical)
+        unknown = [f for f in self.drift.alert_features if f not in features]
+        if unknown:
+            raise ValueError(f"drift.alert_features: {', '.join(unknown)} not among the model's source.features "
+                             f"({', '.join(sorted(features)) or 'none'})")
+        return self
 
 
 class Baseline(Strict):
@@ -150,6 +160,20 @@ class Goal(Strict):
     review: WindowSize | None = Field(default=timedelta(weeks=1), description="Also computed on windows of this size for the review.")
     severity: Literal["page", "ticket"] = Field(default="ticket", description="Severity of its breach alert.")
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
+
+    @model_validator(mode="after")
+    def _settings_make_sense(self) -> "Goal":
+        """Settings that are plainly wrong; suspicious ones are warnings of `monitor check`."""
+        if self.unit.lower() == "ratio" and not 0 <= self.target <= 1:
+            raise ValueError(f"target: {self.target:g} is outside [0, 1], but the unit is ratio "
+                             "(write 0.05 for 5 %, or set unit)")
+        if self.baseline and self.unit.lower() == "ratio" and not 0 <= self.baseline.value <= 1:
+            raise ValueError(f"baseline.value: {self.baseline.value:g} is outside [0, 1], but the unit is ratio")
+        if self.deadline and self.deadline <= self.start:
+            raise ValueError(f"deadline: {self.deadline.date()} is not after start {self.start.date()}")
+        if self.deadline and self.baseline and self.baseline.at >= self.deadline:
+            raise ValueError(f"baseline.at: {self.baseline.at.date()} is not before the deadline {self.deadline.date()}")
+        return self
 
     @property
     def sql_text(self) -> str:

@@ -118,9 +118,13 @@ def update_trajectory(store: Store, goal: Goal, now: datetime, hold: Hold | None
     if not series:
         return
     points = [(r["window_end"], r["value"]) for r in series]
+    # the latest window had no rows at all (an outage): the goal is not on track whatever its trend says
+    latest = store.goal_series(goal.name, int(goal.window.total_seconds()))[-1:]
+    if latest and latest[0]["status"] == "no_data" and latest[0]["window_end"] > points[-1][0]:
+        points.append((latest[0]["window_end"], None))
     baseline = (goal.baseline.value, goal.baseline.at) if goal.baseline else None
     t = trajectory(points, goal.target, goal.direction, goal.deadline, baseline, now)
-    store.save_trajectory(goal.name, series[-1]["window_end"], now, hold=hold, current=t.current, planned=t.planned,
+    store.save_trajectory(goal.name, points[-1][0], now, hold=hold, current=t.current, planned=t.planned,
                           slope_per_day=t.slope_per_day, projected=t.projected, status=t.status, points=t.points)
 
 

@@ -50,6 +50,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from . import drift as D
+from . import estimate as E
 from .config import Model
 from .db import Timestamps, quote, quote_table, timestamps, window_params, window_where
 from .store import ModelWindow, Store
@@ -770,6 +771,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
+        out["accuracy"] = (pn - fp_ - fn_) / pn
     if p95:
         out["_p95"] = (n, None if row[11] is None else float(row[11]))
     return out
@@ -913,6 +915,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                 status, coverage = "ok", quality["labelled"] / rows
         elif rows == 0:
             status = "empty"
+        # quality estimated from the scores (and, once labels are mature, the estimate's error)
+        estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
         conn.rollback()
 
     # drift: features, dataset share, score; per segment
@@ -967,6 +971,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
                      "threshold": _floor(model, k), "detected": _breach(model, k, v)}
                     for k, v in quality.items() if k != "labelled"]
+    metrics += estimated
     result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
                          drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
                          label_coverage=coverage, metrics=metrics)
