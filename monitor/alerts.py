@@ -508,6 +508,32 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                           value=bad, labels={"model": m.name, "metric": metric},
                           timestamps={qend_sel: WINDOW_END_AT_FIRING})))
 
+            if m.labels is None or metric not in n.ESTIMATED_METRICS.get(m.task, ()):
+                continue
+
+            def estimated(f: Fmt, metric=metric, lim_text=lim_text):
+                v = f.value("number")
+                return {"summary": (f"{m.name}: estimated {metric} is {v} in the latest window still waiting for its "
+                                    f"labels (ending {f.timestamp(end_sel)}), should be {lim_text}."),
+                        "description": ("An estimate from the scores, before the labels arrive (see "
+                                        f"{n.MODEL_ESTIMATION_ERROR} for how far to trust it). "
+                                        f"Owner: {m.owner or 'unowned'}."),
+                        "title": m.name, "value": f"{v} (estimated)", "target": lim_text,
+                        "window": f"{win} ending {f.timestamp(end_sel)}", "review_url": url}
+
+            se = sel(n.MODEL_QUALITY_ESTIMATED, model=m.name, metric=metric)
+            out.append(Alert(
+                alert=f"{C}{n.camel(metric)}Estimated{word}", kind="quality_estimated", group="monitor-models",
+                subject={"model": m.name, "metric": metric},
+                expr=f"{se} {opq} {limit:g}", for_=timedelta(0), labels=_model_base(m, "quality_estimated"),
+                annotations=estimated,
+                check=lambda smp, now, metric=metric, limit=limit, bound=bound: (
+                    v if (v := smp.get(n.MODEL_QUALITY_ESTIMATED, model=m.name, metric=metric)) is not None
+                    and (v < limit if bound == "min" else v > limit) else None),
+                case=Case(series={se: f"{good:g}x9 {bad:g}x9 {good:g}x9", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
+                          value=bad, labels={"model": m.name, "metric": metric},
+                          timestamps={end_sel: WINDOW_END_AT_FIRING})))
+
     if m.labels is not None:
         after = _secs(starvation_after(m))
         start = int(_ts(m.start))
@@ -918,6 +944,15 @@ _WHAT_TO_DO = {
                "Check upstream data (schemas, pipelines, traffic mix) before retraining."]),
     "quality": ("Offline quality of the latest window with mature labels crossed its floor from the config.",
                 ["Check label coverage and drift of the same window; consider retraining or a rollback."]),
+    "quality_estimated": (("Quality estimated from the scores, for the latest window whose labels have not matured, "
+                           "crossed its floor from the config. It is an estimate: it assumes the scores are calibrated "
+                           "as on the reference (or calibrated there), and it is replaced by the realized value once "
+                           "the labels arrive."),
+                          ["Check the estimate's interval (`monitor_model_quality_estimated_ci_low` / `_ci_high`) and "
+                           "`monitor_model_estimation_error`: how far past estimates were from the truth.",
+                           "Check drift of the same window: a moved score mix lowers the estimate; a changed relation "
+                           "between inputs and outcomes is invisible to it.",
+                           "Act early if the whole interval is below the floor; otherwise wait for the labels."]),
     "label_starvation": (("Labels stopped arriving: the latest window with mature labels has labels for under 1 % of "
                           "its predictions, or there has been no such window for max_delay plus three windows."),
                          ["Check the labels table and the pipeline that fills it.",

@@ -109,6 +109,19 @@ class ResultsCollector:
         prov = GaugeMetricFamily(n.GOAL_PROVISIONAL, "1 when the latest window is not yet mature.", labels=["goal"])
         review = GaugeMetricFamily(n.GOAL_REVIEW_VALUE, "The goal's value in its latest review (weekly) window.", labels=["goal", "window"])
         info = InfoMetricFamily(n.GOAL_INFO, "The goal's definition.", labels=["goal"])
+        est = GaugeMetricFamily(n.GOAL_ESTIMATED_VALUE, "The latest window's value estimated from model scores "
+                                "(by the goal's estimate SQL), while the window is provisional.", labels=["goal"])
+        est_lo = GaugeMetricFamily(n.GOAL_ESTIMATED_CI_LOW, "Lower bound of the estimate's 95 % interval.", labels=["goal"])
+        est_hi = GaugeMetricFamily(n.GOAL_ESTIMATED_CI_HIGH, "Upper bound of the estimate's 95 % interval.", labels=["goal"])
+        est_status = GaugeMetricFamily(n.GOAL_ESTIMATED_STATUS, "1 for the estimate's expected status (expected_met, "
+                                       "expected_missed, insufficient_data).", labels=["goal", "status"])
+        est_err = GaugeMetricFamily(n.GOAL_ESTIMATION_ERROR, "Mean absolute error of the goal's estimates over its "
+                                    f"latest {n.ESTIMATION_ERROR_WINDOWS} matured windows.", labels=["goal"])
+        for g in self.cfg.goals:
+            if g.estimate is not None:
+                err = self.store.goal_estimation_error(g.name, int(g.window.total_seconds()), n.ESTIMATION_ERROR_WINDOWS)
+                if err is not None:
+                    est_err.add_metric([g.name], err)
         for g in self.cfg.goals:
             target.add_metric([g.name, g.direction], g.target)
             info.add_metric([g.name], {"title": g.title, "owner": g.owner, "unit": g.unit,
@@ -129,6 +142,15 @@ class ResultsCollector:
                 if r["ci_low"] is not None:
                     lo.add_metric([g.name], r["ci_low"])
                     hi.add_metric([g.name], r["ci_high"])
+                e = self.store.goal_estimate(g.name, r["size_seconds"], r["window_start"]) if (
+                    g.estimate is not None and r["provisional"]) else None
+                if e is not None and e["value"] is not None:
+                    est.add_metric([g.name], e["value"])
+                    if e["ci_low"] is not None:
+                        est_lo.add_metric([g.name], e["ci_low"])
+                        est_hi.add_metric([g.name], e["ci_high"])
+                    for s in n.ESTIMATED_STATUSES:
+                        est_status.add_metric([g.name, s], 1.0 if e["status"] == s else 0.0)
             elif g.review and r["size_seconds"] == int(g.review.total_seconds()):
                 review.add_metric([g.name, format_duration(g.review)], _num(r["value"]))
         planned = GaugeMetricFamily(n.GOAL_PLANNED, "Where the planned path from baseline to target stands now.", labels=["goal"])
@@ -157,7 +179,8 @@ class ResultsCollector:
                 spent.add_metric([g.name], share)
             for label, rate in rates.items():
                 burn.add_metric([g.name, label], rate)
-        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj, spent, burn)
+        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj, spent, burn,
+                    est, est_lo, est_hi, est_status, est_err)
 
     def collect_models(self):
         score = GaugeMetricFamily(n.FEATURE_DRIFT_SCORE, "Drift of one feature in the latest window against the reference.", labels=["model", "feature", "method"])

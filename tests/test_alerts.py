@@ -48,7 +48,7 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
         "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
         "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
         "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * 7,
-        "ScorerRocAucBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
+        "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
 
