@@ -17,7 +17,7 @@ from .config import Config
 from .db import describe_error
 from .durations import utcnow
 from .jobs import Lease, new_holder, run_cycle
-from .store import Store, StoreError, StoreUnreachable
+from .store import Store, StoreError
 from .windows import floor
 
 log = logging.getLogger("monitor.serve")
@@ -155,8 +155,10 @@ class Service:
             if report.failed or report.skipped:
                 # another replica holds the job, or it failed: look again soon rather than next window
                 self._retry(name)
+            # a cycle with failed jobs is a warning: logs filtered at warning must still show it
             log.log(logging.WARNING if report.failed else logging.INFO, "cycle",
-                    extra={"subject": name, "ran": report.ran, "failed": len(report.failed), "skipped": report.skipped})
+                    extra={"subject": name, "ran": report.ran, "failed": len(report.failed), "skipped": report.skipped,
+                           **({"errors": [f"{j} {w}: {e}" for j, w, e in report.failed]} if report.failed else {})})
         except Exception as e:  # the store itself is down: keep serving, retry next time
             with self.lock:
                 self.last_cycle[name] = utcnow()
@@ -265,7 +267,8 @@ def serve(cfg: Config, host: str = "0.0.0.0", port: int = 9108) -> int:
     """Run until SIGTERM or SIGINT; the job in flight finishes its window or stops between windows.
 
     A results store down at start is waited for (/healthz says so); a busy port, an unknown schema
-    or foreign tables end the process at once with one line and exit code 2.
+    or foreign tables end the process at once with one line and exit code 2 (a store that cannot
+    be written: exit code 1).
     """
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
@@ -293,15 +296,17 @@ def serve(cfg: Config, host: str = "0.0.0.0", port: int = 9108) -> int:
             svc.store.migrate()
             svc.startup_error = None
             break
-        except StoreUnreachable as e:  # it may come back: keep answering /healthz (503) and retry
-            svc.startup_error = str(e)
-            log.error("results store unreachable at start: retrying", extra={"error": str(e), "retry_in_seconds": delay})
+        except sa.exc.OperationalError as e:  # down: it may come back; answer /healthz (503) and retry
+            svc.startup_error = f"cannot reach the results store {svc.store.where()}: {describe_error(e)}"
+            log.error("results store unreachable at start: retrying",
+                      extra={"error": svc.startup_error, "retry_in_seconds": delay})
             svc.stopping.wait(delay)
             delay = min(delay * 2, 30.0)
-        except StoreError as e:
+        except (StoreError, sa.exc.SQLAlchemyError) as e:  # a schema or permissions problem: no retry mends it
             httpd.shutdown()
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            msg = str(e) if isinstance(e, StoreError) else f"the results store {svc.store.where()} cannot be used: {describe_error(e)}"
+            print(f"error: {msg}", file=sys.stderr)
+            return 2 if isinstance(e, StoreError) else 1
     sched = svc.schedule()
     sched.start()
     log.info("serving", extra={"port": port, "holder": svc.holder, "jobs": [n for n, _ in svc.subjects()]})

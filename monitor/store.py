@@ -31,10 +31,6 @@ class StoreError(Exception):
     """The results store cannot be used at all (unknown schema, foreign tables, unreachable)."""
 
 
-class StoreUnreachable(StoreError):
-    """The results store does not answer (it may come back)."""
-
-
 class LeaseLost(Exception):
     """Another process holds the job's lease now: nothing of this window was stored."""
 
@@ -268,7 +264,8 @@ class Store:
         """Create or upgrade the monitor's tables to the latest schema (once per Store: `serve`'s
         cycles call it again and again, and this process's schema does not change under it).
 
-        Raises StoreError when the store is unreachable or holds a schema this monitor cannot use.
+        Raises StoreError when the store holds a schema this monitor cannot use (database errors,
+        such as an unreachable store, are raised as they are).
         """
         with Store._migrate_lock:  # Alembic's command context is process-global: one upgrade at a time
             if not self._migrated:
@@ -308,10 +305,7 @@ class Store:
             raise
         except CommandError as e:
             raise StoreError(f"the results store {self.where()}: {e}") from None
-        except sa.exc.OperationalError as e:
-            raise StoreUnreachable(f"cannot reach the results store {self.where()}: {describe_error(e)}") from None
-        except sa.exc.DBAPIError as e:
-            raise StoreError(f"cannot use the results store {self.where()}: {describe_error(e)}") from None
+
 
     @contextmanager
     def _write(self, lock_timeout: bool = True):
@@ -541,7 +535,7 @@ class Store:
                      last_rows=run.rows_read, last_started=run.started_at)
         return stats
 
-    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False,
+    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False, start: datetime | None = None,
                             status: str | None = None) -> dict | None:
         """The model's latest stored window (or the latest whose quality was computed, or of a
         quality status, or that had rows)."""
@@ -553,6 +547,8 @@ class Store:
             q = q.where(t.c.quality_status == status)
         if with_rows:
             q = q.where(t.c.rows > 0)
+        if start is not None:
+            q = q.where(t.c.window_start == start)
         with self.engine.connect() as conn:
             row = conn.execute(q.order_by(t.c.window_start.desc()).limit(1)).first()
         return dict(row._mapping) if row else None
@@ -586,14 +582,15 @@ class Store:
         with self.engine.connect() as conn:
             return {m: float(v) for m, v in conn.execute(q) if v is not None}
 
-    def volume_ratio(self, model: str, size: timedelta, span: int = 7, min_windows: int = 3) -> tuple[dict, float | None] | None:
-        """The latest window and its rows against the median rows of the `span` comparable windows before it.
+    def volume_ratio(self, model: str, size: timedelta, span: int = 7, min_windows: int = 3,
+                     at: datetime | None = None) -> tuple[dict, float | None] | None:
+        """The latest window (or the one starting `at`) and its rows against the median rows of the `span` comparable windows before it.
 
         Comparable: for windows shorter than a day, the same time of day on the `span` days before
         (daily traffic cycles); else the `span` windows just before. None without a stored window;
         a ratio of None with fewer than `min_windows` comparable windows or a median of zero.
         """
-        latest = self.latest_model_window(model)
+        latest = self.latest_model_window(model, start=at)
         if latest is None:
             return None
         step = timedelta(days=1) if size < timedelta(days=1) else size

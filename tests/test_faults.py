@@ -267,15 +267,15 @@ def test_serve_waits_for_a_database_down_at_start_then_computes(tmp_path):
         cluster.destroy()
 
 
-def one_line_error(cmd: list[str]) -> str:
+def one_line_error(cmd: list[str], code: int = 2) -> str:
     out = subprocess.run([MONITOR, *cmd], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.returncode == code, (out.returncode, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     return lines[0]
 
 
-def test_an_unusable_results_store_is_one_line_and_exit_2(tmp_path, pg_url, pg_cluster):
+def test_an_unknown_schema_or_foreign_tables_are_one_line_and_exit_2(tmp_path, pg_url, pg_cluster):
     cfg, _ = world(tmp_path, pg_url, hours=2)
     store = Store(pg_url)
     store.migrate()
@@ -286,11 +286,11 @@ def test_an_unusable_results_store_is_one_line_and_exit_2(tmp_path, pg_url, pg_c
     with store.engine.begin() as c:
         c.execute(sa.text("DROP TABLE monitor_alembic_version"))
     assert "no monitor_alembic_version" in one_line_error(["run-once", "--config", str(cfg)])
-    # nothing listens on that port: run-once, metrics and check
+    # nothing listens on that port: run-once, metrics and check say so in one line, exit 1
     down = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere"
     (tmp_path / "down.yaml").write_text(cfg.read_text().replace(pg_url, down))
     for cmd in ("run-once", "metrics", "check"):
-        assert "127.0.0.1" in one_line_error([cmd, "--config", str(tmp_path / "down.yaml")])
+        assert "127.0.0.1" in one_line_error([cmd, "--config", str(tmp_path / "down.yaml")], code=1)
 
 
 def test_serve_on_a_busy_port_is_one_line_and_exit_2(tmp_path):
