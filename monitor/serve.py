@@ -119,8 +119,9 @@ class Probe:
 class Service:
     """Runs each goal's and model's job at its window cadence, and answers /metrics and /healthz."""
 
-    def __init__(self, cfg: Config, holder: str | None = None):
+    def __init__(self, cfg: Config, holder: str | None = None, clock=None):
         self.cfg = cfg
+        self.clock = clock or utcnow  # the windows' clock: `serve --now` starts it in the past
         self.store = Store(cfg.store_url, statement_timeout=cfg.statement_timeout)
         self.holder = holder or new_holder()
         self.lease = Lease(self.holder, ttl_seconds=cfg.lease_ttl.total_seconds(), tail_once=True)
@@ -143,7 +144,7 @@ class Service:
         if self.stopping.is_set():
             return
         try:
-            report = run_cycle(self.cfg, utcnow(), store=self.store, only={name}, lease=self.lease,
+            report = run_cycle(self.cfg, self.clock(), store=self.store, only={name}, lease=self.lease,
                                clock=utcnow, stop=self.stopping.is_set, beat=lambda _job: self._beat(name))
             self._notify()
             self.exposition.invalidate()
@@ -178,7 +179,7 @@ class Service:
     def _notify(self) -> None:
         if self.cfg.notify:
             from .notify import notify_cycle
-            notify_cycle(self.cfg, self.store, utcnow())  # logs its own failures; never raises
+            notify_cycle(self.cfg, self.store, self.clock())  # logs its own failures; never raises
 
     def health(self) -> tuple[bool, dict]:
         """Whether the service is healthy, and why; answers at once (it never queries the database).
@@ -263,7 +264,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(cfg: Config, host: str = "0.0.0.0", port: int = 9108) -> int:
+def serve(cfg: Config, host: str = "127.0.0.1", port: int = 9108, now: datetime | None = None) -> int:
     """Run until SIGTERM or SIGINT; the job in flight finishes its window or stops between windows.
 
     A results store down at start is waited for (/healthz says so); a busy port, an unknown schema
@@ -275,7 +276,8 @@ def serve(cfg: Config, host: str = "0.0.0.0", port: int = 9108) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("monitor.jobs").setLevel(logging.NOTSET)  # the CLI quiets it; serve logs every failure
-    svc = Service(cfg)
+    offset = (now - utcnow()) if now is not None else None
+    svc = Service(cfg, clock=(lambda: utcnow() + offset) if offset is not None else None)
     try:
         httpd = make_server(host, port, svc.wsgi(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as e:
