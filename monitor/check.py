@@ -31,9 +31,10 @@ def check(cfg: Config) -> list[str]:
             insp = sa.inspect(conn)
             problems = []
             for i, m in enumerate(cfg.models):
-                wanted = {m.source.table: [("source.id", m.source.id), ("source.timestamp", m.source.timestamp),
-                                           ("source.score", m.source.score)]
+                wanted = {m.source.table: [("source.id", m.source.id), ("source.timestamp", m.source.timestamp)]
+                          + ([("source.score", m.source.score)] if m.source.score else [])
                           + ([("source.prediction", m.source.prediction)] if m.source.prediction else [])
+                          + [(f"source.class_scores.{k}", c) for k, c in (m.source.class_scores or {}).items()]
                           + [("source.features.numeric", c) for c in m.source.features.numeric]
                           + [("source.features.categorical", c) for c in m.source.features.categorical]
                           + [("segments", c) for c in m.segments]}

@@ -66,12 +66,23 @@ class Features(Strict):
     categorical: list[Ident] = Field(default_factory=list, description="Categorical feature columns.")
 
 
+def _class_key(value) -> str:
+    """A class of `class_scores`: a name, or an integer code (YAML `0:`), kept as text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"expected a class name or an integer code, got {value!r}")
+    return str(value)
+
+
 class Source(Strict):
     table: TableName = Field(description="Table (or schema.table) of the prediction log.")
     id: Ident = Field(description="Column that identifies a prediction; joins to the labels.")
     timestamp: Ident = Field(description="Column with the prediction time (UTC).")
-    score: Ident = Field(description="Probability of the positive class, or the regression output.")
-    prediction: Ident | None = Field(default=None, description="The decision (0/1); optional for regression.")
+    score: Ident | None = Field(default=None, description="Probability of the positive class, or the regression output; "
+                                                          "optional for multiclass models.")
+    prediction: Ident | None = Field(default=None, description="The decision (0/1), or the predicted class of a multiclass "
+                                                               "model; optional for regression.")
+    class_scores: dict[Annotated[str, BeforeValidator(_class_key)], Ident] | None = Field(default=None, description="Multiclass: the score column of each class, "
+                                                                            "by class (name or code as the labels spell it).")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
 
 
@@ -97,8 +108,20 @@ class Reference(Strict):
         return self
 
 
+class Learned(Strict):
+    sd: float = Field(gt=0, description="Standard deviations from the mean of the reference's windows.")
+
+
+class Multivariate(Strict):
+    enabled: bool = Field(default=True, description="Watch the numeric features as a whole (at least two of them).")
+    threshold: float | Learned = Field(default_factory=lambda: Learned(sd=3), description=(
+        "Mean reconstruction error above which the window drifts, or {sd: N}: learned from the reference's windows."))
+    variance: float = Field(default=0.65, gt=0, lt=1, description="Share of the variance the kept components explain.")
+
+
 class Drift(Strict):
     method: str = Field(default="auto", description="Drift method name, or auto (by column type and size).")
+    multivariate: Multivariate = Field(default_factory=Multivariate, description="Drift of the numeric features as a whole.")
     threshold: float | None = Field(default=None, description="Score threshold; null takes the method's default.")
     dataset_share: float = Field(default=0.5, ge=0, le=1, description="Share of drifted features that makes dataset drift.")
 
@@ -110,7 +133,8 @@ class Floor(Strict):
 
 class Model(Strict):
     name: Name = Field(description="Model name, used in metric labels.")
-    task: Literal["binary_classification", "regression"] = Field(description="binary_classification or regression.")
+    task: Literal["binary_classification", "multiclass_classification", "regression"] = Field(
+        description="binary_classification, multiclass_classification or regression.")
     window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ...")
     start: Timestamp = Field(description="First window to compute.")
     source: Source = Field(description="Where the predictions are.")
@@ -122,6 +146,21 @@ class Model(Strict):
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
     recompute: int = Field(default=1, ge=0, description="Windows recomputed each cycle, for late data.")
     owner: str = Field(default="", description="Team that owns the model; alerts route to it.")
+
+    @model_validator(mode="after")
+    def _columns_for_task(self) -> "Model":
+        s = self.source
+        if self.task == "multiclass_classification":
+            if s.prediction is None:
+                raise ValueError("source.prediction: missing required key (a multiclass model's predicted class)")
+            if s.class_scores is not None and len(s.class_scores) < 2:
+                raise ValueError("source.class_scores: expected a score column for each of at least two classes")
+        else:
+            if s.score is None:
+                raise ValueError(f"source.score: missing required key (the {self.task} model's score)")
+            if s.class_scores is not None:
+                raise ValueError("source.class_scores: only a multiclass_classification model has class scores")
+        return self
 
 
 class Baseline(Strict):
@@ -268,6 +307,8 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
                 msg = "unknown key (check its spelling)"
             elif err["type"] == "missing":
                 msg = "missing required key"
+            elif err["type"] == "value_error" and err.get("ctx", {}).get("error") is not None:
+                msg = str(err["ctx"]["error"])
             lines.append(f"{path}: {key}: {msg}")
         raise ConfigError("\n".join(lines)) from None
     goals = []

@@ -46,6 +46,7 @@ MODEL_ESTIMATION_ERROR = f"{PREFIX}_model_estimation_error"
 MODEL_CLASS_QUALITY = f"{PREFIX}_model_class_quality"
 MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
 MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
+MULTIVARIATE_DRIFT_THRESHOLD = f"{PREFIX}_multivariate_drift_threshold"
 MODEL_VERSION_INFO = f"{PREFIX}_model_version"  # exposed as monitor_model_version_info by prometheus_client
 GOAL_ESTIMATED_VALUE = f"{PREFIX}_goal_estimated_value"
 GOAL_ESTIMATED_CI_LOW = f"{PREFIX}_goal_estimated_ci_low"

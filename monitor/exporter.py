@@ -165,6 +165,15 @@ class ResultsCollector:
         pending = GaugeMetricFamily(n.MODEL_QUALITY_PENDING, "Windows whose labels have not matured yet.", labels=["model"])
         end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
+        klass = GaugeMetricFamily(n.MODEL_CLASS_QUALITY, "Per-class quality of a multiclass model in the latest window "
+                                  "whose labels are mature (classes beyond max_segments are left out).",
+                                  labels=["model", "class", "metric"])
+        mv_score = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_SCORE, "Mean PCA reconstruction error of the numeric features "
+                                     "in the latest window (standardised by the reference).", labels=["model"])
+        mv_detected = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_DETECTED, "1 when the reconstruction error crosses its threshold.",
+                                        labels=["model"])
+        mv_thr = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_THRESHOLD, "The reconstruction error's threshold (fixed, or learned "
+                                   "from the reference's windows).", labels=["model"])
         info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
         for m in self.cfg.models:
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
@@ -184,9 +193,16 @@ class ResultsCollector:
                     score.add_metric([m.name, r["name"], r["method"] or ""], _num(r["value"]))
                     detected.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "prediction_drift":
-                    pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
+                    # a multiclass model's prediction drift is its predicted class distribution's
+                    if m.task != "multiclass_classification" or r["name"] == "class":
+                        pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
                 elif r["kind"] == "online":
                     online.add_metric([m.name, r["name"], ""], _num(r["value"]))
+                elif r["kind"] == "multivariate_drift":
+                    mv_score.add_metric([m.name], _num(r["value"]))
+                    if r["threshold"] is not None:
+                        mv_thr.add_metric([m.name], r["threshold"])
+                        mv_detected.add_metric([m.name], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "null_share":
                     online.add_metric([m.name, "null_share", r["name"]], _num(r["value"]))
             judged = self.store.latest_model_window(m.name, quality_ok=True)
@@ -197,7 +213,10 @@ class ResultsCollector:
                 for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality",)):
                     if not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
-        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info)
+                    elif r["segment"].startswith("class="):
+                        klass.add_metric([m.name, r["segment"][len("class="):], r["name"]], _num(r["value"]))
+        yield from (score, detected, share, share_thr, pred, online, quality, klass, mv_score, mv_detected, mv_thr,
+                    coverage, pending, end, qend, info)
 
     def collect_jobs(self):
         jobs = {n.goal_job(g.name) for g in self.cfg.goals} | {n.model_job(m.name) for m in self.cfg.models}

@@ -50,6 +50,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from . import drift as D
+from . import multiclass as MC
+from . import multivariate as MV
 from .config import Model
 from .db import bind_time, quote, quote_table
 from .store import ModelWindow, Store
@@ -264,15 +266,18 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     s = model.source
     t = quote_table(conn, s.table)
     numeric = list(s.features.numeric)
-    counts = ", ".join(f"COUNT({quote(conn, c)})" for c in [*numeric, s.score])
+    # a multiclass model may have no score column: its score summary is then empty (COUNT(NULL) = 0)
+    counts = ", ".join(f"COUNT({quote(conn, c) if c else 'NULL'})" for c in [*numeric, s.score])
     row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, ref)).one()
     rows = int(row[0] or 0)
     if rows == 0:
         return None
     spec = {"version": SPEC_VERSION, "rows": rows, "num": {}, "cat": {}, "score": None, "segments": {}}
-    quantiles = (_quantiles_pg(conn, model, [*numeric, s.score], ref) if conn.dialect.name == "postgresql"
-                 else [None] * (len(numeric) + 1))
+    quantiles = [None] * (len(numeric) + 1)
+    cut = [*numeric, *([s.score] if s.score else [])]
+    if conn.dialect.name == "postgresql" and cut:
+        quantiles = [*_quantiles_pg(conn, model, cut, ref), None][:len(numeric) + 1]
     for col, n, q in zip(numeric, row[1:], quantiles):
         spec["num"][col] = _numeric_spec(conn, model, col, ref, int(n or 0), rolling, q)
     spec["score"] = _numeric_spec(conn, model, s.score, ref, int(row[-1] or 0), rolling, quantiles[-1])
@@ -363,7 +368,7 @@ class _Pass:
         for i, col in enumerate(s.features.numeric):
             cols.append(f"CAST({quote(conn, col)} AS DOUBLE PRECISION) AS n{i}")
             self._numeric(("num", col), f"n{i}", self.spec["num"][col])
-        cols.append(f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION) AS sc")
+        cols.append(f"CAST({quote(conn, s.score) if s.score else 'NULL'} AS DOUBLE PRECISION) AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
         if m.task == "binary_classification":
             if s.prediction:
@@ -772,6 +777,15 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     return out
 
 
+def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
+    """Multiclass quality from one GROUP BY (true class, predicted class) over the join: see `multiclass`."""
+    _ensure_ln(conn)
+    sql = MC.quality_sql(conn, model, lambda cols: _joined(conn, model, cols, ids))
+    rows = conn.execute(sa.text(sql), {**_bounds(conn, model, window), **_id_params(ids),
+                                       "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}).all()
+    return MC.quality(conn, model, rows)
+
+
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
     """MAE and RMSE of the window's labelled predictions, as SQL sums."""
     s, lab = model.source, model.labels
@@ -870,6 +884,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         def job(c):
             if binary:
                 return quality_binary(c, model, window, fold_p95, window_ids)
+            if MC.is_multiclass(model):
+                return quality_multiclass(c, model, window, window_ids)
             return quality_regression(c, model, window, window_ids)
 
         narrow = mature and _integer_ids(conn, model)
@@ -891,6 +907,19 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             allc = cur["all"]
             rows = int(allc["rows"])
             read += rows
+            classes = None  # multiclass: drift of the predicted class distribution
+            if MC.is_multiclass(model) and rows:
+                classes, got = MC.prediction_drift(
+                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
+                    _model_hash(model), now, _where(conn, model), lambda w: _bounds(conn, model, w))
+                read += got
+            multivariate = None  # the numeric features as a whole: PCA reconstruction error from moments
+            if MV.enabled(model) and spec is not None and rows:
+                multivariate, got = MV.window_drift(
+                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
+                    f"{_model_hash(model)}:{_fingerprint(spec)}", spec, now, _where(conn, model),
+                    lambda w: _bounds(conn, model, w))
+                read += got
             quality = (side.result() if side else job(conn)) if mature and rows else None
         n_scores = int(allc["score"]["n"])
         p95 = None
@@ -929,6 +958,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             dataset_drift = drift_share >= model.drift.dataset_share
         if score.method is not None:
             metrics.append(_drift_metric("prediction_drift", "score", score))
+        if classes is not None and classes.method is not None:
+            metrics.append(_drift_metric("prediction_drift", "class", classes))
         for seg, parts in cur["segments"].items():
             for label, part in parts.items():
                 ref_part = ref.get("segments", {}).get(seg, {}).get(label)
@@ -947,6 +978,9 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                             "value": (part["rows"] - part["n"]) / part["rows"] if part["rows"] else None,
                             "threshold": None, "detected": None})
 
+    if multivariate is not None:
+        metrics.append(multivariate)
+
     # online signals
     online = {"predictions": rows}
     if rows:
@@ -961,9 +995,11 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     metrics += [{"kind": "online", "name": k, "segment": "", "value": float(v)} for k, v in online.items()]
 
     if quality:
+        extra = quality.pop("_rows", [])  # multiclass: per-class quality and the confusion matrix
         metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
                      "threshold": _floor(model, k), "detected": _breach(model, k, v)}
                     for k, v in quality.items() if k != "labelled"]
+        metrics += [{"method": None, "threshold": None, "detected": None, **r} for r in extra]
     result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
                          drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
                          label_coverage=coverage, metrics=metrics)
