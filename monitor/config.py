@@ -77,12 +77,15 @@ class Source(Strict):
     table: TableName = Field(description="Table (or schema.table) of the prediction log.")
     id: Ident = Field(description="Column that identifies a prediction; joins to the labels.")
     timestamp: Ident = Field(description="Column with the prediction time (UTC).")
+    timestamp_format: Literal["auto", "timestamp", "iso", "epoch_s", "epoch_ms"] = Field(
+        default="auto", description="How the timestamp column holds times: auto (detected from its type and values), "
+                                    "timestamp (native), iso (ISO 8601 text), epoch_s or epoch_ms (numbers).")
     score: Ident | None = Field(default=None, description="Probability of the positive class, or the regression output; "
                                                           "optional for multiclass models.")
     prediction: Ident | None = Field(default=None, description="The decision (0/1), or the predicted class of a multiclass "
                                                                "model; optional for regression.")
-    class_scores: dict[Annotated[str, BeforeValidator(_class_key)], Ident] | None = Field(default=None, description="Multiclass: the score column of each class, "
-                                                                            "by class (name or code as the labels spell it).")
+    class_scores: dict[Annotated[str, BeforeValidator(_class_key)], Ident] | None = Field(
+        default=None, description="Multiclass: the score column of each class, by class (name or code as the labels spell it).")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
 
 

@@ -53,7 +53,7 @@ from . import drift as D
 from . import multiclass as MC
 from . import multivariate as MV
 from .config import Model
-from .db import bind_time, quote, quote_table
+from .db import Timestamps, quote, quote_table, timestamps, window_params, window_where
 from .store import ModelWindow, Store
 from .windows import Window, due_windows, plan, window_at, windows_between
 
@@ -127,6 +127,8 @@ def _model_hash(model: Model) -> str:
         "ref": [str(model.reference.start), str(model.reference.end), str(model.reference.rolling)],
         "task": model.task,
     }
+    if s.timestamp_format != "auto":
+        key["tsf"] = s.timestamp_format
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -134,18 +136,19 @@ def _fingerprint(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _ts(conn, model: Model) -> Timestamps:
+    """How the source's timestamp column is read (detected once per process): see `monitor.db`."""
+    s = model.source
+    return timestamps(conn, s.table, s.timestamp, s.timestamp_format)
+
+
 def _where(conn, model: Model, prefix: str = "") -> str:
-    ts = prefix + quote(conn, model.source.timestamp)
-    return f"{ts} >= :ws AND {ts} < :we"
+    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds)."""
+    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model))
 
 
 def _bounds(conn, model: Model, w: Window) -> dict:
-    like = None
-    if conn.dialect.name == "sqlite":  # timestamps are text there: bind them spelled like the stored ones
-        ts = quote(conn, model.source.timestamp)
-        like = conn.execute(sa.text(f"SELECT {ts} FROM {quote_table(conn, model.source.table)} "
-                                    f"WHERE {ts} IS NOT NULL LIMIT 1")).scalar()
-    return {"ws": bind_time(conn, w.start, like), "we": bind_time(conn, w.end, like)}
+    return window_params(conn, _ts(conn, model), w.start, w.end)
 
 
 def _jsonable(v):
