@@ -134,11 +134,18 @@ class Floor(Strict):
     max: float | None = Field(default=None, description="Alert when the metric rises above this.")
 
 
+class CostMatrix(Strict):
+    tp: float = Field(default=0.0, description="Value of a true positive.")
+    fp: float = Field(default=0.0, description="Value of a false positive (a cost: negative).")
+    fn: float = Field(default=0.0, description="Value of a false negative (a cost: negative).")
+    tn: float = Field(default=0.0, description="Value of a true negative.")
+
+
 class Model(Strict):
     name: Name = Field(description="Model name, used in metric labels.")
     task: Literal["binary_classification", "multiclass_classification", "regression"] = Field(
         description="binary_classification, multiclass_classification or regression.")
-    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ...")
+    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ..., or 1mo (calendar months, UTC).")
     start: Timestamp = Field(description="First window to compute.")
     source: Source = Field(description="Where the predictions are.")
     labels: Labels | None = Field(default=None, description="Where the labels are; offline quality needs them.")
@@ -149,6 +156,8 @@ class Model(Strict):
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
     recompute: int = Field(default=1, ge=0, description="Windows recomputed each cycle, for late data.")
     owner: str = Field(default="", description="Team that owns the model; alerts route to it.")
+    business_value: CostMatrix | None = Field(default=None, description=(
+        "Binary models: the value of each outcome; the window's sum is the quality metric business_value."))
 
     @model_validator(mode="after")
     def _columns_for_task(self) -> "Model":
@@ -163,6 +172,8 @@ class Model(Strict):
                 raise ValueError(f"source.score: missing required key (the {self.task} model's score)")
             if s.class_scores is not None:
                 raise ValueError("source.class_scores: only a multiclass_classification model has class scores")
+        if self.business_value is not None and self.task != "binary_classification":
+            raise ValueError("business_value: only a binary_classification model has a cost matrix")
         return self
 
 
@@ -180,7 +191,7 @@ class Goal(Strict):
     target: float = Field(description="The value to reach.")
     baseline: Baseline | None = Field(default=None, description="Where the goal started.")
     deadline: Timestamp | None = Field(default=None, description="When the target must be met.")
-    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ...")
+    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ..., or 1mo (calendar months, UTC).")
     start: Timestamp = Field(description="First window to compute.")
     owner: str = Field(default="", description="Team that owns the goal; alerts route to it.")
     why: str = Field(default="", description="Why the goal matters.")

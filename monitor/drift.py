@@ -447,8 +447,11 @@ def _finish(method, value, configured, threshold, ref, cur) -> ColumnDrift:
     if m is not None:
         thr = threshold if (threshold is not None and configured in ("auto", method)) else m.default_threshold
     if m is not None:
-        p_mode = not m.higher_is_drift
-        null_thr = None if method == "psi" else thr  # PSI's scale is not a distance's: keep 0.1
+        # A p-value test on the NULL share only on small references: on large ones (a KS or chi-square
+        # configured on millions of rows) it fires on any trivial difference, even between two days
+        # of the reference itself, so the NULL share is compared by its effect size, as `auto` does.
+        p_mode = not m.higher_is_drift and ref.rows <= AUTO_SMALL_REFERENCE
+        null_thr = None if (method == "psi" or p_mode != (not m.higher_is_drift)) else thr  # PSI's scale is not a distance's
     else:  # no score (a side without values): the NULL share is still compared
         p_mode, null_thr = 0 < ref.rows <= AUTO_SMALL_REFERENCE, None
     nm, nv, nt = null_shift(ref.rows, ref.rows - ref.n, cur.rows, cur.rows - cur.n, p_mode, null_thr)

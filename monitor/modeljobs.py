@@ -49,13 +49,15 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from . import confusion
 from . import drift as D
 from . import multiclass as MC
 from . import multivariate as MV
 from .config import Model
 from .db import Timestamps, quote, quote_table, timestamps, window_params, window_where
 from .store import ModelWindow, Store
-from .windows import Window, due_windows, plan, window_at, windows_between
+from .durations import Months
+from .windows import Window, due_windows, plan, shift, window_at, windows_between
 
 log = logging.getLogger("monitor.modeljobs")
 
@@ -94,7 +96,7 @@ def plan_windows(store: Store, model: Model, now: datetime) -> list[Window]:
     if model.labels is not None:
         delay = model.labels.max_delay
         unsettled = {s for s, status in done.items()
-                     if status == "pending" and s + model.window + delay <= now}
+                     if status == "pending" and window_at(s, model.window).end + delay <= now}
         if model.recompute > 0:
             matured = [w for w in due_windows(model.start, now, model.window) if w.end + delay <= now]
             unsettled |= {w.start for w in matured[-model.recompute:]}
@@ -107,11 +109,14 @@ def reference_range(model: Model, window: Window) -> Window:
     if ref.rolling is None:
         return Window(ref.start, ref.end)
     n = _rolling_windows(model)
-    return Window(window.start - n * model.window, window.start)
+    return Window(shift(window.start, model.window, -n), window.start)
 
 
 def _rolling_windows(model: Model) -> int:
-    return max(1, round(model.reference.rolling / model.window))
+    roll, size = model.reference.rolling, model.window
+    if isinstance(roll, Months) and isinstance(size, Months):
+        return max(1, round(roll.months / size.months))
+    return max(1, round(roll / size))
 
 
 # --------------------------------------------------------------------------- specs
@@ -775,6 +780,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
+        out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))
     if p95:
         out["_p95"] = (n, None if row[11] is None else float(row[11]))
     return out
@@ -790,17 +796,22 @@ def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = N
 
 
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
-    """MAE and RMSE of the window's labelled predictions, as SQL sums."""
+    """MAE, MSE, RMSE and MAPE of the window's labelled predictions, as SQL sums.
+
+    MAPE is scikit-learn's: the mean of |prediction - truth| / max(|truth|, eps), a share (not %)."""
     s, lab = model.source, model.labels
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
                              f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y", ids)
-    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
-                     {**_bounds(conn, model, window), **_id_params(ids)}).one()
+    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
+                             f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)) FROM ({j}) j"),
+                     {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled}
     if n:
         out["mae"] = float(r[2]) / n
+        out["mse"] = float(r[3]) / n
         out["rmse"] = math.sqrt(float(r[3]) / n)
+        out["mape"] = float(r[4]) / n
     return out
 
 
@@ -910,19 +921,18 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             allc = cur["all"]
             rows = int(allc["rows"])
             read += rows
-            classes = None  # multiclass: drift of the predicted class distribution
+            # Side queries over the same rows (counted once, by the pass above): the predicted class
+            # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
+            classes = multivariate = None
             if MC.is_multiclass(model) and rows:
-                classes, got = MC.prediction_drift(
+                classes = MC.prediction_drift(
                     conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
                     _model_hash(model), now, _where(conn, model), lambda w: _bounds(conn, model, w))
-                read += got
-            multivariate = None  # the numeric features as a whole: PCA reconstruction error from moments
             if MV.enabled(model) and spec is not None and rows:
-                multivariate, got = MV.window_drift(
+                multivariate = MV.window_drift(
                     conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
                     f"{_model_hash(model)}:{_fingerprint(spec)}", spec, now, _where(conn, model),
                     lambda w: _bounds(conn, model, w))
-                read += got
             quality = (side.result() if side else job(conn)) if mature and rows else None
         n_scores = int(allc["score"]["n"])
         p95 = None

@@ -176,26 +176,24 @@ def compare(model: Model, ref: dict, cur: dict) -> D.ColumnDrift:
                                  model.drift.method, model.drift.threshold)
 
 
-def reference_counts(count, store, model: Model, window: Window, ref: Window, rolling: bool, key: str,
-                     now: datetime) -> tuple[dict | None, int]:
-    """The reference's class counts and the rows read for them now; `count(w)` counts a range."""
+def reference_counts(count, store, model: Model, ref: Window, rolling: bool, key: str, now: datetime) -> dict | None:
+    """The reference's class counts (None when it has no rows); `count(w)` counts a range."""
     if not rolling:
         got = store.load_reference(model.name, f"classes:fixed:{key}")
         if got is not None:
-            return got, 0
+            return got
         counts = count(ref)
         if now >= ref.end and counts["rows"]:
             store.save_reference(model.name, f"classes:fixed:{key}", counts, now)
-        return (counts if counts["rows"] else None), counts["rows"]
-    total, read = None, 0
+        return counts if counts["rows"] else None
+    total = None
     for w in windows_between(ref.start, ref.end, model.window):
         part = store.load_reference(model.name, window_key(key, w))
         if part is None:
             part = count(w)
-            read += part["rows"]
             store.save_reference(model.name, window_key(key, w), part, now)
         total = D.add_summaries(total, part)
-    return (total if total and total["rows"] else None), read
+    return total if total and total["rows"] else None
 
 
 def window_key(key: str, w: Window) -> str:
@@ -203,19 +201,18 @@ def window_key(key: str, w: Window) -> str:
 
 
 def prediction_drift(conn, store, model: Model, window: Window, ref: Window, rolling: bool, key: str, now: datetime,
-                     where: str, bounds) -> tuple[D.ColumnDrift | None, int]:
-    """Drift of the window's predicted classes against the reference's: (drift or None, rows read).
+                     where: str, bounds) -> D.ColumnDrift | None:
+    """Drift of the window's predicted classes against the reference's (None without a reference).
 
     `bounds(w)` gives the bind parameters of `where` for a range. With a rolling reference the
     window's own counts are stored, for the windows after it."""
     def count(w: Window) -> dict:
         return count_classes(conn, model, w, where, bounds(w))
 
-    base, read = reference_counts(count, store, model, window, ref, rolling, key, now)
+    base = reference_counts(count, store, model, ref, rolling, key, now)
     cur = count(window)
-    read += cur["rows"]
     if rolling:
         store.save_reference(model.name, window_key(key, window), cur, now)
     if base is None or cur["rows"] == 0:
-        return None, read
-    return compare(model, base, cur), read
+        return None
+    return compare(model, base, cur)

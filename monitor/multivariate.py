@@ -113,19 +113,16 @@ def _key(kind: str, key: str, w: Window) -> str:
 
 
 def window_drift(conn, store, model: Model, window: Window, ref: Window, rolling: bool, key: str, spec: dict,
-                 now: datetime, where: str, bounds) -> tuple[dict | None, int]:
-    """The window's multivariate drift as a stored metric row (None without a usable reference), and rows read."""
+                 now: datetime, where: str, bounds) -> dict | None:
+    """The window's multivariate drift as a stored metric row (None without a usable reference)."""
     cols = model.source.features.numeric
     centers = [float(spec["num"][c].get("center") or 0.0) for c in cols]
-    read = 0
 
     def summed(w: Window, kind: str, save: bool) -> dict:
-        nonlocal read
         got = store.load_reference(model.name, _key(kind, key, w))
         if got is not None:
             return got
         m = moments(conn, model, centers, where, bounds(w))
-        read += m["n"]
         if save:
             store.save_reference(model.name, _key(kind, key, w), m, now)
         return m
@@ -133,21 +130,20 @@ def window_drift(conn, store, model: Model, window: Window, ref: Window, rolling
     kind = "win" if rolling else "fixed"
     chunks = [summed(w, kind, now >= w.end) for w in windows_between(ref.start, ref.end, model.window)]
     cur = moments(conn, model, centers, where, bounds(window))  # always read afresh: late rows count
-    read += cur["n"]
     if rolling:  # the windows after this one sum it into their reference
         store.save_reference(model.name, _key("win", key, window), cur, now)
     total = None
     for c in chunks:
         total = D.add_summaries(total, c)
     if total is None or total["n"] < len(cols) + 1 or cur["n"] == 0:
-        return None, read
+        return None
     fit = Fit(total, len(cols), model.drift.multivariate.variance)
     if not fit.usable:
-        return None, read
+        return None
     score = fit.error(cur)
     threshold = learned_threshold(fit, chunks, model)
     return {"kind": KIND, "name": NAME, "segment": "", "method": METHOD, "value": score, "threshold": threshold,
-            "detected": None if threshold is None else bool(score > threshold)}, read
+            "detected": None if threshold is None else bool(score > threshold)}
 
 
 def learned_threshold(fit: Fit, chunks: list[dict], model: Model) -> float | None:

@@ -44,7 +44,7 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
         "BadSessionShareBreached", "BadSessionShareErrorBudgetFastBurn", "BadSessionShareErrorBudgetSlowBurn",
         "BadSessionShareAtRisk", "BadSessionShareStale",
         "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserStale",
-        "ScorerDataDrift", "ScorerRocAucBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
+        "ScorerDataDrift", "ScorerMultivariateDrift", "ScorerRocAucBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
 
