@@ -59,10 +59,19 @@ JOB_ROWS_READ = f"{PREFIX}_job_rows_read"
 JOB_LAST_STATUS = f"{PREFIX}_job_last_run_ok"
 
 TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
-STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2}
+STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2, "no_data": 3}
 # Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
 DATA_CHECK_KIND = "data_check"
 DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema")
+# Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
+FRESHNESS_KIND = "source"
+FRESHNESS_NAME = "newest_row_timestamp"
+# Quality estimated before the labels arrive: monitor_model_metrics rows of these kinds.
+ESTIMATE_KIND = "quality_estimated"
+ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
+ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
+ESTIMATION_ERROR_KIND = "estimation_error"
+ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 
 
 def goal_job(name: str) -> str:

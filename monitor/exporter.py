@@ -7,6 +7,12 @@ at-most goal (denominator - numerator of an at-least goal); the target allows
 `target * denominator` of them (`(1 - target) * denominator`). Budget spent is bad over allowed
 since the period began; a burn rate is the same ratio over the windows of the last day or week
 before the latest window's end (1 spends exactly the budget).
+
+Pipeline health of a model: its data checks of the latest stored window (an empty window too:
+an outage is when they matter), the newest source row over its stored windows, and the volume
+ratio: rows of the latest window against the median of the 7 comparable windows before it (the
+same time of day on the 7 days before for windows shorter than a day, else the 7 windows
+before), exported once at least 3 of them are stored and their median is above zero.
 """
 from __future__ import annotations
 
@@ -99,7 +105,7 @@ class ResultsCollector:
         end = GaugeMetricFamily(n.GOAL_WINDOW_END, "End of the goal's latest window.", labels=["goal"])
         lo = GaugeMetricFamily(n.GOAL_CI_LOW, "Lower bound of the 95 % Wilson interval of the latest rate.", labels=["goal"])
         hi = GaugeMetricFamily(n.GOAL_CI_HIGH, "Upper bound of the 95 % Wilson interval of the latest rate.", labels=["goal"])
-        status = GaugeMetricFamily(n.GOAL_STATUS, "1 for the latest window's status (met, missed, insufficient_data).", labels=["goal", "status"])
+        status = GaugeMetricFamily(n.GOAL_STATUS, "1 for the latest window's status (met, missed, insufficient_data, no_data).", labels=["goal", "status"])
         prov = GaugeMetricFamily(n.GOAL_PROVISIONAL, "1 when the latest window is not yet mature.", labels=["goal"])
         review = GaugeMetricFamily(n.GOAL_REVIEW_VALUE, "The goal's value in its latest review (weekly) window.", labels=["goal", "window"])
         info = InfoMetricFamily(n.GOAL_INFO, "The goal's definition.", labels=["goal"])
@@ -175,9 +181,35 @@ class ResultsCollector:
         mv_thr = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_THRESHOLD, "The reconstruction error's threshold (fixed, or learned "
                                    "from the reference's windows).", labels=["model"])
         info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
+        checks = GaugeMetricFamily(n.MODEL_DATA_CHECK_FAILED, "1 when a validity check fails in the latest window, 0 when it passes.",
+                                   labels=["model", "check"])
+        newest = GaugeMetricFamily(n.MODEL_NEWEST_ROW, "The newest row of the model's source over its stored windows.", labels=["model"])
+        volume = GaugeMetricFamily(n.MODEL_VOLUME_RATIO, "Rows in the latest window against the median of the 7 comparable windows before it.",
+                                   labels=["model"])
+        newest_rows = self.store.newest_rows()
+        est = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED, "Quality estimated from the scores (no labels) for the latest "
+                                "window whose labels are not mature.", labels=["model", "metric"])
+        est_lo = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED_CI_LOW, "Lower bound of the estimate's 95 % interval.",
+                                   labels=["model", "metric"])
+        est_hi = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED_CI_HIGH, "Upper bound of the estimate's 95 % interval.",
+                                   labels=["model", "metric"])
+        est_err = GaugeMetricFamily(n.MODEL_ESTIMATION_ERROR, "Mean absolute error of the estimates over the "
+                                    f"latest {n.ESTIMATION_ERROR_WINDOWS} windows whose labels matured.",
+                                    labels=["model", "metric"])
+        estimates = {n.ESTIMATE_KIND: est, n.ESTIMATE_CI_LOW_KIND: est_lo, n.ESTIMATE_CI_HIGH_KIND: est_hi}
         for m in self.cfg.models:
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
             share_thr.add_metric([m.name], m.drift.dataset_share)
+            if m.name in newest_rows:
+                newest.add_metric([m.name], newest_rows[m.name])
+            vol = self.store.volume_ratio(m.name, m.window)
+            if vol is not None:
+                last, ratio = vol
+                if ratio is not None:
+                    volume.add_metric([m.name], ratio)
+                for r in self.store.model_metrics(m.name, last["window_start"], kinds=(n.DATA_CHECK_KIND,)):
+                    if not r["segment"] and r["detected"] is not None:
+                        checks.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
             # the latest window with predictions: an empty window (the log stopped) has nothing to show
             latest = self.store.latest_model_window(m.name, with_rows=True)
             if latest is None:
@@ -215,8 +247,16 @@ class ResultsCollector:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
                     elif r["segment"].startswith("class="):
                         klass.add_metric([m.name, r["segment"][len("class="):], r["name"]], _num(r["value"]))
+            # estimates: of the latest window still waiting for its labels (a mature one shows realized values)
+            waiting = self.store.latest_model_window(m.name, with_rows=True, status="pending")
+            if waiting and (judged is None or waiting["window_start"] > judged["window_start"]):
+                for r in self.store.model_metrics(m.name, waiting["window_start"], kinds=tuple(estimates)):
+                    if not r["segment"]:
+                        estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
+            for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
+                est_err.add_metric([m.name, metric], err)
         yield from (score, detected, share, share_thr, pred, online, quality, klass, mv_score, mv_detected, mv_thr,
-                    coverage, pending, end, qend, info)
+                    coverage, pending, end, qend, info, est, est_lo, est_hi, est_err, checks, newest, volume)
 
     def collect_jobs(self):
         jobs = {n.goal_job(g.name) for g in self.cfg.goals} | {n.model_job(m.name) for m in self.cfg.models}

@@ -51,6 +51,7 @@ import sqlalchemy as sa
 
 from . import confusion
 from . import drift as D
+from . import estimate as E
 from . import multiclass as MC
 from . import multivariate as MV
 from .config import Model
@@ -780,7 +781,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
-        out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))
+        out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))  # accuracy, specificity, ...
     if p95:
         out["_p95"] = (n, None if row[11] is None else float(row[11]))
     return out
@@ -952,6 +953,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                 status, coverage = "ok", quality["labelled"] / rows
         elif rows == 0:
             status = "empty"
+        # quality estimated from the scores (and, once labels are mature, the estimate's error)
+        estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
         conn.rollback()
 
     # drift: features, dataset share, score; per segment
@@ -1013,6 +1016,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                      "threshold": _floor(model, k), "detected": _breach(model, k, v)}
                     for k, v in quality.items() if k != "labelled"]
         metrics += [{"method": None, "threshold": None, "detected": None, **r} for r in extra]
+    metrics += estimated
     result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
                          drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
                          label_coverage=coverage, metrics=metrics)

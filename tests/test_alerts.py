@@ -15,6 +15,8 @@ from monitor import alerts
 from monitor.build import build
 from monitor.config import load_config
 
+pytestmark = pytest.mark.stack
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "monitor.yaml"
 
