@@ -122,10 +122,32 @@ class Multivariate(Strict):
     variance: float = Field(default=0.65, gt=0, lt=1, description="Share of the variance the kept components explain.")
 
 
+def _method(name: str) -> str:
+    from .drift import METHOD_NAMES
+
+    if name not in METHOD_NAMES:
+        raise ValueError(f"unknown drift method {name!r}; expected one of {', '.join(METHOD_NAMES)}")
+    return name
+
+
+Method = Annotated[str, AfterValidator(_method)]
+
+
+class FeatureDrift(Strict):
+    method: Method | None = Field(default=None, description="This feature's drift method; null: the model's drift.method.")
+    threshold: float | Learned | None = Field(default=None, description=(
+        "This feature's threshold, or {sd: N} learned from the reference's windows; null: the model's drift.threshold."))
+
+
 class Drift(Strict):
-    method: str = Field(default="auto", description="Drift method name, or auto (by column type and size).")
+    method: Method = Field(default="auto", description="Drift method name, or auto (by column type and size).")
     multivariate: Multivariate = Field(default_factory=Multivariate, description="Drift of the numeric features as a whole.")
-    threshold: float | None = Field(default=None, description="Score threshold; null takes the method's default.")
+    threshold: float | Learned | None = Field(default=None, description=(
+        "Score threshold; null takes the method's default; {sd: N}: learned per feature from the reference's windows "
+        "(their mean score plus N standard deviations; minus, for p-values)."))
+    features: dict[str, FeatureDrift] = Field(default_factory=dict, description="Per-feature method and threshold.")
+    compare: list[Method] = Field(default_factory=list, description=(
+        "More methods computed for every feature in the same pass, exported beside the deciding one (for comparison)."))
     dataset_share: float = Field(default=0.5, ge=0, le=1, description="Share of drifted features that makes dataset drift.")
     alert_features: list[Ident] = Field(default_factory=list, description="Critical features whose own drift alerts.")
 
@@ -173,6 +195,10 @@ class Model(Strict):
                 raise ValueError(f"source.score: missing required key (the {self.task} model's score)")
             if s.class_scores is not None:
                 raise ValueError("source.class_scores: only a multiclass_classification model has class scores")
+        features = {*s.features.numeric, *s.features.categorical}
+        for name in self.drift.features:
+            if name not in features:
+                raise ValueError(f"drift.features.{name}: not a feature of this model (source.features)")
         if self.business_value is not None and self.task != "binary_classification":
             raise ValueError("business_value: only a binary_classification model has a cost matrix")
         return self

@@ -162,6 +162,9 @@ class ResultsCollector:
     def collect_models(self):
         score = GaugeMetricFamily(n.FEATURE_DRIFT_SCORE, "Drift of one feature in the latest window against the reference.", labels=["model", "feature", "method"])
         detected = GaugeMetricFamily(n.FEATURE_DRIFT_DETECTED, "1 when the feature's drift score crosses its threshold.", labels=["model", "feature"])
+        feature_thr = GaugeMetricFamily(n.FEATURE_DRIFT_THRESHOLD, "The threshold the feature's drift score is held to "
+                                        "(fixed, the method's default, or learned from the reference).",
+                                        labels=["model", "feature", "method"])
         share = GaugeMetricFamily(n.DATASET_DRIFT_SHARE, "Share of features drifted in the latest window.", labels=["model"])
         share_thr = GaugeMetricFamily(n.DATASET_DRIFT_THRESHOLD, "Share of drifted features that makes dataset drift.", labels=["model"])
         pred = GaugeMetricFamily(n.PREDICTION_DRIFT_SCORE, "Drift of the score column.", labels=["model", "method"])
@@ -219,11 +222,16 @@ class ResultsCollector:
             if latest["drift_share"] is not None:
                 share.add_metric([m.name], latest["drift_share"])
             for r in self.store.model_metrics(m.name, latest["window_start"]):
+                if r["kind"] == "feature_drift_compare":  # drift.compare: the other methods, beside the deciding one
+                    score.add_metric([m.name, r["name"], r["method"] or ""], _num(r["value"]))
+                    continue
                 if r["segment"]:
                     continue
                 if r["kind"] == "feature_drift":
                     score.add_metric([m.name, r["name"], r["method"] or ""], _num(r["value"]))
                     detected.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
+                    if r["threshold"] is not None:
+                        feature_thr.add_metric([m.name, r["name"], r["method"] or ""], r["threshold"])
                 elif r["kind"] == "prediction_drift":
                     # a multiclass model's prediction drift is its predicted class distribution's
                     if m.task != "multiclass_classification" or r["name"] == "class":
@@ -255,7 +263,7 @@ class ResultsCollector:
                         estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
-        yield from (score, detected, share, share_thr, pred, online, quality, klass, mv_score, mv_detected, mv_thr,
+        yield from (score, detected, feature_thr, share, share_thr, pred, online, quality, klass, mv_score, mv_detected, mv_thr,
                     coverage, pending, end, qend, info, est, est_lo, est_hi, est_err, checks, newest, volume)
 
     def collect_jobs(self):

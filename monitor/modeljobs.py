@@ -51,6 +51,7 @@ import sqlalchemy as sa
 
 from . import confusion
 from . import drift as D
+from . import driftsettings as S
 from . import estimate as E
 from . import multiclass as MC
 from . import multivariate as MV
@@ -130,6 +131,9 @@ def _model_hash(model: Model) -> str:
         "v": SPEC_VERSION, "table": s.table, "ts": s.timestamp, "score": s.score, "pred": s.prediction,
         "num": s.features.numeric, "cat": s.features.categorical, "seg": model.segments,
         "max_seg": model.max_segments, "method": model.drift.method, "window": model.window.total_seconds(),
+        **({"features": {k: v.model_dump(mode="json") for k, v in model.drift.features.items()}}
+           if model.drift.features else {}),
+        **({"compare": model.drift.compare} if model.drift.compare else {}),
         "ref": [str(model.reference.start), str(model.reference.end), str(model.reference.rolling)],
         "task": model.task,
     }
@@ -241,7 +245,10 @@ def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling:
     maybe_discrete = quantiles is None or len(set(quantiles.values())) <= DISCRETE_MAX
     pairs = _discrete_values(conn, model, column, ref) if maybe_discrete else None
     distinct = len(pairs) if pairs is not None else None
-    needs = _needs(model.drift.method, n, distinct, rolling)
+    needs = {}  # what any of the column's methods needs (`drift.features`, `drift.compare`)
+    for method in S.methods(model, column if column != model.source.score else None):
+        for k, v in _needs(method, n, distinct, rolling).items():
+            needs[k] = needs.get(k, False) or v
     if pairs is not None:
         values = [p[0] for p in pairs]
         half, acc, center = (n + 1) // 2, 0, values[0]
@@ -864,19 +871,66 @@ def _mean(summary: dict) -> float | None:
     return summary["s"] / summary["n"] if summary["n"] else None
 
 
-def _compare(spec: dict, ref: dict, cur: dict, model: Model) -> tuple[dict, dict | None]:
-    """Column drifts of the features, and of the score: ({feature: ColumnDrift}, score drift)."""
-    method, thr = model.drift.method, model.drift.threshold
+def _compare_column(spec: dict, column: str | None, method: str, threshold: float | None, ref: dict, cur: dict,
+                    model: Model) -> D.ColumnDrift:
+    """One column's drift (None: the score) by `method`."""
+    if column is None:
+        return D.compare_numeric(spec["score"], D.NumericSummary.from_dict(ref["score"]),
+                                 D.NumericSummary.from_dict(cur["score"]), method, threshold)
+    if column in spec["num"]:
+        return D.compare_numeric(spec["num"][column], D.NumericSummary.from_dict(ref["num"][column]),
+                                 D.NumericSummary.from_dict(cur["num"][column]), method, threshold)
+    return D.compare_categorical(spec["cat"][column], D.CategoricalSummary.from_dict(ref["cat"][column]),
+                                 D.CategoricalSummary.from_dict(cur["cat"][column]), method, threshold)
+
+
+def _compare(spec: dict, ref: dict, cur: dict, model: Model, learned: dict | None = None) -> tuple[dict, dict | None]:
+    """Column drifts of the features, and of the score: ({feature: ColumnDrift}, score drift), each by
+    its own method and threshold (`driftsettings`; `learned`: thresholds learned from the reference)."""
+    learned = learned or {}
     out = {}
-    for col in model.source.features.numeric:
-        out[col] = D.compare_numeric(spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
-                                     D.NumericSummary.from_dict(cur["num"][col]), method, thr)
-    for col in model.source.features.categorical:
-        out[col] = D.compare_categorical(spec["cat"][col], D.CategoricalSummary.from_dict(ref["cat"][col]),
-                                         D.CategoricalSummary.from_dict(cur["cat"][col]), method, thr)
-    score = D.compare_numeric(spec["score"], D.NumericSummary.from_dict(ref["score"]),
-                              D.NumericSummary.from_dict(cur["score"]), method, thr)
+    for col in [*model.source.features.numeric, *model.source.features.categorical, None]:
+        method = S.setting(model, col)[0]
+        out[col] = _compare_column(spec, col, method, S.threshold(model, col, learned), ref, cur, model)
+    score = out.pop(None)
     return out, score
+
+
+def _compared(spec: dict, ref: dict, cur: dict, model: Model) -> list[dict]:
+    """`drift.compare`: the other methods' scores of every feature, stored beside the deciding one."""
+    rows = []
+    for col in [*model.source.features.numeric, *model.source.features.categorical]:
+        for method in S.methods(model, col)[1:]:
+            r = _compare_column(spec, col, method, None, ref, cur, model)
+            if r.method == method:  # the summaries carry what it needs
+                rows.append({**_drift_metric("feature_drift_compare", col, r), "segment": f"method={method}"})
+    return rows
+
+
+def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Window, now: datetime) -> dict:
+    """Thresholds learned from the reference's chunks (windows of the model's size): see `driftsettings`."""
+    if not S.learns(model):
+        return {}
+    rolling = model.reference.rolling is not None
+    key = f"thresholds:{_model_hash(model)}:{_fingerprint(spec)}"
+    if not rolling:
+        got = store.load_reference(model.name, key)
+        if got is not None:
+            return got
+    rng = reference_range(model, window)
+    chunks = []
+    for w in windows_between(rng.start, rng.end, model.window):
+        k = _window_key(model, spec, w) if rolling else f"chunk:{_model_hash(model)}:{_fingerprint(spec)}:{w.start:%Y%m%dT%H%M%S}"
+        part = store.load_reference(model.name, k)
+        if part is None:
+            part = scan(conn, model, spec, w, moments=True, sample=False)
+            store.save_reference(model.name, k, part, now)
+        chunks.append(part["all"])
+    out = S.learn(model, ref["all"], [c for c in chunks if c["rows"]],
+                  lambda col, method, r, c: _compare_column(spec, col, method, None, r, c, model))
+    if not rolling and now >= rng.end:
+        store.save_reference(model.name, key, out, now)
+    return out
 
 
 def _drift_metric(kind: str, name: str, r: D.ColumnDrift, segment: str = "") -> dict:
@@ -922,6 +976,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             allc = cur["all"]
             rows = int(allc["rows"])
             read += rows
+            learned = _learned(conn, store, model, spec, ref, window, now) if ref is not None and rows else {}
             # Side queries over the same rows (counted once, by the pass above): the predicted class
             # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
             classes = multivariate = None
@@ -960,7 +1015,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     # drift: features, dataset share, score; per segment
     drift_share = dataset_drift = None
     if ref is not None and rows > 0:
-        cols, score = _compare(spec, ref["all"], allc, model)
+        cols, score = _compare(spec, ref["all"], allc, model, learned)
+        metrics += _compared(spec, ref["all"], allc, model)
         flags = []
         for name, r in cols.items():
             if r.method is not None or r.null_detected is not None:
@@ -981,7 +1037,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                 ref_part = ref.get("segments", {}).get(seg, {}).get(label)
                 if ref_part is None or part["rows"] == 0:
                     continue
-                seg_cols, seg_score = _compare(spec, ref_part, part, model)
+                seg_cols, seg_score = _compare(spec, ref_part, part, model, learned)
                 for name, r in seg_cols.items():
                     if r.method is not None:
                         metrics.append(_drift_metric("feature_drift", name, r, label))
@@ -1090,7 +1146,8 @@ def evidently_report(source_engine, model: Model, window: Window, reference: Win
             df[c] = pd.to_numeric(df[c], errors="coerce")
     metrics = [DataDriftPreset(columns=[*s.features.numeric, *s.features.categorical, s.score],
                                method=None if model.drift.method == "auto" else model.drift.method,
-                               threshold=model.drift.threshold, drift_share=model.drift.dataset_share)]
+                               threshold=model.drift.threshold if isinstance(model.drift.threshold, float) else None,
+                               drift_share=model.drift.dataset_share)]
     definition = {"numerical_columns": numeric, "categorical_columns": list(s.features.categorical)}
     labelled = with_labels and cur["__label__"].notna().any() and ref["__label__"].notna().any()
     if labelled:

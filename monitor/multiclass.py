@@ -173,7 +173,8 @@ def compare(model: Model, ref: dict, cur: dict) -> D.ColumnDrift:
     categories = sorted(ref["counts"], key=lambda k: (-ref["counts"][k], k))[:CAT_MAX]
     spec = {"categories": categories, "pooled": len(ref["counts"]) > CAT_MAX}
     return D.compare_categorical(spec, _summary(ref, categories), _summary(cur, categories),
-                                 model.drift.method, model.drift.threshold)
+                                 model.drift.method,
+                                 model.drift.threshold if isinstance(model.drift.threshold, (int, float)) else None)
 
 
 def reference_counts(count, store, model: Model, ref: Window, rolling: bool, key: str, now: datetime) -> dict | None:
