@@ -457,6 +457,9 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
         for bound, limit in (("min", floor.min), ("max", floor.max)):
             if limit is None:
                 continue
+            if not isinstance(limit, (int, float)):  # {sd: N}: the bound is learned, and exported
+                out.append(_learned_quality_alert(m, C, metric, bound, limit.sd, qend_sel, url, win))
+                continue
             word = "BelowFloor" if bound == "min" else "AboveCeiling"
             opq, bad = ("<", limit * 0.8 if limit else -1.0) if bound == "min" else (">", limit * 1.25 if limit else 1.0)
             good = limit * 1.05 if bound == "min" else limit * 0.8
@@ -512,6 +515,40 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
             extra_cases=[Case(series={cov_sel: "0.9x9 0x9 0.9x9", qend_sel: "0+60x30"}, value=0.0,
                               labels={"model": m.name})]))
     return out
+
+
+def _learned_quality_alert(m: Model, C: str, metric: str, bound: str, sd: float, qend_sel: str, url: str,
+                           win: str) -> Alert:
+    """A floor or ceiling learned from the reference's windows: compared with its exported value."""
+    word = "BelowFloor" if bound == "min" else "AboveCeiling"
+    sq = sel(n.MODEL_QUALITY, model=m.name, metric=metric)
+    st = sel(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)
+    op = "<" if bound == "min" else ">"
+    side = "below" if bound == "min" else "above"
+    lim_text = (f"{'at least' if bound == 'min' else 'at most'} the reference windows' mean "
+                f"{'minus' if bound == 'min' else 'plus'} {sd:g} standard deviations")
+
+    def annotations(f: Fmt):
+        v = f.value("number")
+        return {"summary": (f"{m.name}: {metric} is {v} in the latest window with mature labels "
+                            f"(ending {f.timestamp(qend_sel)}), {side} its band learned from the reference."),
+                "description": f"Should be {lim_text} (`{n.MODEL_QUALITY_THRESHOLD}`). Owner: {m.owner or 'unowned'}.",
+                "title": m.name, "value": v, "target": lim_text,
+                "window": f"{win} ending {f.timestamp(qend_sel)}", "review_url": url}
+
+    def check(smp: Samples, now: float) -> float | None:
+        v = smp.get(n.MODEL_QUALITY, model=m.name, metric=metric)
+        t = smp.get(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)
+        return v if v is not None and t is not None and (v < t if bound == "min" else v > t) else None
+
+    good, bad = (0.9, 0.5) if bound == "min" else (0.5, 0.9)
+    return Alert(
+        alert=f"{C}{n.camel(metric)}{word}", kind="quality", group="monitor-models",
+        subject={"model": m.name, "metric": metric},
+        expr=f"{sq} {op} on(model, metric) {st}", for_=timedelta(0), labels=_model_base(m, "quality"),
+        annotations=annotations, check=check,
+        case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", st: "0.7x30", qend_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
+                  value=bad, labels={"model": m.name, "metric": metric}, timestamps={qend_sel: WINDOW_END_AT_FIRING}))
 
 
 def _multivariate_alert(m: Model, C: str, end_sel: str, url: str, win: str) -> Alert:

@@ -153,8 +153,10 @@ class Drift(Strict):
 
 
 class Floor(Strict):
-    min: float | None = Field(default=None, description="Alert when the metric falls below this.")
-    max: float | None = Field(default=None, description="Alert when the metric rises above this.")
+    min: float | Learned | None = Field(default=None, description=(
+        "Alert when the metric falls below this, or {sd: N}: the reference windows' mean minus N standard deviations."))
+    max: float | Learned | None = Field(default=None, description=(
+        "Alert when the metric rises above this, or {sd: N}: the reference windows' mean plus N standard deviations."))
 
 
 class CostMatrix(Strict):

@@ -174,6 +174,9 @@ class ResultsCollector:
         pending = GaugeMetricFamily(n.MODEL_QUALITY_PENDING, "Windows whose labels have not matured yet.", labels=["model"])
         end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
+        quality_thr = GaugeMetricFamily(n.MODEL_QUALITY_THRESHOLD, "The floor (bound=min) or ceiling (bound=max) the "
+                                        "latest judged window's quality is held to, fixed or learned from the reference.",
+                                        labels=["model", "metric", "bound"])
         klass = GaugeMetricFamily(n.MODEL_CLASS_QUALITY, "Per-class quality of a multiclass model in the latest window "
                                   "whose labels are mature (classes beyond max_segments are left out).",
                                   labels=["model", "class", "metric"])
@@ -250,8 +253,10 @@ class ResultsCollector:
                 qend.add_metric([m.name], _ts(judged["window_end"]))
                 if judged["label_coverage"] is not None:
                     coverage.add_metric([m.name], judged["label_coverage"])
-                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality",)):
-                    if not r["segment"]:
+                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality", "quality_threshold")):
+                    if r["kind"] == "quality_threshold":  # the floor (min) or ceiling (max), fixed or learned
+                        quality_thr.add_metric([m.name, r["name"], r["segment"]], _num(r["value"]))
+                    elif not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
                     elif r["segment"].startswith("class="):
                         klass.add_metric([m.name, r["segment"][len("class="):], r["name"]], _num(r["value"]))
@@ -263,7 +268,7 @@ class ResultsCollector:
                         estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
-        yield from (score, detected, feature_thr, share, share_thr, pred, online, quality, klass, mv_score, mv_detected, mv_thr,
+        yield from (score, detected, feature_thr, share, share_thr, pred, online, quality, quality_thr, klass, mv_score, mv_detected, mv_thr,
                     coverage, pending, end, qend, info, est, est_lo, est_hi, est_err, checks, newest, volume)
 
     def collect_jobs(self):

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from . import bands as B
 from . import confusion
 from . import drift as D
 from . import driftsettings as S
@@ -1010,6 +1011,9 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             status = "empty"
         # quality estimated from the scores (and, once labels are mature, the estimate's error)
         estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
+        # the floors and ceilings the window is held to, some maybe learned from the reference's windows
+        bands = (B.bands(store, model, reference_range(model, window), now, _model_hash(model),
+                         lambda w: _chunk_quality(conn, model, w, now)) if quality and model.quality else None)
         conn.rollback()
 
     # drift: features, dataset share, score; per segment
@@ -1069,8 +1073,9 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     if quality:
         extra = quality.pop("_rows", [])  # multiclass: per-class quality and the confusion matrix
         metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
-                     "threshold": _floor(model, k), "detected": _breach(model, k, v)}
+                     "threshold": _floor(model, k, bands), "detected": _breach(model, k, v, bands)}
                     for k, v in quality.items() if k != "labelled"]
+        metrics += B.rows(model, bands or {})
         metrics += [{"method": None, "threshold": None, "detected": None, **r} for r in extra]
     metrics += estimated
     result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
@@ -1079,18 +1084,38 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     return result, read
 
 
-def _floor(model: Model, metric: str) -> float | None:
-    f = model.quality.get(metric)
-    if f is None:
-        return None
-    return f.min if f.min is not None else f.max
+def _floor(model: Model, metric: str, bands: dict | None = None) -> float | None:
+    """The bound a quality row shows: of `bands` (`monitor.bands`), else the config's fixed numbers."""
+    return B.threshold((bands if bands is not None else _fixed_bands(model)).get(metric))
 
 
-def _breach(model: Model, metric: str, value: float) -> bool | None:
-    f = model.quality.get(metric)
-    if f is None:
+def _breach(model: Model, metric: str, value: float, bands: dict | None = None) -> bool | None:
+    return B.breach((bands if bands is not None else _fixed_bands(model)).get(metric), value)
+
+
+def _fixed_bands(model: Model) -> dict:
+    """The config's fixed floors and ceilings (learned ones need the reference: `monitor.bands`)."""
+    out = {}
+    for metric, f in model.quality.items():
+        limits = {b: float(v) for b, v in (("min", f.min), ("max", f.max)) if isinstance(v, (int, float))}
+        if limits:
+            out[metric] = limits
+    return out
+
+
+def _chunk_quality(conn, model: Model, w: Window, now: datetime) -> dict | None:
+    """Quality of a reference chunk, once its labels are mature (for learned floors)."""
+    if model.labels is None or w.end + model.labels.max_delay > now:
         return None
-    return bool((f.min is not None and value < f.min) or (f.max is not None and value > f.max))
+    if model.task == "binary_classification":
+        q = quality_binary(conn, model, w)
+    elif MC.is_multiclass(model):
+        q = quality_multiclass(conn, model, w)
+    else:
+        q = quality_regression(conn, model, w)
+    if not q.get("labelled"):
+        return None
+    return {k: v for k, v in q.items() if not k.startswith("_") and k != "labelled"}
 
 
 # --------------------------------------------------------------------------- Evidently report
