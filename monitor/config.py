@@ -220,6 +220,16 @@ class Baseline(Strict):
     at: Timestamp = Field(description="When it had that value.")
 
 
+class GoalEstimate(Strict):
+    sql: Path = Field(description=("SQL file: the KPI computed from model scores for windows whose outcomes have not "
+                                   "matured; returns `value` and, for rates, `numerator`, `denominator` and optionally "
+                                   "`variance` (of the numerator; for independent outcomes, the sum of p (1 - p))."))
+
+    @property
+    def sql_text(self) -> str:
+        return self.sql.read_text()
+
+
 class Goal(Strict):
     name: Name = Field(description="Goal name, used in metric labels.")
     title: str = Field(default="", description="Human title of the goal.")
@@ -238,6 +248,7 @@ class Goal(Strict):
     review: WindowSize | None = Field(default=timedelta(weeks=1), description="Also computed on windows of this size for the review.")
     severity: Literal["page", "ticket"] = Field(default="ticket", description="Severity of its breach alert.")
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
+    estimate: GoalEstimate | None = Field(default=None, description="The KPI estimated from model scores before outcomes mature.")
 
     @model_validator(mode="after")
     def _settings_make_sense(self) -> "Goal":
@@ -405,7 +416,13 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
         sql = g.sql if g.sql.is_absolute() else (base / g.sql).resolve()
         if not sql.is_file():
             raise ConfigError(f"{path}: goals[{i}]({g.name}).sql: SQL file {sql} does not exist")
-        goals.append(g.model_copy(update={"sql": sql}))
+        update = {"sql": sql}
+        if g.estimate is not None:
+            est = g.estimate.sql if g.estimate.sql.is_absolute() else (base / g.estimate.sql).resolve()
+            if not est.is_file():
+                raise ConfigError(f"{path}: goals[{i}]({g.name}).estimate.sql: SQL file {est} does not exist")
+            update["estimate"] = g.estimate.model_copy(update={"sql": est})
+        goals.append(g.model_copy(update=update))
     return cfg.model_copy(update={
         "goals": goals,
         "database_url": _resolve_sqlite(cfg.database_url, base),

@@ -29,6 +29,7 @@ FEATURE_DRIFT_THRESHOLD = f"{PREFIX}_feature_drift_threshold"
 DATASET_DRIFT_SHARE = f"{PREFIX}_dataset_drift_share"
 DATASET_DRIFT_THRESHOLD = f"{PREFIX}_dataset_drift_share_threshold"
 PREDICTION_DRIFT_SCORE = f"{PREFIX}_prediction_drift_score"
+PREDICTION_DRIFT_DETECTED = f"{PREFIX}_prediction_drift_detected"
 MODEL_QUALITY = f"{PREFIX}_model_quality"
 MODEL_ONLINE = f"{PREFIX}_model_online"
 MODEL_LABEL_COVERAGE = f"{PREFIX}_model_label_coverage_ratio"
@@ -52,6 +53,8 @@ MODEL_VERSION_INFO = f"{PREFIX}_model_version"  # exposed as monitor_model_versi
 GOAL_ESTIMATED_VALUE = f"{PREFIX}_goal_estimated_value"
 GOAL_ESTIMATED_CI_LOW = f"{PREFIX}_goal_estimated_ci_low"
 GOAL_ESTIMATED_CI_HIGH = f"{PREFIX}_goal_estimated_ci_high"
+GOAL_ESTIMATED_STATUS = f"{PREFIX}_goal_estimated_status"
+GOAL_ESTIMATION_ERROR = f"{PREFIX}_goal_estimation_error"
 
 JOB_LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
 JOB_DURATION = f"{PREFIX}_job_duration_seconds"
@@ -72,6 +75,9 @@ ESTIMATE_KIND = "quality_estimated"
 ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
 ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
 ESTIMATION_ERROR_KIND = "estimation_error"
+ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall", "f1", "accuracy"),
+                     "regression": ("mae", "rmse")}
+ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "no_data")
 ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 
 

@@ -51,8 +51,8 @@ MIN_LABELLED = 200  # labelled reference rows (of each class, for binary) a cali
 HL_GROUPS = 10
 HL_ALPHA = 0.05
 Z95 = float(stats.norm.ppf(0.975))
-BINARY_METRICS = ("roc_auc", "precision", "recall", "f1", "accuracy")
-REGRESSION_METRICS = ("mae", "rmse")
+BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
+REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
 CALIBRATION_VERSION = 1
 
 
@@ -396,3 +396,67 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
             rows.append({"kind": names.ESTIMATION_ERROR_KIND, "name": k, "method": method,
                          "value": abs(v - real), "detected": not (lo <= real <= hi)})
     return rows
+
+
+# --------------------------------------------------------------------------- goals
+
+
+def _goal_number(goal, column: str, raw) -> float | None:
+    from decimal import Decimal
+
+    from .goals import GoalDataError
+
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)) or not math.isfinite(float(raw)):
+        raise GoalDataError(f"goal {goal.name} ({goal.estimate.sql}): column {column!r} is {raw!r}, expected a finite number or NULL")
+    return float(raw)
+
+
+def goal_interval(goal, value: float | None, numerator: float | None, denominator: float | None,
+                  variance: float | None) -> tuple[float | None, float | None, float | None, str]:
+    """(value, ci low, ci high, expected status) of a goal's estimate.
+
+    A rate's `variance` is that of its numerator (for independent outcomes, the sum of p (1 - p));
+    without one, the binomial numerator (1 - numerator / denominator), its upper bound. A plain
+    value's `variance` is the value's own; without one there is no interval and the expected status
+    is the value's against the target.
+    """
+    if value is None and numerator is not None and denominator:
+        value = numerator / denominator
+    if value is None:
+        return None, None, None, "no_data"
+    sd = None
+    if numerator is not None and denominator:
+        var = variance if variance is not None else numerator * max(0.0, 1 - numerator / denominator)
+        sd = math.sqrt(max(var, 0.0)) / denominator
+    elif variance is not None:
+        sd = math.sqrt(max(variance, 0.0))
+    if sd is None:
+        ok = value <= goal.target if goal.direction == "at_most" else value >= goal.target
+        return value, None, None, "expected_met" if ok else "expected_missed"
+    lo, hi = value - Z95 * sd, value + Z95 * sd
+    if goal.unit.lower() == "ratio":
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    good, bad = (hi <= goal.target, lo > goal.target) if goal.direction == "at_most" else (lo >= goal.target, hi < goal.target)
+    return value, lo, hi, "expected_met" if good else "expected_missed" if bad else "insufficient_data"
+
+
+def goal_estimate(conn, goal, window: Window, realized: float | None) -> dict:
+    """The goal's `estimate` SQL on one window: value, interval, expected status; with `realized`
+    (a mature window), the estimate's absolute error."""
+    from .goals import GoalDataError, run_sql
+
+    columns, rows = run_sql(conn, goal, window, goal.estimate.sql_text)
+    cols = [c.lower() for c in columns]
+    if "value" not in cols and not {"numerator", "denominator"} <= set(cols):
+        raise GoalDataError(f"goal {goal.name} ({goal.estimate.sql}): the estimate query returns no `value` column "
+                            f"(it returns {', '.join(columns) or 'nothing'})")
+    if len(rows) > 1:
+        raise GoalDataError(f"goal {goal.name} ({goal.estimate.sql}): the estimate query returns {len(rows)} rows; expected one")
+    got = {c: _goal_number(goal, c, rows[0][cols.index(c)]) if rows and c in cols else None
+           for c in ("value", "numerator", "denominator", "variance")}
+    value, lo, hi, status = goal_interval(goal, got["value"], got["numerator"], got["denominator"], got["variance"])
+    return {"value": value, "numerator": got["numerator"], "denominator": got["denominator"],
+            "variance": got["variance"], "ci_low": lo, "ci_high": hi, "status": status, "realized": realized,
+            "error": abs(value - realized) if value is not None and realized is not None else None}

@@ -109,6 +109,19 @@ class ResultsCollector:
         prov = GaugeMetricFamily(n.GOAL_PROVISIONAL, "1 when the latest window is not yet mature.", labels=["goal"])
         review = GaugeMetricFamily(n.GOAL_REVIEW_VALUE, "The goal's value in its latest review (weekly) window.", labels=["goal", "window"])
         info = InfoMetricFamily(n.GOAL_INFO, "The goal's definition.", labels=["goal"])
+        est = GaugeMetricFamily(n.GOAL_ESTIMATED_VALUE, "The latest window's value estimated from model scores "
+                                "(by the goal's estimate SQL), while the window is provisional.", labels=["goal"])
+        est_lo = GaugeMetricFamily(n.GOAL_ESTIMATED_CI_LOW, "Lower bound of the estimate's 95 % interval.", labels=["goal"])
+        est_hi = GaugeMetricFamily(n.GOAL_ESTIMATED_CI_HIGH, "Upper bound of the estimate's 95 % interval.", labels=["goal"])
+        est_status = GaugeMetricFamily(n.GOAL_ESTIMATED_STATUS, "1 for the estimate's expected status (expected_met, "
+                                       "expected_missed, insufficient_data).", labels=["goal", "status"])
+        est_err = GaugeMetricFamily(n.GOAL_ESTIMATION_ERROR, "Mean absolute error of the goal's estimates over its "
+                                    f"latest {n.ESTIMATION_ERROR_WINDOWS} matured windows.", labels=["goal"])
+        for g in self.cfg.goals:
+            if g.estimate is not None:
+                err = self.store.goal_estimation_error(g.name, int(g.window.total_seconds()), n.ESTIMATION_ERROR_WINDOWS)
+                if err is not None:
+                    est_err.add_metric([g.name], err)
         for g in self.cfg.goals:
             target.add_metric([g.name, g.direction], g.target)
             info.add_metric([g.name], {"title": g.title, "owner": g.owner, "unit": g.unit,
@@ -129,6 +142,15 @@ class ResultsCollector:
                 if r["ci_low"] is not None:
                     lo.add_metric([g.name], r["ci_low"])
                     hi.add_metric([g.name], r["ci_high"])
+                e = self.store.goal_estimate(g.name, r["size_seconds"], r["window_start"]) if (
+                    g.estimate is not None and r["provisional"]) else None
+                if e is not None and e["value"] is not None:
+                    est.add_metric([g.name], e["value"])
+                    if e["ci_low"] is not None:
+                        est_lo.add_metric([g.name], e["ci_low"])
+                        est_hi.add_metric([g.name], e["ci_high"])
+                    for s in n.ESTIMATED_STATUSES:
+                        est_status.add_metric([g.name, s], 1.0 if e["status"] == s else 0.0)
             elif g.review and r["size_seconds"] == int(g.review.total_seconds()):
                 review.add_metric([g.name, format_duration(g.review)], _num(r["value"]))
         planned = GaugeMetricFamily(n.GOAL_PLANNED, "Where the planned path from baseline to target stands now.", labels=["goal"])
@@ -157,7 +179,8 @@ class ResultsCollector:
                 spent.add_metric([g.name], share)
             for label, rate in rates.items():
                 burn.add_metric([g.name, label], rate)
-        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj, spent, burn)
+        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj, spent, burn,
+                    est, est_lo, est_hi, est_status, est_err)
 
     def collect_models(self):
         score = GaugeMetricFamily(n.FEATURE_DRIFT_SCORE, "Drift of one feature in the latest window against the reference.", labels=["model", "feature", "method"])
@@ -168,6 +191,8 @@ class ResultsCollector:
         share = GaugeMetricFamily(n.DATASET_DRIFT_SHARE, "Share of features drifted in the latest window.", labels=["model"])
         share_thr = GaugeMetricFamily(n.DATASET_DRIFT_THRESHOLD, "Share of drifted features that makes dataset drift.", labels=["model"])
         pred = GaugeMetricFamily(n.PREDICTION_DRIFT_SCORE, "Drift of the score column.", labels=["model", "method"])
+        pred_detected = GaugeMetricFamily(n.PREDICTION_DRIFT_DETECTED, "1 when the score's drift crosses its threshold.",
+                                          labels=["model"])
         online = GaugeMetricFamily(n.MODEL_ONLINE, "Label-free signals of the latest window.", labels=["model", "metric", "feature"])
         quality = GaugeMetricFamily(n.MODEL_QUALITY, "Offline quality of the latest window whose labels are mature.", labels=["model", "metric"])
         coverage = GaugeMetricFamily(n.MODEL_LABEL_COVERAGE, "Share of the quality window's predictions that got a label.", labels=["model"])
@@ -239,6 +264,7 @@ class ResultsCollector:
                     # a multiclass model's prediction drift is its predicted class distribution's
                     if m.task != "multiclass_classification" or r["name"] == "class":
                         pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
+                        pred_detected.add_metric([m.name], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "online":
                     online.add_metric([m.name, r["name"], ""], _num(r["value"]))
                 elif r["kind"] == "multivariate_drift":
@@ -268,8 +294,9 @@ class ResultsCollector:
                         estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
-        yield from (score, detected, feature_thr, share, share_thr, pred, online, quality, quality_thr, klass, mv_score, mv_detected, mv_thr,
-                    coverage, pending, end, qend, info, est, est_lo, est_hi, est_err, checks, newest, volume)
+        yield from (score, detected, feature_thr, share, share_thr, pred, pred_detected, online, quality, quality_thr,
+                    klass, mv_score, mv_detected, mv_thr, coverage, pending, end, qend, info,
+                    est, est_lo, est_hi, est_err, checks, newest, volume)
 
     def collect_jobs(self):
         jobs = {n.goal_job(g.name) for g in self.cfg.goals} | {n.model_job(m.name) for m in self.cfg.models}

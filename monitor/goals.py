@@ -77,13 +77,13 @@ def used_params(sql: str) -> set[str]:
     return {p for p in _PARAM.findall(text) if p in WINDOW_PARAMS}
 
 
-def run_sql(conn, goal: Goal, window: Window) -> tuple[list[str], list[tuple]]:
+def run_sql(conn, goal: Goal, window: Window, text: str | None = None) -> tuple[list[str], list[tuple]]:
     """Run the goal's SQL on one window with bound parameters, in a read-only transaction.
 
     PostgreSQL: SET TRANSACTION READ ONLY; SQLite: PRAGMA query_only for the statement. A file
     that tries to write fails with the database's own error; other dialects run it as it is.
     """
-    sql = sa.text(strip_comments(goal.sql_text))
+    sql = sa.text(strip_comments(goal.sql_text if text is None else text))
     dialect = conn.dialect.name
     if conn.in_transaction():
         conn.rollback()  # SET TRANSACTION must come first in its transaction
@@ -172,9 +172,12 @@ def compute(conn, goal: Goal, window: Window, provisional: bool, size: timedelta
     columns, rows = run_sql(conn, goal, window)
     value, numerator, denominator, segs = shape(goal, columns, rows)
     j = judge(value, numerator, denominator, goal.target, goal.direction)
+    from .estimate import goal_estimate
+
+    est = goal_estimate(conn, goal, window, None if provisional else value) if goal.estimate else None
     return GoalWindow(
         goal=goal.name, size_seconds=int((size or window.size).total_seconds()), window_start=window.start,
         window_end=window.end, value=value, numerator=numerator, denominator=denominator,
         ci_low=j.ci_low, ci_high=j.ci_high, met=j.met, status=j.status, needed=j.needed,
-        provisional=provisional, segments=segs,
+        provisional=provisional, segments=segs, estimate=est,
     ), len(rows)

@@ -80,6 +80,19 @@ goal_segments = sa.Table(
     sa.Column("value", sa.Float), sa.Column("numerator", sa.Float), sa.Column("denominator", sa.Float),
 )
 
+# A goal window's value estimated by its `estimate` SQL (from model scores), with its 95 % interval
+# and expected status; `realized` and `error` (|estimate - realized|) once the window is mature.
+goal_estimates = sa.Table(
+    "monitor_goal_estimates", metadata,
+    sa.Column("goal", sa.String(200), primary_key=True),
+    sa.Column("size_seconds", sa.Integer, primary_key=True),
+    _ts("window_start", primary_key=True),
+    sa.Column("value", sa.Float), sa.Column("numerator", sa.Float), sa.Column("denominator", sa.Float),
+    sa.Column("variance", sa.Float), sa.Column("ci_low", sa.Float), sa.Column("ci_high", sa.Float),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("realized", sa.Float), sa.Column("error", sa.Float),
+)
+
 goal_trajectory = sa.Table(
     "monitor_goal_trajectory", metadata,
     sa.Column("goal", sa.String(200), primary_key=True),
@@ -188,6 +201,7 @@ class GoalWindow:
     needed: int | None = None
     provisional: bool = False
     segments: list[dict] = field(default_factory=list)
+    estimate: dict | None = None  # the `estimate` SQL's result: value, numerator, denominator, variance, ci_low, ci_high, status, realized, error
 
 
 @dataclass
@@ -240,7 +254,7 @@ class Store:
         """Replace the goal's result and segments for this window in one transaction."""
         key = dict(goal=r.goal, size_seconds=r.size_seconds, window_start=r.window_start)
         with self.engine.begin() as conn:
-            for t in (goal_segments, goal_results):
+            for t in (goal_segments, goal_results, goal_estimates):
                 conn.execute(t.delete().where(*[t.c[k] == v for k, v in key.items()]))
             conn.execute(goal_results.insert().values(
                 **key, window_end=r.window_end, value=_finite(r.value), numerator=_finite(r.numerator),
@@ -248,6 +262,9 @@ class Store:
                 met=r.met, status=r.status, needed=r.needed, provisional=r.provisional, computed_at=now))
             if r.segments:
                 conn.execute(goal_segments.insert(), [{**key, **s} for s in r.segments])
+            if r.estimate is not None:
+                conn.execute(goal_estimates.insert().values(**key, **{k: _finite(v) if k != "status" else v
+                                                                      for k, v in r.estimate.items()}))
 
     def save_trajectory(self, goal: str, as_of: datetime, now: datetime, **values) -> None:
         """Replace the goal's trajectory as of the end of its latest window."""
@@ -332,6 +349,31 @@ class Store:
                                               t.c.window_start == latest.c.ws))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def goal_estimates(self, goal: str, size_seconds: int | None = None) -> list[dict]:
+        """Every stored estimate of a goal, oldest first."""
+        t = goal_estimates
+        q = sa.select(t).where(t.c.goal == goal)
+        if size_seconds is not None:
+            q = q.where(t.c.size_seconds == size_seconds)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.size_seconds, t.c.window_start))]
+
+    def goal_estimate(self, goal: str, size_seconds: int, window_start: datetime) -> dict | None:
+        t = goal_estimates
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.goal == goal, t.c.size_seconds == size_seconds,
+                                                  t.c.window_start == window_start)).first()
+        return dict(row._mapping) if row else None
+
+    def goal_estimation_error(self, goal: str, size_seconds: int, windows: int) -> float | None:
+        """Mean absolute error of the goal's estimates over its latest `windows` matured windows."""
+        t = goal_estimates
+        recent = (sa.select(t.c.error).where(t.c.goal == goal, t.c.size_seconds == size_seconds, t.c.error.is_not(None))
+                  .order_by(t.c.window_start.desc()).limit(windows).subquery())
+        with self.engine.connect() as conn:
+            v = conn.execute(sa.select(sa.func.avg(recent.c.error))).scalar()
+        return None if v is None else float(v)
 
     def latest_trajectories(self) -> list[dict]:
         t = goal_trajectory

@@ -44,9 +44,11 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
     names = [a.alert for a in alerts.all_alerts(cfg)]
     assert names == [
         "BadSessionShareBreached", "BadSessionShareErrorBudgetFastBurn", "BadSessionShareErrorBudgetSlowBurn",
-        "BadSessionShareAtRisk", "BadSessionShareStale",
-        "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserStale",
-        "ScorerDataDrift", "ScorerMultivariateDrift", "ScorerRocAucBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
+        "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
+        "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
+        "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
+        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * 7, "ScorerMultivariateDrift",
+        "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
 

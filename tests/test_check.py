@@ -156,3 +156,21 @@ def test_check_reports_a_timestamp_column_that_mixes_kinds_as_an_error(tmp_path,
     code, _, err = _check(path, capsys)
     assert code == 2
     assert "models[0](m).source.timestamp" in err and "Traceback" not in err
+
+
+def test_drift_alert_features_must_be_features_of_the_model(tmp_path, capsys):
+    path = write_config(tmp_path, "sqlite:///x.db", extra=textwrap.dedent("""\
+        models:
+          - name: m
+            task: regression
+            start: 2026-09-01
+            source: {table: events, id: id, timestamp: ts, score: minutes, features: {numeric: [minutes], categorical: [country]}}
+            drift: {alert_features: [country, contry]}
+        """))
+    assert main(["check", "--config", path]) == 2
+    err = capsys.readouterr().err
+    assert "models[0](m)" in err and "drift.alert_features: contry not among the model's source.features" in err
+    assert "Traceback" not in err
+    text = open(path).read().replace("[country, contry]", "[country]")
+    open(path, "w").write(text)
+    assert load_config(path).models[0].drift.alert_features == ["country"]

@@ -351,3 +351,85 @@ def test_exporter_shows_the_pending_estimate_and_the_error_of_matured_ones(db_ur
     assert reg.get_sample_value(names.MODEL_QUALITY_ESTIMATED, {"model": "m", "metric": "roc_auc"}) is None
     assert reg.get_sample_value(names.MODEL_QUALITY, {"model": "m", "metric": "roc_auc"}) is not None
     assert reg.get_sample_value(names.MODEL_ESTIMATION_ERROR, {"model": "m", "metric": "roc_auc"}) is not None
+
+
+# --------------------------------------------------------------------------- goals
+
+GOAL_SQL = """SELECT CAST(SUM(o.bad) AS DOUBLE PRECISION) / NULLIF(COUNT(*), 0) AS value,
+       COALESCE(SUM(o.bad), 0) AS numerator, COUNT(*) AS denominator
+FROM loans l JOIN outcomes o ON o.loan_id = l.loan_id
+WHERE l.issued_at >= :window_start AND l.issued_at < :window_end"""
+ESTIMATE_SQL = """-- the expected rate: the loans' probabilities summed, and their Bernoulli variance
+SELECT SUM(l.pd) / NULLIF(COUNT(*), 0) AS value, SUM(l.pd) AS numerator, COUNT(*) AS denominator,
+       SUM(l.pd * (1 - l.pd)) AS variance
+FROM loans l WHERE l.issued_at >= :window_start AND l.issued_at < :window_end"""
+
+
+def goal_world(url: str, tmp_path, days: int = 80, per_day: int = 1500, target: float = 0.02):
+    from monitor.config import parse_config
+
+    rng = np.random.default_rng(9)
+    n = days * per_day
+    pd_ = np.round(1 / (1 + np.exp(-rng.normal(-4.2 + 0.5 * np.sin(np.arange(n) / per_day / 5), 0.8, n))), 6)
+    at = [(utc(i // per_day) + timedelta(seconds=float(i % per_day) * 50)).replace(tzinfo=None) for i in range(n)]
+    eng = sa.create_engine(url)
+    pd.DataFrame({"loan_id": np.arange(n), "issued_at": at, "pd": pd_}).to_sql("loans", eng, index=False, chunksize=5000)
+    pd.DataFrame({"loan_id": np.arange(n), "bad": (rng.random(n) < pd_).astype(int)}).to_sql("outcomes", eng, index=False,
+                                                                                              chunksize=5000)
+    eng.dispose()
+    (tmp_path / "rate.sql").write_text(GOAL_SQL)
+    (tmp_path / "rate_estimate.sql").write_text(ESTIMATE_SQL)
+    cfg = parse_config({"database_url": url, "results_url": f"sqlite:///{tmp_path / 'r.db'}", "goals": [{
+        "name": "bad_rate", "sql": "rate.sql", "estimate": {"sql": "rate_estimate.sql"}, "direction": "at_most",
+        "target": target, "window": "1d", "start": utc(0).isoformat(), "maturity": "3d", "review": None,
+        "recompute": 0}]}, tmp_path / "monitor.yaml")
+    return cfg
+
+
+def test_goal_estimate_interval_holds_the_realized_rate_and_is_replaced_once_mature(db_url, tmp_path):
+    """80 days of loans whose probabilities are true: the estimate's 95 % interval holds the
+    realized default rate of about 95 % of the windows; provisional windows export the estimate
+    and its expected status; mature ones keep their error, and the exporter its mean."""
+    from monitor.exporter import registry
+    from monitor.jobs import run_cycle
+
+    cfg = goal_world(db_url, tmp_path)
+    store = Store(cfg.store_url)
+    assert run_cycle(cfg, utc(80) + timedelta(hours=1), store=store).ok
+    rows = store.goal_estimates("bad_rate", 86400)
+    results = {r["window_start"]: r for r in store.goal_series("bad_rate", 86400)}
+    assert len(rows) == 80
+    mature = [r for r in rows if not results[r["window_start"]]["provisional"]]
+    assert len(mature) == 77 and all(r["realized"] is None for r in rows if r not in mature)
+    hits = []
+    for r in mature:
+        real = results[r["window_start"]]["value"]
+        assert r["realized"] == pytest.approx(real) and r["error"] == pytest.approx(abs(r["value"] - real))
+        hits.append(r["ci_low"] <= real <= r["ci_high"])
+    assert 0.88 <= np.mean(hits) <= 1.0, np.mean(hits)
+    last = rows[-1]
+    assert last["status"] in names.ESTIMATED_STATUSES
+    assert last["value"] == pytest.approx(last["numerator"] / last["denominator"])
+    sd = np.sqrt(last["variance"]) / last["denominator"]
+    assert last["ci_high"] == pytest.approx(last["value"] + E.Z95 * sd)
+    reg = registry(cfg, store)
+    g = {"goal": "bad_rate"}
+    assert reg.get_sample_value(names.GOAL_ESTIMATED_VALUE, g) == pytest.approx(last["value"])
+    assert reg.get_sample_value(names.GOAL_ESTIMATED_CI_LOW, g) == pytest.approx(last["ci_low"])
+    assert reg.get_sample_value(names.GOAL_ESTIMATED_STATUS, {**g, "status": last["status"]}) == 1.0
+    want = np.mean([r["error"] for r in mature[-names.ESTIMATION_ERROR_WINDOWS:]])
+    assert reg.get_sample_value(names.GOAL_ESTIMATION_ERROR, g) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("target, want", [(0.5, "expected_met"), (0.0001, "expected_missed"), (None, "insufficient_data")])
+def test_goal_expected_status_from_the_interval(target, want):
+    from monitor.config import Goal
+
+    g = Goal.model_validate({"name": "g", "sql": "x.sql", "direction": "at_most", "target": target or 0.02,
+                             "start": "2026-01-01"})
+    value, lo, hi, status = E.goal_interval(g, None, 20.0, 1000.0, 19.6 if target else None)
+    assert value == 0.02 and lo < 0.02 < hi and status == want
+    assert E.goal_interval(g, None, None, 0.0, None)[3] == "no_data"
+    at_least = g.model_copy(update={"direction": "at_least", "target": 0.001})
+    assert E.goal_interval(at_least, None, 20.0, 1000.0, 19.6)[3] == "expected_met"
+    assert E.goal_interval(g.model_copy(update={"target": 0.02}), 0.01, None, None, None)[1:] == (None, None, "expected_met")
