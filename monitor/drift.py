@@ -282,11 +282,12 @@ class NumericSummary:
     eq: list[float] | None = None  # counts of each of the (few) reference values
     abs_n: int | None = None  # count and sum of the values `abs` was taken over, when a sample
     abs_s: float | None = None  # of them (else n and s)
+    ks_d: float | None = None  # the exact KS statistic against this window's reference, when refined (`exactks`)
 
     @classmethod
     def from_dict(cls, d: dict) -> NumericSummary:
         return cls(rows=d["rows"], n=d["n"], s=d["s"], s2=d.get("s2"), lt=d.get("lt"), abs=d.get("abs"), eq=d.get("eq"),
-                   abs_n=d.get("abs_n"), abs_s=d.get("abs_s"))
+                   abs_n=d.get("abs_n"), abs_s=d.get("abs_s"), ks_d=d.get("ks_d"))
 
     @property
     def abs_base(self) -> tuple[float, float]:
@@ -419,6 +420,8 @@ def _numeric_score(method: str, spec: dict, ref: NumericSummary, cur: NumericSum
         (ref_n, ref_mean), (cur_n, cur_mean) = ref.abs_base, cur.abs_base
         return wasserstein(spec["edges"], ref.abs, ref_n, ref_mean, ref_std, cur.abs, cur_n, cur_mean)
     if method == "ks":
+        if cur.ks_d is not None:  # refined: the exact statistic (`monitor.exactks`)
+            return ks_pvalue(cur.ks_d, int(ref.n), int(cur.n))
         return ks(ref.lt, cur.lt, ref.n, cur.n)
     few = ref.eq is not None and cur.eq is not None
     r, c = (_value_counts(ref), _value_counts(cur)) if few else (_numeric_bins(spec, ref), _numeric_bins(spec, cur))

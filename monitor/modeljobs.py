@@ -54,6 +54,7 @@ from . import confusion
 from . import drift as D
 from . import driftsettings as S
 from . import estimate as E
+from . import exactks as KS
 from . import multiclass as MC
 from . import multivariate as MV
 from .config import Model
@@ -908,6 +909,22 @@ def _compared(spec: dict, ref: dict, cur: dict, model: Model) -> list[dict]:
     return rows
 
 
+def _exact_ks(conn, model: Model, spec: dict, ref: dict, cur: dict, window: Window, learned: dict) -> None:
+    """KS columns whose decision the cut points leave open get their exact statistic (`exactks`), in
+    `cur` (after any summary of it was stored: it belongs to this comparison only)."""
+    for col in model.source.features.numeric:
+        method = S.setting(model, col)[0]
+        thr = S.threshold(model, col, learned)
+        r = _compare_column(spec, col, method, thr, ref, cur, model)
+        if r.method != "ks":
+            continue
+        d = KS.refine(conn, model, col, spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
+                      D.NumericSummary.from_dict(cur["num"][col]), thr, reference_range(model, window), window,
+                      _where(conn, model), lambda w: _bounds(conn, model, w))
+        if d is not None:
+            cur["num"][col]["ks_d"] = d
+
+
 def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Window, now: datetime) -> dict:
     """Thresholds learned from the reference's chunks (windows of the model's size): see `driftsettings`."""
     if not S.learns(model):
@@ -978,6 +995,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             rows = int(allc["rows"])
             read += rows
             learned = _learned(conn, store, model, spec, ref, window, now) if ref is not None and rows else {}
+            if ref is not None and rows:
+                _exact_ks(conn, model, spec, ref["all"], allc, window, learned)
             # Side queries over the same rows (counted once, by the pass above): the predicted class
             # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
             classes = multivariate = None
