@@ -127,6 +127,11 @@ class Reader:
         with self.store.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.name))]
 
+    def volume_ratio(self, model: str, window_seconds: int) -> float | None:
+        """Rows of the model's latest window against the median of its comparable windows (see Store.volume_ratio)."""
+        found = self.store.volume_ratio(model, timedelta(seconds=window_seconds))
+        return found[1] if found else None
+
     def last_run(self, job: str) -> dict | None:
         """The job's latest recorded run (status, error, when)."""
         t = job_runs
@@ -381,6 +386,28 @@ def drift_heatmap(r: Reader, model: str) -> list[dict]:
 def drifted_this_week(heat: list[dict], week: datetime) -> list[dict]:
     rows = [c for c in heat if c["week"] == week and c["drifted"]]
     return sorted(rows, key=lambda c: (-c["drifted"], -(c["max_score"] or 0)))
+
+
+def input_health(model: Model, r: Reader) -> dict:
+    """What the model page shows first: the latest window's data checks, the newest source row, the volume."""
+    from monitor.conventions import DATA_CHECK_KIND, FRESHNESS_KIND, FRESHNESS_NAME
+
+    series = r.model_series(model.name)
+    latest = series[-1] if series else None
+    checks = r.model_metrics(model.name, (DATA_CHECK_KIND,))
+    failing: dict[datetime, list[dict]] = {}
+    for c in checks:
+        if c["detected"]:
+            failing.setdefault(c["window_start"], []).append(c)
+    newest = [m["value"] for m in r.model_metrics(model.name, (FRESHNESS_KIND,))
+              if m["name"] == FRESHNESS_NAME and m["value"] is not None]
+    return {
+        "latest": latest,
+        "checks": [c for c in checks if latest and c["window_start"] == latest["window_start"]],
+        "failing": failing,  # window start -> its failing checks
+        "newest_row": datetime.fromtimestamp(max(newest), timezone.utc) if newest else None,
+        "volume_ratio": r.volume_ratio(model.name, int(model.window.total_seconds())) if latest else None,
+    }
 
 
 def quality_windows(model: Model, r: Reader) -> list[dict]:

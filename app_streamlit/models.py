@@ -6,6 +6,7 @@ import streamlit as st
 
 from app_streamlit import data, ui
 from monitor import review
+from monitor.alerts import CHECK_TEXT
 from monitor.durations import format_duration
 
 ctx = st.session_state["_ctx"]
@@ -40,6 +41,42 @@ if not series:
     if run and run["status"] == "failed":
         st.error(f"Its last run failed ({review.fmt_time(run['started_at'])}): `{run['error']}`")
     st.stop()
+
+# --- inputs: are the numbers below computed from sound data? ---
+st.header("Inputs")
+health = data.input_health(model, ctx.reader)
+latest = health["latest"]
+c1, c2, c3 = st.columns(3)
+newest = health["newest_row"]
+c1.metric("Newest source row", review.fmt_time(newest) if newest else "–",
+          help=f"The newest row of {model.source.table} over the stored windows; its alert fires when it is older "
+               f"than two windows.")
+ratio = health["volume_ratio"]
+c2.metric("Rows in the latest window", f"{latest['rows']:,}", delta=f"{ratio:.0%} of usual" if ratio is not None else None,
+          delta_color="off",
+          help="Against the median of the same time of day on the 7 days before (windows under a day), else of the "
+               "7 windows before; alerts below 50 % and above 200 %.")
+failing_now = [c for c in health["checks"] if c["detected"]]
+c3.metric("Data checks of the latest window", f"{len(failing_now)} failing" if health["checks"] else "–",
+          help="Timestamps, score range and nulls, label values and duplicates, the reference, the schema.")
+when = review.fmt_time(latest["window_start"])
+if failing_now:
+    what = "; ".join(f"**{c['name']}** ({CHECK_TEXT.get(c['name'], 'invalid inputs')}"
+                     + (f", {c['value']:,.0f} rows" if c["value"] else "") + ")" for c in failing_now)
+    st.warning(f"Failing in the latest window ({when}): {what}. Quality from such inputs is withheld.",
+               icon=":material/report:")
+elif health["checks"]:
+    st.success(f"All {len(health['checks'])} data checks pass in the latest window ({when}).")
+else:
+    st.caption("No data checks are stored for this model's windows yet.")
+if not latest["rows"]:
+    st.warning(f"The latest window ({when}) has no rows at all: the source stopped filling, or the monitor reads "
+               "the wrong table.", icon=":material/report:")
+earlier = [(ws, cs) for ws, cs in sorted(health["failing"].items(), reverse=True) if ws != latest["window_start"]]
+if earlier:
+    st.caption("Earlier windows with failing checks: " + "; ".join(
+        f"{review.fmt_time(ws)} ({', '.join(c['name'] for c in cs)})" for ws, cs in earlier[:10])
+        + (f"; and {len(earlier) - 10} more" if len(earlier) > 10 else ""))
 
 # --- drift per feature over the weeks ---
 st.header("Drift")
@@ -107,7 +144,8 @@ else:
             st.altair_chart(ui.line(long, "value", color="metric", title="quality"), width="stretch")
     table = pd.DataFrame([{
         "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
-        "status": {"pending": f"pending until {row['judged_from']:%Y-%m-%d %H:%M}" if row["judged_from"] else "pending"}
+        "status": {"pending": f"pending until {row['judged_from']:%Y-%m-%d %H:%M}" if row["judged_from"] else "pending",
+                   "invalid": "withheld: " + ", ".join(c["name"] for c in health["failing"].get(row["window_start"], []))}
         .get(row["quality_status"], row["quality_status"]),
         "label coverage": f"{row['label_coverage']:.1%}" if row["label_coverage"] is not None else "–",
         "rows": row["rows"], **{k: row.get(k) for k in metric_names}} for row in reversed(q)])

@@ -61,6 +61,9 @@ class CachedReader(data.Reader):
     def last_run(self, job):
         return _read(self.url, "last_run", job)
 
+    def volume_ratio(self, model, window_seconds):
+        return _read(self.url, "volume_ratio", model, window_seconds)
+
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _config(path: str, mtime: float) -> Config:

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -20,6 +21,25 @@ Exit codes: 0 all good, 1 a job failed (the others still ran), 2 bad config or u
 
 class UsageError(Exception):
     """Bad command-line input: exit code 2."""
+
+
+class StoreUnusable(Exception):
+    """The results store cannot be reached, created or written (down, missing permissions): exit code 1."""
+
+
+@contextmanager
+def _results_store(cfg):
+    """Turns a database error of the results store into one line naming the key and the database."""
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as e:
+        from .db import describe_error
+
+        key = "results_url" if cfg.results_url else "database_url (results_url is empty, so results go there)"
+        where = sa.engine.make_url(cfg.store_url).render_as_string(hide_password=True)
+        raise StoreUnusable(f"{key}: the results store {where} cannot be used: {describe_error(e)}") from None
 
 
 def _timestamp(text: str):
@@ -172,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreUnusable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -201,12 +224,13 @@ def cmd_run_once(args) -> int:
     cfg = _load(args)
     now = args.now or utcnow()
     store = _store(cfg)
-    report = run_cycle(cfg, now, store=store, progress=args.progress)
-    if cfg.notify:
-        from .notify import notify_cycle
-        notify_cycle(cfg, store, now)
-    rows = goal_table(cfg, store)
-    models = model_table(cfg, store, report.computed)
+    with _results_store(cfg):
+        report = run_cycle(cfg, now, store=store, progress=args.progress)
+        if cfg.notify:
+            from .notify import notify_cycle
+            notify_cycle(cfg, store, now)
+        rows = goal_table(cfg, store)
+        models = model_table(cfg, store, report.computed)
     if args.json:
         print(json.dumps({"now": now.isoformat(), "goals": rows, "models": models, "failed": [
             {"job": j, "window": str(w) if w else None, "error": e} for j, w, e in report.failed]}, indent=2, default=str))
@@ -244,7 +268,8 @@ def cmd_backfill(args) -> int:
     known = {g.name for g in cfg.goals} | {m.name for m in cfg.models}
     if only and only - known:
         raise UsageError(f"--only: unknown goal or model {', '.join(sorted(only - known))}")
-    report = run_cycle(cfg, args.end, progress=True, only=only)
+    with _results_store(cfg):
+        report = run_cycle(cfg, args.end, progress=True, only=only)
     print(f"computed {report.ran} windows" + (f", {len(report.failed)} failed" if report.failed else ""))
     print_failures(report)
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -256,13 +281,17 @@ def cmd_metrics(args) -> int:
     cfg = _load(args)
     store = _store(cfg)
     try:
-        sys.stdout.write(exposition(cfg, store).decode())
-    except Exception as e:
-        from .db import describe_error
-        print(f"error: cannot read the results store {cfg.store_url.split('@')[-1]}: {describe_error(e)}\n"
-              "Run `monitor run-once --config FILE` first, or check results_url.", file=sys.stderr)
-        return EXIT_FAILED
+        with _results_store(cfg):
+            text = exposition(cfg, store).decode()
+    except StoreUnusable as e:
+        hint = " (no results yet? run `monitor run-once --config FILE` first)" if _no_tables(str(e)) else ""
+        raise StoreUnusable(f"{e}{hint}") from None
+    sys.stdout.write(text)
     return EXIT_OK
+
+
+def _no_tables(message: str) -> bool:
+    return "no such table" in message or ("relation" in message and "does not exist" in message)
 
 
 def cmd_check(args) -> int:

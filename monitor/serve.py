@@ -119,8 +119,10 @@ class Service:
             if report.failed or report.skipped:
                 # another replica holds the job, or it failed: look again soon rather than next window
                 self._retry(name)
-            log.info("cycle", extra={"subject": name, "ran": report.ran, "failed": len(report.failed),
-                                     "skipped": report.skipped})
+            # a cycle with failed jobs is a warning: logs filtered at warning must still show it
+            log.log(logging.WARNING if report.failed else logging.INFO, "cycle",
+                    extra={"subject": name, "ran": report.ran, "failed": len(report.failed), "skipped": report.skipped,
+                           **({"errors": [f"{j} {w}: {e}" for j, w, e in report.failed]} if report.failed else {})})
         except Exception as e:  # the store itself is down: keep serving, retry next time
             with self.lock:
                 self.last_error[name] = describe_error(e)

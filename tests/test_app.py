@@ -107,10 +107,17 @@ def _models(store: Store) -> None:
             {"kind": "null_share", "name": "age", "value": 0.02},
         ]
         judged = day < 18
-        if judged:
+        # the inputs: scores out of range on day 5 (its quality withheld), duplicate labels in the latest window
+        failing = {5: ("score_range", 31.0), 27: ("label_duplicates", 12.0)}.get(day)
+        metrics += [{"kind": "data_check", "name": c, "value": failing[1] if failing and failing[0] == c else 0.0,
+                     "detected": bool(failing and failing[0] == c)}
+                    for c in ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates")]
+        metrics.append({"kind": "source", "name": "newest_row_timestamp", "value": (ws + timedelta(hours=23)).timestamp()})
+        if judged and day != 5:
             metrics += [{"kind": "quality", "name": "roc_auc", "value": 0.93}, {"kind": "quality", "name": "recall", "value": 0.8}]
+        status = ("invalid" if day == 5 else "ok") if judged else "pending"
         store.save_model_window(ModelWindow("clf", ws, ws + timedelta(days=1), 400, 2 / 3 if breach else 0.0, breach,
-                                            "ok" if judged else "pending", 0.97 if judged else 0.4, metrics), NOW)
+                                            status, 0.97 if judged else 0.4, metrics), NOW)
         store.save_model_window(ModelWindow("reg", ws, ws + timedelta(days=1), 70, 0.0, False, "no_labels", None,
                                             [{"kind": "online", "name": "score_mean", "value": 25.0}]), NOW)
 
@@ -259,10 +266,32 @@ def test_models_page_shows_drift_heatmap_features_drifted_quality_and_the_goal_t
     assert set(drifted["feature"]) == {"links", "client"} and drifted.iloc[0]["windows drifted"] == "7 of 7"
     quality = at.dataframe[-1].value
     assert quality["status"].str.startswith("pending until").sum() == 10  # the last ten windows wait for labels
-    assert (quality["status"] == "ok").sum() == 18
+    assert (quality["status"] == "ok").sum() == 17
+    assert (quality["status"] == "withheld: score_range").sum() == 1
     assert "97.0%" in set(quality["label coverage"])
-    assert "18 windows judged, 10 pending" in body
+    assert "17 windows judged, 10 pending" in body
     assert len(at.get("vega_lite_chart")) >= 4  # heatmap, prediction drift, online signals, quality
+
+
+def test_models_page_shows_data_checks_and_freshness_first(app_env):
+    at = _models_page()
+    headers = [h.value for h in at.header]
+    assert headers[0] == "Inputs" and headers.index("Inputs") < headers.index("Drift")
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Newest source row"].value == "2026-03-29 23:00 UTC"  # the latest window's newest row
+    assert metrics["Rows in the latest window"].value == "400"
+    assert metrics["Data checks of the latest window"].value == "1 failing"
+    warning = next(w.value for w in at.warning if "Failing in the latest window" in w.value)
+    assert "**label_duplicates** (predictions with more than one label, 12 rows)" in warning
+    assert "Earlier windows with failing checks: 2026-03-07 00:00 UTC (score_range)" in texts(at)
+
+
+def test_a_model_whose_checks_pass_says_so_and_without_checks_says_none_are_stored(app_env):
+    at = _models_page()
+    at.selectbox(key="model").select("reg").run()
+    clean(at)
+    assert "No data checks are stored for this model's windows yet." in texts(at)
+    assert {m.label: m.value for m in at.metric}["Newest source row"] == "–"
 
 
 def test_a_model_without_labels_says_quality_is_not_computed(app_env):
