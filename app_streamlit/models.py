@@ -108,6 +108,16 @@ if pred:
 else:
     st.caption("No prediction drift stored.")
 
+mv = ctx.reader.model_metrics(model.name, ("multivariate_drift",))
+if mv:
+    st.subheader("Multivariate drift")
+    thr = next((p["threshold"] for p in reversed(mv) if p["threshold"] is not None), None)
+    st.altair_chart(ui.line([{**p, "detected": "drift" if p["detected"] else "no drift"} for p in mv], "value",
+                            rule=thr, title="PCA reconstruction error"), width="stretch")
+    st.caption("Mean reconstruction error of the numeric features, standardised by the reference: it rises when "
+               "their joint distribution moves (a correlation), even if no feature drifts on its own. The dashed "
+               "line is the latest threshold (by default the reference windows' mean plus 3 standard deviations).")
+
 # --- online signals ---
 st.header("Online signals")
 online = ctx.reader.model_metrics(model.name, ("online",))

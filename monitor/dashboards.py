@@ -377,9 +377,12 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .with_target(prom(sel(n.MODEL_ONLINE, metric="null_share", **m), "{{feature}}")))
     d.with_row(db.Row("Offline quality (labels)"))
     d.with_panel(timeseries.Panel().title("Offline quality").datasource(PROM)
-                 .description("Quality of the latest window whose labels are mature (its end older than max_delay).")
+                 .description("Quality of the latest window whose labels are mature (its end older than max_delay), "
+                              "and the floors (min) and ceilings (max) it is held to, fixed or learned from the "
+                              "reference's windows.")
                  .span(12).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.MODEL_QUALITY, **m), "{{metric}}")))
+                 .with_target(prom(sel(n.MODEL_QUALITY, **m), "{{metric}}", "A"))
+                 .with_target(prom(sel(n.MODEL_QUALITY_THRESHOLD, **m), "{{metric}} {{bound}}", "B")))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)
                  .description("Windows whose labels have not matured yet: their quality is pending, never partial.")
                  .span(4).height(4).unit("none").thresholds(thresholds((None, GREEN), (1, BLUE)))
