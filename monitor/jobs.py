@@ -76,9 +76,10 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime, hol
             unsettled = {s for s, prov in stored.items() if prov}
             windows = plan(goal.start, now, size, set(stored), goal.recompute, unsettled)
         for w in windows:
-            def run(w=w):
+            def run(w=w, size=size):
                 with source.connect() as conn:
-                    result, rows = goals.compute(conn, goal, w, provisional=not is_mature(w, now, goal.maturity))
+                    result, rows = goals.compute(conn, goal, w, provisional=not is_mature(w, now, goal.maturity),
+                                                 size=size)
                 store.save_goal_window(result, now, hold=hold)
                 return rows
             tasks.append(Task(job, w, run))
