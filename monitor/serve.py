@@ -19,7 +19,7 @@ from .db import describe_error
 from .durations import utcnow
 from .jobs import Lease, run_cycle
 from .store import Store
-from .windows import floor
+from .windows import window_at
 
 log = logging.getLogger("monitor.serve")
 
@@ -197,7 +197,7 @@ class Service:
                                                                   "misfire_grace_time": None})
         now = utcnow()
         for name, size in self.subjects():
-            first = floor(now, size) + size + self.cfg.grace
+            first = window_at(now, size).end + self.cfg.grace
             sched.add_job(self.run_subject, IntervalTrigger(seconds=size.total_seconds(), start_date=first),
                           args=[name], id=name, name=name)
             # catch up every missed window at start
