@@ -109,7 +109,7 @@ def test_concurrent_run_once_on_an_empty_store_never_collide_and_compute_each_wi
 
 
 def test_a_run_once_killed_mid_window_is_closed_as_failed_and_the_next_one_finishes(tmp_path, pg_url):
-    cfg, start = world(tmp_path, pg_url, hours=6, sleep=0.6)
+    cfg, start = world(tmp_path, pg_url, hours=6, sleep=0.6, lease_ttl="8s")  # outlives the next process's start
     store = Store(pg_url)
     store.migrate()
     first = run_once(cfg)
