@@ -19,6 +19,11 @@ def make_engine(url: str, statement_timeout: timedelta | None = None, parquet: d
     return engines.make_engine(url, statement_timeout, parquet)
 
 
+def dispose_engines(url: str) -> None:
+    """Close and forget this process's engines of `url` (before its SQLite file is replaced)."""
+    engines.dispose(url)
+
+
 def bind_time(engine_or_conn, ts: datetime, like=None):
     """A UTC timestamp as a bound parameter the engine compares correctly with stored timestamps.
 
@@ -45,6 +50,16 @@ def describe_error(exc: BaseException) -> str:
     if "interrupted" in msg or "canceling statement due to statement timeout" in msg:
         msg = f"statement timeout: {msg}"
     return msg
+
+
+def finite(engine_or_conn, expr: str) -> str:
+    """SQL: a floating-point expression with NaN and +-infinity read as NULL."""
+    return engines.of(engine_or_conn).finite(expr)
+
+
+def non_finite(engine_or_conn, expr: str) -> str:
+    """SQL predicate: a floating-point expression is NaN or +-infinity."""
+    return engines.of(engine_or_conn).non_finite(expr)
 
 
 # --------------------------------------------------------------------------- source timestamps
@@ -99,20 +114,25 @@ def _iso(conn, column: str) -> str:
     return engines.of(conn).iso_time(column)
 
 
-def window_where(conn, column: str, ts: Timestamps) -> str:
-    """SQL predicate on the quoted `column`: the row is in the window bound by `window_params`."""
+def window_where(conn, column: str, ts: Timestamps, p: str = "") -> str:
+    """SQL predicate on the quoted `column`: the row is in the window bound by `window_params`
+    (whose parameters' names start with `p`)."""
     sqlite = conn.dialect.name == "sqlite"
     if ts.format in ("epoch_s", "epoch_ms") or (ts.format == "timestamp" and not sqlite) or ts.text_sep:
-        return f"{column} >= :ws AND {column} < :we"  # the column itself: an index on it is used
+        return f"{column} >= :{p}ws AND {column} < :{p}we"  # the column itself: an index on it is used
     if sqlite:  # a text band that an index narrows, then the exact comparison in UTC
         e = _sqlite_epoch(column)
-        return f"{column} >= :ws_text AND {column} < :we_text AND {e} >= :ws AND {e} < :we"
+        return f"{column} >= :{p}ws_text AND {column} < :{p}we_text AND {e} >= :{p}ws AND {e} < :{p}we"
     e = _iso(conn, column)
-    return f"{e} >= :ws AND {e} < :we"
+    return f"{e} >= :{p}ws AND {e} < :{p}we"
 
 
-def window_params(conn, ts: Timestamps, start: datetime, end: datetime) -> dict:
+def window_params(conn, ts: Timestamps, start: datetime, end: datetime, p: str = "") -> dict:
     """The bound parameters of `window_where` for the window `[start, end)`."""
+    return {p + k: v for k, v in _window_params(conn, ts, start, end).items()}
+
+
+def _window_params(conn, ts: Timestamps, start: datetime, end: datetime) -> dict:
     sqlite = conn.dialect.name == "sqlite"
     if ts.format in ("epoch_s", "epoch_ms"):
         ws, we = window_epoch(start, end)

@@ -4,52 +4,107 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from .durations import parse_timestamp
 
 
-def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0, database_url: str | None = None) -> int:
-    """Make the world in `folder`, compute it, print the goal table and the episodes; 0 when all went well."""
+def living_calendar(end: date, days: int) -> tuple[timedelta, int]:
+    """(shift, days) of a world that ends at midnight starting `end`: it starts on the weekday
+    DEMO_START starts on, a whole number of weeks later (or earlier), so the planted episodes keep
+    their places in the review weeks; it holds `days` to `days + 6` days."""
+    from .demo_world import DEMO_START
+
+    base_end = DEMO_START + timedelta(days=days)
+    end_ts = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
+    weeks = (end_ts - base_end) // timedelta(weeks=1)
+    shift = timedelta(weeks=weeks)
+    return shift, days + (end_ts - base_end - shift).days
+
+
+def _review_rows(url: str) -> dict[str, list[dict]]:
+    """The review tables' rows (notes, decisions, actions, closed weeks) of an earlier demo, if any."""
+    import sqlalchemy as sa
+
+    from .store import review_items, review_weeks
+
+    engine = sa.create_engine(url)
+    try:
+        insp = sa.inspect(engine)
+        out = {}
+        with engine.connect() as conn:
+            for t in (review_items, review_weeks):
+                if insp.has_table(t.name):
+                    out[t.name] = [dict(r._mapping) for r in conn.execute(sa.select(t))]
+        return out
+    except sa.exc.SQLAlchemyError:
+        return {}
+    finally:
+        engine.dispose()
+
+
+def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0, database_url: str | None = None,
+             end: date | None = None, force: bool = False) -> int:
+    """Make the world in `folder`, compute it, print the goal table and the episodes; 0 when all went well.
+
+    The world ends at the start of `end` (default today, UTC). An earlier demo's review notes and
+    closed weeks are kept unless `force`."""
     from . import demo_world
     from .config import load_config
+    from .durations import utcnow
     from .jobs import run_cycle
-    from .report import goal_table, print_failures, print_goal_table
+    from .report import goal_table, model_table, print_failures, print_goal_table, print_model_table
     from .store import Store, metadata
 
     t0 = time.perf_counter()
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    shift, days = living_calendar(end or utcnow().date(), days)
     if database_url:
         url, config_url = database_url, database_url
     else:
         db = folder / "monitor.db"
+        url, config_url = f"sqlite:///{db}", "sqlite:///monitor.db"  # relative: the folder can move
+    kept = {} if force else _review_rows(url)
+    if not database_url:
+        from .db import dispose_engines
+        dispose_engines(url)
         for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             stale.unlink(missing_ok=True)
-        url, config_url = f"sqlite:///{db}", "sqlite:///monitor.db"  # relative: the folder can move
-    print(f"Making the demo world in {folder} (seed {seed}, {days} days) ...", flush=True)
-    manifest = demo_world.generate(url, seed=seed, days=days, scale=scale)
-    (folder / "episodes.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    start = demo_world.DEMO_START + shift
+    now = start + timedelta(days=days)
+    print(f"Making the demo world in {folder} (seed {seed}, {days} days, {start:%Y-%m-%d} to {now:%Y-%m-%d}) ...", flush=True)
+    manifest = demo_world.generate(url, seed=seed, days=days, scale=scale, shift=shift)
+    (folder / "episodes.json").write_text(demo_world.shift_dates(json.dumps(manifest, indent=2), shift) + "\n")
+    manifest = json.loads((folder / "episodes.json").read_text())
     demo_world.copy_sql(folder)
     config_path = folder / "monitor.yaml"
-    config_path.write_text(demo_world.demo_config(config_url))
+    config_path.write_text(demo_world.shift_dates(demo_world.demo_config(config_url), shift))
     cfg = load_config(config_path)
     store = Store(cfg.store_url)
     if database_url:  # a fresh world: results of an earlier demo in the same database would not match it
         metadata.drop_all(store.engine)
         with store.engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS monitor_alembic_version")
-    now = demo_world.DEMO_START + timedelta(days=days)
+    n_kept = _restore_review(store, kept)
     print(f"Computing every window up to {now:%Y-%m-%d} ...", flush=True)
     report = run_cycle(cfg, now, store=store, progress=True)
     print()
     print_goal_table(goal_table(cfg, store))
     print()
+    print_model_table(model_table(cfg, store, report.computed))
+    print()
     print("Planted episodes, and what the monitor found:")
     for line in compare(manifest, cfg, store):
         print(f"  {line}")
+    print()
+    print("Estimated before the labels arrive, beside the truth the generator knows:")
+    for line in estimates_vs_truth(cfg, store, seed=seed, days=days, scale=scale):
+        print(f"  {line}")
     print_failures(report)
+    if n_kept:
+        print(f"\nKept the review of the earlier demo ({n_kept}): pass --force to start it afresh.")
     print(f"\nDone in {time.perf_counter() - t0:.0f} s. Next:")
     rel = _shortest(config_path)
     exe = _command_name()
@@ -63,6 +118,24 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
     for cmd, what in hints:
         print(f"  {cmd:<{width}}  # {what}")
     return 0 if report.ok else 1
+
+
+def _restore_review(store, kept: dict[str, list[dict]]) -> str:
+    """Put an earlier demo's review rows back; returns what was kept, in words ("" when nothing)."""
+    from .store import review_items, review_weeks
+
+    items, weeks = kept.get(review_items.name, []), kept.get(review_weeks.name, [])
+    if not items and not weeks:
+        return ""
+    store.migrate()
+    with store.engine.begin() as conn:
+        for t, rows in ((review_items, items), (review_weeks, weeks)):
+            cols = set(t.c.keys())
+            if rows:
+                conn.execute(t.insert(), [{k: v for k, v in r.items() if k in cols} for r in rows])
+    parts = [f"{len(items)} note{'s' if len(items) != 1 else ''}, decisions and actions" if items else "",
+             f"{len(weeks)} closed week{'s' if len(weeks) != 1 else ''}" if weeks else ""]
+    return " and ".join(p for p in parts if p)
 
 
 def example_config() -> str:
@@ -106,6 +179,56 @@ def compare(manifest: dict, cfg, store) -> list[str]:
             continue
         mark = "ok  " if agrees else "MISS"
         lines.append(f"[{mark}] {ep['name']} ({ep['kind']}, {ep['subject']}, {start:%m-%d}..{end:%m-%d}): {found}")
+    return lines
+
+
+def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float) -> list[str]:
+    """The credit model's estimated ROC AUC of its pending windows beside the value realized on the
+    labels the generator draws once they have arrived (the same world, seen 200 days later), and
+    the large-loan goal's estimate beside the generator's default probability of a large loan."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from . import demo_world
+    from .conventions import ESTIMATE_CI_HIGH_KIND, ESTIMATE_CI_LOW_KIND, ESTIMATE_KIND
+
+    lines = []
+    model = next((m for m in cfg.models if m.name == "credit_scoring"), None)
+    later = demo_world.build(seed=seed, days=days, scale=scale,
+                             as_of=demo_world.DEMO_START + timedelta(days=days + 200))
+    apps, labels = later["loan_applications"], later["credit_labels"]
+    y_of = dict(zip(labels["application_id"].tolist(), labels["is_bad"].tolist()))
+    us = 1_000_000
+    for w in store.model_series(model.name) if model else []:
+        if w["quality_status"] != "pending" or not w["rows"]:
+            continue
+        rows = {(r["kind"], r["name"]): r for r in store.model_metrics(model.name, w["window_start"])
+                if r["name"] == "roc_auc" and not r["segment"]}
+        est = rows.get((ESTIMATE_KIND, "roc_auc"))
+        if est is None:
+            continue
+        lo_us = (w["window_start"] - demo_world.DEMO_START).total_seconds() * us
+        hi_us = (w["window_end"] - demo_world.DEMO_START).total_seconds() * us
+        sel = (apps["scored_at"] >= lo_us) & (apps["scored_at"] < hi_us)
+        ids, score = apps["application_id"][sel], apps["pd_score"][sel]
+        have = np.array([i in y_of for i in ids.tolist()], dtype=bool)
+        y = np.array([y_of[i] for i in ids[have].tolist()])
+        s = score[have]
+        P, N = int(y.sum()), int(len(y) - y.sum())
+        truth = (rankdata(s)[y == 1].sum() - P * (P + 1) / 2) / (P * N) if P and N else float("nan")
+        lines.append(f"credit_scoring {w['window_start']:%m-%d}..{w['window_end']:%m-%d}: estimated roc_auc "
+                     f"{est['value']:.3f} [{rows[(ESTIMATE_CI_LOW_KIND, 'roc_auc')]['value']:.3f}, "
+                     f"{rows[(ESTIMATE_CI_HIGH_KIND, 'roc_auc')]['value']:.3f}] (calibration: {est['method']}); "
+                     f"realized once its labels arrive: {truth:.3f} on {len(y):,} issued loans")
+    goal = next((g for g in cfg.goals if g.name == "large_loan_default_rate" and g.estimate), None)
+    if goal:
+        est = [e for e in store.goal_estimates(goal.name, int(goal.window.total_seconds())) if e["value"] is not None]
+        if est:
+            num, den = sum(e["numerator"] for e in est), sum(e["denominator"] for e in est)
+            lines.append(f"large_loan_default_rate: estimated {num / den:.2%} over {len(est)} days of large loans "
+                         f"(latest day {est[-1]['status']}); the generator's default probability of a large loan: "
+                         f"{demo_world.LARGE_LOAN_PD:.3%} (the PD score is the model's early-delinquency risk, "
+                         "not a lifetime default probability: the estimate is only as good as the scores)")
     return lines
 
 

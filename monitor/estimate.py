@@ -38,12 +38,11 @@ from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
-from scipy import stats
 
-from . import engines
 from . import conventions as names
 from .config import Model
-from .db import quote, quote_table
+from . import engines
+from .db import finite, quote, quote_table
 from .windows import Window
 
 BINS = 1000  # equal-width score bins of a binary classifier
@@ -51,7 +50,7 @@ REG_BINS = 20  # equal-mass score bins of a regression model's reference
 MIN_LABELLED = 200  # labelled reference rows (of each class, for binary) a calibration needs
 HL_GROUPS = 10
 HL_ALPHA = 0.05
-Z95 = float(stats.norm.ppf(0.975))
+Z95 = 1.959963984540054  # the normal's 97.5 % quantile
 BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
 REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
 CALIBRATION_VERSION = 1
@@ -80,10 +79,10 @@ def _window_groups(conn, model: Model, window: Window) -> list[tuple]:
     from .modeljobs import _bounds, _where
 
     s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS {engines.of(conn).double})"
+    sc = finite(conn, f"CAST({quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
     sql = (f"SELECT b, pr, COUNT(*), SUM(sc), SUM(sc * sc) FROM (SELECT {_bin_expr(conn, sc)} AS b, "
            f"{_pred_expr(conn, model)} AS pr, {sc} AS sc FROM {quote_table(conn, s.table)} "
-           f"WHERE {_where(conn, model)} AND {quote(conn, s.score)} IS NOT NULL) q GROUP BY b, pr")
+           f"WHERE {_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b, pr")
     return [(int(r[0]), None if r[1] is None else int(r[1]), int(r[2]), float(r[3]), float(r[4]))
             for r in conn.execute(sa.text(sql), _bounds(conn, model, window))]
 
@@ -93,7 +92,7 @@ def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.nda
     from .modeljobs import _bounds, _joined
 
     s, lab = model.source, model.labels
-    sc = f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})"
+    sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
     j = _joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS y, "
                              f"{sc} AS sc")
     c, y, p = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
@@ -139,6 +138,8 @@ def isotonic(counts: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.
 def hosmer_lemeshow(counts: np.ndarray, positives: np.ndarray, scores: np.ndarray, groups: int = HL_GROUPS) -> float:
     """p-value of the raw scores being calibrated: chi-square over groups of consecutive bins of
     about equal rows (degrees of freedom = groups: the model was not fitted on these rows)."""
+    from scipy import stats
+
     cum = np.cumsum(counts)
     total = cum[-1]
     cut = np.minimum((cum * groups / total).astype(int), groups - 1) if total else np.zeros(BINS, int)
@@ -309,7 +310,7 @@ def regression_reference(conn, store, model: Model, now: datetime) -> dict:
         return got
     edges = _reg_edges(conn, model, rng)
     s, lab = model.source, model.labels
-    sc = f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})"
+    sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
     j = _joined(conn, model, f"{_reg_bin(edges, sc)} AS b, {sc} - CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS e")
     bins = [[0, 0.0, 0.0, 0.0, 0.0] for _ in range(len(edges) + 1)]
     for b, n, a, e2, a3, e4 in conn.execute(sa.text(
@@ -353,11 +354,11 @@ def _window_reg_counts(conn, model: Model, window: Window, edges: list[float]) -
     from .modeljobs import _bounds, _where
 
     s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS {engines.of(conn).double})"
+    sc = finite(conn, f"CAST({quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
     counts = [0] * (len(edges) + 1)
     for b, n in conn.execute(sa.text(
             f"SELECT b, COUNT(*) FROM (SELECT {_reg_bin(edges, sc)} AS b FROM {quote_table(conn, s.table)} "
-            f"WHERE {_where(conn, model)} AND {quote(conn, s.score)} IS NOT NULL) q GROUP BY b"),
+            f"WHERE {_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b"),
             _bounds(conn, model, window)):
         counts[int(b)] = int(n)
     return counts

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def demo(tmp_path_factory):
     """The demo world made by the command a new user runs first."""
     d = tmp_path_factory.mktemp("demo")
     # 42 days end on Tuesday 2026-10-13: the campaign week is the last complete one
-    out = subprocess.run([MONITOR, "demo", "--dir", str(d), "--days", "42"], capture_output=True, text=True, timeout=600, check=False)
+    out = subprocess.run([MONITOR, "demo", "--dir", str(d), "--days", "42", "--end", "2026-10-13"], capture_output=True, text=True, timeout=600, check=False)
     assert (d / "monitor.yaml").is_file(), out.stdout + out.stderr
     return d
 
@@ -102,6 +103,9 @@ def screenshot(page, name: str) -> None:
 def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
     app = App(demo / "monitor.yaml", free_port(), tmp_path / "app.log").start()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    outside = []  # air-gapped: no font, icon or script from another host
+    page.on("request", lambda r: outside.append(r.url) if urllib.parse.urlsplit(r.url).hostname not in (
+        "127.0.0.1", "localhost", None) and not r.url.startswith(("data:", "blob:")) else None)
     try:
         # This week: the planted spam campaign is a missed goal on its card
         page.goto(f"{app.url}/?week={BREACH_WEEK}")
@@ -158,6 +162,8 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         page.get_by_label("Your name", exact=True).press("Enter")
         settle(page, "Close the review")
         page.get_by_role("button", name="Close the review of this week").click()
+        settle(page, "Yes, close the review")  # it asks first
+        page.get_by_role("button", name="Yes, close the review").click()
         settle(page, "was closed by Ann")
         frozen = value
 
@@ -172,10 +178,20 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         page.get_by_role("button", name="Refresh").click()  # reads are cached for a minute
         settle(page, "changed since the review was closed")
         assert page.locator(".st-key-card-spam_exposure_rate [data-testid='stMetricValue']").inner_text() == frozen
-        assert "50.00 %" in page.locator("[data-testid='stExpander']").first.inner_text()
+        changed = page.locator("[data-testid='stExpander']").first
+        changed.get_by_text("50.00 %").first.wait_for(timeout=30_000)  # the expander's table renders after its label
+        assert "50.00 %" in changed.inner_text()
         page.goto(f"{app.url}/review?week={BREACH_WEEK}")
         settle(page, note)
         assert page.locator(".st-key-review-spam_exposure_rate form").count() == 0  # no more notes once closed
+
+        # model alerts link to /?model=NAME: it opens that model's page; an unknown one says so
+        page.goto(f"{app.url}/?model=credit_scoring")
+        settle(page, "Dataset drift")
+        assert "model=credit_scoring" in page.url and "owner credit-risk" in page.inner_text("body")
+        page.goto(f"{app.url}/?goal=nope")
+        settle(page, "not found")
+        assert outside == [], outside
     except Exception as e:  # say what the app said, and keep what the browser showed
         page.screenshot(path=str(tmp_path / "failure.png"))
         raise AssertionError(f"{e}\n--- the page: {tmp_path / 'failure.png'}\n--- monitor app's log (tail):\n"

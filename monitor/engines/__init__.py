@@ -45,4 +45,12 @@ def make_engine(url: str, statement_timeout: timedelta | None = None, parquet: d
     return _made[key]
 
 
+def dispose(url: str) -> None:
+    """Close and forget this process's connection factories of `url`."""
+    for key in [k for k in _made if k[0] == url]:
+        made = _made.pop(key)
+        if hasattr(made, "dispose"):
+            made.dispose()
+
+
 __all__ = ["ENGINES", "Engine", "for_url", "make_engine", "of", "scheme"]

@@ -79,8 +79,8 @@ class Engine:
         return None
 
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str] | None:
-        """One aggregate per column (SQL expressions) giving its `percentile_disc` values at
-        `levels` as an array, all in one statement; None: the portable ROW_NUMBER query per column."""
+        """One aggregate per numeric SQL expression giving its `percentile_disc` values at `levels`
+        as an array, all in one statement; None: the portable ROW_NUMBER query per column."""
         return None
 
     def percentile_cont_desc(self, expr: str, q: float) -> str | None:
@@ -107,6 +107,10 @@ class Engine:
     def non_finite(self, column: str) -> str:
         """Predicate: the number is NaN or infinite."""
         return f"CAST({column} AS {self.double}) <> CAST({column} AS {self.double})"
+
+    def finite(self, expr: str) -> str:
+        """A floating-point expression with NaN and +-infinity read as NULL."""
+        return f"(CASE WHEN {expr} = {expr} THEN {expr} END)"
 
     def begin_read_only(self, conn) -> None:
         """Make the coming statement read-only, where the engine can enforce it (goal SQL)."""
@@ -145,6 +149,16 @@ class Engine:
                 return str(c["type"]).lower()
         return None
 
+    def column_types(self, conn, table: str) -> dict | None:
+        """{column: SQLAlchemy type} of the table, or None when it does not exist."""
+        import sqlalchemy as sa
+
+        schema, _, name = table.rpartition(".")
+        try:
+            return {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(name, schema=schema or None)}
+        except sa.exc.NoSuchTableError:
+            return None
+
     def columns(self, conn, table: str) -> set[str] | None:
         """The table's column names in lower case, or None when it does not exist."""
         import sqlalchemy as sa
@@ -158,3 +172,22 @@ class Engine:
 
 def no_savepoint(conn):
     return nullcontext()
+
+
+def sa_type(name: str):
+    """A SQLAlchemy type for an engine's type name (DuckDB's, Spark's), as far as the jobs care."""
+    import sqlalchemy as sa
+
+    n = name.lower().split("(")[0].strip()
+    if n in ("boolean", "bool"):
+        return sa.Boolean()
+    if n in ("tinyint", "smallint", "integer", "int", "bigint", "hugeint", "long", "short", "byte",
+             "ubigint", "uinteger", "usmallint", "utinyint"):
+        return sa.Integer()
+    if n in ("double", "float", "real", "double precision", "float4", "float8"):
+        return sa.Float()
+    if n in ("decimal", "numeric"):
+        return sa.Numeric()
+    if n.startswith(("timestamp", "date")):
+        return sa.DateTime()
+    return sa.String()

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from .base import Engine
+from .base import Engine, sa_type
 
 
 def parquet_source(path: str) -> str:
@@ -63,13 +63,16 @@ class DuckDB(Engine):
     def non_finite(self, column: str) -> str:
         return f"NOT isfinite(CAST({column} AS DOUBLE))"
 
+    def finite(self, expr: str) -> str:
+        return f"(CASE WHEN isfinite({expr}) THEN {expr} END)"
+
     def sample_bucket(self, expr: str, buckets: int) -> str:
         return f"CAST(hash(CAST({expr} AS VARCHAR)) % {buckets} AS BIGINT)"
 
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
         # DuckDB's quantile_disc takes the value at position ceil(q n), as percentile_disc does
         arr = "[" + ", ".join(repr(q) for q in levels) + "]"
-        return [f"quantile_disc(CAST({c} AS DOUBLE), {arr})" for c in columns]
+        return [f"quantile_disc({c}, {arr})" for c in columns]
 
     def _describe(self, conn, table: str) -> dict[str, str] | None:
         """{column: type, lower case} of a table or view (temporary ones included), or None."""
@@ -79,6 +82,10 @@ class DuckDB(Engine):
             conn.rollback()
             return None
         return {str(r[0]): str(r[1]).lower() for r in rows}
+
+    def column_types(self, conn, table: str) -> dict | None:
+        got = self._describe(conn, table)
+        return None if got is None else {c: sa_type(t) for c, t in got.items()}
 
     def columns(self, conn, table: str) -> set[str] | None:
         got = self._describe(conn, table)

@@ -61,7 +61,7 @@ class PostgreSQL(Engine):
 
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
         arr = "ARRAY[" + ", ".join(repr(q) for q in levels) + "]::double precision[]"
-        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({c} AS DOUBLE PRECISION))" for c in columns]
+        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {c})" for c in columns]
 
     def percentile_cont_desc(self, expr: str, q: float) -> str:
         return f"percentile_cont({q!r}) WITHIN GROUP (ORDER BY {expr} DESC)"
@@ -74,6 +74,9 @@ class PostgreSQL(Engine):
 
     def non_finite(self, column: str) -> str:
         return f"CAST({column} AS DOUBLE PRECISION) IN ('NaN', 'Infinity', '-Infinity')"
+
+    def finite(self, expr: str) -> str:
+        return f"NULLIF(NULLIF(NULLIF({expr}, 'NaN'), 'Infinity'), '-Infinity')"
 
     def begin_read_only(self, conn) -> None:
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")

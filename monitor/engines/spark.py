@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 
-from .base import Engine, no_savepoint
+from .base import Engine, no_savepoint, sa_type
 
 
 class SparkError(sa.exc.DBAPIError):
@@ -207,6 +207,16 @@ class Spark(Engine):
         x = f"CAST({column} AS DOUBLE)"
         return f"(isnan({x}) OR abs({x}) = double('Infinity'))"
 
+    def finite(self, expr: str) -> str:
+        return f"(CASE WHEN isnan({expr}) OR abs({expr}) = double('Infinity') THEN NULL ELSE {expr} END)"
+
+    def column_types(self, conn, table: str) -> dict | None:
+        try:
+            fields = conn.session.table(table).schema.fields
+        except Exception:
+            return None
+        return {f.name: sa_type(f.dataType.simpleString()) for f in fields}
+
     def column_type(self, conn, table: str, column: str) -> str | None:
         try:
             fields = conn.session.table(table).schema.fields
@@ -219,7 +229,7 @@ class Spark(Engine):
 
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
         arr = "array(" + ", ".join(repr(q) for q in levels) + ")"
-        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({c} AS DOUBLE))" for c in columns]
+        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {c})" for c in columns]
 
     def random(self) -> str:
         return "rand()"

@@ -35,6 +35,12 @@ class SQLite(Engine):
     def desc_nulls_last(self, expr: str) -> str:
         return f"{expr} DESC"  # SQLite's default for DESC
 
+    def finite(self, expr: str) -> str:
+        return f"NULLIF(NULLIF({expr}, 9e999), -9e999)"  # SQLite stores NaN as NULL; 9e999 is infinity
+
+    def non_finite(self, expr: str) -> str:
+        return f"{expr} IN (9e999, -9e999)"
+
     def begin_read_only(self, conn) -> None:
         conn.exec_driver_sql("PRAGMA query_only = ON")
 
