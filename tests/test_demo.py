@@ -42,6 +42,29 @@ def test_every_planted_episode_is_found(demo):
     assert not [x for x in lines if "[MISS]" in x], "\n".join(lines)
 
 
+def test_the_outage_and_the_broken_label_feed_are_caught(demo):
+    folder, proc = demo
+    lines = [x.strip() for x in proc.stdout.splitlines() if x.strip().startswith("[")]
+    caught = [x for x in lines if x.startswith("[ok  ] engagement_outage") or x.startswith("[ok  ] broken_label_feed")]
+    assert len(caught) == 3, "\n".join(lines)
+    from datetime import timedelta
+
+    from monitor import demo_world
+
+    def day(n):
+        return demo_world.DEMO_START + timedelta(days=n)
+
+    cfg = load_config(folder / "monitor.yaml")
+    store = Store(cfg.store_url)
+    minutes = store.goal_series("minutes_per_active_user", 86400)
+    assert [r["window_start"] for r in minutes if r["status"] == "no_data"] == [day(demo_world.OUTAGE_DAY)]
+    engagement = {w["window_start"]: w for w in store.model_series("engagement_model")}
+    assert engagement[day(demo_world.OUTAGE_DAY)]["rows"] == 0 and engagement[day(demo_world.OUTAGE_DAY - 1)]["rows"] > 1000
+    spam = store.model_series("spam_classifier")
+    b0, b1 = demo_world.LABEL_BREAK_DAYS
+    assert [w["window_start"] for w in spam if w["quality_status"] == "invalid"] == [day(d) for d in range(b0, b1)]
+
+
 def test_the_demo_config_works_from_any_folder(demo, tmp_path):
     folder, _ = demo
     env = {**os.environ}
