@@ -183,9 +183,11 @@ class Alert:
     # The same condition for the built-in notifier: the alert's value when it holds, else None.
     check: Callable[[Samples, float], float | None] = lambda s, now: None
 
+    runbook: str = ""  # the runbook's absolute URL (set by all_alerts from the config)
+
     def record(self, fmt: Fmt | None = None) -> dict:
         """The plain rule record, as it goes into the rules file."""
-        return _with_runbook({
+        return _with_runbook(self.runbook, {
             "alert": self.alert,
             "expr": self.expr,
             "for": format_duration(self.for_) if self.for_ else "0s",
@@ -194,17 +196,14 @@ class Alert:
         })
 
 
-RUNBOOK_URL = RUNBOOK_FILE  # relative to the repository; a published copy's URL can replace it here
-
-
 def anchor(alert: str) -> str:
     """The runbook anchor of an alert (GitHub's heading slug)."""
     return alert.lower()
 
 
-def _with_runbook(record: dict) -> dict:
-    """The one place the runbook link is added."""
-    record["annotations"]["runbook_url"] = f"{RUNBOOK_URL}#{anchor(record['alert'])}"
+def _with_runbook(base: str, record: dict) -> dict:
+    """The one place the runbook link is added: `urls.runbook` (else the app's runbook page) and the alert's anchor."""
+    record["annotations"]["runbook_url"] = f"{base or RUNBOOK_FILE}#{anchor(record['alert'])}"
     return record
 
 
@@ -286,7 +285,7 @@ def _good(g: Goal) -> float:
 
 
 def review_url(cfg: Config, goal: str | None = None, model: str | None = None) -> str:
-    base = cfg.app_url.rstrip("/")
+    base = cfg.app_base
     if goal:
         return f"{base}/?goal={goal}"
     return f"{base}/?model={model}" if model else base
@@ -754,7 +753,10 @@ def all_alerts(cfg: Config) -> list[Alert]:
         out += goal_alerts(cfg, g)
     for m in cfg.models:
         out += model_alerts(cfg, m)
-    return out + monitor_alerts(cfg)
+    out += monitor_alerts(cfg)
+    for a in out:
+        a.runbook = cfg.runbook_base
+    return out
 
 
 # --- files --------------------------------------------------------------------------------------

@@ -204,6 +204,11 @@ class Notify(Strict):
     password: str | None = Field(default=None, description="SMTP password.")
 
 
+class Urls(Strict):
+    app: str | None = Field(default=None, description="Base URL of the review app, as people open it (e.g. https://review.example.com).")
+    runbook: str | None = Field(default=None, description="URL of the published runbook; default: the app's /runbook page.")
+
+
 class Config(Strict):
     database_url: str = Field(default="sqlite:///monitor.db", description="SQLAlchemy URL of the source tables.")
     results_url: str = Field(default="", description="SQLAlchemy URL of the results store; empty: the source database.")
@@ -211,7 +216,8 @@ class Config(Strict):
     goals: list[Goal] = Field(default_factory=list, description="Business goals to track.")
     notify: list[Notify] = Field(default_factory=list, description="Built-in notification channels.")
     statement_timeout: Duration = Field(default=timedelta(seconds=300), description="Any one SQL statement is cut after this.")
-    app_url: str = Field(default="http://localhost:8501", description="Address of the review app, for links in alerts.")
+    app_url: str = Field(default="http://localhost:8501", description="Address of the review app, for links in alerts (urls.app wins).")
+    urls: Urls = Field(default_factory=Urls, description="Base URLs for links in alerts and dashboards: app, runbook.")
     grace: Duration = Field(default=timedelta(minutes=5), description="Wait this long after a window ends before computing it.")
     retry_after: Duration = Field(default=timedelta(minutes=5), description="`serve` retries a failed or blocked job after this.")
     lease_ttl: Duration = Field(default=timedelta(minutes=10), description="A replica that stops renewing its job lease loses it after this.")
@@ -226,6 +232,16 @@ class Config(Strict):
                 raise ValueError(f"duplicate name {it.name!r}")
             seen.add(it.name)
         return items
+
+    @property
+    def app_base(self) -> str:
+        """The review app's base URL, without a trailing slash: `urls.app`, else `app_url`."""
+        return (self.urls.app or self.app_url).rstrip("/")
+
+    @property
+    def runbook_base(self) -> str:
+        """The runbook's URL: `urls.runbook`, else the review app's runbook page."""
+        return self.urls.runbook or f"{self.app_base}/runbook"
 
     @property
     def store_url(self) -> str:

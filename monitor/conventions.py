@@ -64,7 +64,8 @@ TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
 STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2, "no_data": 3}
 # Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
 DATA_CHECK_KIND = "data_check"
-DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema")
+DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",
+               "non_finite")
 # Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
 FRESHNESS_KIND = "source"
 FRESHNESS_NAME = "newest_row_timestamp"

@@ -172,7 +172,7 @@ def target_steps(goal: Goal) -> tuple[tuple[float | None, str], ...]:
 
 def review_link(cfg: Config, goal: str) -> db.DashboardLink:
     return (db.DashboardLink(f"Review {goal} in the app").type(dm.DashboardLinkType.LINK)
-            .url(f"{cfg.app_url.rstrip('/')}/?goal={goal}").target_blank(True))
+            .url(f"{cfg.app_base}/?goal={goal}").target_blank(True))
 
 
 def base(title: str, name: str, description: str) -> db.Dashboard:
@@ -199,7 +199,7 @@ def goals_dashboard(cfg: Config) -> db.Dashboard:
     d = base("Monitor: goals", "goals", "Business goals: each one's latest value against its target, "
              "its daily and weekly series with the planned path, status, trajectory and segments.")
     d.with_variable(results_variable())
-    d.link(db.DashboardLink("Weekly review app").type(dm.DashboardLinkType.LINK).url(cfg.app_url).target_blank(True))
+    d.link(db.DashboardLink("Weekly review app").type(dm.DashboardLinkType.LINK).url(cfg.app_base).target_blank(True))
     d.with_row(db.Row("All goals"))
     d.with_panel(_stat().title("Goals meeting their target").datasource(PROM).span(12).height(4)
                  .description("1 when the goal's latest window meets its target.")

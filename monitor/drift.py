@@ -297,18 +297,29 @@ class NumericSummary:
 
 @dataclass
 class CategoricalSummary:
+    """Counts of a categorical column's values: each of the spec's (the reference's top) categories,
+    then the rest, split into values the reference holds (its tail) and values it never saw."""
+
     rows: int
     n: int
     counts: list[float]  # per reference category, in the spec's order; the rest is n - sum(counts)
+    unseen: float | None = None  # of the rest, values absent from the reference; None: all of the rest
 
     @classmethod
     def from_dict(cls, d: dict) -> CategoricalSummary:
-        return cls(rows=d["rows"], n=d["n"], counts=list(d["counts"]))
+        return cls(rows=d["rows"], n=d["n"], counts=list(d["counts"]), unseen=d.get("unseen"))
 
-    @property
-    def vector(self) -> list[float]:
-        """Counts with the pooled rest (categories beyond the spec's, and unseen ones) last."""
-        return [*self.counts, self.n - sum(self.counts)]
+
+def category_vectors(ref: CategoricalSummary, cur: CategoricalSummary) -> tuple[list[float], list[float]]:
+    """(reference, current) counts over the spec's categories, the reference's tail and the unseen values.
+
+    Every value of the reference is seen by it: its own rest is all tail. The mass that moves to
+    values the reference never saw is its own bucket, so that a shift into new values is measured
+    whatever the column's cardinality (pooled with the tail, it would hide among the tail's values).
+    """
+    rest = cur.n - sum(cur.counts)
+    unseen = rest if cur.unseen is None else min(cur.unseen, rest)
+    return [*ref.counts, ref.n - sum(ref.counts), 0.0], [*cur.counts, rest - unseen, unseen]
 
 
 @dataclass
@@ -426,7 +437,7 @@ def _numeric_score(method: str, spec: dict, ref: NumericSummary, cur: NumericSum
 
 
 def categorical_n_values(ref: CategoricalSummary, cur: CategoricalSummary) -> int:
-    r, c = ref.vector, cur.vector
+    r, c = category_vectors(ref, cur)
     return sum(1 for a, b in zip(r, c) if a > 0 or b > 0)
 
 
@@ -437,7 +448,7 @@ def compare_categorical(spec: dict, ref: CategoricalSummary, cur: CategoricalSum
     if ref.n > 0 and cur.n > 0:
         method = resolve(configured, CATEGORICAL, ref.n, categorical_n_values(ref, cur))
         fn = {"psi": psi, "jensenshannon": jensenshannon, "chisquare": chisquare, "z": z_test}[method]
-        value = fn(ref.vector, cur.vector)
+        value = fn(*category_vectors(ref, cur))
     return _finish(method, value, configured, threshold, ref, cur)
 
 

@@ -49,10 +49,22 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from . import conventions as names
 from . import drift as D
 from . import estimate as E
 from .config import Model
-from .db import Timestamps, quote, quote_table, timestamps, window_params, window_where
+from .db import (
+    Timestamps,
+    finite,
+    invalid_time,
+    newest_of,
+    non_finite,
+    quote,
+    quote_table,
+    timestamps,
+    window_params,
+    window_where,
+)
 from .store import ModelWindow, Store
 from .windows import Window, due_windows, plan, window_at, windows_between
 
@@ -73,6 +85,9 @@ DISCRETE_MAX = 20  # a numeric column with at most this many reference values is
 CAT_MAX = 50  # reference categories counted one by one; the rest are pooled with unseen ones
 ROLLING_LT_MAX = 5000  # rolling `auto` references: KS counts kept while the first reference is this small
 ROLLING_ABS_MIN = 200  # ... and Wasserstein sums once it is this large
+SCORE_NULL_TOLERANCE = 0.05  # score_nulls fails when more of the window's scores than this are NULL or not finite
+REFERENCE_MIN_ROWS = 30  # a reference of fewer rows is too few to judge drift by (the `reference` check)
+QUALITY_CHECKS = ("score_range", "score_nulls", "label_values", "label_duplicates")  # failing: quality withheld
 LOG_EPS = float(np.finfo(np.float64).eps)  # scikit-learn's clipping of probabilities in log_loss
 OTHER = "other"
 
@@ -141,13 +156,19 @@ def _ts(conn, model: Model) -> Timestamps:
     return timestamps(conn, s.table, s.timestamp, s.timestamp_format)
 
 
-def _where(conn, model: Model, prefix: str = "") -> str:
-    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds)."""
-    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model))
+def _where(conn, model: Model, prefix: str = "", p: str = "") -> str:
+    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds); `p`
+    prefixes the parameters' names, for a second window in one statement."""
+    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model), p)
 
 
-def _bounds(conn, model: Model, w: Window) -> dict:
-    return window_params(conn, _ts(conn, model), w.start, w.end)
+def _bounds(conn, model: Model, w: Window, p: str = "") -> dict:
+    return window_params(conn, _ts(conn, model), w.start, w.end, p)
+
+
+def _num(conn, column: str) -> str:
+    """A quoted numeric column as DOUBLE PRECISION, NaN and +-infinity read as NULL."""
+    return finite(conn, f"CAST({column} AS DOUBLE PRECISION)")
 
 
 def _jsonable(v):
@@ -194,9 +215,9 @@ ALL_LEVELS = sorted({*W_LEVELS, 0.5, *(i / (BIN_EDGES + 1) for i in range(1, BIN
 def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple[float, int]] | None:
     """The column's (value, count) pairs when the reference has at most DISCRETE_MAX values, else None."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
-    v = f"CAST({x} AS DOUBLE PRECISION)"
+    v = _num(conn, x)
     rows = conn.execute(sa.text(
-        f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
+        f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {v} IS NOT NULL "
         f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), _bounds(conn, model, ref)).all()
     return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
 
@@ -205,8 +226,7 @@ def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[d
     """PostgreSQL: every column's quantiles at ALL_LEVELS in one statement (one sort per column)."""
     t = quote_table(conn, model.source.table)
     arr = "ARRAY[" + ", ".join(repr(q) for q in ALL_LEVELS) + "]::double precision[]"
-    aggs = [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({quote(conn, c)} AS DOUBLE PRECISION))"
-            for c in columns]
+    aggs = [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {_num(conn, quote(conn, c))})" for c in columns]
     row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, ref)).one()
     return [dict(zip(ALL_LEVELS, map(float, vals))) if vals else {} for vals in row]
@@ -215,13 +235,13 @@ def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[d
 def _quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: list[float]) -> dict[float, float]:
     """Portable: the order statistics at the levels' ranks, with ROW_NUMBER (one sort)."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
-    v = f"CAST({x} AS DOUBLE PRECISION)"
+    v = _num(conn, x)
     ranks = sorted({_rank(q, n) for q in levels})
     marks = ", ".join(f":r{i}" for i in range(len(ranks)))
     params = {**_bounds(conn, model, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
     got = dict(conn.execute(sa.text(
         f"SELECT rn, v FROM (SELECT {v} AS v, ROW_NUMBER() OVER (ORDER BY {v}) AS rn FROM {t} "
-        f"WHERE {_where(conn, model)} AND {x} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
+        f"WHERE {_where(conn, model)} AND {v} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
     return {q: float(got[_rank(q, n)]) for q in levels if _rank(q, n) in got}
 
 
@@ -268,7 +288,7 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     s = model.source
     t = quote_table(conn, s.table)
     numeric = list(s.features.numeric)
-    counts = ", ".join(f"COUNT({quote(conn, c)})" for c in [*numeric, s.score])
+    counts = ", ".join(f"COUNT({_num(conn, quote(conn, c))})" for c in [*numeric, s.score])
     row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, ref)).one()
     rows = int(row[0] or 0)
@@ -365,10 +385,18 @@ class _Pass:
         conn, m, s = self.conn, self.model, self.model.source
         cols = []
         for i, col in enumerate(s.features.numeric):
-            cols.append(f"CAST({quote(conn, col)} AS DOUBLE PRECISION) AS n{i}")
+            cols.append(f"{_num(conn, quote(conn, col))} AS n{i}")
             self._numeric(("num", col), f"n{i}", self.spec["num"][col])
-        cols.append(f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION) AS sc")
+        cols.append(f"{_num(conn, quote(conn, s.score))} AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
+        # data checks: rows with a non-finite score or numeric feature (read as NULL above) ...
+        raw = [f"CAST({quote(conn, c)} AS DOUBLE PRECISION)" for c in [*s.features.numeric, s.score]]
+        cols.append(f"CASE WHEN {' OR '.join(non_finite(conn, r) for r in raw)} THEN 1 ELSE 0 END AS nf")
+        self.aggs.append("SUM(nf)")
+        self.slots.append(("checks", "non_finite"))
+        if m.task == "binary_classification":  # ... and classifier scores outside [0, 1]
+            self.aggs.append("SUM(CASE WHEN sc < 0 OR sc > 1 THEN 1 ELSE 0 END)")
+            self.slots.append(("checks", "score_range"))
         if m.task == "binary_classification":
             if s.prediction:
                 cols.append(f"CAST({quote(conn, s.prediction)} AS INTEGER) AS pr")
@@ -410,7 +438,7 @@ class _Pass:
                 d["eq"] = [0] * len(ns["values"])
             return d
         out = {"rows": 0, "num": {c: num(ns) for c, ns in self.spec["num"].items()},
-               "score": num(self.spec["score"]),
+               "score": num(self.spec["score"]), "checks": {"non_finite": 0, "score_range": 0},
                "cat": {c: {"rows": 0, "n": 0, "counts": [0] * len(cs["categories"])} for c, cs in self.spec["cat"].items()}}
         if self.model.task == "binary_classification":
             out["online"] = {"pos": 0, "pos_n": 0}
@@ -436,7 +464,7 @@ class _Pass:
 
 
 def _count_categories(conn, model: Model, spec: dict, window: Window, segment: str | None,
-                      parts: dict[int, dict]) -> None:
+                      parts: dict[int, dict], unseen_from: dict[str, Window] | None = None) -> None:
     """Category counts by GROUP BY: one hash per row, where a CASE per category costs a comparison each.
 
     While the reference saw few enough combinations, all categorical columns (and the segment) go
@@ -444,14 +472,19 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
     never saw are pooled in Python. Past that limit, each column is mapped to its reference
     categories in SQL (``CASE WHEN c IN (...) THEN c END``) and counted on its own: the groups are
     then bounded by the categories, never by the rows.
+
+    `unseen_from` ({column: reference range}): columns whose reference holds values beyond the
+    spec's categories. Their other values are told apart, in SQL, into the reference's tail and
+    values the reference never saw (``unseen``), by a join against the reference's distinct values.
     """
+    unseen_from = unseen_from or {}
     cats = list(model.source.features.categorical)
     if not cats:
         return
     segments = spec["segments"].get(segment, []) if segment else []
     seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
     lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
-    raw_ok = (not any(spec["cat"][c].get("pooled") for c in cats)
+    raw_ok = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
               and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
 
     def add(part: dict, col: str, value, count: int) -> None:
@@ -488,7 +521,17 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
         if g is not None:
             cols.append(f"{g} AS g")
             keys.append("g")
-        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q "
+        join = ""
+        if col in unseen_from:  # values outside the categories that the reference never holds
+            cols.append(f"{x} AS v")
+            params.update(_bounds(conn, model, unseen_from[col], p="r"))
+            ref_where = _where(conn, model, "r.", p="r")
+            for part in parts.values():
+                part["cat"][col].setdefault("unseen", 0)
+            join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
+                    "ON r.v = q.v AND q.m IS NULL")
+            keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
+        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
                f"GROUP BY {', '.join(keys)}")
         for r in conn.execute(sa.text(sql), params):
             part = parts[int(r[2])] if segment else parts[-1]
@@ -498,6 +541,8 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
             c["n"] += int(r[-1])
             if r[0] is not None:
                 c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
+            elif col in unseen_from and r[-2]:
+                c["unseen"] = c.get("unseen", 0) + int(r[-1])
 
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
@@ -530,7 +575,7 @@ def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: boo
 
 
 def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
-         on_pass=None) -> dict:
+         on_pass=None, unseen_from: dict[str, Window] | None = None) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
@@ -538,6 +583,7 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
     see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
+    `unseen_from`: see `_count_categories`.
     """
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
@@ -559,7 +605,7 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
             on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None)
         if p.abs_sql:
             _distances(conn, p, params, parts, sample)
-        _count_categories(conn, model, spec, window, seg, parts)
+        _count_categories(conn, model, spec, window, seg, parts, unseen_from)
         if seg is None:
             result["all"] = parts[-1]
             break
@@ -617,6 +663,25 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
     return spec, total, read
 
 
+def _as_reference(summary: dict) -> dict:
+    """A window's summary as a part of later references: without its `unseen` counts (what its
+    own reference never saw), which mean nothing to a reference (a reference sees all its values)."""
+    def strip(part: dict) -> dict:
+        return {**part, "cat": {c: {k: v for k, v in d.items() if k != "unseen"} for c, d in part["cat"].items()}}
+    return {"all": strip(summary["all"]),
+            "segments": {seg: {label: strip(p) for label, p in parts.items()} for seg, parts in summary["segments"].items()}}
+
+
+def _unseen_from(model: Model, window: Window, ref: dict | None) -> dict[str, Window]:
+    """Categorical columns whose reference holds values beyond the spec's categories (its tail), and
+    the reference range: their window values are told apart into the tail and the never seen."""
+    if ref is None:
+        return {}
+    rng = reference_range(model, window)
+    return {c: rng for c in model.source.features.categorical
+            if ref["all"]["cat"][c]["n"] - sum(ref["all"]["cat"][c]["counts"]) > 0}
+
+
 def _window_key(model: Model, spec: dict, w: Window) -> str:
     return f"win:{_model_hash(model)}:{_fingerprint(spec)}:{w.start.strftime('%Y%m%dT%H%M%S')}"
 
@@ -647,10 +712,10 @@ def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
         return None
     first, take, t = _p95_plan(n)
     s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = _num(conn, quote(conn, s.score))
     rows = conn.execute(sa.text(
         f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
-        f"AND {quote(conn, s.score)} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
+        f"AND {sc} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
         _bounds(conn, model, window)).all()
     return _p95_value([float(r[0]) for r in rows], take, t)
 
@@ -670,6 +735,74 @@ def _labels_unique(conn, model: Model) -> bool:
                 {"t": quote_table(conn, lab.table), "c": lab.id}).scalar())
     except sa.exc.DBAPIError:  # no catalog access: take the separate query
         return False
+
+
+def _label_ids(conn, model: Model, window: Window, ids: tuple | None = None) -> tuple[int, int]:
+    """(labelled prediction ids, ids with more than one label) of the window."""
+    s, lab = model.source, model.labels
+    lid = f"l.{quote(conn, lab.id)}"
+    narrow = f" AND {lid} BETWEEN :id_lo AND :id_hi" if ids else ""
+    row = conn.execute(sa.text(
+        f"SELECT COUNT(*), SUM(CASE WHEN c > 1 THEN 1 ELSE 0 END) FROM (SELECT COUNT(*) AS c "
+        f"FROM {quote_table(conn, lab.table)} l WHERE l.{quote(conn, lab.label)} IS NOT NULL{narrow} AND {lid} IN "
+        f"(SELECT s.{quote(conn, s.id)} FROM {quote_table(conn, s.table)} s WHERE {_where(conn, model, 's.')}) "
+        f"GROUP BY {lid}) d"), {**_bounds(conn, model, window), **_id_params(ids)}).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+_table_columns: dict[tuple, dict] = {}
+
+
+def _columns(conn, table: str) -> dict | None:
+    """The table's columns and their SQLAlchemy types (read once per process), or None when no such table."""
+    key = (str(conn.engine.url), table)
+    if key not in _table_columns:
+        schema, _, name = table.rpartition(".")
+        try:
+            cols = sa.inspect(conn).get_columns(name, schema=schema or None)
+        except sa.exc.NoSuchTableError:
+            return None
+        _table_columns[key] = {c["name"]: c["type"] for c in cols}
+    return _table_columns[key]
+
+
+def _is_boolean(conn, table: str, column: str) -> bool:
+    return isinstance((_columns(conn, table) or {}).get(column), sa.Boolean)
+
+
+def _schema_problems(conn, model: Model) -> list[str]:
+    """Configured columns missing, or (PostgreSQL) of a type that cannot be read as a number.
+
+    The timestamp column is `monitor.db.timestamps`' to judge; without it there is no window at
+    all, so a missing one is an error (the job fails) rather than a check.
+    """
+    s, lab = model.source, model.labels
+    number = (sa.Integer, sa.Numeric, sa.Float)
+    binary = model.task == "binary_classification"
+    wanted = [(s.table, "source.id", s.id, None), (s.table, "source.score", s.score, number),
+              *[(s.table, "source.features.numeric", c, number) for c in s.features.numeric],
+              *[(s.table, "source.features.categorical", c, None) for c in s.features.categorical],
+              *[(s.table, "segments", c, None) for c in model.segments]]
+    if s.prediction:
+        wanted.append((s.table, "source.prediction", s.prediction, (*number, sa.Boolean)))
+    if lab is not None:
+        wanted += [(lab.table, "labels.id", lab.id, None),
+                   (lab.table, "labels.label", lab.label, (*number, sa.Boolean) if binary else number)]
+    problems = []
+    for table, key, col, types in wanted:
+        have = _columns(conn, table)
+        if have is None:
+            problems.append(f"{key}: table {table} does not exist")
+        elif col not in have:
+            problems.append(f"{key}: column {col} not in table {table}")
+        elif types and conn.dialect.name == "postgresql" and not isinstance(have[col], types):
+            problems.append(f"{key}: column {col} of table {table} is of type {have[col]}, not a number")
+    if problems:  # read the tables again next time: the fix may be on its way
+        for table in {s.table, *([lab.table] if lab else [])}:
+            _table_columns.pop((str(conn.engine.url), table), None)
+    if any(p.startswith("source.") and "table" in p and "does not exist" in p for p in problems):
+        raise ValueError(f"model {model.name}: {problems[0]}")
+    return problems
 
 
 def _joined(conn, model: Model, cols: str, ids: tuple | None = None) -> str:
@@ -735,10 +868,14 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     """
     s, lab = model.source, model.labels
     _ensure_ln(conn)
-    pred = (f"CAST(s.{quote(conn, s.prediction)} AS INTEGER)" if s.prediction else
-            f"CASE WHEN s.{quote(conn, s.score)} >= 0.5 THEN 1 WHEN s.{quote(conn, s.score)} IS NOT NULL THEN 0 END")
-    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr", ids)
+    sc = _num(conn, f"s.{quote(conn, s.score)}")
+    # a row whose score is NULL or not finite is not scored: no metric counts it
+    pred = (f"CASE WHEN {sc} IS NOT NULL THEN CAST(s.{quote(conn, s.prediction)} AS INTEGER) END" if s.prediction else
+            f"CASE WHEN {sc} >= 0.5 THEN 1 WHEN {sc} IS NOT NULL THEN 0 END")
+    y = f"l.{quote(conn, lab.label)}"
+    # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
+    y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
+    j = _joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr", ids)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
@@ -750,14 +887,14 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(rk + cnt) {pos},
            SUM(CAST(ctp AS DOUBLE PRECISION) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
-           SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr){extra}
+           SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y){extra}
     FROM (SELECT sc, y, pr, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
     labelled, P, n, ranks = (0 if v is None else int(v) for v in row[:4])
     ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[4:11])
     N = n - P
-    out: dict = {"labelled": labelled}
+    out: dict = {"labelled": labelled, "_invalid_labels": labelled - int(row[11] or 0)}
     if P > 0 and N > 0:
         # 2 U = 2 P (n + 1) - sum(rank + count) - P (P + 1), exact in integers
         out["roc_auc"] = (2 * P * (n + 1) - ranks - P * (P + 1)) / (2 * P * N)
@@ -773,16 +910,16 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
         out["accuracy"] = (pn - fp_ - fn_) / pn
     if p95:
-        out["_p95"] = (n, None if row[11] is None else float(row[11]))
+        out["_p95"] = (n, None if row[12] is None else float(row[12]))
     return out
 
 
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
     """MAE and RMSE of the window's labelled predictions, as SQL sums."""
     s, lab = model.source, model.labels
-    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y", ids)
-    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
+    j = _joined(conn, model, f"{_num(conn, 's.' + quote(conn, s.score))} AS sc, "
+                             f"{_num(conn, 'l.' + quote(conn, lab.label))} AS y", ids)
+    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
                      {**_bounds(conn, model, window), **_id_params(ids)}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled}
@@ -860,6 +997,70 @@ def _drift_metric(kind: str, name: str, r: D.ColumnDrift, segment: str = "") -> 
             "threshold": r.threshold, "detected": r.detected}
 
 
+def _check(name: str, value: float | None, detected: bool) -> dict:
+    """A data check's row: `value` the offending rows (None: not a count), `detected` True when failing."""
+    assert name in names.DATA_CHECKS, name
+    return {"kind": names.DATA_CHECK_KIND, "name": name, "segment": "", "method": None,
+            "value": None if value is None else float(value), "threshold": None, "detected": bool(detected)}
+
+
+_bad_ts: dict[tuple, int] = {}
+
+
+def _bad_timestamps(conn, model: Model, now: datetime) -> int:
+    """Rows of the whole source whose timestamp is NULL or unreadable: counted once per cycle (per
+    `now`), since it is one count for every window a cycle computes."""
+    s = model.source
+    key = (str(conn.engine.url), s.table, s.timestamp, now)
+    if key not in _bad_ts:
+        for old in [k for k in _bad_ts if k[3] != now]:
+            del _bad_ts[old]
+        x = quote(conn, s.timestamp)
+        _bad_ts[key] = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote_table(conn, s.table)} "
+                                                f"WHERE {invalid_time(conn, x, _ts(conn, model))}")).scalar() or 0)
+    return _bad_ts[key]
+
+
+def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime) -> list[dict]:
+    """The checks read from the window's pass, the source-wide `timestamp` check and the freshness row."""
+    s = model.source
+    t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
+    rows = int(allc["rows"])
+    found = allc.get("checks", {})
+    nulls = rows - int(allc["score"]["n"])  # NULL, NaN and +-infinity
+    bad_ts = _bad_timestamps(conn, model, now)
+    checks = [_check("timestamp", bad_ts, bad_ts > 0),
+              _check("score_nulls", nulls, nulls > SCORE_NULL_TOLERANCE * rows),
+              _check("non_finite", found.get("non_finite", 0), found.get("non_finite", 0) > 0)]
+    if model.task == "binary_classification":
+        checks.append(_check("score_range", found.get("score_range", 0), found.get("score_range", 0) > 0))
+    newest = conn.execute(sa.text(f"SELECT {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
+                          _bounds(conn, model, window)).scalar() if rows else None
+    checks.append({"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
+                   "value": None if newest is None else float(newest), "threshold": None, "detected": None})
+    return checks
+
+
+def _unusable(conn, model: Model, window: Window, problems: list[str], now: datetime) -> tuple[ModelWindow, int]:
+    """A window whose configured columns are missing or unusable: recorded with its rows, its
+    freshness and a failing `schema` check, and nothing computed from the columns."""
+    s = model.source
+    log.warning("model %s: %s", model.name, "; ".join(problems), extra={"model": model.name})
+    t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
+    row = conn.execute(sa.text(f"SELECT COUNT(*), {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
+                       _bounds(conn, model, window)).one()
+    bad_ts = _bad_timestamps(conn, model, now)
+    conn.rollback()
+    rows = int(row[0] or 0)
+    metrics = [_check("schema", None, True), _check("timestamp", bad_ts, bad_ts > 0),
+               {"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
+                "value": None if row[1] is None else float(row[1]), "threshold": None, "detected": None},
+               {"kind": "online", "name": "predictions", "segment": "", "value": float(rows)}]
+    return ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
+                       drift_share=None, dataset_drift=None, quality_status="invalid", label_coverage=None,
+                       metrics=metrics), rows
+
+
 def compute(source_engine, store: Store, model: Model, window: Window, now: datetime) -> tuple[ModelWindow, int]:
     """Drift, online signals and (once labels mature) quality of one window: (result, rows read)."""
     D.validate_method(model.drift.method)
@@ -868,14 +1069,19 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     mature = model.labels is not None and window.end + model.labels.max_delay <= now
     with _connect(source_engine) as conn:
         _setup(conn)
+        problems = _schema_problems(conn, model)
+        if problems:
+            return _unusable(conn, model, window, problems, now)
         snapshot = _export_snapshot(conn) if mature else None
-        fold_p95 = mature and binary and _labels_unique(conn, model)
+        unique = mature and _labels_unique(conn, model)
+        fold_p95 = binary and unique
         window_ids = None  # (smallest, largest) id of the window, once its first pass is in
 
         def job(c):
-            if binary:
-                return quality_binary(c, model, window, fold_p95, window_ids)
-            return quality_regression(c, model, window, window_ids)
+            q = (quality_binary(c, model, window, fold_p95, window_ids) if binary
+                 else quality_regression(c, model, window, window_ids))
+            q["_ids"] = (q["labelled"], 0) if unique else _label_ids(c, model, window, window_ids)
+            return q
 
         narrow = mature and _integer_ids(conn, model)
         with ThreadPoolExecutor(1) if snapshot else nullcontext() as pool:
@@ -889,15 +1095,28 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                     side = pool.submit(_on_snapshot, source_engine, snapshot, job)
 
             spec, ref, read = _reference(conn, store, model, window, now)
+            ref_rows = int(ref["all"]["rows"]) if ref else 0
+            future = model.reference.rolling is None and model.reference.start > now
+            unjudged = future or ref_rows < REFERENCE_MIN_ROWS
+            checks = [_check("schema", None, False), _check("reference", ref_rows, unjudged)]
+            if unjudged:  # no reference rows, too few or in the future: no drift, and the check says so
+                ref = None
             cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None,
-                       on_pass=start if narrow else None)
+                       on_pass=start if narrow else None, unseen_from=_unseen_from(model, window, ref))
             if spec is not None and model.reference.rolling is not None:
-                store.save_reference(model.name, _window_key(model, spec, window), cur, now)
+                store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
             allc = cur["all"]
             rows = int(allc["rows"])
             read += rows
             quality = (side.result() if side else job(conn)) if mature and rows else None
         n_scores = int(allc["score"]["n"])
+        checks += _source_checks(conn, model, window, allc, now)
+        if quality:
+            distinct, duplicated = quality.pop("_ids")
+            invalid = quality.pop("_invalid_labels", None)
+            if invalid is not None:
+                checks.append(_check("label_values", invalid, invalid > 0))
+            checks.append(_check("label_duplicates", duplicated, duplicated > 0))
         p95 = None
         folded = quality.pop("_p95", None) if quality else None
         if folded and folded[0] == n_scores:  # each scored row labelled once: the same scores
@@ -912,12 +1131,16 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                 status = "empty"
             else:
                 read += quality["labelled"]
-                status, coverage = "ok", quality["labelled"] / rows
+                # distinct labelled predictions: duplicate labels never push it above 1
+                status, coverage = "ok", min(1.0, distinct / rows)
+                if any(c["detected"] for c in checks if c["name"] in QUALITY_CHECKS):
+                    status, quality = "invalid", None  # never computed from invalid inputs as if fine
         elif rows == 0:
             status = "empty"
         # quality estimated from the scores (and, once labels are mature, the estimate's error)
         estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
         conn.rollback()
+    metrics += checks
 
     # drift: features, dataset share, score; per segment
     drift_share = dataset_drift = None
