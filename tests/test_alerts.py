@@ -11,7 +11,7 @@ import yaml
 from fixtures.alerting_world import config
 from stack import binary
 
-from monitor import alerts
+from monitor import alerts, conventions
 from monitor.build import build
 from monitor.config import load_config
 
@@ -47,7 +47,7 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
         "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
         "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
         "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
-        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * 7,
+        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * len(conventions.DATA_CHECKS),
         "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
