@@ -418,3 +418,21 @@ def quality_windows(model: Model, r: Reader) -> list[dict]:
         row.update(metrics.get(w["window_start"], {}))
         out.append(row)
     return out
+
+
+def class_quality(model: Model, r: Reader) -> dict | None:
+    """A multiclass model's latest judged window: per-class quality rows and the confusion matrix cells."""
+    judged = [w for w in r.model_series(model.name) if w["quality_status"] == "ok"]
+    if not judged:
+        return None
+    start = judged[-1]["window_start"]
+    per: dict[str, dict] = {}
+    for m in r.model_metrics(model.name, ("quality",), False):
+        if m["window_start"] == start and m["segment"].startswith("class="):
+            per.setdefault(m["segment"][len("class="):], {})[m["name"]] = m["value"]
+    cells = []
+    for m in r.model_metrics(model.name, ("confusion",)):
+        if m["window_start"] == start:
+            true, _, pred = m["name"].partition("|")
+            cells.append({"true": true, "predicted": pred, "count": int(m["value"] or 0)})
+    return {"window_start": start, "classes": [{"class": k, **v} for k, v in per.items()], "confusion": cells}

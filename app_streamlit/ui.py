@@ -386,6 +386,17 @@ def heatmap(cells: list[dict]) -> alt.Chart:
     ).properties(height=26 * df["feature"].nunique() + 50)
 
 
+def confusion(cells: list[dict]) -> alt.LayerChart:
+    """A confusion matrix: true class down, predicted class across, counts in the cells."""
+    df = pd.DataFrame(cells)
+    base = alt.Chart(df).encode(x=alt.X("predicted:N", title="predicted"), y=alt.Y("true:N", title="true"))
+    return alt.layer(
+        base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), title="rows"),
+                                tooltip=["true:N", "predicted:N", "count:Q"]),
+        base.mark_text().encode(text="count:Q"),
+    ).properties(height=40 * df["true"].nunique() + 60)
+
+
 def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | None = None, title: str | None = None,
          height: int = 200) -> alt.LayerChart:
     df = _frame(rows)

@@ -349,12 +349,22 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .mappings(binary_mapping(("no drift", GREEN), ("drift", RED))))
     d.with_panel(timeseries.Panel().title("Feature drift scores").datasource(PROM)
                  .description("Each feature's drift score against the reference, by the method `auto` picked.")
-                 .span(12).height(8).unit("short").decimals(3)
+                 .span(8).height(8).unit("short").decimals(3)
                  .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})")))
     d.with_panel(timeseries.Panel().title("Prediction drift").datasource(PROM)
-                 .description("Drift of the score column against the reference.")
-                 .span(12).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.PREDICTION_DRIFT_SCORE, **m), "score ({{method}})")))
+                 .description("Drift of the score column (of a multiclass model: of the predicted class "
+                              "distribution) against the reference.")
+                 .span(8).height(8).unit("short").decimals(3)
+                 .with_target(prom(sel(n.PREDICTION_DRIFT_SCORE, **m), "prediction ({{method}})")))
+    d.with_panel(timeseries.Panel().title("Multivariate drift").datasource(PROM)
+                 .description("Mean PCA reconstruction error of the numeric features, standardised by the "
+                              "reference: it rises when the features' joint distribution moves (a correlation), "
+                              "even when no feature drifts on its own. The threshold is learned from the "
+                              "reference's windows (mean + 3 sd) unless the config fixes it.")
+                 .span(8).height(8).unit("short").decimals(3)
+                 .with_target(prom(sel(n.MULTIVARIATE_DRIFT_SCORE, **m), "reconstruction error", "A"))
+                 .with_target(prom(sel(n.MULTIVARIATE_DRIFT_THRESHOLD, **m), "threshold", "B"))
+                 .override_by_name("threshold", [fixed_color(RED), dashed()]))
     d.with_row(db.Row("Online signals (no labels needed)"))
     d.with_panel(timeseries.Panel().title("Predictions per window").datasource(PROM)
                  .span(8).height(8).unit("short").min(0)
@@ -368,9 +378,12 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .with_target(prom(sel(n.MODEL_ONLINE, metric="null_share", **m), "{{feature}}")))
     d.with_row(db.Row("Offline quality (labels)"))
     d.with_panel(timeseries.Panel().title("Offline quality").datasource(PROM)
-                 .description("Quality of the latest window whose labels are mature (its end older than max_delay).")
+                 .description("Quality of the latest window whose labels are mature (its end older than max_delay), "
+                              "and the floors (min) and ceilings (max) it is held to, fixed or learned from the "
+                              "reference's windows.")
                  .span(12).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.MODEL_QUALITY, **m), "{{metric}}")))
+                 .with_target(prom(sel(n.MODEL_QUALITY, **m), "{{metric}}", "A"))
+                 .with_target(prom(sel(n.MODEL_QUALITY_THRESHOLD, **m), "{{metric}} {{bound}}", "B")))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)
                  .description("Windows whose labels have not matured yet: their quality is pending, never partial.")
                  .span(4).height(4).unit("none").thresholds(thresholds((None, GREEN), (1, BLUE)))

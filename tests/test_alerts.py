@@ -47,7 +47,7 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
         "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
         "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
         "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
-        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * len(conventions.DATA_CHECKS),
+        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * len(conventions.DATA_CHECKS), "ScorerMultivariateDrift",
         "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
