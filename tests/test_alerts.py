@@ -11,7 +11,8 @@ import yaml
 from fixtures.alerting_world import config
 from stack import binary
 
-from monitor import alerts, conventions
+from monitor import alerts
+from monitor.conventions import DATA_CHECKS
 from monitor.build import build
 from monitor.config import load_config
 
@@ -47,7 +48,7 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
         "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
         "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
         "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
-        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * len(conventions.DATA_CHECKS), "ScorerMultivariateDrift",
+        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * len(DATA_CHECKS), "ScorerMultivariateDrift",
         "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
