@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from monitor import review
 from monitor.config import Config, Goal, Model
 from monitor.goals import strip_comments
-from monitor.smart import planned, trajectory
+from monitor.smart import planned
 from monitor.store import (Store, goal_results, goal_segments, goal_trajectory, job_runs, model_metrics,
                            model_windows)
 from monitor.windows import floor
@@ -234,23 +234,17 @@ def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
     return card
 
 
-def week_trajectory(cfg: Config, r: Reader, goal: Goal, week: datetime, weekly: list[dict]) -> dict:
-    """The trajectory stored as of the week's end; for an older week, fitted the same way from the values up to it."""
+def week_trajectory(cfg: Config, r: Reader, goal: Goal, week: datetime, weekly: list[dict] | None = None) -> dict:
+    """The trajectory the monitor stored as of the week's end (the newest one fitted from values up to
+    then), exactly as `run-once` and `/metrics` report it: never refitted here."""
     end = week + WEEK
-    stored = [t for t in r.trajectories(goal.name) if t["as_of"] == end]
-    if stored:
-        t = stored[-1]
-        return {"status": t["status"], "projected": t["projected"], "planned": t["planned"], "current": t["current"],
-                "slope_per_day": t["slope_per_day"], "source": "stored"}
-    series = weekly
-    if len([x for x in series if x["value"] is not None]) < 3:
-        series = [x for x in r.goal_series(goal.name, int(goal.window.total_seconds())) if x["window_end"] <= end]
-    if not series or not any(x["window_start"] >= week for x in series):
-        return {"status": "unknown", "projected": None, "planned": None, "current": None, "slope_per_day": None, "source": None}
-    baseline = (goal.baseline.value, goal.baseline.at) if goal.baseline else None
-    t = trajectory([(x["window_end"], x["value"]) for x in series], goal.target, goal.direction, goal.deadline, baseline, end)
-    return {"status": t.status, "projected": t.projected, "planned": t.planned, "current": t.current,
-            "slope_per_day": t.slope_per_day, "source": "fitted"}
+    stored = [t for t in r.trajectories(goal.name) if t["as_of"] <= end]
+    if not stored:
+        return {"status": "unknown", "projected": None, "planned": None, "current": None, "slope_per_day": None,
+                "source": None, "as_of": None}
+    t = stored[-1]
+    return {"status": t["status"], "projected": t["projected"], "planned": t["planned"], "current": t["current"],
+            "slope_per_day": t["slope_per_day"], "source": "stored", "as_of": t["as_of"]}
 
 
 def week_cards(cfg: Config, r: Reader, week: datetime) -> list[dict]:
@@ -424,3 +418,21 @@ def quality_windows(model: Model, r: Reader) -> list[dict]:
         row.update(metrics.get(w["window_start"], {}))
         out.append(row)
     return out
+
+
+def class_quality(model: Model, r: Reader) -> dict | None:
+    """A multiclass model's latest judged window: per-class quality rows and the confusion matrix cells."""
+    judged = [w for w in r.model_series(model.name) if w["quality_status"] == "ok"]
+    if not judged:
+        return None
+    start = judged[-1]["window_start"]
+    per: dict[str, dict] = {}
+    for m in r.model_metrics(model.name, ("quality",), False):
+        if m["window_start"] == start and m["segment"].startswith("class="):
+            per.setdefault(m["segment"][len("class="):], {})[m["name"]] = m["value"]
+    cells = []
+    for m in r.model_metrics(model.name, ("confusion",)):
+        if m["window_start"] == start:
+            true, _, pred = m["name"].partition("|")
+            cells.append({"true": true, "predicted": pred, "count": int(m["value"] or 0)})
+    return {"window_start": start, "classes": [{"class": k, **v} for k, v in per.items()], "confusion": cells}

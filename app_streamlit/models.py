@@ -97,13 +97,26 @@ else:
     st.info("No feature drift is stored for this model.")
 
 pred = ctx.reader.model_metrics(model.name, ("prediction_drift",))
+if model.task == "multiclass_classification":  # its prediction drift is the predicted class distribution's
+    pred = [p for p in pred if p["name"] == "class"]
 st.subheader("Prediction drift")
 if pred:
     thr = next((p["threshold"] for p in reversed(pred) if p["threshold"] is not None), None)
     st.altair_chart(ui.line([{**p, "detected": "drift" if p["detected"] else "no drift"} for p in pred], "value",
-                            rule=thr, title=f"score drift ({pred[-1]['method'] or 'auto'})"), width="stretch")
+                            rule=thr, title=f"{'predicted class' if model.task == 'multiclass_classification' else 'score'} drift "
+                                            f"({pred[-1]['method'] or 'auto'})"), width="stretch")
 else:
     st.caption("No prediction drift stored.")
+
+mv = ctx.reader.model_metrics(model.name, ("multivariate_drift",))
+if mv:
+    st.subheader("Multivariate drift")
+    thr = next((p["threshold"] for p in reversed(mv) if p["threshold"] is not None), None)
+    st.altair_chart(ui.line([{**p, "detected": "drift" if p["detected"] else "no drift"} for p in mv], "value",
+                            rule=thr, title="PCA reconstruction error"), width="stretch")
+    st.caption("Mean reconstruction error of the numeric features, standardised by the reference: it rises when "
+               "their joint distribution moves (a correlation), even if no feature drifts on its own. The dashed "
+               "line is the latest threshold (by default the reference windows' mean plus 3 standard deviations).")
 
 # --- online signals ---
 st.header("Online signals")
@@ -152,6 +165,19 @@ else:
         st.caption("Floors that alert: " + ", ".join(
             f"{k} {'≥ ' + str(v.min) if v.min is not None else ''}{'≤ ' + str(v.max) if v.max is not None else ''}"
             for k, v in floors.items()))
+
+if model.task == "multiclass_classification" and model.labels is not None:
+    per = data.class_quality(model, ctx.reader)
+    st.subheader("Per class")
+    if per and per["confusion"]:
+        st.caption(f"The latest judged window, from {per['window_start']:%Y-%m-%d %H:%M}: per-class precision, recall "
+                   f"and F1 (the {model.max_segments} classes with the most labels), and the confusion matrix "
+                   "(the other classes pooled as `other`).")
+        if per["classes"]:
+            st.dataframe(pd.DataFrame(per["classes"]), hide_index=True)
+        st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
+    else:
+        st.caption("No window of this model is judged yet.")
 
 # --- Evidently ---
 st.header("Evidently report")

@@ -51,6 +51,10 @@ def _timestamp(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _date(text: str):
+    return _timestamp(text).date()
+
+
 def _config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", "-c", metavar="FILE", required=False,
                    help="the config file (default: $MONITOR_CONFIG)" + ("" if required else "; default: the demo config"))
@@ -97,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=56, help="days of history (default 56)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies row counts (default 1.0)")
     p.add_argument("--database-url", help="put the source tables here instead (e.g. postgresql://...)")
+    p.add_argument("--end", type=_date, metavar="DATE",
+                   help="the day the world ends (default: today, so serve, app and run-once show current data)")
+    p.add_argument("--force", action="store_true", help="start afresh: drop the review notes and closed weeks of an earlier demo")
 
     p = sub.add_parser("init", help="draft a commented config from the tables of a database",
                        description="Reads the database and drafts a config: for each prediction log its id, timestamp "
@@ -128,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--port", type=int, default=9108, help="HTTP port (default 9108)")
     _host_arg(p)
+    p.add_argument("--now", type=_timestamp, help="start the clock at this moment and let it run (ISO 8601), for a world pinned in the past")
 
     p = sub.add_parser("metrics", help="print the Prometheus exposition of the latest results")
     _config_arg(p)
@@ -153,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     _host_arg(p)
+    p.add_argument("--now", type=_timestamp, help="pin the app's clock (ISO 8601), for a world pinned in the past")
 
     p = sub.add_parser("dashboards", help="Grafana dashboards")
     dsub = p.add_subparsers(dest="dashboards_command", metavar="ACTION")
@@ -186,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return EXIT_USAGE
     from .config import ConfigError
+    from .store import StoreError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError) as e:
+    except (ConfigError, UsageError, StoreError) as e:  # StoreError: a schema this monitor cannot use
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except StoreUnusable as e:
@@ -213,7 +223,7 @@ def _load(args):
 def _store(cfg):
     from .store import Store
 
-    return Store(cfg.store_url)
+    return Store(cfg.store_url, statement_timeout=cfg.statement_timeout)
 
 
 def cmd_run_once(args) -> int:
@@ -226,6 +236,7 @@ def cmd_run_once(args) -> int:
     store = _store(cfg)
     with _results_store(cfg):
         report = run_cycle(cfg, now, store=store, progress=args.progress)
+        now = report.now
         if cfg.notify:
             from .notify import notify_cycle
             notify_cycle(cfg, store, now)
@@ -269,8 +280,11 @@ def cmd_backfill(args) -> int:
     if only and only - known:
         raise UsageError(f"--only: unknown goal or model {', '.join(sorted(only - known))}")
     with _results_store(cfg):
-        report = run_cycle(cfg, args.end, progress=True, only=only)
+        report = run_cycle(cfg, args.end, store=_store(cfg), progress=True, only=only)
     print(f"computed {report.ran} windows" + (f", {len(report.failed)} failed" if report.failed else ""))
+    if report.capped_from:
+        print(f"stopped at {report.now.isoformat(timespec='seconds')} (now): --to is in the future, and a window "
+              "is computed only once it has ended")
     print_failures(report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -318,7 +332,8 @@ def cmd_check(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.dir), seed=args.seed, days=args.days, scale=args.scale, database_url=args.database_url)
+    return run_demo(Path(args.dir), seed=args.seed, days=args.days, scale=args.scale, database_url=args.database_url,
+                    end=args.end, force=args.force)
 
 
 def cmd_init(args) -> int:
@@ -342,13 +357,13 @@ def cmd_build(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    return serve(_load(args), host=args.host, port=args.port)
+    return serve(_load(args), host=args.host, port=args.port, now=args.now)
 
 
 def cmd_app(args) -> int:
     from .app_launcher import launch
 
-    return launch(args.config, host=args.host, port=args.port)
+    return launch(args.config, host=args.host, port=args.port, now=args.now)
 
 
 def cmd_dashboards(args) -> int:

@@ -32,6 +32,12 @@ def make_engine(url: str, statement_timeout: timedelta | None = None) -> Engine:
     return engine
 
 
+def dispose_engines(url: str) -> None:
+    """Close and forget this process's engines of `url` (before its SQLite file is replaced)."""
+    for key in [k for k in _engines if k[0] == url]:
+        _engines.pop(key).dispose()
+
+
 def _sqlite_on_connect(timeout_ms: int):
     def on_connect(dbapi_conn, _record):
         dbapi_conn.execute("PRAGMA journal_mode=WAL")

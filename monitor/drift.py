@@ -282,11 +282,12 @@ class NumericSummary:
     eq: list[float] | None = None  # counts of each of the (few) reference values
     abs_n: int | None = None  # count and sum of the values `abs` was taken over, when a sample
     abs_s: float | None = None  # of them (else n and s)
+    ks_d: float | None = None  # the exact KS statistic against this window's reference, when refined (`exactks`)
 
     @classmethod
     def from_dict(cls, d: dict) -> NumericSummary:
         return cls(rows=d["rows"], n=d["n"], s=d["s"], s2=d.get("s2"), lt=d.get("lt"), abs=d.get("abs"), eq=d.get("eq"),
-                   abs_n=d.get("abs_n"), abs_s=d.get("abs_s"))
+                   abs_n=d.get("abs_n"), abs_s=d.get("abs_s"), ks_d=d.get("ks_d"))
 
     @property
     def abs_base(self) -> tuple[float, float]:
@@ -430,6 +431,8 @@ def _numeric_score(method: str, spec: dict, ref: NumericSummary, cur: NumericSum
         (ref_n, ref_mean), (cur_n, cur_mean) = ref.abs_base, cur.abs_base
         return wasserstein(spec["edges"], ref.abs, ref_n, ref_mean, ref_std, cur.abs, cur_n, cur_mean)
     if method == "ks":
+        if cur.ks_d is not None:  # refined: the exact statistic (`monitor.exactks`)
+            return ks_pvalue(cur.ks_d, int(ref.n), int(cur.n))
         return ks(ref.lt, cur.lt, ref.n, cur.n)
     few = ref.eq is not None and cur.eq is not None
     r, c = (_value_counts(ref), _value_counts(cur)) if few else (_numeric_bins(spec, ref), _numeric_bins(spec, cur))
@@ -458,8 +461,11 @@ def _finish(method, value, configured, threshold, ref, cur) -> ColumnDrift:
     if m is not None:
         thr = threshold if (threshold is not None and configured in ("auto", method)) else m.default_threshold
     if m is not None:
-        p_mode = not m.higher_is_drift
-        null_thr = None if method == "psi" else thr  # PSI's scale is not a distance's: keep 0.1
+        # A p-value test on the NULL share only on small references: on large ones (a KS or chi-square
+        # configured on millions of rows) it fires on any trivial difference, even between two days
+        # of the reference itself, so the NULL share is compared by its effect size, as `auto` does.
+        p_mode = not m.higher_is_drift and ref.rows <= AUTO_SMALL_REFERENCE
+        null_thr = None if (method == "psi" or p_mode != (not m.higher_is_drift)) else thr  # PSI's scale is not a distance's
     else:  # no score (a side without values): the NULL share is still compared
         p_mode, null_thr = 0 < ref.rows <= AUTO_SMALL_REFERENCE, None
     nm, nv, nt = null_shift(ref.rows, ref.rows - ref.n, cur.rows, cur.rows - cur.n, p_mode, null_thr)

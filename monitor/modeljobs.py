@@ -49,9 +49,15 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from . import bands as B
+from . import confusion
 from . import conventions as names
 from . import drift as D
+from . import driftsettings as S
 from . import estimate as E
+from . import exactks as KS
+from . import multiclass as MC
+from . import multivariate as MV
 from .config import Model
 from .db import (
     Timestamps,
@@ -66,7 +72,8 @@ from .db import (
     window_where,
 )
 from .store import ModelWindow, Store
-from .windows import Window, due_windows, plan, window_at, windows_between
+from .durations import Months
+from .windows import Window, due_windows, plan, shift, window_at, windows_between
 
 log = logging.getLogger("monitor.modeljobs")
 
@@ -108,7 +115,7 @@ def plan_windows(store: Store, model: Model, now: datetime) -> list[Window]:
     if model.labels is not None:
         delay = model.labels.max_delay
         unsettled = {s for s, status in done.items()
-                     if status == "pending" and s + model.window + delay <= now}
+                     if status == "pending" and window_at(s, model.window).end + delay <= now}
         if model.recompute > 0:
             matured = [w for w in due_windows(model.start, now, model.window) if w.end + delay <= now]
             unsettled |= {w.start for w in matured[-model.recompute:]}
@@ -121,11 +128,14 @@ def reference_range(model: Model, window: Window) -> Window:
     if ref.rolling is None:
         return Window(ref.start, ref.end)
     n = _rolling_windows(model)
-    return Window(window.start - n * model.window, window.start)
+    return Window(shift(window.start, model.window, -n), window.start)
 
 
 def _rolling_windows(model: Model) -> int:
-    return max(1, round(model.reference.rolling / model.window))
+    roll, size = model.reference.rolling, model.window
+    if isinstance(roll, Months) and isinstance(size, Months):
+        return max(1, round(roll.months / size.months))
+    return max(1, round(roll / size))
 
 
 # --------------------------------------------------------------------------- specs
@@ -138,6 +148,9 @@ def _model_hash(model: Model) -> str:
         "v": SPEC_VERSION, "table": s.table, "ts": s.timestamp, "score": s.score, "pred": s.prediction,
         "num": s.features.numeric, "cat": s.features.categorical, "seg": model.segments,
         "max_seg": model.max_segments, "method": model.drift.method, "window": model.window.total_seconds(),
+        **({"features": {k: v.model_dump(mode="json") for k, v in model.drift.features.items()}}
+           if model.drift.features else {}),
+        **({"compare": model.drift.compare} if model.drift.compare else {}),
         "ref": [str(model.reference.start), str(model.reference.end), str(model.reference.rolling)],
         "task": model.task,
     }
@@ -261,7 +274,10 @@ def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling:
     maybe_discrete = quantiles is None or len(set(quantiles.values())) <= DISCRETE_MAX
     pairs = _discrete_values(conn, model, column, ref) if maybe_discrete else None
     distinct = len(pairs) if pairs is not None else None
-    needs = _needs(model.drift.method, n, distinct, rolling)
+    needs = {}  # what any of the column's methods needs (`drift.features`, `drift.compare`)
+    for method in S.methods(model, column if column != model.source.score else None):
+        for k, v in _needs(method, n, distinct, rolling).items():
+            needs[k] = needs.get(k, False) or v
     if pairs is not None:
         values = [p[0] for p in pairs]
         half, acc, center = (n + 1) // 2, 0, values[0]
@@ -295,15 +311,18 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     s = model.source
     t = quote_table(conn, s.table)
     numeric = list(s.features.numeric)
-    counts = ", ".join(f"COUNT({_num(conn, quote(conn, c))})" for c in [*numeric, s.score])
+    # a multiclass model may have no score column: its score summary is then empty (COUNT(NULL) = 0)
+    counts = ", ".join(f"COUNT({_num(conn, quote(conn, c)) if c else 'NULL'})" for c in [*numeric, s.score])
     row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, ref)).one()
     rows = int(row[0] or 0)
     if rows == 0:
         return None
     spec = {"version": SPEC_VERSION, "rows": rows, "num": {}, "cat": {}, "score": None, "segments": {}}
-    quantiles = (_quantiles_pg(conn, model, [*numeric, s.score], ref) if conn.dialect.name == "postgresql"
-                 else [None] * (len(numeric) + 1))
+    quantiles = [None] * (len(numeric) + 1)
+    cut = [*numeric, *([s.score] if s.score else [])]
+    if conn.dialect.name == "postgresql" and cut:
+        quantiles = [*_quantiles_pg(conn, model, cut, ref), None][:len(numeric) + 1]
     for col, n, q in zip(numeric, row[1:], quantiles):
         spec["num"][col] = _numeric_spec(conn, model, col, ref, int(n or 0), rolling, q)
     spec["score"] = _numeric_spec(conn, model, s.score, ref, int(row[-1] or 0), rolling, quantiles[-1])
@@ -396,11 +415,11 @@ class _Pass:
         for i, col in enumerate(s.features.numeric):
             cols.append(f"{_num(conn, quote(conn, col), self.clean)} AS n{i}")
             self._numeric(("num", col), f"n{i}", self.spec["num"][col])
-        cols.append(f"{_num(conn, quote(conn, s.score), self.clean)} AS sc")
+        cols.append(f"{_num(conn, quote(conn, s.score), self.clean) if s.score else 'CAST(NULL AS DOUBLE PRECISION)'} AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
         # data checks: rows with a non-finite score or numeric feature (read as NULL above) ...
-        raw = [f"CAST({quote(conn, c)} AS DOUBLE PRECISION)" for c in [*s.features.numeric, s.score]]
-        cols.append(f"CASE WHEN {' OR '.join(non_finite(conn, r) for r in raw)} THEN 1 ELSE 0 END AS nf")
+        raw = [f"CAST({quote(conn, c)} AS DOUBLE PRECISION)" for c in [*s.features.numeric, s.score] if c]
+        cols.append(f"CASE WHEN {' OR '.join(non_finite(conn, r) for r in raw) or '1 = 0'} THEN 1 ELSE 0 END AS nf")
         self.aggs.append("SUM(nf)")
         self.slots.append(("checks", "non_finite"))
         if m.task == "binary_classification":  # ... and classifier scores outside [0, 1]
@@ -791,15 +810,19 @@ def _schema_problems(conn, model: Model) -> list[str]:
     s, lab = model.source, model.labels
     number = (sa.Integer, sa.Numeric, sa.Float)
     binary = model.task == "binary_classification"
-    wanted = [(s.table, "source.id", s.id, None), (s.table, "source.score", s.score, number),
+    classes = MC.is_multiclass(model)  # class names or codes: any type, the same for predictions and labels
+    wanted = [(s.table, "source.id", s.id, None),
+              *([(s.table, "source.score", s.score, number)] if s.score else []),
+              *[(s.table, f"source.class_scores.{k}", c, number) for k, c in (s.class_scores or {}).items()],
               *[(s.table, "source.features.numeric", c, number) for c in s.features.numeric],
               *[(s.table, "source.features.categorical", c, None) for c in s.features.categorical],
               *[(s.table, "segments", c, None) for c in model.segments]]
     if s.prediction:
-        wanted.append((s.table, "source.prediction", s.prediction, (*number, sa.Boolean)))
+        wanted.append((s.table, "source.prediction", s.prediction, None if classes else (*number, sa.Boolean)))
     if lab is not None:
         wanted += [(lab.table, "labels.id", lab.id, None),
-                   (lab.table, "labels.label", lab.label, (*number, sa.Boolean) if binary else number)]
+                   (lab.table, "labels.label", lab.label,
+                    None if classes else (*number, sa.Boolean) if binary else number)]
     problems = []
     for table, key, col, types in wanted:
         have = _columns(conn, table)
@@ -927,16 +950,27 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
-        out["accuracy"] = (pn - fp_ - fn_) / pn
+        out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))  # accuracy, specificity, ...
     if p95:
         out["_p95"] = (n, None if row[13] is None else float(row[13]))
     return out
 
 
+def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
+    """Multiclass quality from one GROUP BY (true class, predicted class) over the join: see `multiclass`."""
+    _ensure_ln(conn)
+    sql = MC.quality_sql(conn, model, lambda cols: _joined(conn, model, cols, ids))
+    rows = conn.execute(sa.text(sql), {**_bounds(conn, model, window), **_id_params(ids),
+                                       "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}).all()
+    return MC.quality(conn, model, rows)
+
+
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None,
                        clean: bool | None = None) -> dict:
-    """MAE and RMSE of the window's labelled predictions, as SQL sums (NaN and infinities: see
-    `quality_binary`)."""
+    """MAE, MSE, RMSE and MAPE of the window's labelled predictions, as SQL sums (NaN and
+    infinities: see `quality_binary`).
+
+    MAPE is scikit-learn's: the mean of |prediction - truth| / max(|truth|, eps), a share (not %)."""
     if clean is None:
         out = quality_regression(conn, model, window, ids, clean=False)
         return out if not out["_non_finite"] else quality_regression(conn, model, window, ids, clean=True)
@@ -945,13 +979,16 @@ def quality_regression(conn, model: Model, window: Window, ids: tuple | None = N
     nf = (f"CASE WHEN {non_finite(conn, _num(conn, sc, False))} OR {non_finite(conn, _num(conn, y, False))} "
           "THEN 1 ELSE 0 END")
     j = _joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids)
-    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), SUM(nf) "
-                             f"FROM ({j}) j"), {**_bounds(conn, model, window), **_id_params(ids)}).one()
+    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
+                             f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)), SUM(nf) FROM ({j}) j"),
+                     {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
-    out: dict = {"labelled": labelled, "_non_finite": int(r[4] or 0)}
+    out: dict = {"labelled": labelled, "_non_finite": int(r[5] or 0)}
     if n:
         out["mae"] = float(r[2]) / n
+        out["mse"] = float(r[3]) / n
         out["rmse"] = math.sqrt(float(r[3]) / n)
+        out["mape"] = float(r[4]) / n
     return out
 
 
@@ -1003,19 +1040,82 @@ def _mean(summary: dict) -> float | None:
     return summary["s"] / summary["n"] if summary["n"] else None
 
 
-def _compare(spec: dict, ref: dict, cur: dict, model: Model) -> tuple[dict, dict | None]:
-    """Column drifts of the features, and of the score: ({feature: ColumnDrift}, score drift)."""
-    method, thr = model.drift.method, model.drift.threshold
+def _compare_column(spec: dict, column: str | None, method: str, threshold: float | None, ref: dict, cur: dict,
+                    model: Model) -> D.ColumnDrift:
+    """One column's drift (None: the score) by `method`."""
+    if column is None:
+        return D.compare_numeric(spec["score"], D.NumericSummary.from_dict(ref["score"]),
+                                 D.NumericSummary.from_dict(cur["score"]), method, threshold)
+    if column in spec["num"]:
+        return D.compare_numeric(spec["num"][column], D.NumericSummary.from_dict(ref["num"][column]),
+                                 D.NumericSummary.from_dict(cur["num"][column]), method, threshold)
+    return D.compare_categorical(spec["cat"][column], D.CategoricalSummary.from_dict(ref["cat"][column]),
+                                 D.CategoricalSummary.from_dict(cur["cat"][column]), method, threshold)
+
+
+def _compare(spec: dict, ref: dict, cur: dict, model: Model, learned: dict | None = None) -> tuple[dict, dict | None]:
+    """Column drifts of the features, and of the score: ({feature: ColumnDrift}, score drift), each by
+    its own method and threshold (`driftsettings`; `learned`: thresholds learned from the reference)."""
+    learned = learned or {}
     out = {}
-    for col in model.source.features.numeric:
-        out[col] = D.compare_numeric(spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
-                                     D.NumericSummary.from_dict(cur["num"][col]), method, thr)
-    for col in model.source.features.categorical:
-        out[col] = D.compare_categorical(spec["cat"][col], D.CategoricalSummary.from_dict(ref["cat"][col]),
-                                         D.CategoricalSummary.from_dict(cur["cat"][col]), method, thr)
-    score = D.compare_numeric(spec["score"], D.NumericSummary.from_dict(ref["score"]),
-                              D.NumericSummary.from_dict(cur["score"]), method, thr)
+    for col in [*model.source.features.numeric, *model.source.features.categorical, None]:
+        method = S.setting(model, col)[0]
+        out[col] = _compare_column(spec, col, method, S.threshold(model, col, learned), ref, cur, model)
+    score = out.pop(None)
     return out, score
+
+
+def _compared(spec: dict, ref: dict, cur: dict, model: Model) -> list[dict]:
+    """`drift.compare`: the other methods' scores of every feature, stored beside the deciding one."""
+    rows = []
+    for col in [*model.source.features.numeric, *model.source.features.categorical]:
+        for method in S.methods(model, col)[1:]:
+            r = _compare_column(spec, col, method, None, ref, cur, model)
+            if r.method == method:  # the summaries carry what it needs
+                rows.append({**_drift_metric("feature_drift_compare", col, r), "segment": f"method={method}"})
+    return rows
+
+
+def _exact_ks(conn, model: Model, spec: dict, ref: dict, cur: dict, window: Window, learned: dict) -> None:
+    """KS columns whose decision the cut points leave open get their exact statistic (`exactks`), in
+    `cur` (after any summary of it was stored: it belongs to this comparison only)."""
+    for col in model.source.features.numeric:
+        method = S.setting(model, col)[0]
+        thr = S.threshold(model, col, learned)
+        r = _compare_column(spec, col, method, thr, ref, cur, model)
+        if r.method != "ks":
+            continue
+        d = KS.refine(conn, model, col, spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
+                      D.NumericSummary.from_dict(cur["num"][col]), thr, reference_range(model, window), window,
+                      _where(conn, model), lambda w: _bounds(conn, model, w))
+        if d is not None:
+            cur["num"][col]["ks_d"] = d
+
+
+def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Window, now: datetime) -> dict:
+    """Thresholds learned from the reference's chunks (windows of the model's size): see `driftsettings`."""
+    if not S.learns(model):
+        return {}
+    rolling = model.reference.rolling is not None
+    key = f"thresholds:{_model_hash(model)}:{_fingerprint(spec)}"
+    if not rolling:
+        got = store.load_reference(model.name, key)
+        if got is not None:
+            return got
+    rng = reference_range(model, window)
+    chunks = []
+    for w in windows_between(rng.start, rng.end, model.window):
+        k = _window_key(model, spec, w) if rolling else f"chunk:{_model_hash(model)}:{_fingerprint(spec)}:{w.start:%Y%m%dT%H%M%S}"
+        part = store.load_reference(model.name, k)
+        if part is None:
+            part = scan(conn, model, spec, w, moments=True, sample=False)
+            store.save_reference(model.name, k, part, now)
+        chunks.append(part["all"])
+    out = S.learn(model, ref["all"], [c for c in chunks if c["rows"]],
+                  lambda col, method, r, c: _compare_column(spec, col, method, None, r, c, model))
+    if not rolling and now >= rng.end:
+        store.save_reference(model.name, key, out, now)
+    return out
 
 
 def _drift_metric(kind: str, name: str, r: D.ColumnDrift, segment: str = "") -> dict:
@@ -1056,7 +1156,7 @@ def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime
     nulls = rows - int(allc["score"]["n"])  # NULL, NaN and +-infinity
     bad_ts = _bad_timestamps(conn, model, now)
     checks = [_check("timestamp", bad_ts, bad_ts > 0),
-              _check("score_nulls", nulls, nulls > SCORE_NULL_TOLERANCE * rows),
+              *([_check("score_nulls", nulls, nulls > SCORE_NULL_TOLERANCE * rows)] if s.score else []),
               _check("non_finite", found.get("non_finite", 0), found.get("non_finite", 0) > 0)]
     if model.task == "binary_classification":
         checks.append(_check("score_range", found.get("score_range", 0), found.get("score_range", 0) > 0))
@@ -1104,8 +1204,12 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         window_ids = None  # (smallest, largest) id of the window, once its first pass is in
 
         def job(c):
-            q = (quality_binary(c, model, window, fold_p95, window_ids) if binary
-                 else quality_regression(c, model, window, window_ids))
+            if binary:
+                q = quality_binary(c, model, window, fold_p95, window_ids)
+            elif MC.is_multiclass(model):
+                q = quality_multiclass(c, model, window, window_ids)
+            else:
+                q = quality_regression(c, model, window, window_ids)
             q["_ids"] = (q["labelled"], 0) if unique else _label_ids(c, model, window, window_ids)
             return q
 
@@ -1134,6 +1238,21 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             allc = cur["all"]
             rows = int(allc["rows"])
             read += rows
+            learned = _learned(conn, store, model, spec, ref, window, now) if ref is not None and rows else {}
+            if ref is not None and rows:
+                _exact_ks(conn, model, spec, ref["all"], allc, window, learned)
+            # Side queries over the same rows (counted once, by the pass above): the predicted class
+            # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
+            classes = multivariate = None
+            if MC.is_multiclass(model) and rows:
+                classes = MC.prediction_drift(
+                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
+                    _model_hash(model), now, _where(conn, model), lambda w: _bounds(conn, model, w))
+            if MV.enabled(model) and spec is not None and rows:
+                multivariate = MV.window_drift(
+                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
+                    f"{_model_hash(model)}:{_fingerprint(spec)}", spec, now, _where(conn, model),
+                    lambda w: _bounds(conn, model, w))
             quality = (side.result() if side else job(conn)) if mature and rows else None
         n_scores = int(allc["score"]["n"])
         checks += _source_checks(conn, model, window, allc, now)
@@ -1166,13 +1285,17 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             status = "empty"
         # quality estimated from the scores (and, once labels are mature, the estimate's error)
         estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
+        # the floors and ceilings the window is held to, some maybe learned from the reference's windows
+        bands = (B.bands(store, model, reference_range(model, window), now, _model_hash(model),
+                         lambda w: _chunk_quality(conn, model, w, now)) if quality and model.quality else None)
         conn.rollback()
     metrics += checks
 
     # drift: features, dataset share, score; per segment
     drift_share = dataset_drift = None
     if ref is not None and rows > 0:
-        cols, score = _compare(spec, ref["all"], allc, model)
+        cols, score = _compare(spec, ref["all"], allc, model, learned)
+        metrics += _compared(spec, ref["all"], allc, model)
         flags = []
         for name, r in cols.items():
             if r.method is not None or r.null_detected is not None:
@@ -1186,12 +1309,14 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             dataset_drift = drift_share >= model.drift.dataset_share
         if score.method is not None:
             metrics.append(_drift_metric("prediction_drift", "score", score))
+        if classes is not None and classes.method is not None:
+            metrics.append(_drift_metric("prediction_drift", "class", classes))
         for seg, parts in cur["segments"].items():
             for label, part in parts.items():
                 ref_part = ref.get("segments", {}).get(seg, {}).get(label)
                 if ref_part is None or part["rows"] == 0:
                     continue
-                seg_cols, seg_score = _compare(spec, ref_part, part, model)
+                seg_cols, seg_score = _compare(spec, ref_part, part, model, learned)
                 for name, r in seg_cols.items():
                     if r.method is not None:
                         metrics.append(_drift_metric("feature_drift", name, r, label))
@@ -1203,6 +1328,9 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             metrics.append({"kind": "null_share", "name": name, "segment": "", "method": None,
                             "value": (part["rows"] - part["n"]) / part["rows"] if part["rows"] else None,
                             "threshold": None, "detected": None})
+
+    if multivariate is not None:
+        metrics.append(multivariate)
 
     # online signals
     online = {"predictions": rows}
@@ -1218,9 +1346,12 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     metrics += [{"kind": "online", "name": k, "segment": "", "value": float(v)} for k, v in online.items()]
 
     if quality:
+        extra = quality.pop("_rows", [])  # multiclass: per-class quality and the confusion matrix
         metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
-                     "threshold": _floor(model, k), "detected": _breach(model, k, v)}
+                     "threshold": _floor(model, k, bands), "detected": _breach(model, k, v, bands)}
                     for k, v in quality.items() if k != "labelled"]
+        metrics += B.rows(model, bands or {})
+        metrics += [{"method": None, "threshold": None, "detected": None, **r} for r in extra]
     metrics += estimated
     result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
                          drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
@@ -1228,18 +1359,38 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     return result, read
 
 
-def _floor(model: Model, metric: str) -> float | None:
-    f = model.quality.get(metric)
-    if f is None:
-        return None
-    return f.min if f.min is not None else f.max
+def _floor(model: Model, metric: str, bands: dict | None = None) -> float | None:
+    """The bound a quality row shows: of `bands` (`monitor.bands`), else the config's fixed numbers."""
+    return B.threshold((bands if bands is not None else _fixed_bands(model)).get(metric))
 
 
-def _breach(model: Model, metric: str, value: float) -> bool | None:
-    f = model.quality.get(metric)
-    if f is None:
+def _breach(model: Model, metric: str, value: float, bands: dict | None = None) -> bool | None:
+    return B.breach((bands if bands is not None else _fixed_bands(model)).get(metric), value)
+
+
+def _fixed_bands(model: Model) -> dict:
+    """The config's fixed floors and ceilings (learned ones need the reference: `monitor.bands`)."""
+    out = {}
+    for metric, f in model.quality.items():
+        limits = {b: float(v) for b, v in (("min", f.min), ("max", f.max)) if isinstance(v, (int, float))}
+        if limits:
+            out[metric] = limits
+    return out
+
+
+def _chunk_quality(conn, model: Model, w: Window, now: datetime) -> dict | None:
+    """Quality of a reference chunk, once its labels are mature (for learned floors)."""
+    if model.labels is None or w.end + model.labels.max_delay > now:
         return None
-    return bool((f.min is not None and value < f.min) or (f.max is not None and value > f.max))
+    if model.task == "binary_classification":
+        q = quality_binary(conn, model, w)
+    elif MC.is_multiclass(model):
+        q = quality_multiclass(conn, model, w)
+    else:
+        q = quality_regression(conn, model, w)
+    if not q.get("labelled"):
+        return None
+    return {k: v for k, v in q.items() if not k.startswith("_") and k != "labelled"}
 
 
 # --------------------------------------------------------------------------- Evidently report
@@ -1295,7 +1446,8 @@ def evidently_report(source_engine, model: Model, window: Window, reference: Win
             df[c] = pd.to_numeric(df[c], errors="coerce")
     metrics = [DataDriftPreset(columns=[*s.features.numeric, *s.features.categorical, s.score],
                                method=None if model.drift.method == "auto" else model.drift.method,
-                               threshold=model.drift.threshold, drift_share=model.drift.dataset_share)]
+                               threshold=model.drift.threshold if isinstance(model.drift.threshold, float) else None,
+                               drift_share=model.drift.dataset_share)]
     definition = {"numerical_columns": numeric, "categorical_columns": list(s.features.categorical)}
     labelled = with_labels and cur["__label__"].notna().any() and ref["__label__"].notna().any()
     if labelled:
