@@ -1284,7 +1284,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         elif rows == 0:
             status = "empty"
         # quality estimated from the scores (and, once labels are mature, the estimate's error)
-        estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
+        valid = status != "invalid" and not any(c["detected"] for c in checks if c["name"] in QUALITY_CHECKS)
+        estimated = E.metrics(conn, store, model, window, now, quality) if rows and valid else []
         # the floors and ceilings the window is held to, some maybe learned from the reference's windows
         bands = (B.bands(store, model, reference_range(model, window), now, _model_hash(model),
                          lambda w: _chunk_quality(conn, model, w, now)) if quality and model.quality else None)
