@@ -818,9 +818,9 @@ def copy_sql(dest: str | Path) -> list[Path]:
     out = Path(dest) / "metrics_sql"
     out.mkdir(parents=True, exist_ok=True)
     copied = []
-    for goal in GOALS:
-        target = out / f"{goal}.sql"
-        shutil.copyfile(sql_dir() / f"{goal}.sql", target)
+    for path in sorted(sql_dir().glob("*.sql")):  # the goals' SQL and their estimates'
+        target = out / path.name
+        shutil.copyfile(path, target)
         copied.append(target)
     return copied
 
@@ -941,7 +941,8 @@ goals:
     owner: credit-risk
     why: Large loans carry most of the credit losses; their defaults must stay rare.
     recompute: 3
-    maturity: 0d
+    maturity: 120d                        # a default shows 120 days after issue at the earliest
+    estimate: {{sql: metrics_sql/large_loan_default_rate_estimate.sql}}   # from the PD scores, until then
     review: 1w
     severity: ticket
 

@@ -138,7 +138,7 @@ def test_the_wheel_ships_the_goal_sql_and_the_migrations(tmp_path):
     wheel = next(tmp_path.glob("monitor-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for want in ("monitor/metrics_sql/spam_exposure_rate.sql", "monitor/migrations/env.py",
-                 "monitor/migrations/versions/0001_initial.py", "monitor/demo_world.py"):
+                 "monitor/migrations/versions/0001_initial.py", "monitor/demo_world.py", "app_streamlit/favicon.png"):
         assert want in names
     # installed from the wheel alone, outside the repository, the demo still runs
     target = tmp_path / "site"
