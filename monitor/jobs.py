@@ -28,6 +28,7 @@ class Task:
 @dataclass
 class CycleReport:
     ran: int = 0
+    computed: list[tuple[str, Window]] = field(default_factory=list)
     failed: list[tuple[str, Window, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -141,6 +142,7 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
             rows = task.run()
             store.finish_job(run_id, "ok", clock(), time.perf_counter() - t0, rows_read=rows)
             report.ran += 1
+            report.computed.append((task.job, task.window))
         except Exception as e:
             broken.add(task.job)
             msg = describe_error(e)
