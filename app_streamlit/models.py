@@ -41,6 +41,33 @@ if not series:
         st.error(f"Its last run failed ({review.fmt_time(run['started_at'])}): `{run['error']}`")
     st.stop()
 
+# --- the model version: the registry's (MLflow), the log's version column ---
+changes = data.version_changes(model, ctx.reader)
+if model.mlflow:
+    reg = data.registered(model, ctx.reader)
+    if reg:
+        val = ", ".join(f"{k} {v:.4g}" for k, v in reg["validation"].items()) or "no metrics logged"
+        st.markdown(f"**Version {reg['version']}** of `{model.mlflow.name}` is `@{model.mlflow.alias}` "
+                    f"(run `{reg['run_id']}`, read with the window of {reg['window_start']:%Y-%m-%d %H:%M}); "
+                    f"validation: {val}.")
+    else:
+        st.caption(f"MLflow: no version of `{model.mlflow.name}@{model.mlflow.alias}` recorded yet "
+                   f"(read from {model.mlflow.tracking_uri} with the latest window).")
+if len(changes) > 1:
+    st.caption("Version changes (marked on the charts): " + "; ".join(
+        f"v{c['version']} from {c['window_start']:%Y-%m-%d}" for c in changes[1:]))
+if model.source.version:
+    split = data.by_version(model, ctx.reader)
+    mixed = sorted({r["window_start"] for r in split if sum(x["window_start"] == r["window_start"] for x in split) > 1})
+    if split:
+        st.subheader("By version")
+        shown = [r for r in split if r["window_start"] in mixed[-8:]] or split[-1:]
+        st.dataframe(pd.DataFrame([{"window": r["window_start"].strftime("%Y-%m-%d %H:%M"), **{k: v for k, v in r.items()
+                                    if k != "window_start"}} for r in reversed(shown)]), hide_index=True)
+        st.caption("Windows where more than one version scored, side by side (else the latest); "
+                   f"column `{model.source.version}` of the log, the top {model.max_segments} versions, the rest as `other`.")
+marks = changes[1:] or None
+
 # --- drift per feature over the weeks ---
 st.header("Drift")
 heat = data.drift_heatmap(ctx.reader, model.name)
@@ -76,8 +103,8 @@ if online:
     cols = st.columns(min(4, len(signals)))
     for i, name in enumerate(signals):
         with cols[i % len(cols)]:
-            st.altair_chart(ui.line([o for o in online if o["name"] == name], "value", title=name, height=160),
-                            width="stretch")
+            st.altair_chart(ui.line([o for o in online if o["name"] == name], "value", title=name, height=160,
+                                    versions=marks), width="stretch")
 else:
     st.caption("No online signals stored.")
 nulls = ctx.reader.model_metrics(model.name, ("null_share",))
@@ -101,7 +128,7 @@ else:
         long = [{"window_start": row["window_start"], "metric": k, "value": row[k]} for row in judged for k in metric_names
                 if row.get(k) is not None]
         if long:
-            st.altair_chart(ui.line(long, "value", color="metric", title="quality"), width="stretch")
+            st.altair_chart(ui.line(long, "value", color="metric", title="quality", versions=marks), width="stretch")
     table = pd.DataFrame([{
         "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
         "status": {"pending": f"pending until {row['judged_from']:%Y-%m-%d %H:%M}" if row["judged_from"] else "pending"}
@@ -111,9 +138,13 @@ else:
     st.dataframe(table, hide_index=True)
     floors = {k: v for k, v in model.quality.items()}
     if floors:
-        st.caption("Floors that alert: " + ", ".join(
-            f"{k} {'≥ ' + str(v.min) if v.min is not None else ''}{'≤ ' + str(v.max) if v.max is not None else ''}"
-            for k, v in floors.items()))
+        def bound(b, sign):
+            if b is None:
+                return ""
+            if isinstance(b, (int, float)):
+                return f"{sign} {b:g}"
+            return f"{sign} validation {'−' if b.below_validation is not None else '+'} {b.offset if b.offset > 0 else -b.offset:g}"
+        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}" for k, v in floors.items()))
 
 # --- Evidently ---
 st.header("Evidently report")

@@ -73,6 +73,7 @@ class Source(Strict):
     score: Ident = Field(description="Probability of the positive class, or the regression output.")
     prediction: Ident | None = Field(default=None, description="The decision (0/1); optional for regression.")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
+    version: Ident | None = Field(default=None, description="Column with the model version that scored each row; results are broken down by it.")
 
 
 class Labels(Strict):
@@ -103,9 +104,43 @@ class Drift(Strict):
     dataset_share: float = Field(default=0.5, ge=0, le=1, description="Share of drifted features that makes dataset drift.")
 
 
+class RelativeBound(Strict):
+    below_validation: float | None = Field(default=None, ge=0, description="The floor is the version's validation metric minus this.")
+    above_validation: float | None = Field(default=None, ge=0, description="The ceiling is the version's validation metric plus this.")
+
+    @model_validator(mode="after")
+    def _one(self) -> "RelativeBound":
+        if (self.below_validation is None) == (self.above_validation is None):
+            raise ValueError("give one of below_validation or above_validation")
+        return self
+
+    @property
+    def offset(self) -> float:
+        return -self.below_validation if self.below_validation is not None else self.above_validation
+
+
 class Floor(Strict):
-    min: float | None = Field(default=None, description="Alert when the metric falls below this.")
-    max: float | None = Field(default=None, description="Alert when the metric rises above this.")
+    min: float | RelativeBound | None = Field(default=None, description="Alert when the metric falls below this, or {below_validation: D} (needs mlflow).")
+    max: float | RelativeBound | None = Field(default=None, description="Alert when the metric rises above this, or {above_validation: D} (needs mlflow).")
+
+    @property
+    def fixed_min(self) -> float | None:
+        return None if isinstance(self.min, RelativeBound) else self.min
+
+    @property
+    def fixed_max(self) -> float | None:
+        return None if isinstance(self.max, RelativeBound) else self.max
+
+    @property
+    def relative(self) -> bool:
+        return isinstance(self.min, RelativeBound) or isinstance(self.max, RelativeBound)
+
+
+class MLflow(Strict):
+    tracking_uri: str = Field(description="The MLflow tracking server, such as http://mlflow:5000.")
+    name: str = Field(description="The registered model's name in the MLflow model registry.")
+    alias: str = Field(default="champion", description="The alias whose version serves the predictions.")
+    timeout: Duration = Field(default=timedelta(seconds=10), description="Each request to the tracking server is cut after this.")
 
 
 class Model(Strict):
@@ -122,6 +157,20 @@ class Model(Strict):
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
     recompute: int = Field(default=1, ge=0, description="Windows recomputed each cycle, for late data.")
     owner: str = Field(default="", description="Team that owns the model; alerts route to it.")
+    mlflow: MLflow | None = Field(default=None, description="The model's registered model and alias in MLflow.")
+
+    @model_validator(mode="after")
+    def _relative_floors_need_mlflow(self) -> "Model":
+        relative = [k for k, f in self.quality.items() if f.relative]
+        if relative and self.mlflow is None:
+            raise ValueError(f"quality floors of {', '.join(relative)} are relative to the validation metric: give mlflow")
+        return self
+
+    @property
+    def segment_columns(self) -> list[str]:
+        """The columns results are broken down by: `segments`, then the version column."""
+        v = self.source.version
+        return self.segments + ([v] if v and v not in self.segments else [])
 
 
 class Baseline(Strict):

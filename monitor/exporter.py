@@ -166,7 +166,12 @@ class ResultsCollector:
         end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
         info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
+        version = InfoMetricFamily(n.MODEL_VERSION_INFO, "The registered version behind the model (MLflow alias).", labels=["model"])
+        validation = GaugeMetricFamily(n.MODEL_VALIDATION, "A metric the registered version's run logged.", labels=["model", "metric"])
+        threshold = GaugeMetricFamily(n.MODEL_QUALITY_THRESHOLD, "The floor (or ceiling) the latest quality was judged by.", labels=["model", "metric"])
         for m in self.cfg.models:
+            if m.mlflow:
+                self._version(m, version, validation)
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
             share_thr.add_metric([m.name], m.drift.dataset_share)
             # the latest window with predictions: an empty window (the log stopped) has nothing to show
@@ -197,7 +202,23 @@ class ResultsCollector:
                 for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality",)):
                     if not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
-        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info)
+                        if r["threshold"] is not None:
+                            threshold.add_metric([m.name, r["name"]], _num(r["threshold"]))
+        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info,
+                    version, validation, threshold)
+
+    def _version(self, m, version, validation):
+        """The registry's version as last read (with the latest window that recorded it)."""
+        from .versions import VALIDATION_KIND, VERSION_KIND, version_text
+
+        rows = self.store.model_metrics(m.name, kinds=(VERSION_KIND,))
+        if not rows:
+            return
+        last = rows[-1]
+        version.add_metric([m.name], {"version": version_text(last["value"]),
+                                      "run_id": last["method"] or ""})
+        for r in self.store.model_metrics(m.name, last["window_start"], kinds=(VALIDATION_KIND,)):
+            validation.add_metric([m.name, r["name"]], _num(r["value"]))
 
     def collect_jobs(self):
         jobs = {n.goal_job(g.name) for g in self.cfg.goals} | {n.model_job(m.name) for m in self.cfg.models}

@@ -58,12 +58,15 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime) -> 
 
 def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime) -> list[Task]:
     """Windows of the model to compute now."""
-    from . import modeljobs
+    from . import modeljobs, versions
 
     tasks = []
+    registry = versions.Registry(model) if model.mlflow else None
     for w in modeljobs.plan_windows(store, model, now):
         def run(w=w):
             result, rows = modeljobs.compute(source, store, model, w, now)
+            if model.source.version or registry:
+                versions.extend(source, store, model, w, now, result, registry)
             store.save_model_window(result, now)
             return rows
         tasks.append(Task(names.model_job(model.name), w, run))

@@ -668,12 +668,14 @@ def _labels_unique(conn, model: Model) -> bool:
         return False
 
 
-def _joined(conn, model: Model, cols: str, ids: tuple | None = None) -> str:
+def _joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False) -> str:
     """The window's labelled predictions. `ids` (the window's smallest and largest id) narrows the
     labels read to that range: with ids that grow with time, the labels of one window instead of
-    the whole history (and :id_lo, :id_hi must then be bound)."""
+    the whole history (and :id_lo, :id_hi must then be bound). `version`: only the rows of the
+    model version bound as :version."""
     s, lab = model.source, model.labels
     narrow = f" AND l.{quote(conn, lab.id)} BETWEEN :id_lo AND :id_hi" if ids else ""
+    narrow += f" AND s.{quote(conn, s.version)} = :version" if version else ""
     return (f"SELECT {cols} FROM {quote_table(conn, s.table)} s JOIN {quote_table(conn, lab.table)} l "
             f"ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)} "
             f"WHERE {_where(conn, model, 's.')} AND l.{quote(conn, lab.label)} IS NOT NULL{narrow}")
@@ -710,7 +712,7 @@ def _ensure_ln(conn) -> None:
         raw.create_function("ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None, deterministic=True)
 
 
-def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None) -> dict:
+def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None, version=None) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry three window functions over the
@@ -734,12 +736,13 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     pred = (f"CAST(s.{quote(conn, s.prediction)} AS INTEGER)" if s.prediction else
             f"CASE WHEN s.{quote(conn, s.score)} >= 0.5 THEN 1 WHEN s.{quote(conn, s.score)} IS NOT NULL THEN 0 END")
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr", ids)
+                             f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr", ids, version is not None)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
     order = "sc DESC NULLS LAST" if conn.dialect.name == "postgresql" else "sc DESC"
-    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
+    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS,
+              **({"version": version} if version is not None else {})}
     extra = ", percentile_cont(0.05) WITHIN GROUP (ORDER BY sc DESC)" if p95 else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
@@ -772,13 +775,13 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     return out
 
 
-def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
+def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None, version=None) -> dict:
     """MAE and RMSE of the window's labelled predictions, as SQL sums."""
     s, lab = model.source, model.labels
     j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y", ids)
+                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y", ids, version is not None)
     r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
-                     {**_bounds(conn, model, window), **_id_params(ids)}).one()
+                     {**_bounds(conn, model, window), **_id_params(ids), **({"version": version} if version is not None else {})}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled}
     if n:
@@ -974,14 +977,16 @@ def _floor(model: Model, metric: str) -> float | None:
     f = model.quality.get(metric)
     if f is None:
         return None
-    return f.min if f.min is not None else f.max
+    return f.fixed_min if f.fixed_min is not None else f.fixed_max  # relative floors: set by versions.attach
 
 
 def _breach(model: Model, metric: str, value: float) -> bool | None:
     f = model.quality.get(metric)
     if f is None:
         return None
-    return bool((f.min is not None and value < f.min) or (f.max is not None and value > f.max))
+    if f.fixed_min is None and f.fixed_max is None:
+        return None
+    return bool((f.fixed_min is not None and value < f.fixed_min) or (f.fixed_max is not None and value > f.fixed_max))
 
 
 # --------------------------------------------------------------------------- Evidently report
