@@ -13,4 +13,4 @@ COPY dashboards ./dashboards
 USER monitor
 EXPOSE 9108 8501
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)" || exit 1
-CMD ["monitor", "serve", "--config", "/app/examples/monitor.yaml", "--port", "9108"]
+CMD ["monitor", "serve", "--config", "/app/examples/monitor.yaml", "--port", "9108", "--host", "0.0.0.0"]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := postgresql prometheus prometheus-alertmanager prometheus-pushgateway chromium
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv deb bench build previews lint clean
+.PHONY: demo test test-unit venv deb bench build previews lint clean
 
 $(BIN)/monitor: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: venv
 
 test: venv deb
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# the fast tier: pure logic on SQLite, no services, no subprocess worlds
+test-unit: venv
+	$(BIN)/python -m pytest -q -m "not postgres and not stack and not browser and not slow" $(PYTEST_ARGS)
 
 build: venv
 	$(BIN)/monitor build

@@ -225,6 +225,8 @@ def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
             card["change"] = card["value"] - prev["value"]
     card["trend"] = [row["value"] for row in series[-TREND_WEEKS:] if _finite(row["value"]) is not None]
     card["trajectory"] = week_trajectory(cfg, r, goal, week, series)
+    if card["status"] == "no_data" and card["trajectory"]["status"] == "on_track":
+        card["trajectory"]["status"] = "unknown"  # a week without data is never on track
     return card
 
 

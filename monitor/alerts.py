@@ -45,6 +45,19 @@ LABEL_COVERAGE_MIN = 0.01     # or the latest judged window has labels for under
 JOB_FAILING_FOR = timedelta(minutes=30)
 EXPORTER_DOWN_FOR = timedelta(minutes=5)
 STALE_FOR = timedelta(minutes=15)
+SOURCE_STALE_FACTOR = 2     # a model's source is stale when its newest row is more than 2 windows old
+VOLUME_DROP = 0.5           # the latest window has under half the rows of comparable windows
+VOLUME_SURGE = 2.0          # or over twice as many
+CHECK_TEXT = {
+    "timestamp": "rows with a NULL or unparseable timestamp",
+    "score_range": "classifier scores outside [0, 1]",
+    "score_nulls": "rows with a NULL score",
+    "label_values": "labels outside {0, 1}",
+    "label_duplicates": "predictions with more than one label",
+    "reference": "the reference has no rows, or too few to judge drift",
+    "schema": "a configured column is missing or of an unusable type",
+    "non_finite": "NaN or infinite values",
+}
 
 
 # --- formatting shared by the rules (Go templates) and their tests (Python) ---------------------
@@ -400,6 +413,19 @@ def goal_alerts(cfg: Config, g: Goal) -> list[Alert]:
                               sel(n.GOAL_TRAJECTORY, goal=g.name, trajectory="off_track"): "0x9 1x9 0x9", **end_series},
                       value=bad, labels={"goal": g.name}, timestamps=ts)))
 
+    def no_data(f: Fmt):
+        return {"summary": f"{title}: the {win} window ending {f.timestamp(end_sel)} has no rows at all.",
+                "description": "The source tables behind the goal stopped filling (an outage upstream), or the goal's SQL "
+                               f"no longer matches them. Owner: {g.owner or 'unowned'}.", **common(f, "no data")}
+
+    nd = sel(n.GOAL_STATUS, goal=g.name, status="no_data")
+    out.append(Alert(
+        alert=f"{C}NoData", kind="no_data", group="monitor-goals", subject={"goal": g.name},
+        expr=f"{nd} == 1", for_=timedelta(0), labels=_goal_base(cfg, g, "no_data", g.severity), annotations=no_data,
+        check=lambda s, now: 1.0 if s.get(n.GOAL_STATUS, goal=g.name, status="no_data") == 1 else None,
+        case=Case(series={nd: "0x9 1x9 0x9", **end_series}, value=1.0,
+                  labels={"goal": g.name, "status": "no_data"}, timestamps=ts)))
+
     after = stale_after(g)
 
     def stale(f: Fmt):
@@ -486,6 +512,8 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
         case=Case(series={s: f"0x9 {hi:g}x9 0x9", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"}, value=hi,
                   labels={"model": m.name}, timestamps={end_sel: WINDOW_END_AT_FIRING})))
 
+    out += drift_alerts(cfg, m) + pipeline_alerts(cfg, m)
+
     for metric, floor in m.quality.items():
         for bound, limit in (("min", floor.fixed_min), ("max", floor.fixed_max)):
             if limit is None:
@@ -515,6 +543,32 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                 case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", qend_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
                           value=bad, labels={"model": m.name, "metric": metric},
                           timestamps={qend_sel: WINDOW_END_AT_FIRING})))
+
+            if m.labels is None or metric not in n.ESTIMATED_METRICS.get(m.task, ()):
+                continue
+
+            def estimated(f: Fmt, metric=metric, lim_text=lim_text):
+                v = f.value("number")
+                return {"summary": (f"{m.name}: estimated {metric} is {v} in the latest window still waiting for its "
+                                    f"labels (ending {f.timestamp(end_sel)}), should be {lim_text}."),
+                        "description": ("An estimate from the scores, before the labels arrive (see "
+                                        f"{n.MODEL_ESTIMATION_ERROR} for how far to trust it). "
+                                        f"Owner: {m.owner or 'unowned'}."),
+                        "title": m.name, "value": f"{v} (estimated)", "target": lim_text,
+                        "window": f"{win} ending {f.timestamp(end_sel)}", "review_url": url}
+
+            se = sel(n.MODEL_QUALITY_ESTIMATED, model=m.name, metric=metric)
+            out.append(Alert(
+                alert=f"{C}{n.camel(metric)}Estimated{word}", kind="quality_estimated", group="monitor-models",
+                subject={"model": m.name, "metric": metric},
+                expr=f"{se} {opq} {limit:g}", for_=timedelta(0), labels=_model_base(m, "quality_estimated"),
+                annotations=estimated,
+                check=lambda smp, now, metric=metric, limit=limit, bound=bound: (
+                    v if (v := smp.get(n.MODEL_QUALITY_ESTIMATED, model=m.name, metric=metric)) is not None
+                    and (v < limit if bound == "min" else v > limit) else None),
+                case=Case(series={se: f"{good:g}x9 {bad:g}x9 {good:g}x9", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
+                          value=bad, labels={"model": m.name, "metric": metric},
+                          timestamps={end_sel: WINDOW_END_AT_FIRING})))
 
     for metric, floor in m.quality.items():
         out += _relative_quality_alerts(m, metric, floor, win, qend_sel, url)
@@ -547,6 +601,134 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                       labels={"model": m.name}),
             extra_cases=[Case(series={cov_sel: "0.9x9 0x9 0.9x9", qend_sel: "0+60x30"}, value=0.0,
                               labels={"model": m.name})]))
+    return out
+
+
+def _model_common(cfg: Config, m: Model, value: str, target: str, window: str) -> dict[str, str]:
+    return {"title": m.name, "value": value, "target": target, "window": window, "review_url": review_url(cfg, model=m.name)}
+
+
+def drift_alerts(cfg: Config, m: Model) -> list[Alert]:
+    """Drift of the score (prediction drift), and of each feature listed in `drift.alert_features`."""
+    C = n.camel(m.name)
+    end_sel = sel(n.MODEL_WINDOW_END, model=m.name)
+    win = format_duration(m.window)
+    end_series = {end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"}
+    out = []
+
+    def pred(f: Fmt):
+        v = f.value("number")
+        return {"summary": (f"{m.name}: its scores drifted in the {win} window ending {f.timestamp(end_sel)} "
+                            f"(drift score {v} against the reference, beyond its threshold)."),
+                "description": ("The model's output moved: its inputs changed, or the population it scores did. "
+                                f"Owner: {m.owner or 'unowned'}. See the Model health dashboard."),
+                **_model_common(cfg, m, v, "no drift", f"{win} ending {f.timestamp(end_sel)}")}
+
+    ps, pd_ = sel(n.PREDICTION_DRIFT_SCORE, model=m.name), sel(n.PREDICTION_DRIFT_DETECTED, model=m.name)
+    out.append(Alert(
+        alert=f"{C}PredictionDrift", kind="prediction_drift", group="monitor-models", subject={"model": m.name},
+        expr=f"{ps}\n  and on(model)\n{pd_} == 1", for_=timedelta(0), labels=_model_base(m, "prediction_drift"),
+        annotations=pred,
+        check=lambda s, now: (s.get(n.PREDICTION_DRIFT_SCORE, model=m.name)
+                              if s.get(n.PREDICTION_DRIFT_DETECTED, model=m.name) == 1 else None),
+        case=Case(series={sel(n.PREDICTION_DRIFT_SCORE, model=m.name, method="psi"): "0.01x9 0.4x9 0.01x9",
+                          pd_: "0x9 1x9 0x9", **end_series},
+                  value=0.4, labels={"model": m.name, "method": "psi"}, timestamps={end_sel: WINDOW_END_AT_FIRING})))
+
+    for feature in m.drift.alert_features:
+        def feat(f: Fmt, feature=feature):
+            v = f.value("number")
+            return {"summary": (f"{m.name}: its critical feature {feature} drifted in the {win} window ending "
+                                f"{f.timestamp(end_sel)} (drift score {v}, beyond its threshold)."),
+                    "description": (f"{feature} is listed in drift.alert_features: its drift alone matters. "
+                                    f"Owner: {m.owner or 'unowned'}. Check the pipeline that fills it."),
+                    **_model_common(cfg, m, v, "no drift", f"{win} ending {f.timestamp(end_sel)}")}
+
+        fs = sel(n.FEATURE_DRIFT_SCORE, model=m.name, feature=feature)
+        fd = sel(n.FEATURE_DRIFT_DETECTED, model=m.name, feature=feature)
+        out.append(Alert(
+            alert=f"{C}FeatureDrift", kind="feature_drift", group="monitor-models",
+            subject={"model": m.name, "feature": feature},
+            expr=f"{fs}\n  and on(model, feature)\n{fd} == 1", for_=timedelta(0),
+            labels=_model_base(m, "feature_drift"), annotations=feat,
+            check=lambda s, now, feature=feature: (s.get(n.FEATURE_DRIFT_SCORE, model=m.name, feature=feature)
+                                                   if s.get(n.FEATURE_DRIFT_DETECTED, model=m.name, feature=feature) == 1
+                                                   else None),
+            case=Case(series={sel(n.FEATURE_DRIFT_SCORE, model=m.name, feature=feature, method="wasserstein"): "0.02x9 0.7x9 0.02x9",
+                              fd: "0x9 1x9 0x9", **end_series},
+                      value=0.7, labels={"model": m.name, "feature": feature, "method": "wasserstein"},
+                      timestamps={end_sel: WINDOW_END_AT_FIRING})))
+    return out
+
+
+def source_stale_after(m: Model) -> timedelta:
+    return SOURCE_STALE_FACTOR * m.window
+
+
+def pipeline_alerts(cfg: Config, m: Model) -> list[Alert]:
+    """A broken pipeline: the source stopped (stale), its volume dropped or surged, a data check fails."""
+    C = n.camel(m.name)
+    win = format_duration(m.window)
+    end_sel = sel(n.MODEL_WINDOW_END, model=m.name)
+    newest_sel = sel(n.MODEL_NEWEST_ROW, model=m.name)
+    out = []
+    after = _secs(source_stale_after(m))
+
+    def stale(f: Fmt):
+        v = f.value("duration")
+        return {"summary": (f"{m.name}: the newest row of {m.source.table} is {v} old "
+                            f"(expected within {format_duration(source_stale_after(m))})."),
+                "description": (f"The prediction log {m.source.table} stopped filling, or the monitor stopped "
+                                "computing its windows (see MonitorJobFailing)."),
+                **_model_common(cfg, m, v, f"a row within {format_duration(source_stale_after(m))}", win)}
+
+    old = -(after + 3600)
+    out.append(Alert(
+        alert=f"{C}SourceStale", kind="source_stale", group="monitor-models", subject={"model": m.name},
+        expr=f"time() - {newest_sel} > {after}", for_=STALE_FOR, labels=_model_base(m, "source_stale"),
+        annotations=stale,
+        check=lambda s, now: (age if (t := s.get(n.MODEL_NEWEST_ROW, model=m.name)) is not None
+                              and (age := now - t) > after else None),
+        case=Case(series={newest_sel: f"0x9 {old}x29 2400+60x20"}, quiet="5m", firing="35m", resolved="45m",
+                  value=35 * 60 - old, labels={"model": m.name})))
+
+    vs = sel(n.MODEL_VOLUME_RATIO, model=m.name)
+    for word, op, limit, bad in (("Drop", "<", VOLUME_DROP, 0.1), ("Surge", ">", VOLUME_SURGE, 5.0)):
+        def volume(f: Fmt, word=word, op=op, limit=limit):
+            v = f.value("percent")
+            return {"summary": (f"{m.name}: its {win} window ending {f.timestamp(end_sel)} has {v} of the rows of "
+                                f"comparable windows (a {word.lower()}: {op} {go_percent(limit)})."),
+                    "description": ("Compared with the median of the same time of day on the 7 days before "
+                                    "(windows under a day) or of the 7 windows before. A drop: an outage upstream or "
+                                    "a filter gone wrong; a surge: duplicated rows or a replay."),
+                    **_model_common(cfg, m, v, f"between {go_percent(VOLUME_DROP)} and {go_percent(VOLUME_SURGE)}",
+                                    f"{win} ending {f.timestamp(end_sel)}")}
+
+        out.append(Alert(
+            alert=f"{C}Volume{word}", kind=f"volume_{word.lower()}", group="monitor-models", subject={"model": m.name},
+            expr=f"{vs} {op} {limit:g}", for_=timedelta(0), labels=_model_base(m, f"volume_{word.lower()}"),
+            annotations=volume,
+            check=lambda s, now, op=op, limit=limit: (
+                v if (v := s.get(n.MODEL_VOLUME_RATIO, model=m.name)) is not None
+                and (v < limit if op == "<" else v > limit) else None),
+            case=Case(series={vs: f"1x9 {bad:g}x9 1x9", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"}, value=bad,
+                      labels={"model": m.name}, timestamps={end_sel: WINDOW_END_AT_FIRING})))
+
+    for check in n.DATA_CHECKS:
+        def failing(f: Fmt, check=check):
+            return {"summary": (f"{m.name}: the {check} check fails in the {win} window ending {f.timestamp(end_sel)}: "
+                                f"{CHECK_TEXT.get(check, 'invalid inputs')}."),
+                    "description": ("Results computed from invalid inputs are withheld (quality_status invalid) or "
+                                    "computed without the offending rows; see the model's page in the review app."),
+                    **_model_common(cfg, m, "failing", "passing", f"{win} ending {f.timestamp(end_sel)}")}
+
+        cs = sel(n.MODEL_DATA_CHECK_FAILED, model=m.name, check=check)
+        out.append(Alert(
+            alert=f"{C}DataCheckFailed", kind="data_check", group="monitor-models", subject={"model": m.name, "check": check},
+            expr=f"{cs} == 1", for_=timedelta(0), labels=_model_base(m, "data_check"), annotations=failing,
+            check=lambda s, now, check=check: 1.0 if s.get(n.MODEL_DATA_CHECK_FAILED, model=m.name, check=check) == 1 else None,
+            case=Case(series={cs: "0x9 1x9 0x9", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"}, value=1.0,
+                      labels={"model": m.name, "check": check}, timestamps={end_sel: WINDOW_END_AT_FIRING})))
     return out
 
 
@@ -801,6 +983,15 @@ _WHAT_TO_DO = {
                "Check upstream data (schemas, pipelines, traffic mix) before retraining."]),
     "quality": ("Offline quality of the latest window with mature labels crossed its floor from the config.",
                 ["Check label coverage and drift of the same window; consider retraining or a rollback."]),
+    "quality_estimated": (("Quality estimated from the scores, for the latest window whose labels have not matured, "
+                           "crossed its floor from the config. It is an estimate: it assumes the scores are calibrated "
+                           "as on the reference (or calibrated there), and it is replaced by the realized value once "
+                           "the labels arrive."),
+                          ["Check the estimate's interval (`monitor_model_quality_estimated_ci_low` / `_ci_high`) and "
+                           "`monitor_model_estimation_error`: how far past estimates were from the truth.",
+                           "Check drift of the same window: a moved score mix lowers the estimate; a changed relation "
+                           "between inputs and outcomes is invisible to it.",
+                           "Act early if the whole interval is below the floor; otherwise wait for the labels."]),
     "label_starvation": (("Labels stopped arriving: the latest window with mature labels has labels for under 1 % of "
                           "its predictions, or there has been no such window for max_delay plus three windows."),
                          ["Check the labels table and the pipeline that fills it.",
@@ -808,6 +999,28 @@ _WHAT_TO_DO = {
     "job_failing": ("A job of the monitor failed its last run. Its windows are retried each cycle, in order.",
                     ["Read the error: `SELECT * FROM monitor_job_runs WHERE status = 'failed' ORDER BY id DESC`.",
                      "Run `monitor check --config FILE` to test every SQL file against the database."]),
+    "no_data": ("The goal's latest window has no rows at all: the SQL returned no row, or no value over a zero denominator.",
+                ["Do the source tables behind the goal still receive rows? Check the models' SourceStale and VolumeDrop alerts.",
+                 "Run `monitor check --config FILE`: it runs the goal's SQL on its latest due window."]),
+    "prediction_drift": ("The model's scores in the latest window drifted from the reference beyond the method's threshold.",
+                         ["See the score distribution and which features drifted in the Model health dashboard.",
+                          "A shift in traffic mix moves scores too: compare segments before retraining."]),
+    "feature_drift": ("A feature listed in `drift.alert_features` drifted in the latest window beyond its threshold.",
+                      ["Check the pipeline that fills the feature (a unit change, a default value, a new category).",
+                       "See its drift over the weeks in the Model health dashboard."]),
+    "source_stale": ("The newest row of the model's prediction log is older than twice the window size.",
+                     ["Does the service still write its predictions? Query the newest row of the source table.",
+                      "Is the monitor running (MonitorJobFailing, MonitorExporterDown)?"]),
+    "volume_drop": (("The latest window has under half the rows of comparable windows (the median of the same time of "
+                     "day on the 7 days before for windows under a day, else of the 7 windows before)."),
+                    ["An outage or a partial load upstream: check the pipeline that writes the prediction log.",
+                     "A planned change (traffic moved elsewhere)? Then expect it to clear within 7 windows."]),
+    "volume_surge": ("The latest window has over twice the rows of comparable windows.",
+                     ["Duplicated rows or a replay: look for repeated ids in the window.",
+                      "A real surge (a campaign, a bot): check the data checks and the drift of the same window."]),
+    "data_check": ("A validity check of the model's inputs fails in its latest window (the `check` label says which).",
+                   ["Open the model's page in the review app: it names the check and the offending rows' count.",
+                    "Quality computed from invalid inputs is withheld until the inputs are fixed and the window recomputed."]),
     "exporter_down": ("Prometheus cannot scrape the monitor (scrape job `monitor`): no other alert can fire.",
                       ["Is `monitor serve` running and listening? `curl http://HOST:9108/healthz`.",
                        "Check the scrape config: job_name `monitor`, `honor_labels: true`."]),
@@ -840,7 +1053,9 @@ def runbook(cfg: Config) -> str:
         a = group[0]
         what, todo = _WHAT_TO_DO[a.kind]
         lines += [f"## {name}", "", what, ""]
-        lines += ["```promql", a.expr if len(group) == 1 else group[0].expr + "   # one rule per goal and model", "```", ""]
+        varying = sorted({k for x in group for k, v in x.subject.items() if any(y.subject.get(k) != v for y in group)})
+        per = "   # one rule per " + " and ".join(varying)
+        lines += ["```promql", a.expr if len(group) == 1 else group[0].expr + per, "```", ""]
         if a.for_:
             lines += [f"Fires after the condition holds for {format_duration(a.for_)}.", ""]
         if "goal" in a.subject and a.alert != "MonitorJobFailing":

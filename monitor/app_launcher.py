@@ -61,6 +61,20 @@ def command(config_path: Path, host: str, port: int, secrets_file: Path | None =
     return cmd
 
 
+def port_free(host: str, port: int) -> str | None:
+    """None when `host:port` can be listened on, else why not (one line)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
 def launch(config_path: str | Path | None, host: str = "127.0.0.1", port: int = 8501) -> int:
     """Validate the config, then serve the app until stopped; returns Streamlit's exit code."""
     from .config import ConfigError, load_config
@@ -72,6 +86,10 @@ def launch(config_path: str | Path | None, host: str = "127.0.0.1", port: int = 
             import authlib  # noqa: F401
         except ImportError:
             raise ConfigError("OIDC login needs Authlib: pip install 'streamlit[auth]'") from None
+    busy = port_free(host, port)
+    if busy:
+        print(f"error: cannot listen on {host}:{port}: {busy} (another app running? pass --port)", file=sys.stderr)
+        return 1
     env = {**os.environ, "MONITOR_CONFIG": str(cfg.path), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     with tempfile.TemporaryDirectory(prefix="monitor-app-") as tmp:
         secrets_file = None

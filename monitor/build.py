@@ -22,9 +22,10 @@ def render_all(cfg: Config) -> dict[str, str]:
     return files
 
 
-def build(config: str | None, root: Path, check: bool = False) -> int:
-    """Write (or, with check, compare) every generated file; 0 when up to date."""
+def build(config: str | None, root: Path, check: bool = False, out: Path | None = None) -> int:
+    """Write (or, with check, compare) every generated file under `out` (default: `root`); 0 when up to date."""
     cfg = load_config(config or demo_config_path(root))
+    root = out or root
     files = render_all(cfg)
     stale = []
     for rel, text in sorted(files.items()):

@@ -36,10 +36,38 @@ def _config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="the config file (default: $MONITOR_CONFIG)" + ("" if required else "; default: the demo config"))
 
 
+def _verbosity_args(p: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+    """-v/-q, accepted before and after the command (the command's own copy never resets the other)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--verbose", "-v", action="store_true", default=default,
+                   help="log more: every job and window (never the migrations' own chatter)")
+    g.add_argument("--quiet", "-q", action="store_true", default=default, help="log errors only")
+
+
+def _host_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommands get -v/-q too, so `monitor run-once -v` works like `monitor -v run-once`."""
+
+    def add_subparsers(self, **kw):
+        action = super().add_subparsers(**kw)
+        add = action.add_parser
+
+        def add_parser(name, **kw2):
+            p = add(name, **kw2)
+            _verbosity_args(p)
+            return p
+        action.add_parser = add_parser
+        return action
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="monitor", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--verbose", "-v", action="store_true", help="log more")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    ap = _Parser(prog="monitor", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _verbosity_args(ap, default=False)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("demo", help="make the demo world (SQLite) and compute every window",
                        description="Makes the demo world in DIR: a SQLite file, monitor.yaml and episodes.json; "
@@ -49,6 +77,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=56, help="days of history (default 56)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies row counts (default 1.0)")
     p.add_argument("--database-url", help="put the source tables here instead (e.g. postgresql://...)")
+
+    p = sub.add_parser("init", help="draft a commented config from the tables of a database",
+                       description="Reads the database and drafts a config: for each prediction log its id, timestamp "
+                                   "(and how it is spelled), score, decision and label columns, numeric and categorical "
+                                   "features, a reference range, and a goal skeleton with its SQL file. Columns left out "
+                                   "say why. Check every guess, then run `monitor check --config FILE`.")
+    p.add_argument("--database-url", required=True, metavar="URL", help="SQLAlchemy URL of the tables (e.g. postgresql://user@host/db)")
+    p.add_argument("--table", action="append", metavar="T", help="only this table (repeat for more; default: every table)")
+    p.add_argument("--out", default="monitor.yaml", metavar="FILE", help="the config to write (default: ./monitor.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite the config and the goal's SQL file when they exist")
 
     p = sub.add_parser("run-once", help="compute every due window once, then exit",
                        description="One cycle: computes every window that is due and not yet computed "
@@ -69,25 +107,32 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the scheduler and serve /metrics and /healthz")
     _config_arg(p)
     p.add_argument("--port", type=int, default=9108, help="HTTP port (default 9108)")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    _host_arg(p)
 
     p = sub.add_parser("metrics", help="print the Prometheus exposition of the latest results")
     _config_arg(p)
 
-    p = sub.add_parser("check", help="validate the config and run every SQL against the database, storing nothing")
+    p = sub.add_parser("check", help="validate the config and run every SQL against the database, storing nothing",
+                       description="Validates the config; checks tables and columns, prints the format of each model's "
+                                   "timestamp column, warns on id-like categorical features and on goal SQL that never "
+                                   "uses the window parameters, runs each goal's SQL read-only on its latest due window "
+                                   "and checks what it returns; tries results_url. Exit 0: ok (warnings allowed), "
+                                   "1: a database cannot be reached, 2: the config or a SQL file is wrong.")
     _config_arg(p)
+    p.add_argument("--now", type=_timestamp, help="pin the clock: the latest due window is the one before it")
 
     p = sub.add_parser("build", help="write alerts/ and dashboards/ from the config",
                        description="Writes alerts/ and dashboards/ from the config (default: the demo config). "
                                    "--check fails when the committed files are stale.")
     _config_arg(p, required=False)
     p.add_argument("--check", action="store_true", help="exit 1 when a generated file is stale")
-    p.add_argument("--root", default=".", help="project folder to write into (default: .)")
+    p.add_argument("--out", metavar="DIR", help="folder to write alerts/ and dashboards/ into (default: the project folder)")
+    p.add_argument("--root", default=".", help="project folder, holding examples/monitor.yaml (default: .)")
 
     p = sub.add_parser("app", help="start the Streamlit review app")
     _config_arg(p)
     p.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    _host_arg(p)
 
     p = sub.add_parser("dashboards", help="Grafana dashboards")
     dsub = p.add_subparsers(dest="dashboards_command", metavar="ACTION")
@@ -100,13 +145,23 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def configure_logging(verbose: bool = False, quiet: bool = False, command: str | None = None) -> None:
+    """Quiet by default: warnings and errors; -v adds the monitor's own INFO lines; -q errors only.
+    The scheduler's per-job lines and Alembic's migration lines stay out unless they are warnings."""
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
+    logging.getLogger("monitor").setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.NOTSET)
+    # one-shot commands print the failed jobs themselves, once, at the end; `serve` logs each one
+    logging.getLogger("monitor.jobs").setLevel(
+        logging.NOTSET if command == "serve" else logging.INFO if verbose else logging.CRITICAL)
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if not args.verbose:  # the command prints the failed jobs itself, once, at the end
-        logging.getLogger("monitor.jobs").setLevel(logging.CRITICAL)
+    configure_logging(verbose=args.verbose, quiet=args.quiet, command=args.command)
     if not args.command:
         ap.print_help()
         return EXIT_USAGE
@@ -119,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def plural(n: int, word: str) -> str:
+    """`1 goal`, `2 goals`."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _load(args):
@@ -136,7 +196,7 @@ def _store(cfg):
 def cmd_run_once(args) -> int:
     from .durations import utcnow
     from .jobs import run_cycle
-    from .report import goal_table, print_failures
+    from .report import goal_table, model_table, print_failures
 
     cfg = _load(args)
     now = args.now or utcnow()
@@ -146,12 +206,18 @@ def cmd_run_once(args) -> int:
         from .notify import notify_cycle
         notify_cycle(cfg, store, now)
     rows = goal_table(cfg, store)
+    models = model_table(cfg, store, report.computed)
     if args.json:
-        print(json.dumps({"now": now.isoformat(), "goals": rows, "failed": [
+        print(json.dumps({"now": now.isoformat(), "goals": rows, "models": models, "failed": [
             {"job": j, "window": str(w) if w else None, "error": e} for j, w, e in report.failed]}, indent=2, default=str))
     else:
-        from .report import print_goal_table
-        print_goal_table(rows)
+        from .report import print_goal_table, print_model_table
+        if rows:
+            print_goal_table(rows)
+        if rows and models:
+            print()
+        if models:
+            print_model_table(models)
     print_failures(report)
     if args.push or args.textfile:
         from .batch import PublishError, publish
@@ -204,15 +270,20 @@ def cmd_check(args) -> int:
 
     cfg = _load(args)
     try:
-        problems = check(cfg)
+        report = check(cfg, now=args.now)
     except DatabaseDown as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    for p in problems:
+    for line in report.notes:
+        print(line)
+    for p in report.warnings:
+        print(f"warning: {p}", file=sys.stderr)
+    for p in report.errors:
         print(f"error: {p}", file=sys.stderr)
-    if not problems:
-        print(f"ok: {len(cfg.goals)} goals and {len(cfg.models)} models checked against the database")
-    return EXIT_USAGE if problems else EXIT_OK
+    if not report.errors:
+        print(f"ok: {plural(len(cfg.goals), 'goal')} and {plural(len(cfg.models), 'model')} checked against the database"
+              + (f", {plural(len(report.warnings), 'warning')}" if report.warnings else ""))
+    return EXIT_USAGE if report.errors else EXIT_OK
 
 
 def cmd_demo(args) -> int:
@@ -221,10 +292,22 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.dir), seed=args.seed, days=args.days, scale=args.scale, database_url=args.database_url)
 
 
+def cmd_init(args) -> int:
+    from .init import InitError, init
+
+    try:
+        summary, files = init(args.database_url, args.table, Path(args.out), force=args.force)
+    except InitError as e:
+        raise UsageError(str(e)) from None
+    print(summary)
+    print(f"Next: check every guess in {files[0]}, then `monitor check --config {files[0]}`.")
+    return EXIT_OK
+
+
 def cmd_build(args) -> int:
     from .build import build
 
-    return build(args.config, Path(args.root), check=args.check)
+    return build(args.config, Path(args.root), check=args.check, out=Path(args.out) if args.out else None)
 
 
 def cmd_serve(args) -> int:
@@ -248,7 +331,7 @@ def cmd_dashboards(args) -> int:
 
 
 COMMANDS = {
-    "demo": cmd_demo, "run-once": cmd_run_once, "backfill": cmd_backfill, "serve": cmd_serve,
+    "demo": cmd_demo, "init": cmd_init, "run-once": cmd_run_once, "backfill": cmd_backfill, "serve": cmd_serve,
     "metrics": cmd_metrics, "check": cmd_check, "build": cmd_build, "app": cmd_app, "dashboards": cmd_dashboards,
 }
 

@@ -70,6 +70,9 @@ class Source(Strict):
     table: TableName = Field(description="Table (or schema.table) of the prediction log.")
     id: Ident = Field(description="Column that identifies a prediction; joins to the labels.")
     timestamp: Ident = Field(description="Column with the prediction time (UTC).")
+    timestamp_format: Literal["auto", "timestamp", "iso", "epoch_s", "epoch_ms"] = Field(
+        default="auto", description="How the timestamp column holds times: auto (detected from its type and values), "
+                                    "timestamp (native), iso (ISO 8601 text), epoch_s or epoch_ms (numbers).")
     score: Ident = Field(description="Probability of the positive class, or the regression output.")
     prediction: Ident | None = Field(default=None, description="The decision (0/1); optional for regression.")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
@@ -102,6 +105,7 @@ class Drift(Strict):
     method: str = Field(default="auto", description="Drift method name, or auto (by column type and size).")
     threshold: float | None = Field(default=None, description="Score threshold; null takes the method's default.")
     dataset_share: float = Field(default=0.5, ge=0, le=1, description="Share of drifted features that makes dataset drift.")
+    alert_features: list[Ident] = Field(default_factory=list, description="Critical features whose own drift alerts.")
 
 
 class RelativeBound(Strict):
@@ -172,10 +176,29 @@ class Model(Strict):
         v = self.source.version
         return self.segments + ([v] if v and v not in self.segments else [])
 
+    @model_validator(mode="after")
+    def _alert_features_are_features(self) -> "Model":
+        features = set(self.source.features.numeric) | set(self.source.features.categorical)
+        unknown = [f for f in self.drift.alert_features if f not in features]
+        if unknown:
+            raise ValueError(f"drift.alert_features: {', '.join(unknown)} not among the model's source.features "
+                             f"({', '.join(sorted(features)) or 'none'})")
+        return self
+
 
 class Baseline(Strict):
     value: float = Field(description="Value when the goal was set.")
     at: Timestamp = Field(description="When it had that value.")
+
+
+class GoalEstimate(Strict):
+    sql: Path = Field(description=("SQL file: the KPI computed from model scores for windows whose outcomes have not "
+                                   "matured; returns `value` and, for rates, `numerator`, `denominator` and optionally "
+                                   "`variance` (of the numerator; for independent outcomes, the sum of p (1 - p))."))
+
+    @property
+    def sql_text(self) -> str:
+        return self.sql.read_text()
 
 
 class Goal(Strict):
@@ -196,6 +219,21 @@ class Goal(Strict):
     review: WindowSize | None = Field(default=timedelta(weeks=1), description="Also computed on windows of this size for the review.")
     severity: Literal["page", "ticket"] = Field(default="ticket", description="Severity of its breach alert.")
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
+    estimate: GoalEstimate | None = Field(default=None, description="The KPI estimated from model scores before outcomes mature.")
+
+    @model_validator(mode="after")
+    def _settings_make_sense(self) -> "Goal":
+        """Settings that are plainly wrong; suspicious ones are warnings of `monitor check`."""
+        if self.unit.lower() == "ratio" and not 0 <= self.target <= 1:
+            raise ValueError(f"target: {self.target:g} is outside [0, 1], but the unit is ratio "
+                             "(write 0.05 for 5 %, or set unit)")
+        if self.baseline and self.unit.lower() == "ratio" and not 0 <= self.baseline.value <= 1:
+            raise ValueError(f"baseline.value: {self.baseline.value:g} is outside [0, 1], but the unit is ratio")
+        if self.deadline and self.deadline <= self.start:
+            raise ValueError(f"deadline: {self.deadline.date()} is not after start {self.start.date()}")
+        if self.deadline and self.baseline and self.baseline.at >= self.deadline:
+            raise ValueError(f"baseline.at: {self.baseline.at.date()} is not before the deadline {self.deadline.date()}")
+        return self
 
     @property
     def sql_text(self) -> str:
@@ -291,6 +329,28 @@ def _key_path(loc: tuple, data: Any) -> str:
     return "".join(parts)
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through lists, dicts, unions and Annotated)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(loc: tuple) -> set[str]:
+    """The keys allowed in the mapping at `loc` (a pydantic error location), for "did you mean"."""
+    models: list[type[BaseModel]] = [Config]
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        fields = [m.model_fields[item] for m in models if item in m.model_fields]
+        if fields:
+            models = [m for f in fields for m in _models_in(f.annotation)]
+        # else: a dict key (a metric name) or a union tag: the same models hold below it
+    return {name for m in models for name in m.model_fields if name != "path"}
+
+
 def _resolve_sqlite(url: str, base: Path) -> str:
     """A relative SQLite path is relative to the config file's folder."""
     prefix = "sqlite:///"
@@ -314,7 +374,8 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
             key = _key_path(err["loc"], data) or "(top level)"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check its spelling)"
+                from .suggest import did_you_mean
+                msg = "unknown key" + (did_you_mean(err["loc"][-1], _keys_at(err["loc"][:-1])) or " (check its spelling)")
             elif err["type"] == "missing":
                 msg = "missing required key"
             lines.append(f"{path}: {key}: {msg}")
@@ -324,7 +385,13 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
         sql = g.sql if g.sql.is_absolute() else (base / g.sql).resolve()
         if not sql.is_file():
             raise ConfigError(f"{path}: goals[{i}]({g.name}).sql: SQL file {sql} does not exist")
-        goals.append(g.model_copy(update={"sql": sql}))
+        update = {"sql": sql}
+        if g.estimate is not None:
+            est = g.estimate.sql if g.estimate.sql.is_absolute() else (base / g.estimate.sql).resolve()
+            if not est.is_file():
+                raise ConfigError(f"{path}: goals[{i}]({g.name}).estimate.sql: SQL file {est} does not exist")
+            update["estimate"] = g.estimate.model_copy(update={"sql": est})
+        goals.append(g.model_copy(update=update))
     return cfg.model_copy(update={
         "goals": goals,
         "database_url": _resolve_sqlite(cfg.database_url, base),

@@ -29,6 +29,7 @@ FEATURE_DRIFT_THRESHOLD = f"{PREFIX}_feature_drift_threshold"
 DATASET_DRIFT_SHARE = f"{PREFIX}_dataset_drift_share"
 DATASET_DRIFT_THRESHOLD = f"{PREFIX}_dataset_drift_share_threshold"
 PREDICTION_DRIFT_SCORE = f"{PREFIX}_prediction_drift_score"
+PREDICTION_DRIFT_DETECTED = f"{PREFIX}_prediction_drift_detected"
 MODEL_QUALITY = f"{PREFIX}_model_quality"
 MODEL_ONLINE = f"{PREFIX}_model_online"
 MODEL_LABEL_COVERAGE = f"{PREFIX}_model_label_coverage_ratio"
@@ -52,6 +53,8 @@ MODEL_QUALITY_THRESHOLD = f"{PREFIX}_model_quality_threshold"  # the floor (or c
 GOAL_ESTIMATED_VALUE = f"{PREFIX}_goal_estimated_value"
 GOAL_ESTIMATED_CI_LOW = f"{PREFIX}_goal_estimated_ci_low"
 GOAL_ESTIMATED_CI_HIGH = f"{PREFIX}_goal_estimated_ci_high"
+GOAL_ESTIMATED_STATUS = f"{PREFIX}_goal_estimated_status"
+GOAL_ESTIMATION_ERROR = f"{PREFIX}_goal_estimation_error"
 
 JOB_LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
 JOB_DURATION = f"{PREFIX}_job_duration_seconds"
@@ -60,10 +63,22 @@ JOB_ROWS_READ = f"{PREFIX}_job_rows_read"
 JOB_LAST_STATUS = f"{PREFIX}_job_last_run_ok"
 
 TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
-STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2}
+STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2, "no_data": 3}
 # Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
 DATA_CHECK_KIND = "data_check"
 DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema")
+# Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
+FRESHNESS_KIND = "source"
+FRESHNESS_NAME = "newest_row_timestamp"
+# Quality estimated before the labels arrive: monitor_model_metrics rows of these kinds.
+ESTIMATE_KIND = "quality_estimated"
+ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
+ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
+ESTIMATION_ERROR_KIND = "estimation_error"
+ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall", "f1", "accuracy"),
+                     "regression": ("mae", "rmse")}
+ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "no_data")
+ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 
 
 def goal_job(name: str) -> str:

@@ -831,7 +831,7 @@ models:
       label: is_spam
       max_delay: 2d                      # reports, moderation and the nightly review
     reference: {ref}
-    drift: {{method: auto, threshold: null, dataset_share: 0.5}}
+    drift: {{method: auto, threshold: null, dataset_share: 0.5, alert_features: [links_count]}}
     quality: {{roc_auc: {{min: 0.95}}, recall: {{min: 0.90}}}}
     segments: [client]
     recompute: 3

@@ -7,6 +7,12 @@ at-most goal (denominator - numerator of an at-least goal); the target allows
 `target * denominator` of them (`(1 - target) * denominator`). Budget spent is bad over allowed
 since the period began; a burn rate is the same ratio over the windows of the last day or week
 before the latest window's end (1 spends exactly the budget).
+
+Pipeline health of a model: its data checks of the latest stored window (an empty window too:
+an outage is when they matter), the newest source row over its stored windows, and the volume
+ratio: rows of the latest window against the median of the 7 comparable windows before it (the
+same time of day on the 7 days before for windows shorter than a day, else the 7 windows
+before), exported once at least 3 of them are stored and their median is above zero.
 """
 from __future__ import annotations
 
@@ -99,10 +105,23 @@ class ResultsCollector:
         end = GaugeMetricFamily(n.GOAL_WINDOW_END, "End of the goal's latest window.", labels=["goal"])
         lo = GaugeMetricFamily(n.GOAL_CI_LOW, "Lower bound of the 95 % Wilson interval of the latest rate.", labels=["goal"])
         hi = GaugeMetricFamily(n.GOAL_CI_HIGH, "Upper bound of the 95 % Wilson interval of the latest rate.", labels=["goal"])
-        status = GaugeMetricFamily(n.GOAL_STATUS, "1 for the latest window's status (met, missed, insufficient_data).", labels=["goal", "status"])
+        status = GaugeMetricFamily(n.GOAL_STATUS, "1 for the latest window's status (met, missed, insufficient_data, no_data).", labels=["goal", "status"])
         prov = GaugeMetricFamily(n.GOAL_PROVISIONAL, "1 when the latest window is not yet mature.", labels=["goal"])
         review = GaugeMetricFamily(n.GOAL_REVIEW_VALUE, "The goal's value in its latest review (weekly) window.", labels=["goal", "window"])
         info = InfoMetricFamily(n.GOAL_INFO, "The goal's definition.", labels=["goal"])
+        est = GaugeMetricFamily(n.GOAL_ESTIMATED_VALUE, "The latest window's value estimated from model scores "
+                                "(by the goal's estimate SQL), while the window is provisional.", labels=["goal"])
+        est_lo = GaugeMetricFamily(n.GOAL_ESTIMATED_CI_LOW, "Lower bound of the estimate's 95 % interval.", labels=["goal"])
+        est_hi = GaugeMetricFamily(n.GOAL_ESTIMATED_CI_HIGH, "Upper bound of the estimate's 95 % interval.", labels=["goal"])
+        est_status = GaugeMetricFamily(n.GOAL_ESTIMATED_STATUS, "1 for the estimate's expected status (expected_met, "
+                                       "expected_missed, insufficient_data).", labels=["goal", "status"])
+        est_err = GaugeMetricFamily(n.GOAL_ESTIMATION_ERROR, "Mean absolute error of the goal's estimates over its "
+                                    f"latest {n.ESTIMATION_ERROR_WINDOWS} matured windows.", labels=["goal"])
+        for g in self.cfg.goals:
+            if g.estimate is not None:
+                err = self.store.goal_estimation_error(g.name, int(g.window.total_seconds()), n.ESTIMATION_ERROR_WINDOWS)
+                if err is not None:
+                    est_err.add_metric([g.name], err)
         for g in self.cfg.goals:
             target.add_metric([g.name, g.direction], g.target)
             info.add_metric([g.name], {"title": g.title, "owner": g.owner, "unit": g.unit,
@@ -123,6 +142,15 @@ class ResultsCollector:
                 if r["ci_low"] is not None:
                     lo.add_metric([g.name], r["ci_low"])
                     hi.add_metric([g.name], r["ci_high"])
+                e = self.store.goal_estimate(g.name, r["size_seconds"], r["window_start"]) if (
+                    g.estimate is not None and r["provisional"]) else None
+                if e is not None and e["value"] is not None:
+                    est.add_metric([g.name], e["value"])
+                    if e["ci_low"] is not None:
+                        est_lo.add_metric([g.name], e["ci_low"])
+                        est_hi.add_metric([g.name], e["ci_high"])
+                    for s in n.ESTIMATED_STATUSES:
+                        est_status.add_metric([g.name, s], 1.0 if e["status"] == s else 0.0)
             elif g.review and r["size_seconds"] == int(g.review.total_seconds()):
                 review.add_metric([g.name, format_duration(g.review)], _num(r["value"]))
         planned = GaugeMetricFamily(n.GOAL_PLANNED, "Where the planned path from baseline to target stands now.", labels=["goal"])
@@ -151,7 +179,8 @@ class ResultsCollector:
                 spent.add_metric([g.name], share)
             for label, rate in rates.items():
                 burn.add_metric([g.name, label], rate)
-        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj, spent, burn)
+        yield from (value, target, met, end, lo, hi, status, prov, review, info, planned, projected, traj, spent, burn,
+                    est, est_lo, est_hi, est_status, est_err)
 
     def collect_models(self):
         score = GaugeMetricFamily(n.FEATURE_DRIFT_SCORE, "Drift of one feature in the latest window against the reference.", labels=["model", "feature", "method"])
@@ -159,6 +188,8 @@ class ResultsCollector:
         share = GaugeMetricFamily(n.DATASET_DRIFT_SHARE, "Share of features drifted in the latest window.", labels=["model"])
         share_thr = GaugeMetricFamily(n.DATASET_DRIFT_THRESHOLD, "Share of drifted features that makes dataset drift.", labels=["model"])
         pred = GaugeMetricFamily(n.PREDICTION_DRIFT_SCORE, "Drift of the score column.", labels=["model", "method"])
+        pred_detected = GaugeMetricFamily(n.PREDICTION_DRIFT_DETECTED, "1 when the score's drift crosses its threshold.",
+                                          labels=["model"])
         online = GaugeMetricFamily(n.MODEL_ONLINE, "Label-free signals of the latest window.", labels=["model", "metric", "feature"])
         quality = GaugeMetricFamily(n.MODEL_QUALITY, "Offline quality of the latest window whose labels are mature.", labels=["model", "metric"])
         coverage = GaugeMetricFamily(n.MODEL_LABEL_COVERAGE, "Share of the quality window's predictions that got a label.", labels=["model"])
@@ -169,11 +200,37 @@ class ResultsCollector:
         version = InfoMetricFamily(n.MODEL_VERSION_INFO, "The registered version behind the model (MLflow alias).", labels=["model"])
         validation = GaugeMetricFamily(n.MODEL_VALIDATION, "A metric the registered version's run logged.", labels=["model", "metric"])
         threshold = GaugeMetricFamily(n.MODEL_QUALITY_THRESHOLD, "The floor (or ceiling) the latest quality was judged by.", labels=["model", "metric"])
+        checks = GaugeMetricFamily(n.MODEL_DATA_CHECK_FAILED, "1 when a validity check fails in the latest window, 0 when it passes.",
+                                   labels=["model", "check"])
+        newest = GaugeMetricFamily(n.MODEL_NEWEST_ROW, "The newest row of the model's source over its stored windows.", labels=["model"])
+        volume = GaugeMetricFamily(n.MODEL_VOLUME_RATIO, "Rows in the latest window against the median of the 7 comparable windows before it.",
+                                   labels=["model"])
+        newest_rows = self.store.newest_rows()
+        est = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED, "Quality estimated from the scores (no labels) for the latest "
+                                "window whose labels are not mature.", labels=["model", "metric"])
+        est_lo = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED_CI_LOW, "Lower bound of the estimate's 95 % interval.",
+                                   labels=["model", "metric"])
+        est_hi = GaugeMetricFamily(n.MODEL_QUALITY_ESTIMATED_CI_HIGH, "Upper bound of the estimate's 95 % interval.",
+                                   labels=["model", "metric"])
+        est_err = GaugeMetricFamily(n.MODEL_ESTIMATION_ERROR, "Mean absolute error of the estimates over the "
+                                    f"latest {n.ESTIMATION_ERROR_WINDOWS} windows whose labels matured.",
+                                    labels=["model", "metric"])
+        estimates = {n.ESTIMATE_KIND: est, n.ESTIMATE_CI_LOW_KIND: est_lo, n.ESTIMATE_CI_HIGH_KIND: est_hi}
         for m in self.cfg.models:
             if m.mlflow:
                 self._version(m, version, validation)
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
             share_thr.add_metric([m.name], m.drift.dataset_share)
+            if m.name in newest_rows:
+                newest.add_metric([m.name], newest_rows[m.name])
+            vol = self.store.volume_ratio(m.name, m.window)
+            if vol is not None:
+                last, ratio = vol
+                if ratio is not None:
+                    volume.add_metric([m.name], ratio)
+                for r in self.store.model_metrics(m.name, last["window_start"], kinds=(n.DATA_CHECK_KIND,)):
+                    if not r["segment"] and r["detected"] is not None:
+                        checks.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
             # the latest window with predictions: an empty window (the log stopped) has nothing to show
             latest = self.store.latest_model_window(m.name, with_rows=True)
             if latest is None:
@@ -190,6 +247,7 @@ class ResultsCollector:
                     detected.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "prediction_drift":
                     pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
+                    pred_detected.add_metric([m.name], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "online":
                     online.add_metric([m.name, r["name"], ""], _num(r["value"]))
                 elif r["kind"] == "null_share":
@@ -204,8 +262,16 @@ class ResultsCollector:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
                         if r["threshold"] is not None:
                             threshold.add_metric([m.name, r["name"]], _num(r["threshold"]))
-        yield from (score, detected, share, share_thr, pred, online, quality, coverage, pending, end, qend, info,
-                    version, validation, threshold)
+            # estimates: of the latest window still waiting for its labels (a mature one shows realized values)
+            waiting = self.store.latest_model_window(m.name, with_rows=True, status="pending")
+            if waiting and (judged is None or waiting["window_start"] > judged["window_start"]):
+                for r in self.store.model_metrics(m.name, waiting["window_start"], kinds=tuple(estimates)):
+                    if not r["segment"]:
+                        estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
+            for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
+                est_err.add_metric([m.name, metric], err)
+        yield from (score, detected, share, share_thr, pred, pred_detected, online, quality, coverage, pending, end, qend, info,
+                    est, est_lo, est_hi, est_err, checks, newest, volume, version, validation, threshold)
 
     def _version(self, m, version, validation):
         """The registry's version as last read (with the latest window that recorded it)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -59,11 +60,55 @@ def strip_comments(sql: str) -> str:
     return "".join(out).strip()
 
 
-def run_sql(conn, goal: Goal, window: Window) -> tuple[list[str], list[tuple]]:
-    """Run the goal's SQL on one window with bound parameters."""
-    params = {"window_start": bind_time(conn, window.start), "window_end": bind_time(conn, window.end)}
-    result = conn.execute(sa.text(strip_comments(goal.sql_text)), params)
-    return list(result.keys()), [tuple(r) for r in result]
+WINDOW_PARAMS = ("window_start", "window_end", "window_start_epoch", "window_end_epoch")
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def window_params(conn, window: Window) -> dict:
+    """The bind parameters of a goal's SQL: the window's bounds as timestamps and as integer epoch seconds."""
+    return {"window_start": bind_time(conn, window.start), "window_end": bind_time(conn, window.end),
+            "window_start_epoch": int(window.start.timestamp()), "window_end_epoch": int(window.end.timestamp())}
+
+
+def used_params(sql: str) -> set[str]:
+    """The window parameters a SQL text uses (comments and quoted text aside)."""
+    text = re.sub(r"'(?:[^']|'')*'", "''", strip_comments(sql))
+    return {p for p in _PARAM.findall(text) if p in WINDOW_PARAMS}
+
+
+def run_sql(conn, goal: Goal, window: Window, text: str | None = None) -> tuple[list[str], list[tuple]]:
+    """Run the goal's SQL on one window with bound parameters, in a read-only transaction.
+
+    PostgreSQL: SET TRANSACTION READ ONLY; SQLite: PRAGMA query_only for the statement. A file
+    that tries to write fails with the database's own error; other dialects run it as it is.
+    """
+    sql = sa.text(strip_comments(goal.sql_text if text is None else text))
+    dialect = conn.dialect.name
+    if conn.in_transaction():
+        conn.rollback()  # SET TRANSACTION must come first in its transaction
+    try:
+        if dialect == "postgresql":
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        elif dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only = ON")
+        result = conn.execute(sql, window_params(conn, window))
+        return list(result.keys()), [tuple(r) for r in result]
+    finally:
+        conn.rollback()
+        if dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only = OFF")
+            conn.rollback()
+
+
+def _consistent(goal: Goal, value, numerator, denominator, where: str) -> None:
+    """A rate's `value` must be its numerator over its denominator, a ratio's in [0, 1]: anything else is a bug in the SQL."""
+    if value is not None and goal.unit.lower() == "ratio" and not 0 <= value <= 1:
+        raise GoalDataError(f"goal {goal.name} ({goal.sql}): {where}value {value:g} is outside [0, 1], but the unit is ratio")
+    if value is None or numerator is None or not denominator:
+        return
+    if not math.isclose(value, numerator / denominator, rel_tol=1e-6, abs_tol=1e-12):
+        raise GoalDataError(f"goal {goal.name} ({goal.sql}): {where}value {value:g} contradicts numerator / denominator "
+                            f"= {numerator:g} / {denominator:g} = {numerator / denominator:g}")
 
 
 def shape(goal: Goal, columns: list[str], rows: list[tuple]) -> tuple[float | None, float | None, float | None, list[dict]]:
@@ -82,7 +127,9 @@ def shape(goal: Goal, columns: list[str], rows: list[tuple]) -> tuple[float | No
         if not rows:
             return None, None, None, []
         r = rows[0]
-        return num(r, "value", 1), num(r, "numerator", 1), num(r, "denominator", 1), []
+        value, numerator, denominator = num(r, "value", 1), num(r, "numerator", 1), num(r, "denominator", 1)
+        _consistent(goal, value, numerator, denominator, "")
+        return value, numerator, denominator, []
     if "numerator" not in idx or "denominator" not in idx:
         raise GoalDataError(f"goal {goal.name} ({goal.sql}): a query with a `segment` column must also return `numerator` and `denominator`")
     segs, seen = [], set()
@@ -93,11 +140,13 @@ def shape(goal: Goal, columns: list[str], rows: list[tuple]) -> tuple[float | No
         seen.add(name)
         segs.append({"segment": name, "value": num(r, "value", i), "numerator": num(r, "numerator", i),
                      "denominator": num(r, "denominator", i)})
+        _consistent(goal, segs[-1]["value"], segs[-1]["numerator"], segs[-1]["denominator"], f"segment {name!r}: ")
     segs = cap_segments(segs, goal.max_segments)
     n = sum(s["numerator"] or 0.0 for s in segs)
     d = sum(s["denominator"] or 0.0 for s in segs)
     if not segs:
         return None, None, None, []
+    _consistent(goal, n / d if d else None, n, d, "the segments' sum: ")
     return (n / d if d else None), n, d, segs
 
 
@@ -121,9 +170,12 @@ def compute(conn, goal: Goal, window: Window, provisional: bool) -> tuple[GoalWi
     columns, rows = run_sql(conn, goal, window)
     value, numerator, denominator, segs = shape(goal, columns, rows)
     j = judge(value, numerator, denominator, goal.target, goal.direction)
+    from .estimate import goal_estimate
+
+    est = goal_estimate(conn, goal, window, None if provisional else value) if goal.estimate else None
     return GoalWindow(
         goal=goal.name, size_seconds=int(window.size.total_seconds()), window_start=window.start,
         window_end=window.end, value=value, numerator=numerator, denominator=denominator,
         ci_low=j.ci_low, ci_high=j.ci_high, met=j.met, status=j.status, needed=j.needed,
-        provisional=provisional, segments=segs,
+        provisional=provisional, segments=segs, estimate=est,
     ), len(rows)

@@ -28,9 +28,10 @@ class Task:
 @dataclass
 class CycleReport:
     ran: int = 0
-    computed: list[tuple[str, Window]] = field(default_factory=list)
+    windows: list[tuple[str, Window]] = field(default_factory=list)  # (job, window) computed this cycle
     failed: list[tuple[str, Window, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    computed: dict[str, int] = field(default_factory=dict)  # job -> windows computed this cycle
 
     @property
     def ok(self) -> bool:
@@ -86,9 +87,13 @@ def update_trajectory(store: Store, goal: Goal, now: datetime) -> None:
     if not series:
         return
     points = [(r["window_end"], r["value"]) for r in series]
+    # the latest window had no rows at all (an outage): the goal is not on track whatever its trend says
+    latest = store.goal_series(goal.name, int(goal.window.total_seconds()))[-1:]
+    if latest and latest[0]["status"] == "no_data" and latest[0]["window_end"] > points[-1][0]:
+        points.append((latest[0]["window_end"], None))
     baseline = (goal.baseline.value, goal.baseline.at) if goal.baseline else None
     t = trajectory(points, goal.target, goal.direction, goal.deadline, baseline, now)
-    store.save_trajectory(goal.name, series[-1]["window_end"], now, current=t.current, planned=t.planned,
+    store.save_trajectory(goal.name, points[-1][0], now, current=t.current, planned=t.planned,
                           slope_per_day=t.slope_per_day, projected=t.projected, status=t.status, points=t.points)
 
 
@@ -145,7 +150,8 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
             rows = task.run()
             store.finish_job(run_id, "ok", clock(), time.perf_counter() - t0, rows_read=rows)
             report.ran += 1
-            report.computed.append((task.job, task.window))
+            report.windows.append((task.job, task.window))
+            report.computed[task.job] = report.computed.get(task.job, 0) + 1
         except Exception as e:
             broken.add(task.job)
             msg = describe_error(e)

@@ -50,8 +50,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from . import drift as D
+from . import estimate as E
 from .config import Model
-from .db import bind_time, quote, quote_table
+from .db import Timestamps, quote, quote_table, timestamps, window_params, window_where
 from .store import ModelWindow, Store
 from .windows import Window, due_windows, plan, window_at, windows_between
 
@@ -125,6 +126,8 @@ def _model_hash(model: Model) -> str:
         "ref": [str(model.reference.start), str(model.reference.end), str(model.reference.rolling)],
         "task": model.task,
     }
+    if s.timestamp_format != "auto":
+        key["tsf"] = s.timestamp_format
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -132,18 +135,19 @@ def _fingerprint(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _ts(conn, model: Model) -> Timestamps:
+    """How the source's timestamp column is read (detected once per process): see `monitor.db`."""
+    s = model.source
+    return timestamps(conn, s.table, s.timestamp, s.timestamp_format)
+
+
 def _where(conn, model: Model, prefix: str = "") -> str:
-    ts = prefix + quote(conn, model.source.timestamp)
-    return f"{ts} >= :ws AND {ts} < :we"
+    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds)."""
+    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model))
 
 
 def _bounds(conn, model: Model, w: Window) -> dict:
-    like = None
-    if conn.dialect.name == "sqlite":  # timestamps are text there: bind them spelled like the stored ones
-        ts = quote(conn, model.source.timestamp)
-        like = conn.execute(sa.text(f"SELECT {ts} FROM {quote_table(conn, model.source.table)} "
-                                    f"WHERE {ts} IS NOT NULL LIMIT 1")).scalar()
-    return {"ws": bind_time(conn, w.start, like), "we": bind_time(conn, w.end, like)}
+    return window_params(conn, _ts(conn, model), w.start, w.end)
 
 
 def _jsonable(v):
@@ -770,6 +774,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
+        out["accuracy"] = (pn - fp_ - fn_) / pn
     if p95:
         out["_p95"] = (n, None if row[11] is None else float(row[11]))
     return out
@@ -913,6 +918,8 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                 status, coverage = "ok", quality["labelled"] / rows
         elif rows == 0:
             status = "empty"
+        # quality estimated from the scores (and, once labels are mature, the estimate's error)
+        estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
         conn.rollback()
 
     # drift: features, dataset share, score; per segment
@@ -967,6 +974,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
                      "threshold": _floor(model, k), "detected": _breach(model, k, v)}
                     for k, v in quality.items() if k != "labelled"]
+    metrics += estimated
     result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
                          drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
                          label_coverage=coverage, metrics=metrics)

@@ -33,6 +33,82 @@ def goal_table(cfg: Config, store: Store) -> list[dict]:
     return rows
 
 
+def model_table(cfg: Config, store: Store, computed: dict[str, int] | None = None) -> list[dict]:
+    """One row per model: windows computed this cycle, and its latest window's drift, quality
+    (or why there is none yet), estimates and failing data checks."""
+    from .conventions import DATA_CHECK_KIND, model_job
+    from .durations import format_duration
+
+    computed = computed or {}
+    rows = []
+    for m in cfg.models:
+        latest = store.latest_model_window(m.name, with_rows=True) or store.latest_model_window(m.name)
+        judged = store.latest_model_window(m.name, quality_ok=True)
+        row = {"model": m.name, "computed": computed.get(model_job(m.name), 0),
+               "window_start": None, "window_end": None, "rows": None, "drifted_features": [],
+               "drift_share": None, "dataset_drift": None, "prediction_drift": None,
+               "quality_status": "no_results", "quality": {}, "quality_window_start": None,
+               "pending_windows": store.count_model_windows(m.name, "pending"),
+               "estimated": {}, "data_checks_failed": []}
+        if latest:
+            metrics = store.model_metrics(m.name, latest["window_start"])
+            row.update(window_start=latest["window_start"].isoformat(), window_end=latest["window_end"].isoformat(),
+                       rows=latest["rows"], drift_share=latest["drift_share"], dataset_drift=latest["dataset_drift"],
+                       quality_status=latest["quality_status"])
+            row["drifted_features"] = sorted(r["name"] for r in metrics
+                                             if r["kind"] == "feature_drift" and not r["segment"] and r["detected"])
+            pred = [r for r in metrics if r["kind"] == "prediction_drift" and not r["segment"]]
+            row["prediction_drift"] = bool(pred[0]["detected"]) if pred and pred[0]["detected"] is not None else None
+            row["estimated"] = {r["name"]: r["value"] for r in metrics if r["kind"] == "quality_estimated" and not r["segment"]}
+            row["data_checks_failed"] = sorted(r["name"] for r in metrics if r["kind"] == DATA_CHECK_KIND and r["detected"])
+        if judged:
+            row["quality_window_start"] = judged["window_start"].isoformat()
+            q = [r for r in store.model_metrics(m.name, judged["window_start"], kinds=("quality",)) if not r["segment"]]
+            row["quality"] = {r["name"]: r["value"] for r in q}
+            row["below_floor"] = sorted(r["name"] for r in q if r["detected"])
+            row["floors"] = sorted(m.quality)
+        if row["quality_status"] == "pending" and m.labels is not None:
+            row["labels_due"] = (latest["window_end"] + m.labels.max_delay).isoformat()
+            row["max_delay"] = format_duration(m.labels.max_delay)
+        rows.append(row)
+    return rows
+
+
+def _quality_text(r: dict) -> str:
+    shown = [k for k in r.get("floors", []) if k in r["quality"]] or sorted(r["quality"])[:3]
+    q = ", ".join(f"{k} {r['quality'][k]:.3g}" + (" BELOW FLOOR" if k in r.get("below_floor", []) else "")
+                  for k in shown if r["quality"][k] is not None)
+    if r["quality_status"] == "pending":
+        due = f" until {r['labels_due'][:10]}" if r.get("labels_due") else ""
+        est = ", ".join(f"{k} ~{v:.3g}" for k, v in sorted(r["estimated"].items()) if v is not None)
+        text = f"pending{due}" + (f" (estimated {est})" if est else "")
+        return text + (f"; last judged {r['quality_window_start'][:10]}: {q}" if q else "")
+    if r["quality_status"] == "no_labels":
+        return "no labels configured"
+    if r["quality_status"] == "invalid":
+        return "withheld: invalid inputs"
+    return q or r["quality_status"]
+
+
+def print_model_table(rows: list[dict], out=None) -> None:
+    out = out or sys.stdout
+    head = ("model", "computed", "latest window", "rows", "drifted features", "quality", "data checks")
+    lines = [head]
+    for r in rows:
+        window = f"{r['window_start'][:16].replace('T', ' ')} .. {r['window_end'][:16].replace('T', ' ')}" if r["window_start"] else "-"
+        drifted = ", ".join(r["drifted_features"]) or ("none" if r["drift_share"] is not None else "-")
+        if r["dataset_drift"]:
+            drifted += " (dataset drift)"
+        if r["prediction_drift"]:
+            drifted += "; score drifted"
+        checks = ("failing: " + ", ".join(r["data_checks_failed"])) if r["data_checks_failed"] else "-"
+        lines.append((r["model"], str(r["computed"]), window, "-" if r["rows"] is None else f"{r['rows']:,}",
+                      drifted, _quality_text(r), checks))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    for line in lines:
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
+
+
 def print_goal_table(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
     head = ("goal", "window", "value", "target", "status", "trajectory", "projected")

@@ -273,7 +273,7 @@ def to_html(doc: dict) -> str:
     """The week's review as a self-contained HTML page (tables and lists, inline style) for e-mail."""
     e = html.escape
     names = {c["goal"]: c["title"] or c["goal"] for c in doc["cards"]}
-    colour = {"met": "#1a7f37", "missed": "#cf222e", "insufficient_data": "#9a6700"}
+    colour = {"met": "#1a7f37", "missed": "#cf222e", "insufficient_data": "#9a6700", "no_data": "#57606a"}
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>Goal review — {e(doc['week_label'])}</title></head>"
               "<body style='font-family:sans-serif;max-width:60em'>"),
              f"<h1>Goal review — {e(doc['week_label'])}</h1>"]

@@ -1,4 +1,4 @@
-"""The SMART judgement of a goal: Wilson intervals, met/missed/insufficient_data, trajectory."""
+"""The SMART judgement of a goal: Wilson intervals, met/missed/insufficient_data/no_data, trajectory."""
 from __future__ import annotations
 
 import math
@@ -60,9 +60,14 @@ class Judgement:
 
 def judge(value: float | None, numerator: float | None, denominator: float | None,
           target: float, direction: str) -> Judgement:
-    """met/missed, or insufficient_data when a rate's 95 % interval holds the target (with the sample it would need)."""
+    """met/missed, or insufficient_data when a rate's 95 % interval holds the target (with the sample it would need).
+
+    no_data: the window has no rows at all (no value, and no denominator or a zero one); an outage
+    must not read as a window that was merely too small to judge.
+    """
     if value is None:
-        return Judgement(met=None, status="insufficient_data")
+        empty = denominator is None or denominator == 0
+        return Judgement(met=None, status="no_data" if empty else "insufficient_data")
     met = meets(value, target, direction)
     is_rate = (numerator is not None and denominator is not None and denominator > 0
                and 0 <= numerator <= denominator)
@@ -117,13 +122,21 @@ class Trajectory:
     points: int
 
 
-def trajectory(points: list[tuple[datetime, float]], target: float, direction: str, deadline: datetime | None,
+def trajectory(points: list[tuple[datetime, float | None]], target: float, direction: str, deadline: datetime | None,
                baseline: tuple[float, datetime] | None, now: datetime, last: int = 8) -> Trajectory:
     """Fit the last `last` values robustly and project them to the deadline.
 
     off_track: the projection misses the target. at_risk: it meets the target but the latest value
-    is behind the planned path. on_track: neither.
+    is behind the planned path. on_track: neither. A latest point without a value (a window with
+    no data) is never on track: that status becomes unknown.
     """
+    t = _trajectory(points, target, direction, deadline, baseline, now, last)
+    if points and points[-1][1] is None and t.status == "on_track":
+        t.status = "unknown"
+    return t
+
+
+def _trajectory(points, target, direction, deadline, baseline, now, last) -> Trajectory:
     pts = [(t, v) for t, v in points if v is not None and math.isfinite(v)][-last:]
     if not pts:
         return Trajectory("unknown", None, None, None, None, 0)

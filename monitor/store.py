@@ -9,7 +9,7 @@ import json
 import math
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -78,6 +78,19 @@ goal_segments = sa.Table(
     _ts("window_start", primary_key=True),
     sa.Column("segment", sa.String(200), primary_key=True),
     sa.Column("value", sa.Float), sa.Column("numerator", sa.Float), sa.Column("denominator", sa.Float),
+)
+
+# A goal window's value estimated by its `estimate` SQL (from model scores), with its 95 % interval
+# and expected status; `realized` and `error` (|estimate - realized|) once the window is mature.
+goal_estimates = sa.Table(
+    "monitor_goal_estimates", metadata,
+    sa.Column("goal", sa.String(200), primary_key=True),
+    sa.Column("size_seconds", sa.Integer, primary_key=True),
+    _ts("window_start", primary_key=True),
+    sa.Column("value", sa.Float), sa.Column("numerator", sa.Float), sa.Column("denominator", sa.Float),
+    sa.Column("variance", sa.Float), sa.Column("ci_low", sa.Float), sa.Column("ci_high", sa.Float),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("realized", sa.Float), sa.Column("error", sa.Float),
 )
 
 goal_trajectory = sa.Table(
@@ -188,6 +201,7 @@ class GoalWindow:
     needed: int | None = None
     provisional: bool = False
     segments: list[dict] = field(default_factory=list)
+    estimate: dict | None = None  # the `estimate` SQL's result: value, numerator, denominator, variance, ci_low, ci_high, status, realized, error
 
 
 @dataclass
@@ -240,7 +254,7 @@ class Store:
         """Replace the goal's result and segments for this window in one transaction."""
         key = dict(goal=r.goal, size_seconds=r.size_seconds, window_start=r.window_start)
         with self.engine.begin() as conn:
-            for t in (goal_segments, goal_results):
+            for t in (goal_segments, goal_results, goal_estimates):
                 conn.execute(t.delete().where(*[t.c[k] == v for k, v in key.items()]))
             conn.execute(goal_results.insert().values(
                 **key, window_end=r.window_end, value=_finite(r.value), numerator=_finite(r.numerator),
@@ -248,6 +262,9 @@ class Store:
                 met=r.met, status=r.status, needed=r.needed, provisional=r.provisional, computed_at=now))
             if r.segments:
                 conn.execute(goal_segments.insert(), [{**key, **s} for s in r.segments])
+            if r.estimate is not None:
+                conn.execute(goal_estimates.insert().values(**key, **{k: _finite(v) if k != "status" else v
+                                                                      for k, v in r.estimate.items()}))
 
     def save_trajectory(self, goal: str, as_of: datetime, now: datetime, **values) -> None:
         """Replace the goal's trajectory as of the end of its latest window."""
@@ -333,6 +350,31 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
+    def goal_estimates(self, goal: str, size_seconds: int | None = None) -> list[dict]:
+        """Every stored estimate of a goal, oldest first."""
+        t = goal_estimates
+        q = sa.select(t).where(t.c.goal == goal)
+        if size_seconds is not None:
+            q = q.where(t.c.size_seconds == size_seconds)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.size_seconds, t.c.window_start))]
+
+    def goal_estimate(self, goal: str, size_seconds: int, window_start: datetime) -> dict | None:
+        t = goal_estimates
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.goal == goal, t.c.size_seconds == size_seconds,
+                                                  t.c.window_start == window_start)).first()
+        return dict(row._mapping) if row else None
+
+    def goal_estimation_error(self, goal: str, size_seconds: int, windows: int) -> float | None:
+        """Mean absolute error of the goal's estimates over its latest `windows` matured windows."""
+        t = goal_estimates
+        recent = (sa.select(t.c.error).where(t.c.goal == goal, t.c.size_seconds == size_seconds, t.c.error.is_not(None))
+                  .order_by(t.c.window_start.desc()).limit(windows).subquery())
+        with self.engine.connect() as conn:
+            v = conn.execute(sa.select(sa.func.avg(recent.c.error))).scalar()
+        return None if v is None else float(v)
+
     def latest_trajectories(self) -> list[dict]:
         t = goal_trajectory
         latest = sa.select(t.c.goal, sa.func.max(t.c.as_of).label("a")).group_by(t.c.goal).subquery()
@@ -365,12 +407,16 @@ class Store:
                      last_rows=run.rows_read, last_started=run.started_at)
         return stats
 
-    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False) -> dict | None:
-        """The model's latest stored window (or the latest whose quality was computed, or that had rows)."""
+    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False,
+                            status: str | None = None) -> dict | None:
+        """The model's latest stored window (or the latest whose quality was computed, or of a
+        quality status, or that had rows)."""
         t = model_windows
         q = sa.select(t).where(t.c.model == model)
         if quality_ok:
             q = q.where(t.c.quality_status == "ok")
+        if status is not None:
+            q = q.where(t.c.quality_status == status)
         if with_rows:
             q = q.where(t.c.rows > 0)
         with self.engine.connect() as conn:
@@ -395,6 +441,45 @@ class Store:
             num, den = conn.execute(q).one()
         return float(num), float(den)
 
+    def newest_rows(self) -> dict[str, float]:
+        """Per model: the newest source row over its stored windows (epoch seconds), from the freshness rows."""
+        from .conventions import FRESHNESS_KIND, FRESHNESS_NAME
+
+        t = model_metrics
+        q = (sa.select(t.c.model, sa.func.max(t.c.value)).where(t.c.kind == FRESHNESS_KIND, t.c.name == FRESHNESS_NAME,
+                                                              t.c.segment == "", t.c.value.is_not(None))
+             .group_by(t.c.model))
+        with self.engine.connect() as conn:
+            return {m: float(v) for m, v in conn.execute(q) if v is not None}
+
+    def volume_ratio(self, model: str, size: timedelta, span: int = 7, min_windows: int = 3) -> tuple[dict, float | None] | None:
+        """The latest window and its rows against the median rows of the `span` comparable windows before it.
+
+        Comparable: for windows shorter than a day, the same time of day on the `span` days before
+        (daily traffic cycles); else the `span` windows just before. None without a stored window;
+        a ratio of None with fewer than `min_windows` comparable windows or a median of zero.
+        """
+        latest = self.latest_model_window(model)
+        if latest is None:
+            return None
+        step = timedelta(days=1) if size < timedelta(days=1) else size
+        starts = [latest["window_start"] - k * step for k in range(1, span + 1)]
+        t = model_windows
+        prior = (sa.select(t.c.rows.label("n"),
+                           sa.func.row_number().over(order_by=t.c.rows).label("rn"),
+                           sa.func.count().over().label("cnt"))
+                 .where(t.c.model == model, t.c.rows.is_not(None),
+                        sa.or_(*[sa.and_(t.c.window_start == s, t.c.window_end == s + size) for s in starts]))
+                 .subquery())
+        # the median: the middle row, or the mean of the two middle rows (integer division in both dialects)
+        middle = sa.or_(prior.c.rn == (prior.c.cnt + 1) // 2, prior.c.rn == (prior.c.cnt + 2) // 2)
+        q = sa.select(sa.func.avg(prior.c.n), sa.func.max(prior.c.cnt)).where(middle)
+        with self.engine.connect() as conn:
+            median, count = conn.execute(q).one()
+        if not count or count < min_windows or not median:
+            return latest, None
+        return latest, float(latest["rows"] or 0) / float(median)
+
     def model_series(self, model: str) -> list[dict]:
         """Every stored window summary of a model, oldest first."""
         t = model_windows
@@ -411,6 +496,20 @@ class Store:
             q = q.where(t.c.kind.in_(kinds))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.kind, t.c.name))]
+
+    def estimation_errors(self, model: str, windows: int) -> dict[str, float]:
+        """Mean absolute error of the estimates, per metric, over the model's latest `windows` windows
+        whose labels matured (and that kept an estimate)."""
+        t, w = model_metrics, model_windows
+        recent = (sa.select(w.c.window_start).where(w.c.model == model, w.c.quality_status == "ok")
+                  .where(sa.exists().where(t.c.model == model, t.c.window_start == w.c.window_start,
+                                           t.c.kind == "estimation_error"))
+                  .order_by(w.c.window_start.desc()).limit(windows).subquery())
+        q = (sa.select(t.c.name, sa.func.avg(t.c.value)).where(
+            t.c.model == model, t.c.kind == "estimation_error", t.c.segment == "",
+            t.c.value.is_not(None), t.c.window_start.in_(sa.select(recent.c.window_start))).group_by(t.c.name))
+        with self.engine.connect() as conn:
+            return {r[0]: float(r[1]) for r in conn.execute(q)}
 
     # --- leases: one runner per job across replicas ---
 

@@ -36,3 +36,11 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db.sqlite'}"
     return request.getfixturevalue("pg_url")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs the PostgreSQL cluster `postgres`, so `-m "not postgres"` is honest."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_cluster" in item.fixturenames or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)

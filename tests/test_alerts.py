@@ -15,6 +15,8 @@ from monitor import alerts
 from monitor.build import build
 from monitor.config import load_config
 
+pytestmark = pytest.mark.stack
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "monitor.yaml"
 
@@ -42,9 +44,11 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
     names = [a.alert for a in alerts.all_alerts(cfg)]
     assert names == [
         "BadSessionShareBreached", "BadSessionShareErrorBudgetFastBurn", "BadSessionShareErrorBudgetSlowBurn",
-        "BadSessionShareAtRisk", "BadSessionShareStale",
-        "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserStale",
-        "ScorerDataDrift", "ScorerRocAucBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
+        "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
+        "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
+        "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
+        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * 7,
+        "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
 

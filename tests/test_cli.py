@@ -1,4 +1,6 @@
 """The command line on a small world: backfill, metrics parsed by prometheus_client, usage errors."""
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
@@ -94,3 +96,110 @@ def test_model_metrics_come_from_the_latest_window_with_predictions(tmp_path, ca
     assert reg.get_sample_value("monitor_model_window_end_timestamp_seconds", {"model": "m"}) == datetime(2026, 9, 11, tzinfo=timezone.utc).timestamp()
     assert reg.get_sample_value("monitor_feature_drift_detected", {"model": "m", "feature": "minutes"}) == 0.0
     assert reg.get_sample_value("monitor_dataset_drift_share", {"model": "m"}) in (0.0, 0.5, 1.0)
+
+
+def test_verbosity_flags_work_after_the_command_and_keep_the_scheduler_and_alembic_quiet():
+    import logging
+
+    from monitor.cli import configure_logging, parser
+
+    args = parser().parse_args(["run-once", "--config", "x.yaml", "-v"])
+    assert args.verbose and not args.quiet
+    assert parser().parse_args(["-v", "run-once", "--config", "x.yaml"]).verbose
+    assert parser().parse_args(["check", "-q", "--config", "x.yaml"]).quiet
+    assert not parser().parse_args(["check", "--config", "x.yaml"]).verbose
+    with pytest.raises(SystemExit):
+        parser().parse_args(["check", "-q", "-v", "--config", "x.yaml"])
+    configure_logging(verbose=True, command="serve")
+    assert logging.getLogger("monitor").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("apscheduler.scheduler").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
+    configure_logging(command="serve")
+    assert logging.getLogger("monitor.jobs").isEnabledFor(logging.ERROR)  # serve: one line per failure
+    assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
+    configure_logging(quiet=True)
+    assert not logging.getLogger("monitor.serve").isEnabledFor(logging.WARNING)
+    configure_logging()
+
+
+def test_serve_and_app_listen_on_loopback_by_default_with_the_same_option():
+    from monitor.cli import parser
+
+    for cmd in ("serve", "app"):
+        assert parser().parse_args([cmd, "--config", "x.yaml"]).host == "127.0.0.1"
+        assert parser().parse_args([cmd, "--config", "x.yaml", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+def test_build_writes_into_out(tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["build", "--out", str(out)]) == 0
+    assert (out / "alerts" / "monitor.rules.yml").is_file() and any((out / "dashboards").glob("*.json"))
+    assert main(["build", "--check", "--out", str(out)]) == 0
+
+
+def test_app_on_a_busy_port_fails_in_one_line_before_serving(world, capsys):
+    import socket
+
+    from monitor.cli import main as cli
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert cli(["app", "--config", world, "--port", str(port)]) == 1
+    out, err = capsys.readouterr()
+    assert "Serving" not in out
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_check_says_1_goal_not_1_goals(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    make_events(url, days=3)
+    (tmp_path / "q.sql").write_text("SELECT COUNT(*) AS value FROM events WHERE ts >= :window_start AND ts < :window_end")
+    (tmp_path / "m.yaml").write_text(f"database_url: {url}\ngoals:\n  - {{name: g, sql: q.sql, direction: at_least, target: 1, start: 2026-09-01}}\n")
+    assert main(["check", "--config", str(tmp_path / "m.yaml")]) == 0
+    assert "ok: 1 goal and 0 models checked" in capsys.readouterr().out
+
+
+def test_run_once_reports_each_model_in_the_table_and_in_json(tmp_path, capsys):
+    """Windows computed this cycle, drifted features, quality or its pending state, as the store has them."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    df = make_events(url, days=10)
+    shifted = df.assign(score=(df.bad * 0.6 + 0.2), minutes=np.where(df.ts >= pd.Timestamp("2026-09-08"), df.minutes * 3, df.minutes))
+    shifted.to_sql("preds", sa.create_engine(url), index=False, dtype={"ts": sa.DateTime()})
+    shifted[["id", "bad"]].to_sql("labels", sa.create_engine(url), index=False)
+    (tmp_path / "m.yaml").write_text(f"""\
+database_url: {url}
+models:
+  - name: m
+    task: binary_classification
+    start: 2026-09-05
+    source: {{table: preds, id: id, timestamp: ts, score: score, features: {{numeric: [minutes], categorical: [country]}}}}
+    labels: {{table: labels, id: id, label: bad, max_delay: 2d}}
+    reference: {{start: 2026-09-01, end: 2026-09-05}}
+    quality: {{roc_auc: {{min: 0.99}}}}
+""")
+    assert main(["run-once", "--config", str(tmp_path / "m.yaml"), "--now", "2026-09-10", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (m,) = doc["models"]
+    store = Store(load_config(tmp_path / "m.yaml").store_url)
+    series = store.model_series("m")
+    assert m["computed"] == len(series) == 5
+    last = series[-1]
+    drifted = sorted(r["name"] for r in store.model_metrics("m", last["window_start"], kinds=("feature_drift",))
+                     if r["detected"] and not r["segment"])
+    assert m["drifted_features"] == drifted and "minutes" in drifted
+    assert m["quality_status"] == "pending" and m["labels_due"].startswith("2026-09-12")
+    assert m["pending_windows"] == 2
+    judged = store.latest_model_window("m", quality_ok=True)
+    assert m["quality_window_start"] == judged["window_start"].isoformat()
+    auc = next(r["value"] for r in store.model_metrics("m", judged["window_start"], kinds=("quality",)) if r["name"] == "roc_auc")
+    assert m["quality"]["roc_auc"] == auc
+    # the table says the same
+    assert main(["run-once", "--config", str(tmp_path / "m.yaml"), "--now", "2026-09-10"]) == 0
+    table = capsys.readouterr().out
+    line = next(x for x in table.splitlines() if x.startswith("m "))
+    assert "minutes" in line and "pending until 2026-09-12" in line and f"roc_auc {auc:.3g}" in line
+    assert int(line.split()[1]) < 5  # only the windows recomputed for late data, not all again

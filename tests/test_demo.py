@@ -12,6 +12,8 @@ from monitor.config import load_config
 from monitor.demo import example_config
 from monitor.store import Store
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -15,6 +15,8 @@ from scipy.stats import wasserstein_distance
 
 from monitor import demo_world as dw
 
+pytestmark = pytest.mark.slow
+
 START = pd.Timestamp("2026-09-01")
 DAYS = 56
 

@@ -25,7 +25,7 @@ from monitor.store import ModelWindow, Store
 GOALS = {"bad_session_share", "minutes_per_user"}
 # Every label the exporter may use; none of them can hold an id of a user, message or loan.
 ALLOWED_LABELS = {"goal", "direction", "status", "window", "trajectory", "title", "owner", "unit", "deadline",
-                  "model", "feature", "method", "metric", "job", "task"}
+                  "model", "feature", "method", "metric", "job", "task", "check"}
 
 
 @pytest.fixture

@@ -47,7 +47,11 @@ def test_any_result_shape_is_stored_right_or_rejected_with_goal_and_file(columns
     (["value"], [(float("nan"),)], "finite"),
     (["value"], [(float("inf"),)], "finite"),
     (["segment", "value"], [("a", 1)], "must also return `numerator` and `denominator`"),
-    (["segment", "value", "numerator", "denominator"], [("a", 1, 1, 2), ("a", 1, 1, 2)], "more than one row"),
+    (["segment", "value", "numerator", "denominator"], [("a", 0.5, 1, 2), ("a", 0.5, 1, 2)], "more than one row"),
+        (["value", "numerator", "denominator"], [(0.5, 3, 10)], "value 0.5 contradicts numerator / denominator = 3 / 10"),
+        (["segment", "value", "numerator", "denominator"], [("a", 0.9, 1, 2)], "segment 'a': value 0.9 contradicts"),
+        (["value"], [(1.5,)], "value 1.5 is outside \\[0, 1\\], but the unit is ratio"),
+        (["segment", "value", "numerator", "denominator"], [("a", None, 5, 2)], "the segments' sum: value 2.5 is outside"),
     (["value", "numerator", "denominator"], [(0.1, "x", 10)], "numerator"),
 ])
 def test_each_bad_shape_gets_a_clear_error(columns, rows, message):

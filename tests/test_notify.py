@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -170,3 +171,18 @@ def test_the_notifier_checks_the_same_conditions_as_the_rules(alert):
                 assert got == pytest.approx(case.value), (alert.alert, when)
             else:
                 assert got is None, (alert.alert, when, got)
+
+
+def test_a_goal_window_without_rows_is_notified_as_no_data_and_not_as_a_breach(tmp_path, receiver):
+    w = World(tmp_path, days=11)
+    t0 = w.day(10)
+    with sqlite3.connect(w.path) as db:  # the last day's sessions never arrived
+        db.execute("DELETE FROM sessions WHERE started_at >= ?", (t0.strftime("%Y-%m-%d %H:%M:%S"),))
+    cfg = _cfg(tmp_path, [{"kind": "webhook", "url": receiver.url + "/hook"}])
+    sent = _cycle(cfg, w)
+    alerts_sent = {e.alert for e in sent}
+    assert {"BadSessionShareNoData", "MinutesPerUserNoData"} <= alerts_sent
+    assert "BadSessionShareBreached" not in alerts_sent
+    hook = next(b for b in receiver.on("/hook") if b["alert"] == "BadSessionShareNoData")
+    assert hook["status"] == "firing" and hook["labels"]["kind"] == "no_data"
+    assert "has no rows at all" in hook["annotations"]["summary"] and "ending 2026-09-12 00:00:00" in hook["annotations"]["summary"]

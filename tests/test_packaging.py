@@ -3,6 +3,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 
 def test_evidently_imports_with_the_pinned_pandas():
     out = subprocess.run([sys.executable, "-c", textwrap.dedent("""\

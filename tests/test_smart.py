@@ -39,9 +39,22 @@ def test_a_clear_breach_is_missed_and_a_clear_success_is_met():
     assert judge(80.0, 8000.0, 100.0, 100, "at_least").status == "missed"  # not a rate: numerator > denominator
 
 
-def test_no_data_is_insufficient_and_neither_met_nor_missed():
-    j = judge(None, None, 0, 0.01, "at_most")
-    assert j.status == "insufficient_data" and j.met is None
+def test_a_window_without_rows_is_no_data_and_neither_met_nor_missed():
+    for denominator in (0, None):
+        j = judge(None, None, denominator, 0.01, "at_most")
+        assert j.status == "no_data" and j.met is None
+    # rows, but no value computed from them: too little to judge, not an outage
+    assert judge(None, None, 40, 0.01, "at_most").status == "insufficient_data"
+
+
+def test_a_latest_window_without_data_is_never_on_track():
+    pts = _weeks([120.0] * 6)
+    deadline = datetime(2027, 3, 31, tzinfo=UTC)
+    assert trajectory(pts, 100, "at_least", deadline, None, pts[-1][0]).status == "on_track"
+    gap = pts + [(pts[-1][0] + timedelta(weeks=1), None)]
+    assert trajectory(gap, 100, "at_least", deadline, None, gap[-1][0]).status == "unknown"
+    falling = _weeks([120.0 - 5 * i for i in range(6)]) + [(pts[-1][0] + timedelta(weeks=1), None)]
+    assert trajectory(falling, 100, "at_least", deadline, None, falling[-1][0]).status == "off_track"
 
 
 @given(st.floats(0.0001, 0.2), st.floats(0.0001, 0.2))

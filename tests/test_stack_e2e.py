@@ -33,6 +33,8 @@ from monitor.jobs import run_cycle
 from monitor.store import Store
 from monitor.windows import floor
 
+pytestmark = pytest.mark.stack
+
 ALERT = "BadSessionShareBreached"
 BATCH = "batch-e2e"
 

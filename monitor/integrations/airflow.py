@@ -32,7 +32,7 @@ def cycle_summary(cfg, store, report, now: datetime, only: set[str] | None = Non
     return {
         "now": now.isoformat(),
         "computed": [{"job": job, "window_start": w.start.isoformat(), "window_end": w.end.isoformat()}
-                     for job, w in report.computed],
+                     for job, w in report.windows],
         "failed": [{"job": job, "window": str(w) if w else None, "error": err} for job, w, err in report.failed],
         "skipped": list(report.skipped),
         "goals": {r["goal"]: {"status": r["status"], "value": r["value"], "window_end": r["window_end"]}
@@ -77,7 +77,7 @@ class MonitorCycleOperator(BaseOperator):
         report = run_cycle(cfg, now, store=store, only=only, clock=utcnow, lease=lease)
         summary = cycle_summary(cfg, store, report, now, only)
         self.log.info("monitor cycle at %s: %d windows computed, %d failed", now.isoformat(),
-                      len(report.computed), len(report.failed))
+                      len(report.windows), len(report.failed))
         if report.failed or report.skipped:
             # the summary still reaches XCom, for a downstream task that reports it
             context["ti"].xcom_push(key="summary", value=summary)

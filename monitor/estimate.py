@@ -1,0 +1,462 @@
+"""Quality estimated before the labels arrive, and its error once they do.
+
+**Binary classifiers** (confidence-based, the idea behind NannyML's CBPE): when scores are
+calibrated probabilities, a row scored p is a positive with probability p, so the expected
+confusion matrix and ROC curve of a window follow from its scores alone. The window gives, in one
+``GROUP BY``, per fine score bin (BINS equal-width bins of [0, 1]) and decision (prediction column,
+or score >= 0.5): the rows, the sum of scores and of squared scores. Python gets at most 2 x BINS
+rows, whatever the window's size.
+
+- Calibration is fitted on the reference's labelled rows (counts and label sums per bin, one
+  query): when the raw scores pass a calibration test on them (Hosmer-Lemeshow over 10 groups of
+  equal size, p >= 0.05), they are used as they are (a calibrator fitted on a calibrated model
+  only adds noise); otherwise by isotonic regression (pool-adjacent-violators over the bins,
+  weighted by their counts): monotone, so it never reorders scores, and free of a parametric form
+  that a badly calibrated model would not follow. Without enough labelled reference rows
+  (MIN_LABELLED, both classes) the scores are trusted as they are (method ``none``): the estimation
+  error, once labels mature, then says how far that trust went.
+- Expected positives per group: the sum of calibrated probabilities; its variance, for independent
+  outcomes, the Poisson-binomial ``sum p (1 - p)``. ROC AUC from expected positives and negatives
+  per bin (pairs within a bin count one half); precision, recall, F1 and accuracy from the expected
+  confusion matrix at the decision. 95 % intervals by the delta method: label noise of the window,
+  plus the isotonic map's own sampling error (per pooled block of the reference).
+
+**Regression models**: the reference's labelled rows, cut into REG_BINS equal-mass bins of the
+score, give the mean absolute and squared error per bin; a window's estimate weighs them by its
+own rows per bin. It assumes the error given the score is what it was in the reference; it fails
+when the error depends on features whose mix moves while the score does not, when the relation
+between inputs and target changes (concept drift), and for scores beyond the reference's range.
+
+Once a window's labels are mature the realized value is stored beside the estimate made from the
+same rows, and their absolute difference as ``estimation_error`` (``detected``: the realized value
+fell outside the interval).
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import numpy as np
+import sqlalchemy as sa
+from scipy import stats
+
+from . import conventions as names
+from .config import Model
+from .db import quote, quote_table
+from .windows import Window
+
+BINS = 1000  # equal-width score bins of a binary classifier
+REG_BINS = 20  # equal-mass score bins of a regression model's reference
+MIN_LABELLED = 200  # labelled reference rows (of each class, for binary) a calibration needs
+HL_GROUPS = 10
+HL_ALPHA = 0.05
+Z95 = float(stats.norm.ppf(0.975))
+BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
+REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
+CALIBRATION_VERSION = 1
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+def _bin_expr(conn, x: str) -> str:
+    """The score's bin, 0 .. BINS - 1 (scores outside [0, 1] in the end bins)."""
+    scaled = f"{x} * {BINS}"
+    fl = f"CAST({scaled} AS INTEGER)" if conn.dialect.name == "sqlite" else f"CAST(FLOOR({scaled}) AS INTEGER)"
+    return f"CASE WHEN {x} <= 0 THEN 0 WHEN {x} >= 1 THEN {BINS - 1} ELSE {fl} END"
+
+
+def _pred_expr(conn, model: Model, prefix: str = "") -> str:
+    s = model.source
+    if s.prediction:
+        return f"CAST({prefix}{quote(conn, s.prediction)} AS INTEGER)"
+    sc = f"{prefix}{quote(conn, s.score)}"
+    return f"CASE WHEN {sc} >= 0.5 THEN 1 WHEN {sc} IS NOT NULL THEN 0 END"
+
+
+def _window_groups(conn, model: Model, window: Window) -> list[tuple]:
+    """(bin, decision, rows, sum of scores, sum of squared scores) of the window's scored rows."""
+    from .modeljobs import _bounds, _where
+
+    s = model.source
+    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sql = (f"SELECT b, pr, COUNT(*), SUM(sc), SUM(sc * sc) FROM (SELECT {_bin_expr(conn, sc)} AS b, "
+           f"{_pred_expr(conn, model)} AS pr, {sc} AS sc FROM {quote_table(conn, s.table)} "
+           f"WHERE {_where(conn, model)} AND {quote(conn, s.score)} IS NOT NULL) q GROUP BY b, pr")
+    return [(int(r[0]), None if r[1] is None else int(r[1]), int(r[2]), float(r[3]), float(r[4]))
+            for r in conn.execute(sa.text(sql), _bounds(conn, model, window))]
+
+
+def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin of the reference's labelled rows: rows, label sum, score sum."""
+    from .modeljobs import _bounds, _joined
+
+    s, lab = model.source, model.labels
+    sc = f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)"
+    j = _joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y, "
+                             f"{sc} AS sc")
+    c, y, p = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
+    for b, n, ys, ss in conn.execute(sa.text(f"SELECT b, COUNT(*), SUM(y), SUM(sc) FROM ({j}) j "
+                                             f"WHERE b IS NOT NULL GROUP BY b"), _bounds(conn, model, ref)):
+        c[int(b)], y[int(b)], p[int(b)] = int(n), float(ys), float(ss)
+    return c, y, p
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def isotonic(counts: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pool-adjacent-violators over bins: (probability per bin, block id per bin, rows per block).
+
+    Bins without rows take the value of the nearest filled bins (linear in between)."""
+    idx = np.nonzero(counts > 0)[0]
+    blocks: list[list[float]] = []  # [rows, positives, first position, last position]
+    for k, i in enumerate(idx):
+        blocks.append([counts[i], positives[i], k, k])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][0] >= blocks[-1][1] / blocks[-1][0]:
+            n, p, _, last = blocks.pop()
+            blocks[-1][0] += n
+            blocks[-1][1] += p
+            blocks[-1][3] = last
+    fitted = np.empty(len(idx))
+    block_of = np.empty(len(idx), dtype=int)
+    sizes = np.empty(len(blocks))
+    for b, (n, p, first, last) in enumerate(blocks):
+        fitted[first:last + 1] = p / n
+        block_of[first:last + 1] = b
+        sizes[b] = n
+    centers = (np.arange(BINS) + 0.5) / BINS
+    probs = np.interp(centers, centers[idx], fitted)
+    # an empty bin belongs to the block of the nearest filled bin
+    nearest = np.clip(np.searchsorted(idx, np.arange(BINS)), 0, len(idx) - 1)
+    left = np.clip(nearest - 1, 0, len(idx) - 1)
+    closer_left = np.abs(idx[left] - np.arange(BINS)) < np.abs(idx[nearest] - np.arange(BINS))
+    block = block_of[np.where(closer_left, left, nearest)]
+    return probs, block, sizes
+
+
+def hosmer_lemeshow(counts: np.ndarray, positives: np.ndarray, scores: np.ndarray, groups: int = HL_GROUPS) -> float:
+    """p-value of the raw scores being calibrated: chi-square over groups of consecutive bins of
+    about equal rows (degrees of freedom = groups: the model was not fitted on these rows)."""
+    cum = np.cumsum(counts)
+    total = cum[-1]
+    cut = np.minimum((cum * groups / total).astype(int), groups - 1) if total else np.zeros(BINS, int)
+    chi2, df = 0.0, 0
+    for g in range(groups):
+        sel = cut == g
+        n, o, e = counts[sel].sum(), positives[sel].sum(), scores[sel].sum()
+        if n == 0:
+            continue
+        var = e * (1 - e / n)
+        if var <= 0:
+            if abs(o - e) > 1e-9:
+                return 0.0
+            continue
+        chi2 += (o - e) ** 2 / var
+        df += 1
+    return float(stats.chi2.sf(chi2, df)) if df else 1.0
+
+
+def fit_calibration(counts: np.ndarray, positives: np.ndarray, scores: np.ndarray) -> dict:
+    """The calibration of a binary model from its reference's labelled bins (JSON-serialisable)."""
+    n, p = float(counts.sum()), float(positives.sum())
+    out = {"version": CALIBRATION_VERSION, "labelled": int(n), "positives": int(p), "hl_p": None,
+           "method": "none", "map": None, "block": None, "block_rows": None}
+    if min(p, n - p) < MIN_LABELLED:
+        out["reason"] = f"fewer than {MIN_LABELLED} labelled reference rows of each class"
+        return out
+    out["hl_p"] = hosmer_lemeshow(counts, positives, scores)
+    if out["hl_p"] >= HL_ALPHA:
+        out["reason"] = "the reference's scores pass the calibration test"
+        return out
+    probs, block, sizes = isotonic(counts, positives)
+    out.update(method="isotonic", map=probs.round(8).tolist(), block=block.tolist(), block_rows=sizes.tolist(),
+               reason="the reference's scores fail the calibration test")
+    return out
+
+
+def _calibration_range(model: Model, now: datetime) -> Window | None:
+    """The labelled rows calibration is fitted on: the fixed reference, or for a rolling one the span
+    of that length ending where labels last matured."""
+    ref, lab = model.reference, model.labels
+    if ref.rolling is None:
+        return Window(ref.start, ref.end)
+    from .windows import floor
+
+    end = floor(now - lab.max_delay, model.window)  # the last window boundary whose labels are mature
+    if end <= model.start - ref.rolling:
+        return None
+    return Window(end - ref.rolling, end)
+
+
+def calibration(conn, store, model: Model, now: datetime) -> dict:
+    """The model's calibration, stored with its reference summaries once its labels are mature."""
+    from .modeljobs import _model_hash
+
+    rng = _calibration_range(model, now)
+    if rng is None:
+        return fit_calibration(np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)) | {"reason": "no labelled reference yet"}
+    key = f"calib:{_model_hash(model)}:{CALIBRATION_VERSION}:{rng.start:%Y%m%dT%H%M%S}:{rng.end:%Y%m%dT%H%M%S}"
+    got = store.load_reference(model.name, key)
+    if got is not None:
+        return got
+    cal = fit_calibration(*_reference_bins(conn, model, rng))
+    if rng.end + model.labels.max_delay <= now:  # labels of the range are mature: frozen from now on
+        store.save_reference(model.name, key, cal, now)
+    return cal
+
+
+# --------------------------------------------------------------------------- binary estimates
+
+
+def _groups_arrays(groups: list[tuple], cal: dict):
+    b = np.array([g[0] for g in groups], dtype=int)
+    pr = np.array([-1 if g[1] is None else g[1] for g in groups], dtype=int)
+    c = np.array([g[2] for g in groups], dtype=float)
+    if cal.get("map") is not None:
+        m = np.asarray(cal["map"])[b]
+        e, v = c * m, c * m * (1 - m)
+    else:
+        s1 = np.array([g[3] for g in groups])
+        s2 = np.array([g[4] for g in groups])
+        s1 = np.clip(s1, 0, c)
+        e, v = s1, np.maximum(s1 - np.minimum(s2, s1), 0.0)
+    return b, pr, c, e, v
+
+
+def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, float]]:
+    """{metric: (estimate, standard error)} from a window's groups and the model's calibration."""
+    if not groups:
+        return {}
+    b, pr, c, e, v = _groups_arrays(groups, cal)
+    out: dict[str, tuple[float, list]] = {}  # metric -> (value, gradient over groups)
+    # ROC AUC over bins
+    cb = np.bincount(b, weights=c, minlength=BINS)
+    yb = np.bincount(b, weights=e, minlength=BINS)
+    nb = cb - yb
+    P, N = yb.sum(), nb.sum()
+    if P > 1e-9 and N > 1e-9:
+        below = np.cumsum(nb) - nb  # expected negatives in lower bins
+        above = yb.sum() - np.cumsum(yb)  # expected positives in higher bins
+        U = float(np.sum(yb * (below + 0.5 * nb)))
+        PN = P * N
+        dU = below + 0.5 * nb - 0.5 * yb - above
+        grad_bin = (dU * PN - U * (N - P)) / PN ** 2
+        out["roc_auc"] = (U / PN, grad_bin[b])
+    one, zero = pr == 1, pr == 0
+    PP, PNeg = c[one].sum(), c[zero].sum()
+    TP, FN = e[one].sum(), e[zero].sum()
+    rows = PP + PNeg
+    if rows > 0:
+        g = np.zeros(len(c))
+        if PP > 0:
+            out["precision"] = (TP / PP, np.where(one, 1 / PP, 0.0))
+        else:
+            out["precision"] = (0.0, g)
+        pos = TP + FN
+        if pos > 1e-12:
+            out["recall"] = (TP / pos, np.where(one, FN / pos ** 2, np.where(zero, -TP / pos ** 2, 0.0)))
+        D = PP + TP + FN
+        if D > 1e-12:
+            out["f1"] = (2 * TP / D, np.where(one, 2 * (PP + FN) / D ** 2, np.where(zero, -2 * TP / D ** 2, 0.0)))
+        out["accuracy"] = ((TP + PNeg - FN) / rows, np.where(one, 1 / rows, np.where(zero, -1 / rows, 0.0)))
+    block = np.asarray(cal["block"])[b] if cal.get("map") is not None else None
+    result = {}
+    for k, (val, grad) in out.items():
+        var = float(np.sum(grad ** 2 * v))
+        if block is not None:  # the isotonic map's own error: one probability per pooled block
+            m = np.asarray(cal["map"])[b]
+            per_block = np.bincount(block, weights=grad * c, minlength=len(cal["block_rows"]))
+            pb = np.bincount(block, weights=m * c, minlength=len(per_block)) / np.maximum(
+                np.bincount(block, weights=c, minlength=len(per_block)), 1e-12)
+            var += float(np.sum(per_block ** 2 * pb * (1 - pb) / np.asarray(cal["block_rows"])))
+        result[k] = (float(val), math.sqrt(max(var, 0.0)))
+    return result
+
+
+# --------------------------------------------------------------------------- regression estimates
+
+
+def _reg_edges(conn, model: Model, ref: Window) -> list[float]:
+    from .modeljobs import _bounds, _quantiles_sql, _where
+
+    s = model.source
+    n = conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} "
+                             f"WHERE {_where(conn, model)}"), _bounds(conn, model, ref)).scalar() or 0
+    if not n:
+        return []
+    q = _quantiles_sql(conn, model, s.score, ref, int(n), [i / REG_BINS for i in range(1, REG_BINS)])
+    return sorted(set(q.values()))
+
+
+def _reg_bin(edges: list[float], x: str) -> str:
+    if not edges:
+        return "0"
+    return "CASE " + " ".join(f"WHEN {x} < {float(e)!r} THEN {i}" for i, e in enumerate(edges)) + f" ELSE {len(edges)} END"
+
+
+def regression_reference(conn, store, model: Model, now: datetime) -> dict:
+    """Error moments per score bin of the reference's labelled rows, stored once labels are mature."""
+    from .modeljobs import _bounds, _joined, _model_hash
+
+    rng = _calibration_range(model, now)
+    if rng is None:
+        return {"edges": [], "bins": [], "labelled": 0}
+    key = f"regerr:{_model_hash(model)}:{CALIBRATION_VERSION}:{rng.start:%Y%m%dT%H%M%S}:{rng.end:%Y%m%dT%H%M%S}"
+    got = store.load_reference(model.name, key)
+    if got is not None:
+        return got
+    edges = _reg_edges(conn, model, rng)
+    s, lab = model.source, model.labels
+    sc = f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)"
+    j = _joined(conn, model, f"{_reg_bin(edges, sc)} AS b, {sc} - CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS e")
+    bins = [[0, 0.0, 0.0, 0.0, 0.0] for _ in range(len(edges) + 1)]
+    for b, n, a, e2, a3, e4 in conn.execute(sa.text(
+            f"SELECT b, COUNT(e), SUM(ABS(e)), SUM(e * e), SUM(ABS(e) * e * e), SUM(e * e * e * e) FROM ({j}) j "
+            f"WHERE e IS NOT NULL GROUP BY b"), _bounds(conn, model, rng)):
+        bins[int(b)] = [int(n), float(a), float(e2), float(a3), float(e4)]
+    out = {"edges": edges, "bins": bins, "labelled": sum(x[0] for x in bins)}
+    if rng.end + lab.max_delay <= now:
+        store.save_reference(model.name, key, out, now)
+    return out
+
+
+def estimate_regression(counts: list[int], ref: dict) -> dict[str, tuple[float, float, float, float]]:
+    """{metric: (estimate, standard error, ci low, ci high)} from a window's rows per reference bin."""
+    bins = np.array(ref["bins"], dtype=float).reshape(-1, 5)
+    c = np.asarray(counts, dtype=float)
+    n = c.sum()
+    if n == 0 or ref["labelled"] < MIN_LABELLED:
+        return {}
+    nr = bins[:, 0]
+    pooled = bins.sum(axis=0) / max(bins[:, 0].sum(), 1)
+    filled = nr > 0
+    mean = np.where(filled[:, None], bins[:, 1:] / np.maximum(nr, 1)[:, None], pooled[1:])
+    nr_eff = np.where(filled, nr, bins[:, 0].sum())
+    a, e2, e4 = mean[:, 0], mean[:, 1], mean[:, 3]
+    out = {}
+    for name, m1, m2 in (("mae", a, e2), ("mse", e2, e4)):
+        val = float(np.sum(c * m1) / n)
+        var_row = np.maximum(m2 - m1 ** 2, 0.0)
+        var = float(np.sum(c * var_row) / n ** 2 + np.sum(c ** 2 * var_row / nr_eff) / n ** 2)
+        out[name] = (val, math.sqrt(var))
+    mae, sd = out["mae"]
+    mse, sd2 = out["mse"]
+    rmse = math.sqrt(mse)
+    return {"mae": (mae, sd, max(0.0, mae - Z95 * sd), mae + Z95 * sd),
+            "rmse": (rmse, sd2 / (2 * rmse) if rmse else 0.0, math.sqrt(max(0.0, mse - Z95 * sd2)),
+                     math.sqrt(mse + Z95 * sd2))}
+
+
+def _window_reg_counts(conn, model: Model, window: Window, edges: list[float]) -> list[int]:
+    from .modeljobs import _bounds, _where
+
+    s = model.source
+    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    counts = [0] * (len(edges) + 1)
+    for b, n in conn.execute(sa.text(
+            f"SELECT b, COUNT(*) FROM (SELECT {_reg_bin(edges, sc)} AS b FROM {quote_table(conn, s.table)} "
+            f"WHERE {_where(conn, model)} AND {quote(conn, s.score)} IS NOT NULL) q GROUP BY b"),
+            _bounds(conn, model, window)):
+        counts[int(b)] = int(n)
+    return counts
+
+
+# --------------------------------------------------------------------------- the window's rows
+
+
+def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple[dict, str]:
+    """{metric: (value, ci low, ci high)} of the window, and the method (the calibration used)."""
+    if model.labels is None:
+        return {}, ""
+    if model.task == "binary_classification":
+        cal = calibration(conn, store, model, now)
+        got = estimate_binary(_window_groups(conn, model, window), cal)
+        return {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}, cal["method"]
+    if model.task == "regression":
+        ref = regression_reference(conn, store, model, now)
+        got = estimate_regression(_window_reg_counts(conn, model, window, ref["edges"]), ref)
+        return {k: (v, lo, hi) for k, (v, _, lo, hi) in got.items()}, "score_bins"
+    return {}, ""
+
+
+def metrics(conn, store, model: Model, window: Window, now: datetime, quality: dict | None) -> list[dict]:
+    """The window's estimate rows, and once its labels are mature (`quality`), the estimate's error."""
+    est, method = estimates(conn, store, model, window, now)
+    from .modeljobs import _breach, _floor
+
+    rows = []
+    for k, (v, lo, hi) in est.items():
+        rows += [{"kind": names.ESTIMATE_KIND, "name": k, "method": method, "value": v,
+                  "threshold": _floor(model, k), "detected": _breach(model, k, v)},
+                 {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "method": method, "value": lo},
+                 {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "method": method, "value": hi}]
+        real = (quality or {}).get(k)
+        if real is not None:
+            rows.append({"kind": names.ESTIMATION_ERROR_KIND, "name": k, "method": method,
+                         "value": abs(v - real), "detected": not (lo <= real <= hi)})
+    return rows
+
+
+# --------------------------------------------------------------------------- goals
+
+
+def _goal_number(goal, column: str, raw) -> float | None:
+    from decimal import Decimal
+
+    from .goals import GoalDataError
+
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)) or not math.isfinite(float(raw)):
+        raise GoalDataError(f"goal {goal.name} ({goal.estimate.sql}): column {column!r} is {raw!r}, expected a finite number or NULL")
+    return float(raw)
+
+
+def goal_interval(goal, value: float | None, numerator: float | None, denominator: float | None,
+                  variance: float | None) -> tuple[float | None, float | None, float | None, str]:
+    """(value, ci low, ci high, expected status) of a goal's estimate.
+
+    A rate's `variance` is that of its numerator (for independent outcomes, the sum of p (1 - p));
+    without one, the binomial numerator (1 - numerator / denominator), its upper bound. A plain
+    value's `variance` is the value's own; without one there is no interval and the expected status
+    is the value's against the target.
+    """
+    if value is None and numerator is not None and denominator:
+        value = numerator / denominator
+    if value is None:
+        return None, None, None, "no_data"
+    sd = None
+    if numerator is not None and denominator:
+        var = variance if variance is not None else numerator * max(0.0, 1 - numerator / denominator)
+        sd = math.sqrt(max(var, 0.0)) / denominator
+    elif variance is not None:
+        sd = math.sqrt(max(variance, 0.0))
+    if sd is None:
+        ok = value <= goal.target if goal.direction == "at_most" else value >= goal.target
+        return value, None, None, "expected_met" if ok else "expected_missed"
+    lo, hi = value - Z95 * sd, value + Z95 * sd
+    if goal.unit.lower() == "ratio":
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    good, bad = (hi <= goal.target, lo > goal.target) if goal.direction == "at_most" else (lo >= goal.target, hi < goal.target)
+    return value, lo, hi, "expected_met" if good else "expected_missed" if bad else "insufficient_data"
+
+
+def goal_estimate(conn, goal, window: Window, realized: float | None) -> dict:
+    """The goal's `estimate` SQL on one window: value, interval, expected status; with `realized`
+    (a mature window), the estimate's absolute error."""
+    from .goals import GoalDataError, run_sql
+
+    columns, rows = run_sql(conn, goal, window, goal.estimate.sql_text)
+    cols = [c.lower() for c in columns]
+    if "value" not in cols and not {"numerator", "denominator"} <= set(cols):
+        raise GoalDataError(f"goal {goal.name} ({goal.estimate.sql}): the estimate query returns no `value` column "
+                            f"(it returns {', '.join(columns) or 'nothing'})")
+    if len(rows) > 1:
+        raise GoalDataError(f"goal {goal.name} ({goal.estimate.sql}): the estimate query returns {len(rows)} rows; expected one")
+    got = {c: _goal_number(goal, c, rows[0][cols.index(c)]) if rows and c in cols else None
+           for c in ("value", "numerator", "denominator", "variance")}
+    value, lo, hi, status = goal_interval(goal, got["value"], got["numerator"], got["denominator"], got["variance"])
+    return {"value": value, "numerator": got["numerator"], "denominator": got["denominator"],
+            "variance": got["variance"], "ci_low": lo, "ci_high": hi, "status": status, "realized": realized,
+            "error": abs(value - realized) if value is not None and realized is not None else None}

@@ -1,0 +1,435 @@
+"""Quality estimated before the labels arrive, against the values realized once they do.
+
+Scores that are true probabilities by construction (labels drawn as Bernoulli(score)): the
+estimates' 95 % intervals must hold the realized values at about their nominal rate over many
+windows; the SQL aggregates must give exactly the estimate computed from the same rows in numpy;
+a model whose scores are not calibrated must either be calibrated on its reference's labels, or,
+without them, show a large estimation error once its labels mature.
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sklearn import metrics as skm
+
+from monitor import conventions as names
+from monitor import estimate as E
+from monitor import modeljobs
+from monitor.config import Model
+from monitor.db import make_engine
+from monitor.store import Store
+from monitor.windows import Window
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def utc(d: float) -> datetime:
+    return T0 + d * DAY
+
+
+def day(d: int) -> Window:
+    return Window(utc(d), utc(d + 1))
+
+
+def groups(scores: np.ndarray, preds: np.ndarray) -> list[tuple]:
+    """What the window's GROUP BY returns, computed in numpy."""
+    b = np.clip(np.floor(scores * E.BINS).astype(int), 0, E.BINS - 1)
+    df = pd.DataFrame({"b": b, "pr": preds, "s": scores, "s2": scores * scores})
+    g = df.groupby(["b", "pr"]).agg(n=("s", "size"), s=("s", "sum"), s2=("s2", "sum")).reset_index()
+    return [(int(r.b), int(r.pr), int(r.n), float(r.s), float(r.s2)) for r in g.itertuples()]
+
+
+def realized(y: np.ndarray, scores: np.ndarray, preds: np.ndarray) -> dict:
+    return {"roc_auc": skm.roc_auc_score(y, scores), "precision": skm.precision_score(y, preds, zero_division=0),
+            "recall": skm.recall_score(y, preds), "f1": skm.f1_score(y, preds), "accuracy": skm.accuracy_score(y, preds)}
+
+
+def calibrated_scores(rng, n: int, shift: float = 0.0) -> np.ndarray:
+    return 1 / (1 + np.exp(-(rng.normal(-1.2 + shift, 1.4, n))))
+
+
+def coverage(windows: int, n: int, cal: dict | None, seed: int, truth=lambda s: s) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    hits: dict[str, list[bool]] = {k: [] for k in E.BINARY_METRICS}
+    for i in range(windows):
+        s = calibrated_scores(rng, n, shift=0.4 * np.sin(i))  # the score mix moves between windows
+        pred = (s >= 0.35).astype(int)
+        y = (rng.random(n) < truth(s)).astype(int)
+        est = E.estimate_binary(groups(s, pred), cal or {"method": "none", "map": None})
+        real = realized(y, s, pred)
+        for k, (v, sd) in est.items():
+            hits[k].append(abs(real[k] - v) <= E.Z95 * sd)
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def test_intervals_hold_the_realized_values_at_their_nominal_rate():
+    """400 windows of 3,000 rows whose scores are true probabilities: each metric's 95 % interval
+    holds the realized value in 95 % +- 2.6 % of windows (3 binomial standard errors)."""
+    got = coverage(400, 3000, None, seed=1)
+    for k, rate in got.items():
+        assert 0.95 - 0.033 <= rate <= 0.95 + 0.026, (k, got)
+
+
+def test_isotonic_calibration_fitted_on_the_reference_keeps_nominal_coverage():
+    """Scores off by a factor in the odds: the raw scores fail the calibration test on the
+    reference, isotonic regression on its bins is used, and its own sampling error widens the
+    intervals so that they still hold the truth at about 95 %."""
+    rng = np.random.default_rng(5)
+
+    def truth(s):
+        odds = s / (1 - s) * 2.2
+        return odds / (1 + odds)
+
+    s = calibrated_scores(rng, 40_000)
+    y = (rng.random(s.size) < truth(s)).astype(float)
+    b = np.clip(np.floor(s * E.BINS).astype(int), 0, E.BINS - 1)
+    cal = E.fit_calibration(np.bincount(b, minlength=E.BINS).astype(float), np.bincount(b, y, E.BINS),
+                            np.bincount(b, s, E.BINS))
+    assert cal["method"] == "isotonic" and cal["hl_p"] < 1e-6
+    got = coverage(300, 3000, cal, seed=2, truth=truth)
+    for k, rate in got.items():
+        assert 0.95 - 0.04 <= rate <= 0.95 + 0.03, (k, got)
+    raw = coverage(100, 3000, None, seed=2, truth=truth)  # the same windows, trusted as they are
+    assert raw["accuracy"] < 0.5 and raw["recall"] < 0.5, raw
+
+
+def test_calibrated_reference_keeps_its_scores():
+    rng = np.random.default_rng(8)
+    s = calibrated_scores(rng, 30_000)
+    y = (rng.random(s.size) < s).astype(float)
+    b = np.clip(np.floor(s * E.BINS).astype(int), 0, E.BINS - 1)
+    cal = E.fit_calibration(np.bincount(b, minlength=E.BINS).astype(float), np.bincount(b, y, E.BINS),
+                            np.bincount(b, s, E.BINS))
+    assert cal["method"] == "none" and cal["hl_p"] >= E.HL_ALPHA
+    few = E.fit_calibration(np.bincount(b[:300], minlength=E.BINS).astype(float), np.bincount(b[:300], y[:300], E.BINS),
+                            np.bincount(b[:300], s[:300], E.BINS))
+    assert few["method"] == "none" and "fewer than" in few["reason"]
+
+
+def test_isotonic_is_monotone_and_matches_sklearn():
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(4)
+    c = rng.integers(0, 30, E.BINS).astype(float)
+    c[:40] = 0
+    p = rng.binomial(c.astype(int), np.linspace(0, 1, E.BINS) ** 2).astype(float)
+    probs, block, sizes = E.isotonic(c, p)
+    assert np.all(np.diff(probs) >= -1e-12)
+    idx = np.nonzero(c)[0]
+    want = IsotonicRegression().fit(idx, p[idx] / c[idx], sample_weight=c[idx]).predict(idx)
+    np.testing.assert_allclose(probs[idx], want, atol=1e-12)
+    assert sizes.sum() == c.sum() and block.min() == 0 and block.max() == len(sizes) - 1
+
+
+def test_regression_interval_holds_the_realized_error():
+    """Errors whose spread grows with the score: the reference's error per score bin, weighed by a
+    window's own bins, holds the realized MAE and RMSE at about 95 % even as the score mix moves."""
+    rng = np.random.default_rng(11)
+
+    def rows(n, shift):
+        s = rng.gamma(3 + shift, 20, n)
+        return s, s + rng.normal(0, 2 + 0.15 * s, n)
+
+    s, y = rows(30_000, 0)
+    edges = sorted(set(np.quantile(s, [i / E.REG_BINS for i in range(1, E.REG_BINS)], method="inverted_cdf")))
+    b = np.searchsorted(edges, s, side="right")
+    e = s - y
+    bins = [[int((b == k).sum()), float(np.abs(e[b == k]).sum()), float((e[b == k] ** 2).sum()),
+             float((np.abs(e[b == k]) ** 3).sum()), float((e[b == k] ** 4).sum())] for k in range(len(edges) + 1)]
+    ref = {"edges": edges, "bins": bins, "labelled": s.size}
+    hits = {"mae": [], "rmse": []}
+    for i in range(300):
+        ws, wy = rows(2000, 1.5 * np.sin(i))
+        counts = np.bincount(np.searchsorted(edges, ws, side="right"), minlength=len(edges) + 1)
+        est = E.estimate_regression(counts.tolist(), ref)
+        real = {"mae": np.abs(ws - wy).mean(), "rmse": np.sqrt(((ws - wy) ** 2).mean())}
+        for k in hits:
+            hits[k].append(est[k][2] <= real[k] <= est[k][3])
+    for k, v in hits.items():
+        assert 0.91 <= np.mean(v) <= 0.985, (k, np.mean(v))
+
+
+# --------------------------------------------------------------------------- in the database
+
+
+REF_DAYS = 4
+
+
+def make_world(url: str, per_day: int = 3000, days: int = 10, odds: float = 1.0, seed: int = 3) -> pd.DataFrame:
+    """Scores that are probabilities; labels drawn from them (times `odds` in the odds) for every row."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for d in range(days):
+        s = np.round(calibrated_scores(rng, per_day, shift=0.3 * (d >= REF_DAYS + 2)), 6)
+        q = s / (1 - s) * odds
+        y = (rng.random(per_day) < q / (1 + q)).astype(int)
+        at = [(utc(d) + timedelta(seconds=float(x))).replace(tzinfo=None) for x in np.sort(rng.uniform(0, 86399, per_day))]
+        frames.append(pd.DataFrame({"pid": np.arange(per_day) + d * 100_000, "at": at, "score": s,
+                                    "pred": (s >= 0.3).astype(int), "x": rng.normal(0, 1, per_day), "y": y}))
+    df = pd.concat(frames, ignore_index=True)
+    eng = sa.create_engine(url)
+    df.drop(columns="y").to_sql("preds", eng, index=False, chunksize=5000)
+    df[["pid", "y"]].to_sql("labels", eng, index=False, chunksize=5000)
+    eng.dispose()
+    return df
+
+
+def model(**over) -> Model:
+    return Model.model_validate(model_dict(**over))
+
+
+def model_dict(**over) -> dict:
+    d = {"name": "m", "task": "binary_classification", "window": "1d", "start": utc(REF_DAYS).isoformat(),
+         "source": {"table": "preds", "id": "pid", "timestamp": "at", "score": "score", "prediction": "pred",
+                    "features": {"numeric": ["x"]}},
+         "labels": {"table": "labels", "id": "pid", "label": "y", "max_delay": "3d"},
+         "reference": {"start": utc(0).isoformat(), "end": utc(REF_DAYS).isoformat()},
+         "quality": {"roc_auc": {"min": 0.99}}}
+    d.update(over)
+    return d
+
+
+def rows_of(result, kind: str) -> dict:
+    return {m["name"]: m for m in result.metrics if m["kind"] == kind}
+
+
+def test_pending_windows_carry_the_estimate_of_their_rows(db_url, tmp_path):
+    """The SQL aggregates give exactly the numpy estimate of the same rows; the estimate has its
+    interval and its floor; realized quality waits for the labels."""
+    df = make_world(db_url)
+    eng, store = make_engine(db_url), Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    m = model()
+    now = utc(REF_DAYS + 5)  # days REF+2 .. REF+4 are pending
+    w = day(REF_DAYS + 3)
+    result, _ = modeljobs.compute(eng, store, m, w, now)
+    assert result.quality_status == "pending"
+    assert not rows_of(result, "quality")
+    est, lo, hi = (rows_of(result, k) for k in (names.ESTIMATE_KIND, names.ESTIMATE_CI_LOW_KIND, names.ESTIMATE_CI_HIGH_KIND))
+    assert set(est) == set(E.BINARY_METRICS) == set(lo) == set(hi)
+    cur = df[(df["at"] >= w.start.replace(tzinfo=None)) & (df["at"] < w.end.replace(tzinfo=None))]
+    want = E.estimate_binary(groups(cur.score.to_numpy(), cur.pred.to_numpy()), {"map": None})
+    for k, (v, sd) in want.items():
+        assert est[k]["value"] == pytest.approx(v, abs=1e-9), k
+        assert lo[k]["value"] == pytest.approx(max(0, v - E.Z95 * sd), abs=1e-9)
+        assert hi[k]["value"] == pytest.approx(min(1, v + E.Z95 * sd), abs=1e-9)
+        assert est[k]["method"] == "none"  # calibrated scores pass the test: used as they are
+    assert est["roc_auc"]["threshold"] == 0.99 and est["roc_auc"]["detected"] is True
+    store.save_model_window(result, now)
+    kinds = {r["kind"] for r in store.model_metrics("m", w.start)}
+    assert {names.ESTIMATE_KIND, names.ESTIMATE_CI_LOW_KIND, names.ESTIMATE_CI_HIGH_KIND} <= kinds
+    assert names.ESTIMATION_ERROR_KIND not in kinds
+
+
+def test_mature_windows_keep_the_estimate_error(db_url, tmp_path):
+    """Once labels are mature the realized value is stored beside the estimate, and their
+    absolute difference as estimation_error; the intervals hold the realized values."""
+    make_world(db_url)
+    eng, store = make_engine(db_url), Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    m = model()
+    now = utc(30)
+    hits = []
+    for d in range(REF_DAYS, 10):
+        result, _ = modeljobs.compute(eng, store, m, day(d), now)
+        assert result.quality_status == "ok"
+        q, est, err = (rows_of(result, k) for k in ("quality", names.ESTIMATE_KIND, names.ESTIMATION_ERROR_KIND))
+        lo, hi = rows_of(result, names.ESTIMATE_CI_LOW_KIND), rows_of(result, names.ESTIMATE_CI_HIGH_KIND)
+        assert set(err) == set(E.BINARY_METRICS)
+        for k in err:
+            assert err[k]["value"] == pytest.approx(abs(est[k]["value"] - q[k]["value"]), abs=1e-12)
+            inside = lo[k]["value"] <= q[k]["value"] <= hi[k]["value"]
+            assert err[k]["detected"] is (not inside)
+            hits.append(inside)
+    assert np.mean(hits) >= 0.8  # 30 intervals at 95 %: at most a few miss
+    assert store.load_reference("m", next(k for k in _ref_keys(store) if k.startswith("calib:")))["method"] == "none"
+
+
+def _ref_keys(store: Store) -> list[str]:
+    from monitor.store import reference_summaries as t
+
+    with store.engine.connect() as c:
+        return [r[0] for r in c.execute(sa.select(t.c.ref_key))]
+
+
+def test_miscalibrated_model_is_calibrated_on_its_reference_labels(db_url, tmp_path):
+    """Labels twice as likely in the odds as the scores say: the reference's labels show it,
+    isotonic calibration is used, and the estimates stay close to the realized values."""
+    make_world(db_url, odds=2.0)
+    eng, store = make_engine(db_url), Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    errs = {}
+    for d in range(REF_DAYS, 10):
+        result, _ = modeljobs.compute(eng, store, model(), day(d), utc(30))
+        err = rows_of(result, names.ESTIMATION_ERROR_KIND)
+        assert rows_of(result, names.ESTIMATE_KIND)["recall"]["method"] == "isotonic"
+        for k, r in err.items():
+            errs.setdefault(k, []).append(r["value"])
+    assert max(np.mean(v) for v in errs.values()) < 0.03, errs
+
+
+def test_miscalibrated_model_without_reference_labels_shows_a_large_estimation_error(db_url, tmp_path):
+    """No labelled reference rows (its labels have not arrived): the scores are trusted as they
+    are (method none), and once the windows' labels mature the estimation error says how wrong that
+    was: realized values outside the intervals, errors far above those of a calibrated model."""
+    df = make_world(db_url, odds=3.0)
+    eng, store = make_engine(db_url), Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    with eng.begin() as c:  # the reference's labels are not there yet
+        c.execute(sa.text("DELETE FROM labels WHERE pid < :p"), {"p": REF_DAYS * 100_000})
+    assert len(df)
+    outside, precision_err = [], []
+    for d in range(REF_DAYS, 10):
+        result, _ = modeljobs.compute(eng, store, model(), day(d), utc(30))
+        est = rows_of(result, names.ESTIMATE_KIND)
+        assert est["recall"]["method"] == "none"
+        err = rows_of(result, names.ESTIMATION_ERROR_KIND)
+        outside += [err[k]["detected"] for k in ("precision", "recall", "f1")]
+        precision_err.append(err["precision"]["value"])
+    assert np.mean(outside) > 0.9, outside
+    assert np.mean(precision_err) > 0.1, precision_err
+
+
+def test_regression_estimate_in_the_database(db_url, tmp_path):
+    rng = np.random.default_rng(2)
+    n, days = 2000, 8
+    s = rng.gamma(3, 20, n * days)
+    y = s + rng.normal(0, 2 + 0.15 * s, s.size)
+    at = [(utc(i // n) + timedelta(seconds=float(i % n) * 40)).replace(tzinfo=None) for i in range(s.size)]
+    eng = sa.create_engine(db_url)
+    pd.DataFrame({"pid": np.arange(s.size), "at": at, "minutes": s}).to_sql("p", eng, index=False)
+    pd.DataFrame({"pid": np.arange(s.size), "actual": y}).to_sql("l", eng, index=False)
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    m = Model.model_validate({
+        "name": "r", "task": "regression", "window": "1d", "start": utc(REF_DAYS).isoformat(),
+        "source": {"table": "p", "id": "pid", "timestamp": "at", "score": "minutes"},
+        "labels": {"table": "l", "id": "pid", "label": "actual", "max_delay": "1d"},
+        "reference": {"start": utc(0).isoformat(), "end": utc(REF_DAYS).isoformat()}})
+    hits = []
+    for d in range(REF_DAYS, days):
+        result, _ = modeljobs.compute(make_engine(db_url), store, m, day(d), utc(20))
+        q, est = rows_of(result, "quality"), rows_of(result, names.ESTIMATE_KIND)
+        lo, hi = rows_of(result, names.ESTIMATE_CI_LOW_KIND), rows_of(result, names.ESTIMATE_CI_HIGH_KIND)
+        assert set(est) == {"mae", "rmse"} and est["mae"]["method"] == "score_bins"
+        for k in est:
+            assert est[k]["value"] == pytest.approx(q[k]["value"], rel=0.08)
+            hits.append(lo[k]["value"] <= q[k]["value"] <= hi[k]["value"])
+    assert np.mean(hits) >= 0.75
+
+
+def test_exporter_shows_the_pending_estimate_and_the_error_of_matured_ones(db_url, tmp_path):
+    """The estimate of the latest pending window with its interval; the mean absolute error of the
+    estimates of the matured windows; once every window is mature, realized values only."""
+    from monitor.config import Config
+    from monitor.exporter import registry
+    from monitor.jobs import run_cycle
+
+    make_world(db_url)
+    cfg = Config.model_validate({"database_url": db_url, "results_url": f"sqlite:///{tmp_path / 'r.db'}",
+                                 "models": [model_dict(quality={"roc_auc": {"min": 0.6}})]})
+    store = Store(cfg.store_url)
+    assert run_cycle(cfg, utc(12), store=store).ok  # days 4..8 mature, day 9 pending
+    reg = registry(cfg, store)
+    pending = {r["name"]: r["value"] for r in store.model_metrics("m", utc(9), kinds=(names.ESTIMATE_KIND,))}
+    assert set(pending) == set(E.BINARY_METRICS)
+    for k, v in pending.items():
+        labels = {"model": "m", "metric": k}
+        assert reg.get_sample_value(names.MODEL_QUALITY_ESTIMATED, labels) == pytest.approx(v)
+        assert (reg.get_sample_value(names.MODEL_QUALITY_ESTIMATED_CI_LOW, labels) < v
+                < reg.get_sample_value(names.MODEL_QUALITY_ESTIMATED_CI_HIGH, labels))
+        errors = [r["value"] for r in store.model_metrics("m", kinds=(names.ESTIMATION_ERROR_KIND,)) if r["name"] == k]
+        assert len(errors) == 5
+        assert reg.get_sample_value(names.MODEL_ESTIMATION_ERROR, labels) == pytest.approx(np.mean(errors), abs=1e-12)
+    assert run_cycle(cfg, utc(20), store=store).ok  # every window mature: the realized values replace it
+    reg = registry(cfg, store)
+    assert reg.get_sample_value(names.MODEL_QUALITY_ESTIMATED, {"model": "m", "metric": "roc_auc"}) is None
+    assert reg.get_sample_value(names.MODEL_QUALITY, {"model": "m", "metric": "roc_auc"}) is not None
+    assert reg.get_sample_value(names.MODEL_ESTIMATION_ERROR, {"model": "m", "metric": "roc_auc"}) is not None
+
+
+# --------------------------------------------------------------------------- goals
+
+GOAL_SQL = """SELECT CAST(SUM(o.bad) AS DOUBLE PRECISION) / NULLIF(COUNT(*), 0) AS value,
+       COALESCE(SUM(o.bad), 0) AS numerator, COUNT(*) AS denominator
+FROM loans l JOIN outcomes o ON o.loan_id = l.loan_id
+WHERE l.issued_at >= :window_start AND l.issued_at < :window_end"""
+ESTIMATE_SQL = """-- the expected rate: the loans' probabilities summed, and their Bernoulli variance
+SELECT SUM(l.pd) / NULLIF(COUNT(*), 0) AS value, SUM(l.pd) AS numerator, COUNT(*) AS denominator,
+       SUM(l.pd * (1 - l.pd)) AS variance
+FROM loans l WHERE l.issued_at >= :window_start AND l.issued_at < :window_end"""
+
+
+def goal_world(url: str, tmp_path, days: int = 80, per_day: int = 1500, target: float = 0.02):
+    from monitor.config import parse_config
+
+    rng = np.random.default_rng(9)
+    n = days * per_day
+    pd_ = np.round(1 / (1 + np.exp(-rng.normal(-4.2 + 0.5 * np.sin(np.arange(n) / per_day / 5), 0.8, n))), 6)
+    at = [(utc(i // per_day) + timedelta(seconds=float(i % per_day) * 50)).replace(tzinfo=None) for i in range(n)]
+    eng = sa.create_engine(url)
+    pd.DataFrame({"loan_id": np.arange(n), "issued_at": at, "pd": pd_}).to_sql("loans", eng, index=False, chunksize=5000)
+    pd.DataFrame({"loan_id": np.arange(n), "bad": (rng.random(n) < pd_).astype(int)}).to_sql("outcomes", eng, index=False,
+                                                                                              chunksize=5000)
+    eng.dispose()
+    (tmp_path / "rate.sql").write_text(GOAL_SQL)
+    (tmp_path / "rate_estimate.sql").write_text(ESTIMATE_SQL)
+    cfg = parse_config({"database_url": url, "results_url": f"sqlite:///{tmp_path / 'r.db'}", "goals": [{
+        "name": "bad_rate", "sql": "rate.sql", "estimate": {"sql": "rate_estimate.sql"}, "direction": "at_most",
+        "target": target, "window": "1d", "start": utc(0).isoformat(), "maturity": "3d", "review": None,
+        "recompute": 0}]}, tmp_path / "monitor.yaml")
+    return cfg
+
+
+def test_goal_estimate_interval_holds_the_realized_rate_and_is_replaced_once_mature(db_url, tmp_path):
+    """80 days of loans whose probabilities are true: the estimate's 95 % interval holds the
+    realized default rate of about 95 % of the windows; provisional windows export the estimate
+    and its expected status; mature ones keep their error, and the exporter its mean."""
+    from monitor.exporter import registry
+    from monitor.jobs import run_cycle
+
+    cfg = goal_world(db_url, tmp_path)
+    store = Store(cfg.store_url)
+    assert run_cycle(cfg, utc(80) + timedelta(hours=1), store=store).ok
+    rows = store.goal_estimates("bad_rate", 86400)
+    results = {r["window_start"]: r for r in store.goal_series("bad_rate", 86400)}
+    assert len(rows) == 80
+    mature = [r for r in rows if not results[r["window_start"]]["provisional"]]
+    assert len(mature) == 77 and all(r["realized"] is None for r in rows if r not in mature)
+    hits = []
+    for r in mature:
+        real = results[r["window_start"]]["value"]
+        assert r["realized"] == pytest.approx(real) and r["error"] == pytest.approx(abs(r["value"] - real))
+        hits.append(r["ci_low"] <= real <= r["ci_high"])
+    assert 0.88 <= np.mean(hits) <= 1.0, np.mean(hits)
+    last = rows[-1]
+    assert last["status"] in names.ESTIMATED_STATUSES
+    assert last["value"] == pytest.approx(last["numerator"] / last["denominator"])
+    sd = np.sqrt(last["variance"]) / last["denominator"]
+    assert last["ci_high"] == pytest.approx(last["value"] + E.Z95 * sd)
+    reg = registry(cfg, store)
+    g = {"goal": "bad_rate"}
+    assert reg.get_sample_value(names.GOAL_ESTIMATED_VALUE, g) == pytest.approx(last["value"])
+    assert reg.get_sample_value(names.GOAL_ESTIMATED_CI_LOW, g) == pytest.approx(last["ci_low"])
+    assert reg.get_sample_value(names.GOAL_ESTIMATED_STATUS, {**g, "status": last["status"]}) == 1.0
+    want = np.mean([r["error"] for r in mature[-names.ESTIMATION_ERROR_WINDOWS:]])
+    assert reg.get_sample_value(names.GOAL_ESTIMATION_ERROR, g) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("target, want", [(0.5, "expected_met"), (0.0001, "expected_missed"), (None, "insufficient_data")])
+def test_goal_expected_status_from_the_interval(target, want):
+    from monitor.config import Goal
+
+    g = Goal.model_validate({"name": "g", "sql": "x.sql", "direction": "at_most", "target": target or 0.02,
+                             "start": "2026-01-01"})
+    value, lo, hi, status = E.goal_interval(g, None, 20.0, 1000.0, 19.6 if target else None)
+    assert value == 0.02 and lo < 0.02 < hi and status == want
+    assert E.goal_interval(g, None, None, 0.0, None)[3] == "no_data"
+    at_least = g.model_copy(update={"direction": "at_least", "target": 0.001})
+    assert E.goal_interval(at_least, None, 20.0, 1000.0, 19.6)[3] == "expected_met"
+    assert E.goal_interval(g.model_copy(update={"target": 0.02}), 0.01, None, None, None)[1:] == (None, None, "expected_met")
