@@ -199,9 +199,9 @@ def test_a_broken_goal_fails_the_task_and_the_others_are_stored(airflow):
     assert sorted(store.goal_windows("approval_rate", 86400)) == [utc(3)]
     assert [r["status"] for r in store.job_runs("goal:broken")] == ["failed"]
     # fixed, the next run retries it and succeeds
-    (home / "broken.sql").write_text("SELECT COUNT(*) AS value FROM preds WHERE at >= :window_start AND at < :window_end")
+    (home / "broken.sql").write_text("SELECT AVG(pred) AS value FROM preds WHERE at >= :window_start AND at < :window_end")
     (good,) = run(REF_DAYS + 1, MONITOR_ONLY="scorer,approval_rate,broken")
-    assert good["state"] == "success"
+    assert good["state"] == "success", good
     assert sorted(store.goal_windows("broken", 86400)) == [utc(3)]
     # a name the config does not have fails the task before anything runs
     (unknown,) = run(REF_DAYS + 2, MONITOR_ONLY="scorer,nope")

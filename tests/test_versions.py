@@ -68,3 +68,51 @@ def test_the_model_health_dashboard_marks_where_the_version_changes(tmp_path):
                              at("8m", []), at("11m", changed), at("14m", changed), at("16m", []), at("25m", [])]}]}))
     r = subprocess.run([binary("promtool"), "test", "rules", "t.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_model_page_shows_the_registered_version_the_split_by_version_and_marks_the_change(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from app_streamlit import ui
+    from monitor.store import ModelWindow, Store
+
+    start = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    results = f"sqlite:///{tmp_path / 'results.db'}"
+    (tmp_path / "monitor.yaml").write_text(
+        f"database_url: sqlite:///{tmp_path / 'src.db'}\nresults_url: {results}\nmodels:\n"
+        "  - {name: clf, task: binary_classification, start: 2026-03-02,\n"
+        "     source: {table: t, id: id, timestamp: ts, score: s, version: model_version},\n"
+        "     labels: {table: l, id: id, label: y},\n"
+        "     quality: {roc_auc: {min: {below_validation: 0.05}}},\n"
+        "     mlflow: {tracking_uri: 'http://127.0.0.1:5000', name: clf-registry}}\n")
+    store = Store(results)
+    store.migrate()
+    for d in range(6):
+        ws = start + timedelta(days=d)
+        scored = ["1"] if d < 3 else ["1", "2"] if d == 3 else ["2"]
+        metrics = [{"kind": "online", "name": "predictions", "value": 100.0},
+                   {"kind": "quality", "name": "roc_auc", "value": 0.9, "threshold": 0.85, "detected": False}]
+        for v in scored:
+            metrics += [{"kind": "online", "name": "predictions", "segment": f"version={v}", "value": 100.0 / len(scored)},
+                        {"kind": "quality", "name": "roc_auc", "segment": f"version={v}", "value": 0.8 + 0.05 * int(v)}]
+        if d in (2, 5):  # the registry as read by the cycle whose latest window this was
+            version, run = ("1", "a" * 32) if d == 2 else ("2", "b" * 32)
+            metrics += [{"kind": "version", "name": "version", "method": run, "value": float(version)},
+                        {"kind": "validation", "name": "val_roc_auc", "value": 0.9 if d == 2 else 0.95}]
+        store.save_model_window(ModelWindow("clf", ws, ws + timedelta(days=1), 100, 0.0, False, "ok", 1.0, metrics), ws)
+    store.engine.dispose()
+    monkeypatch.setenv("MONITOR_CONFIG", str(tmp_path / "monitor.yaml"))
+    ui._read.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"), default_timeout=30).run()
+    at = at.switch_page("models.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    body = "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+    assert f"**Version 2** of `clf-registry` is `@champion` (run `{'b' * 32}`" in body and "val_roc_auc 0.95" in body
+    assert "v2 from 2026-03-07" in body  # the registry's change, where it was recorded
+    assert "roc_auc ≥ validation − 0.05" in body
+    split = at.dataframe[0].value
+    assert list(split["window"]) == ["2026-03-05 00:00", "2026-03-05 00:00"]  # the rollout day, both versions
+    assert sorted(split["version"]) == ["1", "2"] and sorted(split["roc_auc"]) == pytest.approx([0.85, 0.9])
