@@ -22,10 +22,13 @@ pages = [
     st.Page("goal.py", title="Goal", icon=":material/flag:", url_path="goal"),
     st.Page("models.py", title="Models", icon=":material/model_training:", url_path="models"),
     st.Page("review.py", title="Review", icon=":material/edit_note:", url_path="review"),
+    st.Page("runbook.py", title="Runbook", icon=":material/menu_book:", url_path="runbook"),
 ]
 page = st.navigation(pages)
 if page.url_path == "" and st.query_params.get("goal"):  # dashboards and alerts link to /?goal=NAME
     st.switch_page("goal.py", query_params=dict(st.query_params))
+if page.url_path == "" and st.query_params.get("model"):  # model alerts link to /?model=NAME
+    st.switch_page("models.py", query_params=dict(st.query_params))
 ui.sidebar(ctx)
 try:
     page.run()

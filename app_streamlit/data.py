@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from monitor import review
 from monitor.config import Config, Goal, Model
 from monitor.goals import strip_comments
+from monitor.smart import planned
 from monitor.versions import version_text
-from monitor.smart import planned, trajectory
 from monitor.store import (Store, goal_results, goal_segments, goal_trajectory, job_runs, model_metrics,
                            model_windows)
 from monitor.windows import floor
@@ -128,6 +128,11 @@ class Reader:
         with self.store.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.name))]
 
+    def volume_ratio(self, model: str, window_seconds: int) -> float | None:
+        """Rows of the model's latest window against the median of its comparable windows (see Store.volume_ratio)."""
+        found = self.store.volume_ratio(model, timedelta(seconds=window_seconds))
+        return found[1] if found else None
+
     def last_run(self, job: str) -> dict | None:
         """The job's latest recorded run (status, error, when)."""
         t = job_runs
@@ -230,23 +235,17 @@ def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
     return card
 
 
-def week_trajectory(cfg: Config, r: Reader, goal: Goal, week: datetime, weekly: list[dict]) -> dict:
-    """The trajectory stored as of the week's end; for an older week, fitted the same way from the values up to it."""
+def week_trajectory(cfg: Config, r: Reader, goal: Goal, week: datetime, weekly: list[dict] | None = None) -> dict:
+    """The trajectory the monitor stored as of the week's end (the newest one fitted from values up to
+    then), exactly as `run-once` and `/metrics` report it: never refitted here."""
     end = week + WEEK
-    stored = [t for t in r.trajectories(goal.name) if t["as_of"] == end]
-    if stored:
-        t = stored[-1]
-        return {"status": t["status"], "projected": t["projected"], "planned": t["planned"], "current": t["current"],
-                "slope_per_day": t["slope_per_day"], "source": "stored"}
-    series = weekly
-    if len([x for x in series if x["value"] is not None]) < 3:
-        series = [x for x in r.goal_series(goal.name, int(goal.window.total_seconds())) if x["window_end"] <= end]
-    if not series or not any(x["window_start"] >= week for x in series):
-        return {"status": "unknown", "projected": None, "planned": None, "current": None, "slope_per_day": None, "source": None}
-    baseline = (goal.baseline.value, goal.baseline.at) if goal.baseline else None
-    t = trajectory([(x["window_end"], x["value"]) for x in series], goal.target, goal.direction, goal.deadline, baseline, end)
-    return {"status": t.status, "projected": t.projected, "planned": t.planned, "current": t.current,
-            "slope_per_day": t.slope_per_day, "source": "fitted"}
+    stored = [t for t in r.trajectories(goal.name) if t["as_of"] <= end]
+    if not stored:
+        return {"status": "unknown", "projected": None, "planned": None, "current": None, "slope_per_day": None,
+                "source": None, "as_of": None}
+    t = stored[-1]
+    return {"status": t["status"], "projected": t["projected"], "planned": t["planned"], "current": t["current"],
+            "slope_per_day": t["slope_per_day"], "source": "stored", "as_of": t["as_of"]}
 
 
 def week_cards(cfg: Config, r: Reader, week: datetime) -> list[dict]:
@@ -384,6 +383,28 @@ def drifted_this_week(heat: list[dict], week: datetime) -> list[dict]:
     return sorted(rows, key=lambda c: (-c["drifted"], -(c["max_score"] or 0)))
 
 
+def input_health(model: Model, r: Reader) -> dict:
+    """What the model page shows first: the latest window's data checks, the newest source row, the volume."""
+    from monitor.conventions import DATA_CHECK_KIND, FRESHNESS_KIND, FRESHNESS_NAME
+
+    series = r.model_series(model.name)
+    latest = series[-1] if series else None
+    checks = r.model_metrics(model.name, (DATA_CHECK_KIND,))
+    failing: dict[datetime, list[dict]] = {}
+    for c in checks:
+        if c["detected"]:
+            failing.setdefault(c["window_start"], []).append(c)
+    newest = [m["value"] for m in r.model_metrics(model.name, (FRESHNESS_KIND,))
+              if m["name"] == FRESHNESS_NAME and m["value"] is not None]
+    return {
+        "latest": latest,
+        "checks": [c for c in checks if latest and c["window_start"] == latest["window_start"]],
+        "failing": failing,  # window start -> its failing checks
+        "newest_row": datetime.fromtimestamp(max(newest), timezone.utc) if newest else None,
+        "volume_ratio": r.volume_ratio(model.name, int(model.window.total_seconds())) if latest else None,
+    }
+
+
 def quality_windows(model: Model, r: Reader) -> list[dict]:
     """Every window with its quality status (pending ones say when their labels mature), coverage and metrics."""
     metrics: dict[datetime, dict] = {}
@@ -441,3 +462,21 @@ def registered(model: Model, r: Reader) -> dict | None:
     val = {m["name"]: m["value"] for m in r.model_metrics(model.name, ("validation",)) if m["window_start"] == last["window_start"]}
     return {"version": version_text(last["value"]) or "?", "run_id": last["method"] or "",
             "window_start": last["window_start"], "validation": val}
+
+
+def class_quality(model: Model, r: Reader) -> dict | None:
+    """A multiclass model's latest judged window: per-class quality rows and the confusion matrix cells."""
+    judged = [w for w in r.model_series(model.name) if w["quality_status"] == "ok"]
+    if not judged:
+        return None
+    start = judged[-1]["window_start"]
+    per: dict[str, dict] = {}
+    for m in r.model_metrics(model.name, ("quality",), False):
+        if m["window_start"] == start and m["segment"].startswith("class="):
+            per.setdefault(m["segment"][len("class="):], {})[m["name"]] = m["value"]
+    cells = []
+    for m in r.model_metrics(model.name, ("confusion",)):
+        if m["window_start"] == start:
+            true, _, pred = m["name"].partition("|")
+            cells.append({"true": true, "predicted": pred, "count": int(m["value"] or 0)})
+    return {"window_start": start, "classes": [{"class": k, **v} for k, v in per.items()], "confusion": cells}

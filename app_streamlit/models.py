@@ -6,6 +6,7 @@ import streamlit as st
 
 from app_streamlit import data, ui
 from monitor import review
+from monitor.alerts import CHECK_TEXT
 from monitor.durations import format_duration
 
 ctx = st.session_state["_ctx"]
@@ -40,6 +41,42 @@ if not series:
     if run and run["status"] == "failed":
         st.error(f"Its last run failed ({review.fmt_time(run['started_at'])}): `{run['error']}`")
     st.stop()
+
+# --- inputs: are the numbers below computed from sound data? ---
+st.header("Inputs")
+health = data.input_health(model, ctx.reader)
+latest = health["latest"]
+c1, c2, c3 = st.columns(3)
+newest = health["newest_row"]
+c1.metric("Newest source row", review.fmt_time(newest) if newest else "–",
+          help=f"The newest row of {model.source.table} over the stored windows; its alert fires when it is older "
+               f"than two windows.")
+ratio = health["volume_ratio"]
+c2.metric("Rows in the latest window", f"{latest['rows']:,}", delta=f"{ratio:.0%} of usual" if ratio is not None else None,
+          delta_color="off",
+          help="Against the median of the same time of day on the 7 days before (windows under a day), else of the "
+               "7 windows before; alerts below 50 % and above 200 %.")
+failing_now = [c for c in health["checks"] if c["detected"]]
+c3.metric("Data checks of the latest window", f"{len(failing_now)} failing" if health["checks"] else "–",
+          help="Timestamps, score range and nulls, label values and duplicates, the reference, the schema.")
+when = review.fmt_time(latest["window_start"])
+if failing_now:
+    what = "; ".join(f"**{c['name']}** ({CHECK_TEXT.get(c['name'], 'invalid inputs')}"
+                     + (f", {c['value']:,.0f} rows" if c["value"] else "") + ")" for c in failing_now)
+    st.warning(f"Failing in the latest window ({when}): {what}. Quality from such inputs is withheld.",
+               icon=":material/report:")
+elif health["checks"]:
+    st.success(f"All {len(health['checks'])} data checks pass in the latest window ({when}).")
+else:
+    st.caption("No data checks are stored for this model's windows yet.")
+if not latest["rows"]:
+    st.warning(f"The latest window ({when}) has no rows at all: the source stopped filling, or the monitor reads "
+               "the wrong table.", icon=":material/report:")
+earlier = [(ws, cs) for ws, cs in sorted(health["failing"].items(), reverse=True) if ws != latest["window_start"]]
+if earlier:
+    st.caption("Earlier windows with failing checks: " + "; ".join(
+        f"{review.fmt_time(ws)} ({', '.join(c['name'] for c in cs)})" for ws, cs in earlier[:10])
+        + (f"; and {len(earlier) - 10} more" if len(earlier) > 10 else ""))
 
 # --- the model version: the registry's (MLflow), the log's version column ---
 changes = data.version_changes(model, ctx.reader)
@@ -87,13 +124,26 @@ else:
     st.info("No feature drift is stored for this model.")
 
 pred = ctx.reader.model_metrics(model.name, ("prediction_drift",))
+if model.task == "multiclass_classification":  # its prediction drift is the predicted class distribution's
+    pred = [p for p in pred if p["name"] == "class"]
 st.subheader("Prediction drift")
 if pred:
     thr = next((p["threshold"] for p in reversed(pred) if p["threshold"] is not None), None)
     st.altair_chart(ui.line([{**p, "detected": "drift" if p["detected"] else "no drift"} for p in pred], "value",
-                            rule=thr, title=f"score drift ({pred[-1]['method'] or 'auto'})"), width="stretch")
+                            rule=thr, title=f"{'predicted class' if model.task == 'multiclass_classification' else 'score'} drift "
+                                            f"({pred[-1]['method'] or 'auto'})"), width="stretch")
 else:
     st.caption("No prediction drift stored.")
+
+mv = ctx.reader.model_metrics(model.name, ("multivariate_drift",))
+if mv:
+    st.subheader("Multivariate drift")
+    thr = next((p["threshold"] for p in reversed(mv) if p["threshold"] is not None), None)
+    st.altair_chart(ui.line([{**p, "detected": "drift" if p["detected"] else "no drift"} for p in mv], "value",
+                            rule=thr, title="PCA reconstruction error"), width="stretch")
+    st.caption("Mean reconstruction error of the numeric features, standardised by the reference: it rises when "
+               "their joint distribution moves (a correlation), even if no feature drifts on its own. The dashed "
+               "line is the latest threshold (by default the reference windows' mean plus 3 standard deviations).")
 
 # --- online signals ---
 st.header("Online signals")
@@ -131,7 +181,8 @@ else:
             st.altair_chart(ui.line(long, "value", color="metric", title="quality", versions=marks), width="stretch")
     table = pd.DataFrame([{
         "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
-        "status": {"pending": f"pending until {row['judged_from']:%Y-%m-%d %H:%M}" if row["judged_from"] else "pending"}
+        "status": {"pending": f"pending until {row['judged_from']:%Y-%m-%d %H:%M}" if row["judged_from"] else "pending",
+                   "invalid": "withheld: " + ", ".join(c["name"] for c in health["failing"].get(row["window_start"], []))}
         .get(row["quality_status"], row["quality_status"]),
         "label coverage": f"{row['label_coverage']:.1%}" if row["label_coverage"] is not None else "–",
         "rows": row["rows"], **{k: row.get(k) for k in metric_names}} for row in reversed(q)])
@@ -145,6 +196,19 @@ else:
                 return f"{sign} {b:g}"
             return f"{sign} validation {'−' if b.below_validation is not None else '+'} {b.offset if b.offset > 0 else -b.offset:g}"
         st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}" for k, v in floors.items()))
+
+if model.task == "multiclass_classification" and model.labels is not None:
+    per = data.class_quality(model, ctx.reader)
+    st.subheader("Per class")
+    if per and per["confusion"]:
+        st.caption(f"The latest judged window, from {per['window_start']:%Y-%m-%d %H:%M}: per-class precision, recall "
+                   f"and F1 (the {model.max_segments} classes with the most labels), and the confusion matrix "
+                   "(the other classes pooled as `other`).")
+        if per["classes"]:
+            st.dataframe(pd.DataFrame(per["classes"]), hide_index=True)
+        st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
+    else:
+        st.caption("No window of this model is judged yet.")
 
 # --- Evidently ---
 st.header("Evidently report")

@@ -1,6 +1,5 @@
 """Review: notes, decisions and action items per goal, carried actions, closing the week, export."""
 import pandas as pd
-import sqlalchemy as sa
 import streamlit as st
 
 from app_streamlit import data, ui
@@ -66,17 +65,19 @@ def _change(fn, *args, **kwargs) -> None:
 
 
 def show_items(rows: list[dict], editable: bool, where: str, edit: bool = False) -> None:
+    m, today = review.md_escape, ui.now().date()
     for it in rows:
-        meta = " · ".join(x for x in (it.get("author") or "anonymous", review.fmt_time(it.get("created_at"))) if x)
+        meta = " · ".join(x for x in (m(it.get("author") or "anonymous"), review.fmt_time(it.get("created_at"))) if x)
         if it["kind"] == "action":
-            extra = ", ".join(x for x in (f"owner **{it['owner']}**" if it.get("owner") else "",
+            extra = ", ".join(x for x in (f"owner **{m(it['owner'])}**" if it.get("owner") else "",
                                           f"due {review.fmt_date(it['due'])}" if it.get("due") else "") if x)
+            late = " :red[**overdue**]" if review.is_overdue(it, today) else ""
             key = f"done-{where}-{it['id']}"
-            st.checkbox(f"{it['text']}" + (f" ({extra})" if extra else ""), value=bool(it["done"]), key=key,
+            st.checkbox(f"{m(it['text'])}" + (f" ({extra})" if extra else "") + late, value=bool(it["done"]), key=key,
                         disabled=not editable, on_change=_toggle, args=(it["id"], key))
         else:
             icon = ":material/edit_note:" if it["kind"] == "note" else ":material/gavel:"
-            st.markdown(f"{icon} **{it['kind'].capitalize()}:** {it['text']}")
+            st.markdown(f"{icon} **{it['kind'].capitalize()}:** {m(it['text'])}")
         if edit and editable:
             c1, c2 = st.columns([4, 1], vertical_alignment="center")
             c1.caption(meta)
@@ -116,7 +117,7 @@ for goal, title in [*names.items(), (review.GENERAL, "General")]:
                         now=ui.now(), owner=owner, due=due)
 
 doc = {"week_label": data.week_label(week), "closed": closed, "cards": cards, "items": items, "carried": carried,
-       "changes": changes, "alerts": alerts}
+       "changes": changes, "alerts": alerts, "today": ui.now().date()}
 st.subheader("Export")
 iso = week.isocalendar()
 stem = f"review-{iso.year}-W{iso.week:02d}"
@@ -124,15 +125,54 @@ c1, c2, _ = st.columns([1, 1, 3])
 c1.download_button("Markdown", review.to_markdown(doc), file_name=f"{stem}.md", mime="text/markdown", on_click="ignore")
 c2.download_button("HTML (for e-mail)", review.to_html(doc), file_name=f"{stem}.html", mime="text/html", on_click="ignore")
 
+def _confirm(key: str, question: str, yes: str, action) -> None:
+    """A two-step button: the first click asks, the second does it (or Cancel)."""
+    if st.session_state.get(key) != week:
+        return
+    st.warning(question, icon=":material/help:")
+    c1, c2, _ = st.columns([1, 1, 3])
+    if c1.button(yes, type="primary", key=f"{key}-yes"):
+        st.session_state.pop(key, None)
+        _change(action)
+    if c2.button("Cancel", key=f"{key}-cancel"):
+        st.session_state.pop(key, None)
+        st.rerun()
+
+
+def _close() -> None:
+    review.close_week(store, week, data.snapshot(cards, items, carried, alerts), ui.author(ctx), ui.now())
+
+
+def _reopen() -> None:
+    review.reopen_week(store, week, ui.author(ctx), ui.now())
+    ui._read.clear()
+
+
+history = review.reopenings(store, week)
+if history:
+    with st.expander(f"Reopened {len(history)} time(s): the snapshots taken at each closing are kept"):
+        for h in history:
+            st.markdown(f"- reopened by **{review.md_escape(h['reopened_by'] or 'someone')}** at {review.fmt_time(h['reopened_at'])}; "
+                        f"it had been closed by {review.md_escape(h['closed_by'] or 'someone')} at {review.fmt_time(h['closed_at'])}")
+            cards_then = (h.get("snapshot") or {}).get("cards") or []
+            if cards_then:
+                st.dataframe(pd.DataFrame([{"goal": c.get("title") or c.get("goal"), "value": review.fmt_value(c.get("value"), c.get("unit", "")),
+                                            "status": c.get("status")} for c in cards_then]), hide_index=True)
+
 if not closed:
     st.subheader("Close the review")
     st.caption("Closing freezes the week: its values are kept as shown now, even if late data changes them later, "
-               "and the notes can no longer be edited. Open action items are carried into the next week.")
+               "and the notes can no longer be edited. Open action items are carried into the next week. "
+               "A closed week can be reopened.")
     if st.button("Close the review of this week", type="primary", key="close-week"):
-        snap = data.snapshot(cards, items, carried, alerts)
-        try:
-            review.close_week(store, week, snap, ui.author(ctx), ui.now())
-        except (review.ReviewError, sa.exc.IntegrityError) as e:
-            st.error(str(e))
-        else:
-            st.rerun()
+        st.session_state["confirm-close"] = week
+    _confirm("confirm-close", f"Close the review of {data.week_label(week)}? Its values are frozen as shown now.",
+             "Yes, close the review", _close)
+else:
+    st.subheader("Reopen the review")
+    st.caption("Reopening lets the week's notes be edited again and the week be closed anew; who reopened it and when "
+               "is recorded, and the snapshot taken at closing is kept.")
+    if st.button("Reopen this week", key="reopen-week"):
+        st.session_state["confirm-reopen"] = week
+    _confirm("confirm-reopen", f"Reopen the review of {data.week_label(week)}? It was closed by "
+             f"{closed['closed_by'] or 'someone'} at {review.fmt_time(closed['closed_at'])}.", "Yes, reopen it", _reopen)

@@ -61,6 +61,9 @@ class CachedReader(data.Reader):
     def last_run(self, job):
         return _read(self.url, "last_run", job)
 
+    def volume_ratio(self, model, window_seconds):
+        return _read(self.url, "volume_ratio", model, window_seconds)
+
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _config(path: str, mtime: float) -> Config:
@@ -170,6 +173,8 @@ def synced_select(where, label: str, options: list[str], *, key: str, param: str
         st.session_state[keep] = st.session_state[key]
     raw = st.query_params.get(param)
     wanted = parse(raw) if raw else None
+    if raw and wanted not in options and st.session_state.get(seen) != raw:
+        not_found(label, param, raw, options, format_func)
     if wanted in options and st.session_state.get(seen) != raw:
         st.session_state[keep] = wanted
     if st.session_state.get(keep) not in options:
@@ -180,6 +185,20 @@ def synced_select(where, label: str, options: list[str], *, key: str, param: str
         st.query_params[param] = pick
     st.session_state[seen] = pick
     return pick
+
+
+def not_found(label: str, param: str, raw: str, options: list[str], format_func=str) -> None:
+    """A deep link to something that does not exist: say so, with links to what does, and stop the page."""
+    from urllib.parse import quote as q
+
+    from monitor.suggest import closest
+
+    hint = closest(raw, options)
+    listed = options if len(options) <= 12 else [*options[:6], *options[-6:]]
+    links = ", ".join(f"[{format_func(o)}](?{param}={q(o)})" for o in listed)
+    st.error(f"{label} `{raw}` not found" + (f" (did you mean [{format_func(hint)}](?{param}={q(hint)})?)" if hint else "")
+             + f". Open one of: {links}", icon=":material/search_off:")
+    st.stop()
 
 
 def week_picker(ctx: Context) -> datetime | None:
@@ -367,6 +386,17 @@ def heatmap(cells: list[dict]) -> alt.Chart:
     ).properties(height=26 * df["feature"].nunique() + 50)
 
 
+def confusion(cells: list[dict]) -> alt.LayerChart:
+    """A confusion matrix: true class down, predicted class across, counts in the cells."""
+    df = pd.DataFrame(cells)
+    base = alt.Chart(df).encode(x=alt.X("predicted:N", title="predicted"), y=alt.Y("true:N", title="true"))
+    return alt.layer(
+        base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), title="rows"),
+                                tooltip=["true:N", "predicted:N", "count:Q"]),
+        base.mark_text().encode(text="count:Q"),
+    ).properties(height=40 * df["true"].nunique() + 60)
+
+
 def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | None = None, title: str | None = None,
          height: int = 200, versions: list[dict] | None = None) -> alt.LayerChart:
     """A series over windows; `versions` ({window_start, version}) marks where a new model version starts."""
@@ -389,6 +419,13 @@ def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | No
 
 
 def now() -> datetime:
+    """The app's clock: `monitor app --now TS` pins it (MONITOR_NOW) for a world pinned in the past."""
+    import os
+
+    pinned = os.environ.get("MONITOR_NOW")
+    if pinned:
+        from monitor.durations import parse_timestamp
+        return parse_timestamp(pinned)
     return datetime.now(timezone.utc)
 
 

@@ -183,9 +183,11 @@ class Alert:
     # The same condition for the built-in notifier: the alert's value when it holds, else None.
     check: Callable[[Samples, float], float | None] = lambda s, now: None
 
+    runbook: str = ""  # the runbook's absolute URL (set by all_alerts from the config)
+
     def record(self, fmt: Fmt | None = None) -> dict:
         """The plain rule record, as it goes into the rules file."""
-        return _with_runbook({
+        return _with_runbook(self.runbook, {
             "alert": self.alert,
             "expr": self.expr,
             "for": format_duration(self.for_) if self.for_ else "0s",
@@ -194,17 +196,14 @@ class Alert:
         })
 
 
-RUNBOOK_URL = RUNBOOK_FILE  # relative to the repository; a published copy's URL can replace it here
-
-
 def anchor(alert: str) -> str:
     """The runbook anchor of an alert (GitHub's heading slug)."""
     return alert.lower()
 
 
-def _with_runbook(record: dict) -> dict:
-    """The one place the runbook link is added."""
-    record["annotations"]["runbook_url"] = f"{RUNBOOK_URL}#{anchor(record['alert'])}"
+def _with_runbook(base: str, record: dict) -> dict:
+    """The one place the runbook link is added: `urls.runbook` (else the app's runbook page) and the alert's anchor."""
+    record["annotations"]["runbook_url"] = f"{base or RUNBOOK_FILE}#{anchor(record['alert'])}"
     return record
 
 
@@ -286,7 +285,7 @@ def _good(g: Goal) -> float:
 
 
 def review_url(cfg: Config, goal: str | None = None, model: str | None = None) -> str:
-    base = cfg.app_url.rstrip("/")
+    base = cfg.app_base
     if goal:
         return f"{base}/?goal={goal}"
     return f"{base}/?model={model}" if model else base
@@ -468,15 +467,15 @@ def _relative_quality_alerts(m: Model, metric: str, floor, win: str, qend_sel: s
                     "window": f"{win} ending {f.timestamp(qend_sel)}", "review_url": url}
 
         sq = sel(n.MODEL_QUALITY, model=m.name, metric=metric)
-        st = sel(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric)
+        st = sel(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)
         bad, good = (0.7, 0.9) if bound == "min" else (0.9, 0.7)
         out.append(Alert(
             alert=f"{n.camel(m.name)}{n.camel(metric)}{word}", kind="quality", group="monitor-models",
             subject={"model": m.name, "metric": metric},
-            expr=f"{sq} {opq} {st}", for_=timedelta(0), labels=_model_base(m, "quality"), annotations=quality,
+            expr=f"{sq} {opq} on(model, metric) {st}", for_=timedelta(0), labels=_model_base(m, "quality"), annotations=quality,
             check=lambda smp, now, metric=metric, bound=bound: (
                 v if (v := smp.get(n.MODEL_QUALITY, model=m.name, metric=metric)) is not None
-                and (t := smp.get(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric)) is not None
+                and (t := smp.get(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)) is not None
                 and (v < t if bound == "min" else v > t) else None),
             case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", st: "0.8x30", qend_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
                       value=bad, labels={"model": m.name, "metric": metric}, timestamps={qend_sel: WINDOW_END_AT_FIRING})))
@@ -513,10 +512,15 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                   labels={"model": m.name}, timestamps={end_sel: WINDOW_END_AT_FIRING})))
 
     out += drift_alerts(cfg, m) + pipeline_alerts(cfg, m)
+    if m.drift.multivariate.enabled and len(m.source.features.numeric) >= 2:
+        out.append(_multivariate_alert(m, C, end_sel, url, win))
 
     for metric, floor in m.quality.items():
         for bound, limit in (("min", floor.fixed_min), ("max", floor.fixed_max)):
             if limit is None:
+                continue
+            if not isinstance(limit, (int, float)):  # {sd: N}: the bound is learned, and exported
+                out.append(_learned_quality_alert(m, C, metric, bound, limit.sd, qend_sel, url, win))
                 continue
             word = "BelowFloor" if bound == "min" else "AboveCeiling"
             opq, bad = ("<", limit * 0.8 if limit else -1.0) if bound == "min" else (">", limit * 1.25 if limit else 1.0)
@@ -602,6 +606,66 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
             extra_cases=[Case(series={cov_sel: "0.9x9 0x9 0.9x9", qend_sel: "0+60x30"}, value=0.0,
                               labels={"model": m.name})]))
     return out
+
+
+def _learned_quality_alert(m: Model, C: str, metric: str, bound: str, sd: float, qend_sel: str, url: str,
+                           win: str) -> Alert:
+    """A floor or ceiling learned from the reference's windows: compared with its exported value."""
+    word = "BelowFloor" if bound == "min" else "AboveCeiling"
+    sq = sel(n.MODEL_QUALITY, model=m.name, metric=metric)
+    st = sel(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)
+    op = "<" if bound == "min" else ">"
+    side = "below" if bound == "min" else "above"
+    lim_text = (f"{'at least' if bound == 'min' else 'at most'} the reference windows' mean "
+                f"{'minus' if bound == 'min' else 'plus'} {sd:g} standard deviations")
+
+    def annotations(f: Fmt):
+        v = f.value("number")
+        return {"summary": (f"{m.name}: {metric} is {v} in the latest window with mature labels "
+                            f"(ending {f.timestamp(qend_sel)}), {side} its band learned from the reference."),
+                "description": f"Should be {lim_text} (`{n.MODEL_QUALITY_THRESHOLD}`). Owner: {m.owner or 'unowned'}.",
+                "title": m.name, "value": v, "target": lim_text,
+                "window": f"{win} ending {f.timestamp(qend_sel)}", "review_url": url}
+
+    def check(smp: Samples, now: float) -> float | None:
+        v = smp.get(n.MODEL_QUALITY, model=m.name, metric=metric)
+        t = smp.get(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)
+        return v if v is not None and t is not None and (v < t if bound == "min" else v > t) else None
+
+    good, bad = (0.9, 0.5) if bound == "min" else (0.5, 0.9)
+    return Alert(
+        alert=f"{C}{n.camel(metric)}{word}", kind="quality", group="monitor-models",
+        subject={"model": m.name, "metric": metric},
+        expr=f"{sq} {op} on(model, metric) {st}", for_=timedelta(0), labels=_model_base(m, "quality"),
+        annotations=annotations, check=check,
+        case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", st: "0.7x30", qend_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
+                  value=bad, labels={"model": m.name, "metric": metric}, timestamps={qend_sel: WINDOW_END_AT_FIRING}))
+
+
+def _multivariate_alert(m: Model, C: str, end_sel: str, url: str, win: str) -> Alert:
+    """The numeric features as a whole drifted: the reconstruction error crossed its threshold."""
+    score = sel(n.MULTIVARIATE_DRIFT_SCORE, model=m.name)
+    thr = sel(n.MULTIVARIATE_DRIFT_THRESHOLD, model=m.name)
+
+    def annotations(f: Fmt):
+        v = f.value("number")
+        return {"summary": (f"{m.name}: its numeric features drifted as a whole in the {win} window ending "
+                            f"{f.timestamp(end_sel)} (PCA reconstruction error {v}, above its threshold)."),
+                "description": (f"Owner: {m.owner or 'unowned'}. The features' joint distribution moved (for example "
+                                "a correlation), even where no feature drifted on its own."),
+                "title": m.name, "value": v, "target": "below the threshold learned from the reference",
+                "window": f"{win} ending {f.timestamp(end_sel)}", "review_url": url}
+
+    def check(smp: Samples, now: float) -> float | None:
+        v, t = smp.get(n.MULTIVARIATE_DRIFT_SCORE, model=m.name), smp.get(n.MULTIVARIATE_DRIFT_THRESHOLD, model=m.name)
+        return v if v is not None and t is not None and v > t else None
+
+    return Alert(
+        alert=f"{C}MultivariateDrift", kind="multivariate_drift", group="monitor-models", subject={"model": m.name},
+        expr=f"{score} > on(model) {thr}", for_=timedelta(0), labels=_model_base(m, "multivariate_drift"),
+        annotations=annotations, check=check,
+        case=Case(series={score: "1.5x9 4.5x9 1.5x9", thr: "2.5x30", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
+                  value=4.5, labels={"model": m.name}, timestamps={end_sel: WINDOW_END_AT_FIRING}))
 
 
 def _model_common(cfg: Config, m: Model, value: str, target: str, window: str) -> dict[str, str]:
@@ -793,7 +857,10 @@ def all_alerts(cfg: Config) -> list[Alert]:
         out += goal_alerts(cfg, g)
     for m in cfg.models:
         out += model_alerts(cfg, m)
-    return out + monitor_alerts(cfg)
+    out += monitor_alerts(cfg)
+    for a in out:
+        a.runbook = cfg.runbook_base
+    return out
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -981,6 +1048,12 @@ _WHAT_TO_DO = {
     "drift": ("The share of drifted features in the latest window crossed the model's dataset drift threshold.",
               ["See which features drifted in the Model health dashboard.",
                "Check upstream data (schemas, pipelines, traffic mix) before retraining."]),
+    "multivariate_drift": (("The numeric features drifted as a whole: the latest window's mean PCA reconstruction "
+                            "error (standardised by the reference) is above its threshold, by default the reference "
+                            "windows' mean plus 3 standard deviations."),
+                           ["Compare the features' correlations in the window and the reference: a joint change "
+                            "(a correlation that flipped, a mix of sources) moves no single feature.",
+                            "Check upstream joins and pipelines that combine the features before retraining."]),
     "quality": ("Offline quality of the latest window with mature labels crossed its floor from the config.",
                 ["Check label coverage and drift of the same window; consider retraining or a rollback."]),
     "quality_estimated": (("Quality estimated from the scores, for the latest window whose labels have not matured, "

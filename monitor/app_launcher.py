@@ -75,7 +75,7 @@ def port_free(host: str, port: int) -> str | None:
     return None
 
 
-def launch(config_path: str | Path | None, host: str = "127.0.0.1", port: int = 8501) -> int:
+def launch(config_path: str | Path | None, host: str = "127.0.0.1", port: int = 8501, now=None) -> int:
     """Validate the config, then serve the app until stopped; returns Streamlit's exit code."""
     from .config import ConfigError, load_config
 
@@ -91,6 +91,8 @@ def launch(config_path: str | Path | None, host: str = "127.0.0.1", port: int = 
         print(f"error: cannot listen on {host}:{port}: {busy} (another app running? pass --port)", file=sys.stderr)
         return 1
     env = {**os.environ, "MONITOR_CONFIG": str(cfg.path), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    if now is not None:  # a pinned clock for a world pinned in the past
+        env["MONITOR_NOW"] = now.isoformat()
     with tempfile.TemporaryDirectory(prefix="monitor-app-") as tmp:
         secrets_file = None
         if section:

@@ -129,9 +129,10 @@ def _id_like(conn, m, i: int, where: str, report: CheckReport) -> None:
 def _check_models(conn, cfg: Config, where: str, report: CheckReport) -> None:
     insp = sa.inspect(conn)
     for i, m in enumerate(cfg.models):
-        wanted = {m.source.table: [("source.id", m.source.id), ("source.timestamp", m.source.timestamp),
-                                   ("source.score", m.source.score)]
+        wanted = {m.source.table: [("source.id", m.source.id), ("source.timestamp", m.source.timestamp)]
+                  + ([("source.score", m.source.score)] if m.source.score else [])
                   + ([("source.prediction", m.source.prediction)] if m.source.prediction else [])
+                  + [(f"source.class_scores.{k}", c) for k, c in (m.source.class_scores or {}).items()]
                   + [("source.features.numeric", c) for c in m.source.features.numeric]
                   + [("source.features.categorical", c) for c in m.source.features.categorical]
                   + [("segments", c) for c in m.segments]}

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -22,6 +23,25 @@ class UsageError(Exception):
     """Bad command-line input: exit code 2."""
 
 
+class StoreUnusable(Exception):
+    """The results store cannot be reached, created or written (down, missing permissions): exit code 1."""
+
+
+@contextmanager
+def _results_store(cfg):
+    """Turns a database error of the results store into one line naming the key and the database."""
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as e:
+        from .db import describe_error
+
+        key = "results_url" if cfg.results_url else "database_url (results_url is empty, so results go there)"
+        where = sa.engine.make_url(cfg.store_url).render_as_string(hide_password=True)
+        raise StoreUnusable(f"{key}: the results store {where} cannot be used: {describe_error(e)}") from None
+
+
 def _timestamp(text: str):
     from .durations import parse_timestamp
 
@@ -29,6 +49,10 @@ def _timestamp(text: str):
         return parse_timestamp(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _date(text: str):
+    return _timestamp(text).date()
 
 
 def _config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -77,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=56, help="days of history (default 56)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies row counts (default 1.0)")
     p.add_argument("--database-url", help="put the source tables here instead (e.g. postgresql://...)")
+    p.add_argument("--end", type=_date, metavar="DATE",
+                   help="the day the world ends (default: today, so serve, app and run-once show current data)")
+    p.add_argument("--force", action="store_true", help="start afresh: drop the review notes and closed weeks of an earlier demo")
 
     p = sub.add_parser("init", help="draft a commented config from the tables of a database",
                        description="Reads the database and drafts a config: for each prediction log its id, timestamp "
@@ -108,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--port", type=int, default=9108, help="HTTP port (default 9108)")
     _host_arg(p)
+    p.add_argument("--now", type=_timestamp, help="start the clock at this moment and let it run (ISO 8601), for a world pinned in the past")
 
     p = sub.add_parser("metrics", help="print the Prometheus exposition of the latest results")
     _config_arg(p)
@@ -133,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     _host_arg(p)
+    p.add_argument("--now", type=_timestamp, help="pin the app's clock (ISO 8601), for a world pinned in the past")
 
     p = sub.add_parser("dashboards", help="Grafana dashboards")
     dsub = p.add_subparsers(dest="dashboards_command", metavar="ACTION")
@@ -172,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreUnusable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -201,12 +233,13 @@ def cmd_run_once(args) -> int:
     cfg = _load(args)
     now = args.now or utcnow()
     store = _store(cfg)
-    report = run_cycle(cfg, now, store=store, progress=args.progress)
-    if cfg.notify:
-        from .notify import notify_cycle
-        notify_cycle(cfg, store, now)
-    rows = goal_table(cfg, store)
-    models = model_table(cfg, store, report.computed)
+    with _results_store(cfg):
+        report = run_cycle(cfg, now, store=store, progress=args.progress)
+        if cfg.notify:
+            from .notify import notify_cycle
+            notify_cycle(cfg, store, now)
+        rows = goal_table(cfg, store)
+        models = model_table(cfg, store, report.computed)
     if args.json:
         print(json.dumps({"now": now.isoformat(), "goals": rows, "models": models, "failed": [
             {"job": j, "window": str(w) if w else None, "error": e} for j, w, e in report.failed]}, indent=2, default=str))
@@ -244,7 +277,8 @@ def cmd_backfill(args) -> int:
     known = {g.name for g in cfg.goals} | {m.name for m in cfg.models}
     if only and only - known:
         raise UsageError(f"--only: unknown goal or model {', '.join(sorted(only - known))}")
-    report = run_cycle(cfg, args.end, progress=True, only=only)
+    with _results_store(cfg):
+        report = run_cycle(cfg, args.end, progress=True, only=only)
     print(f"computed {report.ran} windows" + (f", {len(report.failed)} failed" if report.failed else ""))
     print_failures(report)
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -256,13 +290,17 @@ def cmd_metrics(args) -> int:
     cfg = _load(args)
     store = _store(cfg)
     try:
-        sys.stdout.write(exposition(cfg, store).decode())
-    except Exception as e:
-        from .db import describe_error
-        print(f"error: cannot read the results store {cfg.store_url.split('@')[-1]}: {describe_error(e)}\n"
-              "Run `monitor run-once --config FILE` first, or check results_url.", file=sys.stderr)
-        return EXIT_FAILED
+        with _results_store(cfg):
+            text = exposition(cfg, store).decode()
+    except StoreUnusable as e:
+        hint = " (no results yet? run `monitor run-once --config FILE` first)" if _no_tables(str(e)) else ""
+        raise StoreUnusable(f"{e}{hint}") from None
+    sys.stdout.write(text)
     return EXIT_OK
+
+
+def _no_tables(message: str) -> bool:
+    return "no such table" in message or ("relation" in message and "does not exist" in message)
 
 
 def cmd_check(args) -> int:
@@ -289,7 +327,8 @@ def cmd_check(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.dir), seed=args.seed, days=args.days, scale=args.scale, database_url=args.database_url)
+    return run_demo(Path(args.dir), seed=args.seed, days=args.days, scale=args.scale, database_url=args.database_url,
+                    end=args.end, force=args.force)
 
 
 def cmd_init(args) -> int:
@@ -313,13 +352,13 @@ def cmd_build(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    return serve(_load(args), host=args.host, port=args.port)
+    return serve(_load(args), host=args.host, port=args.port, now=args.now)
 
 
 def cmd_app(args) -> int:
     from .app_launcher import launch
 
-    return launch(args.config, host=args.host, port=args.port)
+    return launch(args.config, host=args.host, port=args.port, now=args.now)
 
 
 def cmd_dashboards(args) -> int:

@@ -66,6 +66,13 @@ class Features(Strict):
     categorical: list[Ident] = Field(default_factory=list, description="Categorical feature columns.")
 
 
+def _class_key(value) -> str:
+    """A class of `class_scores`: a name, or an integer code (YAML `0:`), kept as text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"expected a class name or an integer code, got {value!r}")
+    return str(value)
+
+
 class Source(Strict):
     table: TableName = Field(description="Table (or schema.table) of the prediction log.")
     id: Ident = Field(description="Column that identifies a prediction; joins to the labels.")
@@ -73,8 +80,12 @@ class Source(Strict):
     timestamp_format: Literal["auto", "timestamp", "iso", "epoch_s", "epoch_ms"] = Field(
         default="auto", description="How the timestamp column holds times: auto (detected from its type and values), "
                                     "timestamp (native), iso (ISO 8601 text), epoch_s or epoch_ms (numbers).")
-    score: Ident = Field(description="Probability of the positive class, or the regression output.")
-    prediction: Ident | None = Field(default=None, description="The decision (0/1); optional for regression.")
+    score: Ident | None = Field(default=None, description="Probability of the positive class, or the regression output; "
+                                                          "optional for multiclass models.")
+    prediction: Ident | None = Field(default=None, description="The decision (0/1), or the predicted class of a multiclass "
+                                                               "model; optional for regression.")
+    class_scores: dict[Annotated[str, BeforeValidator(_class_key)], Ident] | None = Field(
+        default=None, description="Multiclass: the score column of each class, by class (name or code as the labels spell it).")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
     version: Ident | None = Field(default=None, description="Column with the model version that scored each row; results are broken down by it.")
 
@@ -101,9 +112,43 @@ class Reference(Strict):
         return self
 
 
+class Learned(Strict):
+    sd: float = Field(gt=0, description="Standard deviations from the mean of the reference's windows.")
+
+
+class Multivariate(Strict):
+    enabled: bool = Field(default=True, description="Watch the numeric features as a whole (at least two of them).")
+    threshold: float | Learned = Field(default_factory=lambda: Learned(sd=3), description=(
+        "Mean reconstruction error above which the window drifts, or {sd: N}: learned from the reference's windows."))
+    variance: float = Field(default=0.65, gt=0, lt=1, description="Share of the variance the kept components explain.")
+
+
+def _method(name: str) -> str:
+    from .drift import METHOD_NAMES
+
+    if name not in METHOD_NAMES:
+        raise ValueError(f"unknown drift method {name!r}; expected one of {', '.join(METHOD_NAMES)}")
+    return name
+
+
+Method = Annotated[str, AfterValidator(_method)]
+
+
+class FeatureDrift(Strict):
+    method: Method | None = Field(default=None, description="This feature's drift method; null: the model's drift.method.")
+    threshold: float | Learned | None = Field(default=None, description=(
+        "This feature's threshold, or {sd: N} learned from the reference's windows; null: the model's drift.threshold."))
+
+
 class Drift(Strict):
-    method: str = Field(default="auto", description="Drift method name, or auto (by column type and size).")
-    threshold: float | None = Field(default=None, description="Score threshold; null takes the method's default.")
+    method: Method = Field(default="auto", description="Drift method name, or auto (by column type and size).")
+    multivariate: Multivariate = Field(default_factory=Multivariate, description="Drift of the numeric features as a whole.")
+    threshold: float | Learned | None = Field(default=None, description=(
+        "Score threshold; null takes the method's default; {sd: N}: learned per feature from the reference's windows "
+        "(their mean score plus N standard deviations; minus, for p-values)."))
+    features: dict[str, FeatureDrift] = Field(default_factory=dict, description="Per-feature method and threshold.")
+    compare: list[Method] = Field(default_factory=list, description=(
+        "More methods computed for every feature in the same pass, exported beside the deciding one (for comparison)."))
     dataset_share: float = Field(default=0.5, ge=0, le=1, description="Share of drifted features that makes dataset drift.")
     alert_features: list[Ident] = Field(default_factory=list, description="Critical features whose own drift alerts.")
 
@@ -124,20 +169,32 @@ class RelativeBound(Strict):
 
 
 class Floor(Strict):
-    min: float | RelativeBound | None = Field(default=None, description="Alert when the metric falls below this, or {below_validation: D} (needs mlflow).")
-    max: float | RelativeBound | None = Field(default=None, description="Alert when the metric rises above this, or {above_validation: D} (needs mlflow).")
+    min: float | Learned | RelativeBound | None = Field(default=None, description=(
+        "Alert when the metric falls below this, or {sd: N}: the reference windows' mean minus N standard deviations, "
+        "or {below_validation: D}: the registered version's validation metric minus D (needs mlflow)."))
+    max: float | Learned | RelativeBound | None = Field(default=None, description=(
+        "Alert when the metric rises above this, or {sd: N}: the reference windows' mean plus N standard deviations, "
+        "or {above_validation: D}: the registered version's validation metric plus D (needs mlflow)."))
 
     @property
-    def fixed_min(self) -> float | None:
+    def fixed_min(self) -> float | Learned | None:
+        """The floor unless it is relative to the validation metric (those are set by `versions`)."""
         return None if isinstance(self.min, RelativeBound) else self.min
 
     @property
-    def fixed_max(self) -> float | None:
+    def fixed_max(self) -> float | Learned | None:
         return None if isinstance(self.max, RelativeBound) else self.max
 
     @property
     def relative(self) -> bool:
         return isinstance(self.min, RelativeBound) or isinstance(self.max, RelativeBound)
+
+
+class CostMatrix(Strict):
+    tp: float = Field(default=0.0, description="Value of a true positive.")
+    fp: float = Field(default=0.0, description="Value of a false positive (a cost: negative).")
+    fn: float = Field(default=0.0, description="Value of a false negative (a cost: negative).")
+    tn: float = Field(default=0.0, description="Value of a true negative.")
 
 
 class MLflow(Strict):
@@ -149,8 +206,9 @@ class MLflow(Strict):
 
 class Model(Strict):
     name: Name = Field(description="Model name, used in metric labels.")
-    task: Literal["binary_classification", "regression"] = Field(description="binary_classification or regression.")
-    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ...")
+    task: Literal["binary_classification", "multiclass_classification", "regression"] = Field(
+        description="binary_classification, multiclass_classification or regression.")
+    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ..., or 1mo (calendar months, UTC).")
     start: Timestamp = Field(description="First window to compute.")
     source: Source = Field(description="Where the predictions are.")
     labels: Labels | None = Field(default=None, description="Where the labels are; offline quality needs them.")
@@ -161,6 +219,8 @@ class Model(Strict):
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
     recompute: int = Field(default=1, ge=0, description="Windows recomputed each cycle, for late data.")
     owner: str = Field(default="", description="Team that owns the model; alerts route to it.")
+    business_value: CostMatrix | None = Field(default=None, description=(
+        "Binary models: the value of each outcome; the window's sum is the quality metric business_value."))
     mlflow: MLflow | None = Field(default=None, description="The model's registered model and alias in MLflow.")
 
     @model_validator(mode="after")
@@ -170,11 +230,26 @@ class Model(Strict):
             raise ValueError(f"quality floors of {', '.join(relative)} are relative to the validation metric: give mlflow")
         return self
 
-    @property
-    def segment_columns(self) -> list[str]:
-        """The columns results are broken down by: `segments`, then the version column."""
-        v = self.source.version
-        return self.segments + ([v] if v and v not in self.segments else [])
+    @model_validator(mode="after")
+    def _columns_for_task(self) -> "Model":
+        s = self.source
+        if self.task == "multiclass_classification":
+            if s.prediction is None:
+                raise ValueError("source.prediction: missing required key (a multiclass model's predicted class)")
+            if s.class_scores is not None and len(s.class_scores) < 2:
+                raise ValueError("source.class_scores: expected a score column for each of at least two classes")
+        else:
+            if s.score is None:
+                raise ValueError(f"source.score: missing required key (the {self.task} model's score)")
+            if s.class_scores is not None:
+                raise ValueError("source.class_scores: only a multiclass_classification model has class scores")
+        features = {*s.features.numeric, *s.features.categorical}
+        for name in self.drift.features:
+            if name not in features:
+                raise ValueError(f"drift.features.{name}: not a feature of this model (source.features)")
+        if self.business_value is not None and self.task != "binary_classification":
+            raise ValueError("business_value: only a binary_classification model has a cost matrix")
+        return self
 
     @model_validator(mode="after")
     def _alert_features_are_features(self) -> "Model":
@@ -210,7 +285,7 @@ class Goal(Strict):
     target: float = Field(description="The value to reach.")
     baseline: Baseline | None = Field(default=None, description="Where the goal started.")
     deadline: Timestamp | None = Field(default=None, description="When the target must be met.")
-    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ...")
+    window: WindowSize = Field(default=timedelta(days=1), description="Window size: 1h, 1d, 1w ..., or 1mo (calendar months, UTC).")
     start: Timestamp = Field(description="First window to compute.")
     owner: str = Field(default="", description="Team that owns the goal; alerts route to it.")
     why: str = Field(default="", description="Why the goal matters.")
@@ -253,6 +328,11 @@ class Notify(Strict):
     password: str | None = Field(default=None, description="SMTP password.")
 
 
+class Urls(Strict):
+    app: str | None = Field(default=None, description="Base URL of the review app, as people open it (e.g. https://review.example.com).")
+    runbook: str | None = Field(default=None, description="URL of the published runbook; default: the app's /runbook page.")
+
+
 class Config(Strict):
     database_url: str = Field(default="sqlite:///monitor.db", description="SQLAlchemy URL of the source tables.")
     results_url: str = Field(default="", description="SQLAlchemy URL of the results store; empty: the source database.")
@@ -260,7 +340,8 @@ class Config(Strict):
     goals: list[Goal] = Field(default_factory=list, description="Business goals to track.")
     notify: list[Notify] = Field(default_factory=list, description="Built-in notification channels.")
     statement_timeout: Duration = Field(default=timedelta(seconds=300), description="Any one SQL statement is cut after this.")
-    app_url: str = Field(default="http://localhost:8501", description="Address of the review app, for links in alerts.")
+    app_url: str = Field(default="http://localhost:8501", description="Address of the review app, for links in alerts (urls.app wins).")
+    urls: Urls = Field(default_factory=Urls, description="Base URLs for links in alerts and dashboards: app, runbook.")
     grace: Duration = Field(default=timedelta(minutes=5), description="Wait this long after a window ends before computing it.")
     retry_after: Duration = Field(default=timedelta(minutes=5), description="`serve` retries a failed or blocked job after this.")
     lease_ttl: Duration = Field(default=timedelta(minutes=10), description="A replica that stops renewing its job lease loses it after this.")
@@ -275,6 +356,16 @@ class Config(Strict):
                 raise ValueError(f"duplicate name {it.name!r}")
             seen.add(it.name)
         return items
+
+    @property
+    def app_base(self) -> str:
+        """The review app's base URL, without a trailing slash: `urls.app`, else `app_url`."""
+        return (self.urls.app or self.app_url).rstrip("/")
+
+    @property
+    def runbook_base(self) -> str:
+        """The runbook's URL: `urls.runbook`, else the review app's runbook page."""
+        return self.urls.runbook or f"{self.app_base}/runbook"
 
     @property
     def store_url(self) -> str:
@@ -378,6 +469,8 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
                 msg = "unknown key" + (did_you_mean(err["loc"][-1], _keys_at(err["loc"][:-1])) or " (check its spelling)")
             elif err["type"] == "missing":
                 msg = "missing required key"
+            elif err["type"] == "value_error" and err.get("ctx", {}).get("error") is not None:
+                msg = str(err["ctx"]["error"])
             lines.append(f"{path}: {key}: {msg}")
         raise ConfigError("\n".join(lines)) from None
     goals = []

@@ -45,11 +45,12 @@ MODEL_QUALITY_ESTIMATED_CI_LOW = f"{PREFIX}_model_quality_estimated_ci_low"
 MODEL_QUALITY_ESTIMATED_CI_HIGH = f"{PREFIX}_model_quality_estimated_ci_high"
 MODEL_ESTIMATION_ERROR = f"{PREFIX}_model_estimation_error"
 MODEL_CLASS_QUALITY = f"{PREFIX}_model_class_quality"
+MODEL_QUALITY_THRESHOLD = f"{PREFIX}_model_quality_threshold"
 MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
 MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
+MULTIVARIATE_DRIFT_THRESHOLD = f"{PREFIX}_multivariate_drift_threshold"
 MODEL_VERSION_INFO = f"{PREFIX}_model_version"  # exposed as monitor_model_version_info by prometheus_client
 MODEL_VALIDATION = f"{PREFIX}_model_validation"  # metrics the registered version's run logged
-MODEL_QUALITY_THRESHOLD = f"{PREFIX}_model_quality_threshold"  # the floor (or ceiling) a quality metric was judged by
 GOAL_ESTIMATED_VALUE = f"{PREFIX}_goal_estimated_value"
 GOAL_ESTIMATED_CI_LOW = f"{PREFIX}_goal_estimated_ci_low"
 GOAL_ESTIMATED_CI_HIGH = f"{PREFIX}_goal_estimated_ci_high"
@@ -66,7 +67,8 @@ TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
 STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2, "no_data": 3}
 # Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
 DATA_CHECK_KIND = "data_check"
-DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema")
+DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",
+               "non_finite")
 # Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
 FRESHNESS_KIND = "source"
 FRESHNESS_NAME = "newest_row_timestamp"

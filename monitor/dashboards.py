@@ -172,7 +172,7 @@ def target_steps(goal: Goal) -> tuple[tuple[float | None, str], ...]:
 
 def review_link(cfg: Config, goal: str) -> db.DashboardLink:
     return (db.DashboardLink(f"Review {goal} in the app").type(dm.DashboardLinkType.LINK)
-            .url(f"{cfg.app_url.rstrip('/')}/?goal={goal}").target_blank(True))
+            .url(f"{cfg.app_base}/?goal={goal}").target_blank(True))
 
 
 def base(title: str, name: str, description: str) -> db.Dashboard:
@@ -199,7 +199,7 @@ def goals_dashboard(cfg: Config) -> db.Dashboard:
     d = base("Monitor: goals", "goals", "Business goals: each one's latest value against its target, "
              "its daily and weekly series with the planned path, status, trajectory and segments.")
     d.with_variable(results_variable())
-    d.link(db.DashboardLink("Weekly review app").type(dm.DashboardLinkType.LINK).url(cfg.app_url).target_blank(True))
+    d.link(db.DashboardLink("Weekly review app").type(dm.DashboardLinkType.LINK).url(cfg.app_base).target_blank(True))
     d.with_row(db.Row("All goals"))
     d.with_panel(_stat().title("Goals meeting their target").datasource(PROM).span(12).height(4)
                  .description("1 when the goal's latest window meets its target.")
@@ -349,12 +349,22 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .mappings(binary_mapping(("no drift", GREEN), ("drift", RED))))
     d.with_panel(timeseries.Panel().title("Feature drift scores").datasource(PROM)
                  .description("Each feature's drift score against the reference, by the method `auto` picked.")
-                 .span(12).height(8).unit("short").decimals(3)
+                 .span(8).height(8).unit("short").decimals(3)
                  .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})")))
     d.with_panel(timeseries.Panel().title("Prediction drift").datasource(PROM)
-                 .description("Drift of the score column against the reference.")
-                 .span(12).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.PREDICTION_DRIFT_SCORE, **m), "score ({{method}})")))
+                 .description("Drift of the score column (of a multiclass model: of the predicted class "
+                              "distribution) against the reference.")
+                 .span(8).height(8).unit("short").decimals(3)
+                 .with_target(prom(sel(n.PREDICTION_DRIFT_SCORE, **m), "prediction ({{method}})")))
+    d.with_panel(timeseries.Panel().title("Multivariate drift").datasource(PROM)
+                 .description("Mean PCA reconstruction error of the numeric features, standardised by the "
+                              "reference: it rises when the features' joint distribution moves (a correlation), "
+                              "even when no feature drifts on its own. The threshold is learned from the "
+                              "reference's windows (mean + 3 sd) unless the config fixes it.")
+                 .span(8).height(8).unit("short").decimals(3)
+                 .with_target(prom(sel(n.MULTIVARIATE_DRIFT_SCORE, **m), "reconstruction error", "A"))
+                 .with_target(prom(sel(n.MULTIVARIATE_DRIFT_THRESHOLD, **m), "threshold", "B"))
+                 .override_by_name("threshold", [fixed_color(RED), dashed()]))
     d.with_row(db.Row("Online signals (no labels needed)"))
     d.with_panel(timeseries.Panel().title("Predictions per window").datasource(PROM)
                  .span(8).height(8).unit("short").min(0)
@@ -368,9 +378,12 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .with_target(prom(sel(n.MODEL_ONLINE, metric="null_share", **m), "{{feature}}")))
     d.with_row(db.Row("Offline quality (labels)"))
     d.with_panel(timeseries.Panel().title("Offline quality").datasource(PROM)
-                 .description("Quality of the latest window whose labels are mature (its end older than max_delay).")
+                 .description("Quality of the latest window whose labels are mature (its end older than max_delay), "
+                              "and the floors (min) and ceilings (max) it is held to, fixed or learned from the "
+                              "reference's windows.")
                  .span(12).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.MODEL_QUALITY, **m), "{{metric}}")))
+                 .with_target(prom(sel(n.MODEL_QUALITY, **m), "{{metric}}", "A"))
+                 .with_target(prom(sel(n.MODEL_QUALITY_THRESHOLD, **m), "{{metric}} {{bound}}", "B")))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)
                  .description("Windows whose labels have not matured yet: their quality is pending, never partial.")
                  .span(4).height(4).unit("none").thresholds(thresholds((None, GREEN), (1, BLUE)))

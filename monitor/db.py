@@ -32,6 +32,12 @@ def make_engine(url: str, statement_timeout: timedelta | None = None) -> Engine:
     return engine
 
 
+def dispose_engines(url: str) -> None:
+    """Close and forget this process's engines of `url` (before its SQLite file is replaced)."""
+    for key in [k for k in _engines if k[0] == url]:
+        _engines.pop(key).dispose()
+
+
 def _sqlite_on_connect(timeout_ms: int):
     def on_connect(dbapi_conn, _record):
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
@@ -91,6 +97,20 @@ def describe_error(exc: BaseException) -> str:
     return msg
 
 
+def finite(engine_or_conn, expr: str) -> str:
+    """SQL: a DOUBLE PRECISION expression with NaN and +-infinity read as NULL."""
+    if engine_or_conn.dialect.name == "postgresql":
+        return f"NULLIF(NULLIF(NULLIF({expr}, 'NaN'), 'Infinity'), '-Infinity')"
+    return f"NULLIF(NULLIF({expr}, 9e999), -9e999)"  # SQLite stores NaN as NULL; 9e999 is infinity
+
+
+def non_finite(engine_or_conn, expr: str) -> str:
+    """SQL predicate: a DOUBLE PRECISION expression is NaN or +-infinity."""
+    if engine_or_conn.dialect.name == "postgresql":
+        return f"{expr} IN ('NaN', 'Infinity', '-Infinity')"
+    return f"{expr} IN (9e999, -9e999)"
+
+
 # --------------------------------------------------------------------------- source timestamps
 #
 # A source's timestamp column may hold native timestamps, ISO 8601 text or epoch numbers. Each
@@ -140,20 +160,25 @@ def _pg_iso(column: str) -> str:
     return f"(CASE WHEN {column} ~ '{_ISO_RE}' THEN CAST({column} AS TIMESTAMPTZ) END)"
 
 
-def window_where(conn, column: str, ts: Timestamps) -> str:
-    """SQL predicate on the quoted `column`: the row is in the window bound by `window_params`."""
+def window_where(conn, column: str, ts: Timestamps, p: str = "") -> str:
+    """SQL predicate on the quoted `column`: the row is in the window bound by `window_params`
+    (whose parameters' names start with `p`)."""
     sqlite = conn.dialect.name == "sqlite"
     if ts.format in ("epoch_s", "epoch_ms") or (ts.format == "timestamp" and not sqlite) or ts.text_sep:
-        return f"{column} >= :ws AND {column} < :we"  # the column itself: an index on it is used
+        return f"{column} >= :{p}ws AND {column} < :{p}we"  # the column itself: an index on it is used
     if sqlite:  # a text band that an index narrows, then the exact comparison in UTC
         e = _sqlite_epoch(column)
-        return f"{column} >= :ws_text AND {column} < :we_text AND {e} >= :ws AND {e} < :we"
+        return f"{column} >= :{p}ws_text AND {column} < :{p}we_text AND {e} >= :{p}ws AND {e} < :{p}we"
     e = _pg_iso(column)
-    return f"{e} >= :ws AND {e} < :we"
+    return f"{e} >= :{p}ws AND {e} < :{p}we"
 
 
-def window_params(conn, ts: Timestamps, start: datetime, end: datetime) -> dict:
+def window_params(conn, ts: Timestamps, start: datetime, end: datetime, p: str = "") -> dict:
     """The bound parameters of `window_where` for the window `[start, end)`."""
+    return {p + k: v for k, v in _window_params(conn, ts, start, end).items()}
+
+
+def _window_params(conn, ts: Timestamps, start: datetime, end: datetime) -> dict:
     sqlite = conn.dialect.name == "sqlite"
     if ts.format in ("epoch_s", "epoch_ms"):
         ws, we = window_epoch(start, end)

@@ -4,52 +4,103 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from .durations import parse_timestamp
 
 
-def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0, database_url: str | None = None) -> int:
-    """Make the world in `folder`, compute it, print the goal table and the episodes; 0 when all went well."""
+def living_calendar(end: date, days: int) -> tuple[timedelta, int]:
+    """(shift, days) of a world that ends at midnight starting `end`: it starts on the weekday
+    DEMO_START starts on, a whole number of weeks later (or earlier), so the planted episodes keep
+    their places in the review weeks; it holds `days` to `days + 6` days."""
+    from .demo_world import DEMO_START
+
+    base_end = DEMO_START + timedelta(days=days)
+    end_ts = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
+    weeks = (end_ts - base_end) // timedelta(weeks=1)
+    shift = timedelta(weeks=weeks)
+    return shift, days + (end_ts - base_end - shift).days
+
+
+def _review_rows(url: str) -> dict[str, list[dict]]:
+    """The review tables' rows (notes, decisions, actions, closed weeks) of an earlier demo, if any."""
+    import sqlalchemy as sa
+
+    from .store import review_items, review_weeks
+
+    engine = sa.create_engine(url)
+    try:
+        insp = sa.inspect(engine)
+        out = {}
+        with engine.connect() as conn:
+            for t in (review_items, review_weeks):
+                if insp.has_table(t.name):
+                    out[t.name] = [dict(r._mapping) for r in conn.execute(sa.select(t))]
+        return out
+    except sa.exc.SQLAlchemyError:
+        return {}
+    finally:
+        engine.dispose()
+
+
+def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0, database_url: str | None = None,
+             end: date | None = None, force: bool = False) -> int:
+    """Make the world in `folder`, compute it, print the goal table and the episodes; 0 when all went well.
+
+    The world ends at the start of `end` (default today, UTC). An earlier demo's review notes and
+    closed weeks are kept unless `force`."""
     from . import demo_world
     from .config import load_config
+    from .durations import utcnow
     from .jobs import run_cycle
-    from .report import goal_table, print_failures, print_goal_table
+    from .report import goal_table, model_table, print_failures, print_goal_table, print_model_table
     from .store import Store, metadata
 
     t0 = time.perf_counter()
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    shift, days = living_calendar(end or utcnow().date(), days)
     if database_url:
         url, config_url = database_url, database_url
     else:
         db = folder / "monitor.db"
+        url, config_url = f"sqlite:///{db}", "sqlite:///monitor.db"  # relative: the folder can move
+    kept = {} if force else _review_rows(url)
+    if not database_url:
+        from .db import dispose_engines
+        dispose_engines(url)
         for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             stale.unlink(missing_ok=True)
-        url, config_url = f"sqlite:///{db}", "sqlite:///monitor.db"  # relative: the folder can move
-    print(f"Making the demo world in {folder} (seed {seed}, {days} days) ...", flush=True)
-    manifest = demo_world.generate(url, seed=seed, days=days, scale=scale)
-    (folder / "episodes.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    start = demo_world.DEMO_START + shift
+    now = start + timedelta(days=days)
+    print(f"Making the demo world in {folder} (seed {seed}, {days} days, {start:%Y-%m-%d} to {now:%Y-%m-%d}) ...", flush=True)
+    manifest = demo_world.generate(url, seed=seed, days=days, scale=scale, shift=shift)
+    (folder / "episodes.json").write_text(demo_world.shift_dates(json.dumps(manifest, indent=2), shift) + "\n")
+    manifest = json.loads((folder / "episodes.json").read_text())
     demo_world.copy_sql(folder)
     config_path = folder / "monitor.yaml"
-    config_path.write_text(demo_world.demo_config(config_url))
+    config_path.write_text(demo_world.shift_dates(demo_world.demo_config(config_url), shift))
     cfg = load_config(config_path)
     store = Store(cfg.store_url)
     if database_url:  # a fresh world: results of an earlier demo in the same database would not match it
         metadata.drop_all(store.engine)
         with store.engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS monitor_alembic_version")
-    now = demo_world.DEMO_START + timedelta(days=days)
+    n_kept = _restore_review(store, kept)
     print(f"Computing every window up to {now:%Y-%m-%d} ...", flush=True)
     report = run_cycle(cfg, now, store=store, progress=True)
     print()
     print_goal_table(goal_table(cfg, store))
     print()
+    print_model_table(model_table(cfg, store, report.computed))
+    print()
     print("Planted episodes, and what the monitor found:")
     for line in compare(manifest, cfg, store):
         print(f"  {line}")
     print_failures(report)
+    if n_kept:
+        print(f"\nKept the review of the earlier demo ({n_kept}): pass --force to start it afresh.")
     print(f"\nDone in {time.perf_counter() - t0:.0f} s. Next:")
     rel = _shortest(config_path)
     exe = _command_name()
@@ -63,6 +114,24 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
     for cmd, what in hints:
         print(f"  {cmd:<{width}}  # {what}")
     return 0 if report.ok else 1
+
+
+def _restore_review(store, kept: dict[str, list[dict]]) -> str:
+    """Put an earlier demo's review rows back; returns what was kept, in words ("" when nothing)."""
+    from .store import review_items, review_weeks
+
+    items, weeks = kept.get(review_items.name, []), kept.get(review_weeks.name, [])
+    if not items and not weeks:
+        return ""
+    store.migrate()
+    with store.engine.begin() as conn:
+        for t, rows in ((review_items, items), (review_weeks, weeks)):
+            cols = set(t.c.keys())
+            if rows:
+                conn.execute(t.insert(), [{k: v for k, v in r.items() if k in cols} for r in rows])
+    parts = [f"{len(items)} note{'s' if len(items) != 1 else ''}, decisions and actions" if items else "",
+             f"{len(weeks)} closed week{'s' if len(weeks) != 1 else ''}" if weeks else ""]
+    return " and ".join(p for p in parts if p)
 
 
 def example_config() -> str:

@@ -525,14 +525,14 @@ def _lender(rng: np.random.Generator, days: int, scale: float, as_of_us: int) ->
 # Writing
 # --------------------------------------------------------------------------------------------
 
-def _sqlite_column(values: np.ndarray, col: sa.Column) -> list:
+def _sqlite_column(values: np.ndarray, col: sa.Column, shift: timedelta = timedelta(0)) -> list:
     if isinstance(col.type, sa.DateTime):
-        text = np.datetime_as_string(_EPOCH64 + values.astype("timedelta64[us]"), unit="us")
+        text = np.datetime_as_string(_epoch(shift) + values.astype("timedelta64[us]"), unit="us")
         raw = text.astype("S26").view(np.uint8).reshape(-1, 26).copy()
         raw[:, 10] = ord(" ")
         return raw.view("S26").ravel().astype(str).tolist()
     if isinstance(col.type, sa.Date):
-        return np.datetime_as_string(np.datetime64("2026-09-01", "D") + values.astype("timedelta64[D]"), unit="D").tolist()
+        return np.datetime_as_string(_epoch_day(shift) + values.astype("timedelta64[D]"), unit="D").tolist()
     if values.dtype.kind == "f" and col.nullable:
         out = values.astype(object)
         out[np.isnan(values)] = None
@@ -540,19 +540,28 @@ def _sqlite_column(values: np.ndarray, col: sa.Column) -> list:
     return values.tolist()
 
 
-def _generic_column(values: np.ndarray, col: sa.Column) -> list:
+def _epoch(shift: timedelta) -> np.datetime64:
+    """The world's first moment as written: DEMO_START moved by `shift` (a living demo ends today)."""
+    return _EPOCH64 + np.timedelta64(int(shift / timedelta(microseconds=1)), "us")
+
+
+def _epoch_day(shift: timedelta) -> np.datetime64:
+    return np.datetime64("2026-09-01", "D") + np.timedelta64(shift.days, "D")
+
+
+def _generic_column(values: np.ndarray, col: sa.Column, shift: timedelta = timedelta(0)) -> list:
     if isinstance(col.type, sa.DateTime):
-        return (_EPOCH64 + values.astype("timedelta64[us]")).tolist()
+        return (_epoch(shift) + values.astype("timedelta64[us]")).tolist()
     if isinstance(col.type, sa.Date):
-        return (np.datetime64("2026-09-01", "D") + values.astype("timedelta64[D]")).tolist()
-    return _sqlite_column(values, col)
+        return (_epoch_day(shift) + values.astype("timedelta64[D]")).tolist()
+    return _sqlite_column(values, col, shift)
 
 
-def _copy_psycopg2(conn: sa.Connection, table: sa.Table, data: dict[str, np.ndarray]) -> None:
+def _copy_psycopg2(conn: sa.Connection, table: sa.Table, data: dict[str, np.ndarray], shift: timedelta = timedelta(0)) -> None:
     """Bulk load through PostgreSQL's COPY (CSV: an unquoted empty field is NULL)."""
     import pandas as pd
 
-    frame = pd.DataFrame({c.name: (_sqlite_column(data[c.name], c) if isinstance(c.type, (sa.DateTime, sa.Date))
+    frame = pd.DataFrame({c.name: (_sqlite_column(data[c.name], c, shift) if isinstance(c.type, (sa.DateTime, sa.Date))
                                    else data[c.name]) for c in table.columns})
     buf = io.StringIO()
     frame.to_csv(buf, index=False, header=False, na_rep="")
@@ -562,7 +571,7 @@ def _copy_psycopg2(conn: sa.Connection, table: sa.Table, data: dict[str, np.ndar
         cur.copy_expert(f'COPY "{table.name}" ({cols}) FROM STDIN WITH (FORMAT csv)', buf)
 
 
-def _write(engine: sa.Engine, world: dict[str, dict[str, np.ndarray]]) -> None:
+def _write(engine: sa.Engine, world: dict[str, dict[str, np.ndarray]], shift: timedelta = timedelta(0)) -> None:
     tables = [SCHEMA.tables[name] for name in TABLES]
     indexes = [ix for t in tables for ix in t.indexes]
     with engine.begin() as conn:
@@ -578,13 +587,13 @@ def _write(engine: sa.Engine, world: dict[str, dict[str, np.ndarray]]) -> None:
             if not len(next(iter(data.values()))):
                 continue
             if sqlite:
-                cols = [_sqlite_column(data[c.name], c) for c in t.columns]
+                cols = [_sqlite_column(data[c.name], c, shift) for c in t.columns]
                 sql = f'INSERT INTO "{t.name}" ({", ".join(c.name for c in t.columns)}) VALUES ({", ".join("?" * len(cols))})'
                 conn.connection.driver_connection.cursor().executemany(sql, list(zip(*cols)))
             elif conn.dialect.driver == "psycopg2":
-                _copy_psycopg2(conn, t, data)
+                _copy_psycopg2(conn, t, data, shift)
             else:
-                cols = {c.name: _generic_column(data[c.name], c) for c in t.columns}
+                cols = {c.name: _generic_column(data[c.name], c, shift) for c in t.columns}
                 names = list(cols)
                 rows = [dict(zip(names, r)) for r in zip(*cols.values())]
                 for i in range(0, len(rows), 20_000):
@@ -628,17 +637,19 @@ def build(*, seed: int = 7, days: int = 56, scale: float = 1.0,
 
 
 def generate(url: str, *, seed: int = 7, days: int = 56, scale: float = 1.0,
-             as_of: datetime | None = None) -> dict:
+             as_of: datetime | None = None, shift: timedelta = timedelta(0)) -> dict:
     """Create (drop and recreate) the demo world's tables in the database at `url` and return the
     manifest of planted episodes (JSON-serialisable).
 
     `as_of` is the moment of the snapshot (default: the end of the world); pass a later one to see
     the defaults and credit labels that only arrive months after the loans were issued.
+    `shift` moves every written time (a whole number of weeks keeps the weekdays); `as_of` and the
+    returned manifest stay in the unshifted calendar (see `shift_dates`).
     """
     world = build(seed=seed, days=days, scale=scale, as_of=as_of)
     engine = sa.create_engine(url)
     try:
-        _write(engine, world)
+        _write(engine, world, shift)
     finally:
         engine.dispose()
     return manifest(seed=seed, days=days, scale=scale, as_of=as_of,
@@ -771,6 +782,19 @@ def manifest(*, seed: int = 7, days: int = 56, scale: float = 1.0, as_of: dateti
 # --------------------------------------------------------------------------------------------
 # The config and the SQL that go with the world
 # --------------------------------------------------------------------------------------------
+
+def shift_dates(text: str, shift: timedelta) -> str:
+    """Every ISO date (and the date part of every timestamp) in `text` moved by `shift`: the manifest
+    and the config of a world written with that shift."""
+    import re
+
+    if not shift:
+        return text
+
+    def move(m: re.Match) -> str:
+        return (date.fromisoformat(m.group(0)) + timedelta(days=shift.days)).isoformat()
+    return re.sub(r"(?<!\d)\d{4}-\d\d-\d\d(?!\d)", move, text)
+
 
 def sql_dir() -> Path:
     """Folder of the goals' SQL files: the package `monitor.metrics_sql` when installed, else the

@@ -282,11 +282,12 @@ class NumericSummary:
     eq: list[float] | None = None  # counts of each of the (few) reference values
     abs_n: int | None = None  # count and sum of the values `abs` was taken over, when a sample
     abs_s: float | None = None  # of them (else n and s)
+    ks_d: float | None = None  # the exact KS statistic against this window's reference, when refined (`exactks`)
 
     @classmethod
     def from_dict(cls, d: dict) -> NumericSummary:
         return cls(rows=d["rows"], n=d["n"], s=d["s"], s2=d.get("s2"), lt=d.get("lt"), abs=d.get("abs"), eq=d.get("eq"),
-                   abs_n=d.get("abs_n"), abs_s=d.get("abs_s"))
+                   abs_n=d.get("abs_n"), abs_s=d.get("abs_s"), ks_d=d.get("ks_d"))
 
     @property
     def abs_base(self) -> tuple[float, float]:
@@ -297,18 +298,29 @@ class NumericSummary:
 
 @dataclass
 class CategoricalSummary:
+    """Counts of a categorical column's values: each of the spec's (the reference's top) categories,
+    then the rest, split into values the reference holds (its tail) and values it never saw."""
+
     rows: int
     n: int
     counts: list[float]  # per reference category, in the spec's order; the rest is n - sum(counts)
+    unseen: float | None = None  # of the rest, values absent from the reference; None: all of the rest
 
     @classmethod
     def from_dict(cls, d: dict) -> CategoricalSummary:
-        return cls(rows=d["rows"], n=d["n"], counts=list(d["counts"]))
+        return cls(rows=d["rows"], n=d["n"], counts=list(d["counts"]), unseen=d.get("unseen"))
 
-    @property
-    def vector(self) -> list[float]:
-        """Counts with the pooled rest (categories beyond the spec's, and unseen ones) last."""
-        return [*self.counts, self.n - sum(self.counts)]
+
+def category_vectors(ref: CategoricalSummary, cur: CategoricalSummary) -> tuple[list[float], list[float]]:
+    """(reference, current) counts over the spec's categories, the reference's tail and the unseen values.
+
+    Every value of the reference is seen by it: its own rest is all tail. The mass that moves to
+    values the reference never saw is its own bucket, so that a shift into new values is measured
+    whatever the column's cardinality (pooled with the tail, it would hide among the tail's values).
+    """
+    rest = cur.n - sum(cur.counts)
+    unseen = rest if cur.unseen is None else min(cur.unseen, rest)
+    return [*ref.counts, ref.n - sum(ref.counts), 0.0], [*cur.counts, rest - unseen, unseen]
 
 
 @dataclass
@@ -419,6 +431,8 @@ def _numeric_score(method: str, spec: dict, ref: NumericSummary, cur: NumericSum
         (ref_n, ref_mean), (cur_n, cur_mean) = ref.abs_base, cur.abs_base
         return wasserstein(spec["edges"], ref.abs, ref_n, ref_mean, ref_std, cur.abs, cur_n, cur_mean)
     if method == "ks":
+        if cur.ks_d is not None:  # refined: the exact statistic (`monitor.exactks`)
+            return ks_pvalue(cur.ks_d, int(ref.n), int(cur.n))
         return ks(ref.lt, cur.lt, ref.n, cur.n)
     few = ref.eq is not None and cur.eq is not None
     r, c = (_value_counts(ref), _value_counts(cur)) if few else (_numeric_bins(spec, ref), _numeric_bins(spec, cur))
@@ -426,7 +440,7 @@ def _numeric_score(method: str, spec: dict, ref: NumericSummary, cur: NumericSum
 
 
 def categorical_n_values(ref: CategoricalSummary, cur: CategoricalSummary) -> int:
-    r, c = ref.vector, cur.vector
+    r, c = category_vectors(ref, cur)
     return sum(1 for a, b in zip(r, c) if a > 0 or b > 0)
 
 
@@ -437,7 +451,7 @@ def compare_categorical(spec: dict, ref: CategoricalSummary, cur: CategoricalSum
     if ref.n > 0 and cur.n > 0:
         method = resolve(configured, CATEGORICAL, ref.n, categorical_n_values(ref, cur))
         fn = {"psi": psi, "jensenshannon": jensenshannon, "chisquare": chisquare, "z": z_test}[method]
-        value = fn(ref.vector, cur.vector)
+        value = fn(*category_vectors(ref, cur))
     return _finish(method, value, configured, threshold, ref, cur)
 
 
@@ -447,8 +461,11 @@ def _finish(method, value, configured, threshold, ref, cur) -> ColumnDrift:
     if m is not None:
         thr = threshold if (threshold is not None and configured in ("auto", method)) else m.default_threshold
     if m is not None:
-        p_mode = not m.higher_is_drift
-        null_thr = None if method == "psi" else thr  # PSI's scale is not a distance's: keep 0.1
+        # A p-value test on the NULL share only on small references: on large ones (a KS or chi-square
+        # configured on millions of rows) it fires on any trivial difference, even between two days
+        # of the reference itself, so the NULL share is compared by its effect size, as `auto` does.
+        p_mode = not m.higher_is_drift and ref.rows <= AUTO_SMALL_REFERENCE
+        null_thr = None if (method == "psi" or p_mode != (not m.higher_is_drift)) else thr  # PSI's scale is not a distance's
     else:  # no score (a side without values): the NULL share is still compared
         p_mode, null_thr = 0 < ref.rows <= AUTO_SMALL_REFERENCE, None
     nm, nv, nt = null_shift(ref.rows, ref.rows - ref.n, cur.rows, cur.rows - cur.n, p_mode, null_thr)

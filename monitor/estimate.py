@@ -42,7 +42,7 @@ from scipy import stats
 
 from . import conventions as names
 from .config import Model
-from .db import quote, quote_table
+from .db import finite, quote, quote_table
 from .windows import Window
 
 BINS = 1000  # equal-width score bins of a binary classifier
@@ -79,10 +79,10 @@ def _window_groups(conn, model: Model, window: Window) -> list[tuple]:
     from .modeljobs import _bounds, _where
 
     s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = finite(conn, f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)")  # NaN, +-inf: NULL
     sql = (f"SELECT b, pr, COUNT(*), SUM(sc), SUM(sc * sc) FROM (SELECT {_bin_expr(conn, sc)} AS b, "
            f"{_pred_expr(conn, model)} AS pr, {sc} AS sc FROM {quote_table(conn, s.table)} "
-           f"WHERE {_where(conn, model)} AND {quote(conn, s.score)} IS NOT NULL) q GROUP BY b, pr")
+           f"WHERE {_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b, pr")
     return [(int(r[0]), None if r[1] is None else int(r[1]), int(r[2]), float(r[3]), float(r[4]))
             for r in conn.execute(sa.text(sql), _bounds(conn, model, window))]
 
@@ -92,7 +92,7 @@ def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.nda
     from .modeljobs import _bounds, _joined
 
     s, lab = model.source, model.labels
-    sc = f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)")  # NaN, +-inf: NULL
     j = _joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y, "
                              f"{sc} AS sc")
     c, y, p = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
@@ -308,7 +308,7 @@ def regression_reference(conn, store, model: Model, now: datetime) -> dict:
         return got
     edges = _reg_edges(conn, model, rng)
     s, lab = model.source, model.labels
-    sc = f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)")  # NaN, +-inf: NULL
     j = _joined(conn, model, f"{_reg_bin(edges, sc)} AS b, {sc} - CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS e")
     bins = [[0, 0.0, 0.0, 0.0, 0.0] for _ in range(len(edges) + 1)]
     for b, n, a, e2, a3, e4 in conn.execute(sa.text(
@@ -352,11 +352,11 @@ def _window_reg_counts(conn, model: Model, window: Window, edges: list[float]) -
     from .modeljobs import _bounds, _where
 
     s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = finite(conn, f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)")  # NaN, +-inf: NULL
     counts = [0] * (len(edges) + 1)
     for b, n in conn.execute(sa.text(
             f"SELECT b, COUNT(*) FROM (SELECT {_reg_bin(edges, sc)} AS b FROM {quote_table(conn, s.table)} "
-            f"WHERE {_where(conn, model)} AND {quote(conn, s.score)} IS NOT NULL) q GROUP BY b"),
+            f"WHERE {_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b"),
             _bounds(conn, model, window)):
         counts[int(b)] = int(n)
     return counts

@@ -185,6 +185,9 @@ class ResultsCollector:
     def collect_models(self):
         score = GaugeMetricFamily(n.FEATURE_DRIFT_SCORE, "Drift of one feature in the latest window against the reference.", labels=["model", "feature", "method"])
         detected = GaugeMetricFamily(n.FEATURE_DRIFT_DETECTED, "1 when the feature's drift score crosses its threshold.", labels=["model", "feature"])
+        feature_thr = GaugeMetricFamily(n.FEATURE_DRIFT_THRESHOLD, "The threshold the feature's drift score is held to "
+                                        "(fixed, the method's default, or learned from the reference).",
+                                        labels=["model", "feature", "method"])
         share = GaugeMetricFamily(n.DATASET_DRIFT_SHARE, "Share of features drifted in the latest window.", labels=["model"])
         share_thr = GaugeMetricFamily(n.DATASET_DRIFT_THRESHOLD, "Share of drifted features that makes dataset drift.", labels=["model"])
         pred = GaugeMetricFamily(n.PREDICTION_DRIFT_SCORE, "Drift of the score column.", labels=["model", "method"])
@@ -196,10 +199,21 @@ class ResultsCollector:
         pending = GaugeMetricFamily(n.MODEL_QUALITY_PENDING, "Windows whose labels have not matured yet.", labels=["model"])
         end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
+        quality_thr = GaugeMetricFamily(n.MODEL_QUALITY_THRESHOLD, "The floor (bound=min) or ceiling (bound=max) the "
+                                        "latest judged window's quality is held to, fixed or learned from the reference.",
+                                        labels=["model", "metric", "bound"])
+        klass = GaugeMetricFamily(n.MODEL_CLASS_QUALITY, "Per-class quality of a multiclass model in the latest window "
+                                  "whose labels are mature (classes beyond max_segments are left out).",
+                                  labels=["model", "class", "metric"])
+        mv_score = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_SCORE, "Mean PCA reconstruction error of the numeric features "
+                                     "in the latest window (standardised by the reference).", labels=["model"])
+        mv_detected = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_DETECTED, "1 when the reconstruction error crosses its threshold.",
+                                        labels=["model"])
+        mv_thr = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_THRESHOLD, "The reconstruction error's threshold (fixed, or learned "
+                                   "from the reference's windows).", labels=["model"])
         info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
         version = InfoMetricFamily(n.MODEL_VERSION_INFO, "The registered version behind the model (MLflow alias).", labels=["model"])
         validation = GaugeMetricFamily(n.MODEL_VALIDATION, "A metric the registered version's run logged.", labels=["model", "metric"])
-        threshold = GaugeMetricFamily(n.MODEL_QUALITY_THRESHOLD, "The floor (or ceiling) the latest quality was judged by.", labels=["model", "metric"])
         checks = GaugeMetricFamily(n.MODEL_DATA_CHECK_FAILED, "1 when a validity check fails in the latest window, 0 when it passes.",
                                    labels=["model", "check"])
         newest = GaugeMetricFamily(n.MODEL_NEWEST_ROW, "The newest row of the model's source over its stored windows.", labels=["model"])
@@ -240,16 +254,28 @@ class ResultsCollector:
             if latest["drift_share"] is not None:
                 share.add_metric([m.name], latest["drift_share"])
             for r in self.store.model_metrics(m.name, latest["window_start"]):
+                if r["kind"] == "feature_drift_compare":  # drift.compare: the other methods, beside the deciding one
+                    score.add_metric([m.name, r["name"], r["method"] or ""], _num(r["value"]))
+                    continue
                 if r["segment"]:
                     continue
                 if r["kind"] == "feature_drift":
                     score.add_metric([m.name, r["name"], r["method"] or ""], _num(r["value"]))
                     detected.add_metric([m.name, r["name"]], 1.0 if r["detected"] else 0.0)
+                    if r["threshold"] is not None:
+                        feature_thr.add_metric([m.name, r["name"], r["method"] or ""], r["threshold"])
                 elif r["kind"] == "prediction_drift":
-                    pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
-                    pred_detected.add_metric([m.name], 1.0 if r["detected"] else 0.0)
+                    # a multiclass model's prediction drift is its predicted class distribution's
+                    if m.task != "multiclass_classification" or r["name"] == "class":
+                        pred.add_metric([m.name, r["method"] or ""], _num(r["value"]))
+                        pred_detected.add_metric([m.name], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "online":
                     online.add_metric([m.name, r["name"], ""], _num(r["value"]))
+                elif r["kind"] == "multivariate_drift":
+                    mv_score.add_metric([m.name], _num(r["value"]))
+                    if r["threshold"] is not None:
+                        mv_thr.add_metric([m.name], r["threshold"])
+                        mv_detected.add_metric([m.name], 1.0 if r["detected"] else 0.0)
                 elif r["kind"] == "null_share":
                     online.add_metric([m.name, "null_share", r["name"]], _num(r["value"]))
             judged = self.store.latest_model_window(m.name, quality_ok=True)
@@ -257,11 +283,13 @@ class ResultsCollector:
                 qend.add_metric([m.name], _ts(judged["window_end"]))
                 if judged["label_coverage"] is not None:
                     coverage.add_metric([m.name], judged["label_coverage"])
-                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality",)):
-                    if not r["segment"]:
+                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality", "quality_threshold")):
+                    if r["kind"] == "quality_threshold":  # the floor (min) or ceiling (max), fixed or learned
+                        quality_thr.add_metric([m.name, r["name"], r["segment"]], _num(r["value"]))
+                    elif not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
-                        if r["threshold"] is not None:
-                            threshold.add_metric([m.name, r["name"]], _num(r["threshold"]))
+                    elif r["segment"].startswith("class="):
+                        klass.add_metric([m.name, r["segment"][len("class="):], r["name"]], _num(r["value"]))
             # estimates: of the latest window still waiting for its labels (a mature one shows realized values)
             waiting = self.store.latest_model_window(m.name, with_rows=True, status="pending")
             if waiting and (judged is None or waiting["window_start"] > judged["window_start"]):
@@ -270,8 +298,9 @@ class ResultsCollector:
                         estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
-        yield from (score, detected, share, share_thr, pred, pred_detected, online, quality, coverage, pending, end, qend, info,
-                    est, est_lo, est_hi, est_err, checks, newest, volume, version, validation, threshold)
+        yield from (score, detected, feature_thr, share, share_thr, pred, pred_detected, online, quality, quality_thr,
+                    klass, mv_score, mv_detected, mv_thr, coverage, pending, end, qend, info,
+                    est, est_lo, est_hi, est_err, checks, newest, volume, version, validation)
 
     def _version(self, m, version, validation):
         """The registry's version as last read (with the latest window that recorded it)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -165,8 +166,9 @@ def cap_segments(segs: list[dict], limit: int) -> list[dict]:
     return keep + [{"segment": OTHER, "numerator": n, "denominator": d, "value": n / d if d else None}]
 
 
-def compute(conn, goal: Goal, window: Window, provisional: bool) -> tuple[GoalWindow, int]:
-    """The stored result of one goal window, and the rows the query returned."""
+def compute(conn, goal: Goal, window: Window, provisional: bool, size: timedelta | None = None) -> tuple[GoalWindow, int]:
+    """The stored result of one goal window, and the rows the query returned. `size` (the configured
+    window size) keys it in the store: a calendar month's own length varies, its key does not."""
     columns, rows = run_sql(conn, goal, window)
     value, numerator, denominator, segs = shape(goal, columns, rows)
     j = judge(value, numerator, denominator, goal.target, goal.direction)
@@ -174,7 +176,7 @@ def compute(conn, goal: Goal, window: Window, provisional: bool) -> tuple[GoalWi
 
     est = goal_estimate(conn, goal, window, None if provisional else value) if goal.estimate else None
     return GoalWindow(
-        goal=goal.name, size_seconds=int(window.size.total_seconds()), window_start=window.start,
+        goal=goal.name, size_seconds=int((size or window.size).total_seconds()), window_start=window.start,
         window_end=window.end, value=value, numerator=numerator, denominator=denominator,
         ci_low=j.ci_low, ci_high=j.ci_high, met=j.met, status=j.status, needed=j.needed,
         provisional=provisional, segments=segs, estimate=est,

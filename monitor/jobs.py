@@ -48,9 +48,10 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime) -> 
         stored = store.goal_windows(goal.name, int(size.total_seconds()))
         unsettled = {s for s, prov in stored.items() if prov}
         for w in plan(goal.start, now, size, set(stored), goal.recompute, unsettled):
-            def run(w=w):
+            def run(w=w, size=size):
                 with source.connect() as conn:
-                    result, rows = goals.compute(conn, goal, w, provisional=not is_mature(w, now, goal.maturity))
+                    result, rows = goals.compute(conn, goal, w, provisional=not is_mature(w, now, goal.maturity),
+                                                 size=size)
                 store.save_goal_window(result, now)
                 return rows
             tasks.append(Task(names.goal_job(goal.name), w, run))

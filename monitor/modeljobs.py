@@ -49,12 +49,31 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from . import bands as B
+from . import confusion
+from . import conventions as names
 from . import drift as D
+from . import driftsettings as S
 from . import estimate as E
+from . import exactks as KS
+from . import multiclass as MC
+from . import multivariate as MV
 from .config import Model
-from .db import Timestamps, quote, quote_table, timestamps, window_params, window_where
+from .db import (
+    Timestamps,
+    finite,
+    invalid_time,
+    newest_of,
+    non_finite,
+    quote,
+    quote_table,
+    timestamps,
+    window_params,
+    window_where,
+)
 from .store import ModelWindow, Store
-from .windows import Window, due_windows, plan, window_at, windows_between
+from .durations import Months
+from .windows import Window, due_windows, plan, shift, window_at, windows_between
 
 log = logging.getLogger("monitor.modeljobs")
 
@@ -73,6 +92,9 @@ DISCRETE_MAX = 20  # a numeric column with at most this many reference values is
 CAT_MAX = 50  # reference categories counted one by one; the rest are pooled with unseen ones
 ROLLING_LT_MAX = 5000  # rolling `auto` references: KS counts kept while the first reference is this small
 ROLLING_ABS_MIN = 200  # ... and Wasserstein sums once it is this large
+SCORE_NULL_TOLERANCE = 0.05  # score_nulls fails when more of the window's scores than this are NULL or not finite
+REFERENCE_MIN_ROWS = 30  # a reference of fewer rows is too few to judge drift by (the `reference` check)
+QUALITY_CHECKS = ("score_range", "score_nulls", "label_values", "label_duplicates")  # failing: quality withheld
 LOG_EPS = float(np.finfo(np.float64).eps)  # scikit-learn's clipping of probabilities in log_loss
 OTHER = "other"
 
@@ -93,7 +115,7 @@ def plan_windows(store: Store, model: Model, now: datetime) -> list[Window]:
     if model.labels is not None:
         delay = model.labels.max_delay
         unsettled = {s for s, status in done.items()
-                     if status == "pending" and s + model.window + delay <= now}
+                     if status == "pending" and window_at(s, model.window).end + delay <= now}
         if model.recompute > 0:
             matured = [w for w in due_windows(model.start, now, model.window) if w.end + delay <= now]
             unsettled |= {w.start for w in matured[-model.recompute:]}
@@ -106,11 +128,14 @@ def reference_range(model: Model, window: Window) -> Window:
     if ref.rolling is None:
         return Window(ref.start, ref.end)
     n = _rolling_windows(model)
-    return Window(window.start - n * model.window, window.start)
+    return Window(shift(window.start, model.window, -n), window.start)
 
 
 def _rolling_windows(model: Model) -> int:
-    return max(1, round(model.reference.rolling / model.window))
+    roll, size = model.reference.rolling, model.window
+    if isinstance(roll, Months) and isinstance(size, Months):
+        return max(1, round(roll.months / size.months))
+    return max(1, round(roll / size))
 
 
 # --------------------------------------------------------------------------- specs
@@ -123,6 +148,9 @@ def _model_hash(model: Model) -> str:
         "v": SPEC_VERSION, "table": s.table, "ts": s.timestamp, "score": s.score, "pred": s.prediction,
         "num": s.features.numeric, "cat": s.features.categorical, "seg": model.segments,
         "max_seg": model.max_segments, "method": model.drift.method, "window": model.window.total_seconds(),
+        **({"features": {k: v.model_dump(mode="json") for k, v in model.drift.features.items()}}
+           if model.drift.features else {}),
+        **({"compare": model.drift.compare} if model.drift.compare else {}),
         "ref": [str(model.reference.start), str(model.reference.end), str(model.reference.rolling)],
         "task": model.task,
     }
@@ -141,13 +169,19 @@ def _ts(conn, model: Model) -> Timestamps:
     return timestamps(conn, s.table, s.timestamp, s.timestamp_format)
 
 
-def _where(conn, model: Model, prefix: str = "") -> str:
-    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds)."""
-    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model))
+def _where(conn, model: Model, prefix: str = "", p: str = "") -> str:
+    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds); `p`
+    prefixes the parameters' names, for a second window in one statement."""
+    return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model), p)
 
 
-def _bounds(conn, model: Model, w: Window) -> dict:
-    return window_params(conn, _ts(conn, model), w.start, w.end)
+def _bounds(conn, model: Model, w: Window, p: str = "") -> dict:
+    return window_params(conn, _ts(conn, model), w.start, w.end, p)
+
+
+def _num(conn, column: str) -> str:
+    """A quoted numeric column as DOUBLE PRECISION, NaN and +-infinity read as NULL."""
+    return finite(conn, f"CAST({column} AS DOUBLE PRECISION)")
 
 
 def _jsonable(v):
@@ -194,9 +228,9 @@ ALL_LEVELS = sorted({*W_LEVELS, 0.5, *(i / (BIN_EDGES + 1) for i in range(1, BIN
 def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple[float, int]] | None:
     """The column's (value, count) pairs when the reference has at most DISCRETE_MAX values, else None."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
-    v = f"CAST({x} AS DOUBLE PRECISION)"
+    v = _num(conn, x)
     rows = conn.execute(sa.text(
-        f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
+        f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {v} IS NOT NULL "
         f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), _bounds(conn, model, ref)).all()
     return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
 
@@ -205,8 +239,7 @@ def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[d
     """PostgreSQL: every column's quantiles at ALL_LEVELS in one statement (one sort per column)."""
     t = quote_table(conn, model.source.table)
     arr = "ARRAY[" + ", ".join(repr(q) for q in ALL_LEVELS) + "]::double precision[]"
-    aggs = [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY CAST({quote(conn, c)} AS DOUBLE PRECISION))"
-            for c in columns]
+    aggs = [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {_num(conn, quote(conn, c))})" for c in columns]
     row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, ref)).one()
     return [dict(zip(ALL_LEVELS, map(float, vals))) if vals else {} for vals in row]
@@ -215,13 +248,13 @@ def _quantiles_pg(conn, model: Model, columns: list[str], ref: Window) -> list[d
 def _quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: list[float]) -> dict[float, float]:
     """Portable: the order statistics at the levels' ranks, with ROW_NUMBER (one sort)."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
-    v = f"CAST({x} AS DOUBLE PRECISION)"
+    v = _num(conn, x)
     ranks = sorted({_rank(q, n) for q in levels})
     marks = ", ".join(f":r{i}" for i in range(len(ranks)))
     params = {**_bounds(conn, model, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
     got = dict(conn.execute(sa.text(
         f"SELECT rn, v FROM (SELECT {v} AS v, ROW_NUMBER() OVER (ORDER BY {v}) AS rn FROM {t} "
-        f"WHERE {_where(conn, model)} AND {x} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
+        f"WHERE {_where(conn, model)} AND {v} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
     return {q: float(got[_rank(q, n)]) for q in levels if _rank(q, n) in got}
 
 
@@ -234,7 +267,10 @@ def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling:
     maybe_discrete = quantiles is None or len(set(quantiles.values())) <= DISCRETE_MAX
     pairs = _discrete_values(conn, model, column, ref) if maybe_discrete else None
     distinct = len(pairs) if pairs is not None else None
-    needs = _needs(model.drift.method, n, distinct, rolling)
+    needs = {}  # what any of the column's methods needs (`drift.features`, `drift.compare`)
+    for method in S.methods(model, column if column != model.source.score else None):
+        for k, v in _needs(method, n, distinct, rolling).items():
+            needs[k] = needs.get(k, False) or v
     if pairs is not None:
         values = [p[0] for p in pairs]
         half, acc, center = (n + 1) // 2, 0, values[0]
@@ -268,15 +304,18 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     s = model.source
     t = quote_table(conn, s.table)
     numeric = list(s.features.numeric)
-    counts = ", ".join(f"COUNT({quote(conn, c)})" for c in [*numeric, s.score])
+    # a multiclass model may have no score column: its score summary is then empty (COUNT(NULL) = 0)
+    counts = ", ".join(f"COUNT({_num(conn, quote(conn, c)) if c else 'NULL'})" for c in [*numeric, s.score])
     row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {_where(conn, model)}"),
                        _bounds(conn, model, ref)).one()
     rows = int(row[0] or 0)
     if rows == 0:
         return None
     spec = {"version": SPEC_VERSION, "rows": rows, "num": {}, "cat": {}, "score": None, "segments": {}}
-    quantiles = (_quantiles_pg(conn, model, [*numeric, s.score], ref) if conn.dialect.name == "postgresql"
-                 else [None] * (len(numeric) + 1))
+    quantiles = [None] * (len(numeric) + 1)
+    cut = [*numeric, *([s.score] if s.score else [])]
+    if conn.dialect.name == "postgresql" and cut:
+        quantiles = [*_quantiles_pg(conn, model, cut, ref), None][:len(numeric) + 1]
     for col, n, q in zip(numeric, row[1:], quantiles):
         spec["num"][col] = _numeric_spec(conn, model, col, ref, int(n or 0), rolling, q)
     spec["score"] = _numeric_spec(conn, model, s.score, ref, int(row[-1] or 0), rolling, quantiles[-1])
@@ -365,10 +404,18 @@ class _Pass:
         conn, m, s = self.conn, self.model, self.model.source
         cols = []
         for i, col in enumerate(s.features.numeric):
-            cols.append(f"CAST({quote(conn, col)} AS DOUBLE PRECISION) AS n{i}")
+            cols.append(f"{_num(conn, quote(conn, col))} AS n{i}")
             self._numeric(("num", col), f"n{i}", self.spec["num"][col])
-        cols.append(f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION) AS sc")
+        cols.append(f"{_num(conn, quote(conn, s.score)) if s.score else 'CAST(NULL AS DOUBLE PRECISION)'} AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
+        # data checks: rows with a non-finite score or numeric feature (read as NULL above) ...
+        raw = [f"CAST({quote(conn, c)} AS DOUBLE PRECISION)" for c in [*s.features.numeric, s.score] if c]
+        cols.append(f"CASE WHEN {' OR '.join(non_finite(conn, r) for r in raw) or '1 = 0'} THEN 1 ELSE 0 END AS nf")
+        self.aggs.append("SUM(nf)")
+        self.slots.append(("checks", "non_finite"))
+        if m.task == "binary_classification":  # ... and classifier scores outside [0, 1]
+            self.aggs.append("SUM(CASE WHEN sc < 0 OR sc > 1 THEN 1 ELSE 0 END)")
+            self.slots.append(("checks", "score_range"))
         if m.task == "binary_classification":
             if s.prediction:
                 cols.append(f"CAST({quote(conn, s.prediction)} AS INTEGER) AS pr")
@@ -410,7 +457,7 @@ class _Pass:
                 d["eq"] = [0] * len(ns["values"])
             return d
         out = {"rows": 0, "num": {c: num(ns) for c, ns in self.spec["num"].items()},
-               "score": num(self.spec["score"]),
+               "score": num(self.spec["score"]), "checks": {"non_finite": 0, "score_range": 0},
                "cat": {c: {"rows": 0, "n": 0, "counts": [0] * len(cs["categories"])} for c, cs in self.spec["cat"].items()}}
         if self.model.task == "binary_classification":
             out["online"] = {"pos": 0, "pos_n": 0}
@@ -436,7 +483,7 @@ class _Pass:
 
 
 def _count_categories(conn, model: Model, spec: dict, window: Window, segment: str | None,
-                      parts: dict[int, dict]) -> None:
+                      parts: dict[int, dict], unseen_from: dict[str, Window] | None = None) -> None:
     """Category counts by GROUP BY: one hash per row, where a CASE per category costs a comparison each.
 
     While the reference saw few enough combinations, all categorical columns (and the segment) go
@@ -444,14 +491,19 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
     never saw are pooled in Python. Past that limit, each column is mapped to its reference
     categories in SQL (``CASE WHEN c IN (...) THEN c END``) and counted on its own: the groups are
     then bounded by the categories, never by the rows.
+
+    `unseen_from` ({column: reference range}): columns whose reference holds values beyond the
+    spec's categories. Their other values are told apart, in SQL, into the reference's tail and
+    values the reference never saw (``unseen``), by a join against the reference's distinct values.
     """
+    unseen_from = unseen_from or {}
     cats = list(model.source.features.categorical)
     if not cats:
         return
     segments = spec["segments"].get(segment, []) if segment else []
     seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
     lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
-    raw_ok = (not any(spec["cat"][c].get("pooled") for c in cats)
+    raw_ok = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
               and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
 
     def add(part: dict, col: str, value, count: int) -> None:
@@ -488,7 +540,17 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
         if g is not None:
             cols.append(f"{g} AS g")
             keys.append("g")
-        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q "
+        join = ""
+        if col in unseen_from:  # values outside the categories that the reference never holds
+            cols.append(f"{x} AS v")
+            params.update(_bounds(conn, model, unseen_from[col], p="r"))
+            ref_where = _where(conn, model, "r.", p="r")
+            for part in parts.values():
+                part["cat"][col].setdefault("unseen", 0)
+            join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
+                    "ON r.v = q.v AND q.m IS NULL")
+            keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
+        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
                f"GROUP BY {', '.join(keys)}")
         for r in conn.execute(sa.text(sql), params):
             part = parts[int(r[2])] if segment else parts[-1]
@@ -498,6 +560,8 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
             c["n"] += int(r[-1])
             if r[0] is not None:
                 c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
+            elif col in unseen_from and r[-2]:
+                c["unseen"] = c.get("unseen", 0) + int(r[-1])
 
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
@@ -530,7 +594,7 @@ def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: boo
 
 
 def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
-         on_pass=None) -> dict:
+         on_pass=None, unseen_from: dict[str, Window] | None = None) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
@@ -538,6 +602,7 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
     see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
+    `unseen_from`: see `_count_categories`.
     """
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
@@ -559,7 +624,7 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
             on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None)
         if p.abs_sql:
             _distances(conn, p, params, parts, sample)
-        _count_categories(conn, model, spec, window, seg, parts)
+        _count_categories(conn, model, spec, window, seg, parts, unseen_from)
         if seg is None:
             result["all"] = parts[-1]
             break
@@ -617,6 +682,25 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
     return spec, total, read
 
 
+def _as_reference(summary: dict) -> dict:
+    """A window's summary as a part of later references: without its `unseen` counts (what its
+    own reference never saw), which mean nothing to a reference (a reference sees all its values)."""
+    def strip(part: dict) -> dict:
+        return {**part, "cat": {c: {k: v for k, v in d.items() if k != "unseen"} for c, d in part["cat"].items()}}
+    return {"all": strip(summary["all"]),
+            "segments": {seg: {label: strip(p) for label, p in parts.items()} for seg, parts in summary["segments"].items()}}
+
+
+def _unseen_from(model: Model, window: Window, ref: dict | None) -> dict[str, Window]:
+    """Categorical columns whose reference holds values beyond the spec's categories (its tail), and
+    the reference range: their window values are told apart into the tail and the never seen."""
+    if ref is None:
+        return {}
+    rng = reference_range(model, window)
+    return {c: rng for c in model.source.features.categorical
+            if ref["all"]["cat"][c]["n"] - sum(ref["all"]["cat"][c]["counts"]) > 0}
+
+
 def _window_key(model: Model, spec: dict, w: Window) -> str:
     return f"win:{_model_hash(model)}:{_fingerprint(spec)}:{w.start.strftime('%Y%m%dT%H%M%S')}"
 
@@ -647,10 +731,10 @@ def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
         return None
     first, take, t = _p95_plan(n)
     s = model.source
-    sc = f"CAST({quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = _num(conn, quote(conn, s.score))
     rows = conn.execute(sa.text(
         f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
-        f"AND {quote(conn, s.score)} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
+        f"AND {sc} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
         _bounds(conn, model, window)).all()
     return _p95_value([float(r[0]) for r in rows], take, t)
 
@@ -670,6 +754,78 @@ def _labels_unique(conn, model: Model) -> bool:
                 {"t": quote_table(conn, lab.table), "c": lab.id}).scalar())
     except sa.exc.DBAPIError:  # no catalog access: take the separate query
         return False
+
+
+def _label_ids(conn, model: Model, window: Window, ids: tuple | None = None) -> tuple[int, int]:
+    """(labelled prediction ids, ids with more than one label) of the window."""
+    s, lab = model.source, model.labels
+    lid = f"l.{quote(conn, lab.id)}"
+    narrow = f" AND {lid} BETWEEN :id_lo AND :id_hi" if ids else ""
+    row = conn.execute(sa.text(
+        f"SELECT COUNT(*), SUM(CASE WHEN c > 1 THEN 1 ELSE 0 END) FROM (SELECT COUNT(*) AS c "
+        f"FROM {quote_table(conn, lab.table)} l WHERE l.{quote(conn, lab.label)} IS NOT NULL{narrow} AND {lid} IN "
+        f"(SELECT s.{quote(conn, s.id)} FROM {quote_table(conn, s.table)} s WHERE {_where(conn, model, 's.')}) "
+        f"GROUP BY {lid}) d"), {**_bounds(conn, model, window), **_id_params(ids)}).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+_table_columns: dict[tuple, dict] = {}
+
+
+def _columns(conn, table: str) -> dict | None:
+    """The table's columns and their SQLAlchemy types (read once per process), or None when no such table."""
+    key = (str(conn.engine.url), table)
+    if key not in _table_columns:
+        schema, _, name = table.rpartition(".")
+        try:
+            cols = sa.inspect(conn).get_columns(name, schema=schema or None)
+        except sa.exc.NoSuchTableError:
+            return None
+        _table_columns[key] = {c["name"]: c["type"] for c in cols}
+    return _table_columns[key]
+
+
+def _is_boolean(conn, table: str, column: str) -> bool:
+    return isinstance((_columns(conn, table) or {}).get(column), sa.Boolean)
+
+
+def _schema_problems(conn, model: Model) -> list[str]:
+    """Configured columns missing, or (PostgreSQL) of a type that cannot be read as a number.
+
+    The timestamp column is `monitor.db.timestamps`' to judge; without it there is no window at
+    all, so a missing one is an error (the job fails) rather than a check.
+    """
+    s, lab = model.source, model.labels
+    number = (sa.Integer, sa.Numeric, sa.Float)
+    binary = model.task == "binary_classification"
+    classes = MC.is_multiclass(model)  # class names or codes: any type, the same for predictions and labels
+    wanted = [(s.table, "source.id", s.id, None),
+              *([(s.table, "source.score", s.score, number)] if s.score else []),
+              *[(s.table, f"source.class_scores.{k}", c, number) for k, c in (s.class_scores or {}).items()],
+              *[(s.table, "source.features.numeric", c, number) for c in s.features.numeric],
+              *[(s.table, "source.features.categorical", c, None) for c in s.features.categorical],
+              *[(s.table, "segments", c, None) for c in model.segments]]
+    if s.prediction:
+        wanted.append((s.table, "source.prediction", s.prediction, None if classes else (*number, sa.Boolean)))
+    if lab is not None:
+        wanted += [(lab.table, "labels.id", lab.id, None),
+                   (lab.table, "labels.label", lab.label,
+                    None if classes else (*number, sa.Boolean) if binary else number)]
+    problems = []
+    for table, key, col, types in wanted:
+        have = _columns(conn, table)
+        if have is None:
+            problems.append(f"{key}: table {table} does not exist")
+        elif col not in have:
+            problems.append(f"{key}: column {col} not in table {table}")
+        elif types and conn.dialect.name == "postgresql" and not isinstance(have[col], types):
+            problems.append(f"{key}: column {col} of table {table} is of type {have[col]}, not a number")
+    if problems:  # read the tables again next time: the fix may be on its way
+        for table in {s.table, *([lab.table] if lab else [])}:
+            _table_columns.pop((str(conn.engine.url), table), None)
+    if any(p.startswith("source.") and "table" in p and "does not exist" in p for p in problems):
+        raise ValueError(f"model {model.name}: {problems[0]}")
+    return problems
 
 
 def _joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False) -> str:
@@ -737,10 +893,14 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     """
     s, lab = model.source, model.labels
     _ensure_ln(conn)
-    pred = (f"CAST(s.{quote(conn, s.prediction)} AS INTEGER)" if s.prediction else
-            f"CASE WHEN s.{quote(conn, s.score)} >= 0.5 THEN 1 WHEN s.{quote(conn, s.score)} IS NOT NULL THEN 0 END")
-    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS INTEGER) AS y, {pred} AS pr", ids, version is not None)
+    sc = _num(conn, f"s.{quote(conn, s.score)}")
+    # a row whose score is NULL or not finite is not scored: no metric counts it
+    pred = (f"CASE WHEN {sc} IS NOT NULL THEN CAST(s.{quote(conn, s.prediction)} AS INTEGER) END" if s.prediction else
+            f"CASE WHEN {sc} >= 0.5 THEN 1 WHEN {sc} IS NOT NULL THEN 0 END")
+    y = f"l.{quote(conn, lab.label)}"
+    # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
+    y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
+    j = _joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr", ids, version is not None)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
@@ -753,14 +913,14 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(rk + cnt) {pos},
            SUM(CAST(ctp AS DOUBLE PRECISION) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
-           SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr){extra}
+           SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y){extra}
     FROM (SELECT sc, y, pr, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
     labelled, P, n, ranks = (0 if v is None else int(v) for v in row[:4])
     ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[4:11])
     N = n - P
-    out: dict = {"labelled": labelled}
+    out: dict = {"labelled": labelled, "_invalid_labels": labelled - int(row[11] or 0)}
     if P > 0 and N > 0:
         # 2 U = 2 P (n + 1) - sum(rank + count) - P (P + 1), exact in integers
         out["roc_auc"] = (2 * P * (n + 1) - ranks - P * (P + 1)) / (2 * P * N)
@@ -774,24 +934,39 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["precision"] = tpp / pp if pp else 0.0
         out["recall"] = tpp / ppos if ppos else 0.0
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
-        out["accuracy"] = (pn - fp_ - fn_) / pn
+        out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))  # accuracy, specificity, ...
     if p95:
-        out["_p95"] = (n, None if row[11] is None else float(row[11]))
+        out["_p95"] = (n, None if row[12] is None else float(row[12]))
     return out
 
 
+def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
+    """Multiclass quality from one GROUP BY (true class, predicted class) over the join: see `multiclass`."""
+    _ensure_ln(conn)
+    sql = MC.quality_sql(conn, model, lambda cols: _joined(conn, model, cols, ids))
+    rows = conn.execute(sa.text(sql), {**_bounds(conn, model, window), **_id_params(ids),
+                                       "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}).all()
+    return MC.quality(conn, model, rows)
+
+
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None, version=None) -> dict:
-    """MAE and RMSE of the window's labelled predictions, as SQL sums."""
+    """MAE, MSE, RMSE and MAPE of the window's labelled predictions, as SQL sums.
+
+    MAPE is scikit-learn's: the mean of |prediction - truth| / max(|truth|, eps), a share (not %)."""
     s, lab = model.source, model.labels
-    j = _joined(conn, model, f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION) AS sc, "
-                             f"CAST(l.{quote(conn, lab.label)} AS DOUBLE PRECISION) AS y", ids, version is not None)
-    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)) FROM ({j}) j"),
-                     {**_bounds(conn, model, window), **_id_params(ids), **({"version": version} if version is not None else {})}).one()
+    j = _joined(conn, model, f"{_num(conn, 's.' + quote(conn, s.score))} AS sc, "
+                             f"{_num(conn, 'l.' + quote(conn, lab.label))} AS y", ids, version is not None)
+    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
+                             f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)) FROM ({j}) j"),
+                     {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS,
+                      **({"version": version} if version is not None else {})}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled}
     if n:
         out["mae"] = float(r[2]) / n
+        out["mse"] = float(r[3]) / n
         out["rmse"] = math.sqrt(float(r[3]) / n)
+        out["mape"] = float(r[4]) / n
     return out
 
 
@@ -843,24 +1018,151 @@ def _mean(summary: dict) -> float | None:
     return summary["s"] / summary["n"] if summary["n"] else None
 
 
-def _compare(spec: dict, ref: dict, cur: dict, model: Model) -> tuple[dict, dict | None]:
-    """Column drifts of the features, and of the score: ({feature: ColumnDrift}, score drift)."""
-    method, thr = model.drift.method, model.drift.threshold
+def _compare_column(spec: dict, column: str | None, method: str, threshold: float | None, ref: dict, cur: dict,
+                    model: Model) -> D.ColumnDrift:
+    """One column's drift (None: the score) by `method`."""
+    if column is None:
+        return D.compare_numeric(spec["score"], D.NumericSummary.from_dict(ref["score"]),
+                                 D.NumericSummary.from_dict(cur["score"]), method, threshold)
+    if column in spec["num"]:
+        return D.compare_numeric(spec["num"][column], D.NumericSummary.from_dict(ref["num"][column]),
+                                 D.NumericSummary.from_dict(cur["num"][column]), method, threshold)
+    return D.compare_categorical(spec["cat"][column], D.CategoricalSummary.from_dict(ref["cat"][column]),
+                                 D.CategoricalSummary.from_dict(cur["cat"][column]), method, threshold)
+
+
+def _compare(spec: dict, ref: dict, cur: dict, model: Model, learned: dict | None = None) -> tuple[dict, dict | None]:
+    """Column drifts of the features, and of the score: ({feature: ColumnDrift}, score drift), each by
+    its own method and threshold (`driftsettings`; `learned`: thresholds learned from the reference)."""
+    learned = learned or {}
     out = {}
-    for col in model.source.features.numeric:
-        out[col] = D.compare_numeric(spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
-                                     D.NumericSummary.from_dict(cur["num"][col]), method, thr)
-    for col in model.source.features.categorical:
-        out[col] = D.compare_categorical(spec["cat"][col], D.CategoricalSummary.from_dict(ref["cat"][col]),
-                                         D.CategoricalSummary.from_dict(cur["cat"][col]), method, thr)
-    score = D.compare_numeric(spec["score"], D.NumericSummary.from_dict(ref["score"]),
-                              D.NumericSummary.from_dict(cur["score"]), method, thr)
+    for col in [*model.source.features.numeric, *model.source.features.categorical, None]:
+        method = S.setting(model, col)[0]
+        out[col] = _compare_column(spec, col, method, S.threshold(model, col, learned), ref, cur, model)
+    score = out.pop(None)
     return out, score
+
+
+def _compared(spec: dict, ref: dict, cur: dict, model: Model) -> list[dict]:
+    """`drift.compare`: the other methods' scores of every feature, stored beside the deciding one."""
+    rows = []
+    for col in [*model.source.features.numeric, *model.source.features.categorical]:
+        for method in S.methods(model, col)[1:]:
+            r = _compare_column(spec, col, method, None, ref, cur, model)
+            if r.method == method:  # the summaries carry what it needs
+                rows.append({**_drift_metric("feature_drift_compare", col, r), "segment": f"method={method}"})
+    return rows
+
+
+def _exact_ks(conn, model: Model, spec: dict, ref: dict, cur: dict, window: Window, learned: dict) -> None:
+    """KS columns whose decision the cut points leave open get their exact statistic (`exactks`), in
+    `cur` (after any summary of it was stored: it belongs to this comparison only)."""
+    for col in model.source.features.numeric:
+        method = S.setting(model, col)[0]
+        thr = S.threshold(model, col, learned)
+        r = _compare_column(spec, col, method, thr, ref, cur, model)
+        if r.method != "ks":
+            continue
+        d = KS.refine(conn, model, col, spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
+                      D.NumericSummary.from_dict(cur["num"][col]), thr, reference_range(model, window), window,
+                      _where(conn, model), lambda w: _bounds(conn, model, w))
+        if d is not None:
+            cur["num"][col]["ks_d"] = d
+
+
+def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Window, now: datetime) -> dict:
+    """Thresholds learned from the reference's chunks (windows of the model's size): see `driftsettings`."""
+    if not S.learns(model):
+        return {}
+    rolling = model.reference.rolling is not None
+    key = f"thresholds:{_model_hash(model)}:{_fingerprint(spec)}"
+    if not rolling:
+        got = store.load_reference(model.name, key)
+        if got is not None:
+            return got
+    rng = reference_range(model, window)
+    chunks = []
+    for w in windows_between(rng.start, rng.end, model.window):
+        k = _window_key(model, spec, w) if rolling else f"chunk:{_model_hash(model)}:{_fingerprint(spec)}:{w.start:%Y%m%dT%H%M%S}"
+        part = store.load_reference(model.name, k)
+        if part is None:
+            part = scan(conn, model, spec, w, moments=True, sample=False)
+            store.save_reference(model.name, k, part, now)
+        chunks.append(part["all"])
+    out = S.learn(model, ref["all"], [c for c in chunks if c["rows"]],
+                  lambda col, method, r, c: _compare_column(spec, col, method, None, r, c, model))
+    if not rolling and now >= rng.end:
+        store.save_reference(model.name, key, out, now)
+    return out
 
 
 def _drift_metric(kind: str, name: str, r: D.ColumnDrift, segment: str = "") -> dict:
     return {"kind": kind, "name": name, "segment": segment, "method": r.method, "value": r.value,
             "threshold": r.threshold, "detected": r.detected}
+
+
+def _check(name: str, value: float | None, detected: bool) -> dict:
+    """A data check's row: `value` the offending rows (None: not a count), `detected` True when failing."""
+    assert name in names.DATA_CHECKS, name
+    return {"kind": names.DATA_CHECK_KIND, "name": name, "segment": "", "method": None,
+            "value": None if value is None else float(value), "threshold": None, "detected": bool(detected)}
+
+
+_bad_ts: dict[tuple, int] = {}
+
+
+def _bad_timestamps(conn, model: Model, now: datetime) -> int:
+    """Rows of the whole source whose timestamp is NULL or unreadable: counted once per cycle (per
+    `now`), since it is one count for every window a cycle computes."""
+    s = model.source
+    key = (str(conn.engine.url), s.table, s.timestamp, now)
+    if key not in _bad_ts:
+        for old in [k for k in _bad_ts if k[3] != now]:
+            del _bad_ts[old]
+        x = quote(conn, s.timestamp)
+        _bad_ts[key] = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote_table(conn, s.table)} "
+                                                f"WHERE {invalid_time(conn, x, _ts(conn, model))}")).scalar() or 0)
+    return _bad_ts[key]
+
+
+def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime) -> list[dict]:
+    """The checks read from the window's pass, the source-wide `timestamp` check and the freshness row."""
+    s = model.source
+    t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
+    rows = int(allc["rows"])
+    found = allc.get("checks", {})
+    nulls = rows - int(allc["score"]["n"])  # NULL, NaN and +-infinity
+    bad_ts = _bad_timestamps(conn, model, now)
+    checks = [_check("timestamp", bad_ts, bad_ts > 0),
+              *([_check("score_nulls", nulls, nulls > SCORE_NULL_TOLERANCE * rows)] if s.score else []),
+              _check("non_finite", found.get("non_finite", 0), found.get("non_finite", 0) > 0)]
+    if model.task == "binary_classification":
+        checks.append(_check("score_range", found.get("score_range", 0), found.get("score_range", 0) > 0))
+    newest = conn.execute(sa.text(f"SELECT {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
+                          _bounds(conn, model, window)).scalar() if rows else None
+    checks.append({"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
+                   "value": None if newest is None else float(newest), "threshold": None, "detected": None})
+    return checks
+
+
+def _unusable(conn, model: Model, window: Window, problems: list[str], now: datetime) -> tuple[ModelWindow, int]:
+    """A window whose configured columns are missing or unusable: recorded with its rows, its
+    freshness and a failing `schema` check, and nothing computed from the columns."""
+    s = model.source
+    log.warning("model %s: %s", model.name, "; ".join(problems), extra={"model": model.name})
+    t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
+    row = conn.execute(sa.text(f"SELECT COUNT(*), {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
+                       _bounds(conn, model, window)).one()
+    bad_ts = _bad_timestamps(conn, model, now)
+    conn.rollback()
+    rows = int(row[0] or 0)
+    metrics = [_check("schema", None, True), _check("timestamp", bad_ts, bad_ts > 0),
+               {"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
+                "value": None if row[1] is None else float(row[1]), "threshold": None, "detected": None},
+               {"kind": "online", "name": "predictions", "segment": "", "value": float(rows)}]
+    return ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
+                       drift_share=None, dataset_drift=None, quality_status="invalid", label_coverage=None,
+                       metrics=metrics), rows
 
 
 def compute(source_engine, store: Store, model: Model, window: Window, now: datetime) -> tuple[ModelWindow, int]:
@@ -871,14 +1173,23 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     mature = model.labels is not None and window.end + model.labels.max_delay <= now
     with _connect(source_engine) as conn:
         _setup(conn)
+        problems = _schema_problems(conn, model)
+        if problems:
+            return _unusable(conn, model, window, problems, now)
         snapshot = _export_snapshot(conn) if mature else None
-        fold_p95 = mature and binary and _labels_unique(conn, model)
+        unique = mature and _labels_unique(conn, model)
+        fold_p95 = binary and unique
         window_ids = None  # (smallest, largest) id of the window, once its first pass is in
 
         def job(c):
             if binary:
-                return quality_binary(c, model, window, fold_p95, window_ids)
-            return quality_regression(c, model, window, window_ids)
+                q = quality_binary(c, model, window, fold_p95, window_ids)
+            elif MC.is_multiclass(model):
+                q = quality_multiclass(c, model, window, window_ids)
+            else:
+                q = quality_regression(c, model, window, window_ids)
+            q["_ids"] = (q["labelled"], 0) if unique else _label_ids(c, model, window, window_ids)
+            return q
 
         narrow = mature and _integer_ids(conn, model)
         with ThreadPoolExecutor(1) if snapshot else nullcontext() as pool:
@@ -892,15 +1203,43 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                     side = pool.submit(_on_snapshot, source_engine, snapshot, job)
 
             spec, ref, read = _reference(conn, store, model, window, now)
+            ref_rows = int(ref["all"]["rows"]) if ref else 0
+            future = model.reference.rolling is None and model.reference.start > now
+            unjudged = future or ref_rows < REFERENCE_MIN_ROWS
+            checks = [_check("schema", None, False), _check("reference", ref_rows, unjudged)]
+            if unjudged:  # no reference rows, too few or in the future: no drift, and the check says so
+                ref = None
             cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None,
-                       on_pass=start if narrow else None)
+                       on_pass=start if narrow else None, unseen_from=_unseen_from(model, window, ref))
             if spec is not None and model.reference.rolling is not None:
-                store.save_reference(model.name, _window_key(model, spec, window), cur, now)
+                store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
             allc = cur["all"]
             rows = int(allc["rows"])
             read += rows
+            learned = _learned(conn, store, model, spec, ref, window, now) if ref is not None and rows else {}
+            if ref is not None and rows:
+                _exact_ks(conn, model, spec, ref["all"], allc, window, learned)
+            # Side queries over the same rows (counted once, by the pass above): the predicted class
+            # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
+            classes = multivariate = None
+            if MC.is_multiclass(model) and rows:
+                classes = MC.prediction_drift(
+                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
+                    _model_hash(model), now, _where(conn, model), lambda w: _bounds(conn, model, w))
+            if MV.enabled(model) and spec is not None and rows:
+                multivariate = MV.window_drift(
+                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
+                    f"{_model_hash(model)}:{_fingerprint(spec)}", spec, now, _where(conn, model),
+                    lambda w: _bounds(conn, model, w))
             quality = (side.result() if side else job(conn)) if mature and rows else None
         n_scores = int(allc["score"]["n"])
+        checks += _source_checks(conn, model, window, allc, now)
+        if quality:
+            distinct, duplicated = quality.pop("_ids")
+            invalid = quality.pop("_invalid_labels", None)
+            if invalid is not None:
+                checks.append(_check("label_values", invalid, invalid > 0))
+            checks.append(_check("label_duplicates", duplicated, duplicated > 0))
         p95 = None
         folded = quality.pop("_p95", None) if quality else None
         if folded and folded[0] == n_scores:  # each scored row labelled once: the same scores
@@ -915,17 +1254,25 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
                 status = "empty"
             else:
                 read += quality["labelled"]
-                status, coverage = "ok", quality["labelled"] / rows
+                # distinct labelled predictions: duplicate labels never push it above 1
+                status, coverage = "ok", min(1.0, distinct / rows)
+                if any(c["detected"] for c in checks if c["name"] in QUALITY_CHECKS):
+                    status, quality = "invalid", None  # never computed from invalid inputs as if fine
         elif rows == 0:
             status = "empty"
         # quality estimated from the scores (and, once labels are mature, the estimate's error)
         estimated = E.metrics(conn, store, model, window, now, quality) if rows else []
+        # the floors and ceilings the window is held to, some maybe learned from the reference's windows
+        bands = (B.bands(store, model, reference_range(model, window), now, _model_hash(model),
+                         lambda w: _chunk_quality(conn, model, w, now)) if quality and model.quality else None)
         conn.rollback()
+    metrics += checks
 
     # drift: features, dataset share, score; per segment
     drift_share = dataset_drift = None
     if ref is not None and rows > 0:
-        cols, score = _compare(spec, ref["all"], allc, model)
+        cols, score = _compare(spec, ref["all"], allc, model, learned)
+        metrics += _compared(spec, ref["all"], allc, model)
         flags = []
         for name, r in cols.items():
             if r.method is not None or r.null_detected is not None:
@@ -939,12 +1286,14 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             dataset_drift = drift_share >= model.drift.dataset_share
         if score.method is not None:
             metrics.append(_drift_metric("prediction_drift", "score", score))
+        if classes is not None and classes.method is not None:
+            metrics.append(_drift_metric("prediction_drift", "class", classes))
         for seg, parts in cur["segments"].items():
             for label, part in parts.items():
                 ref_part = ref.get("segments", {}).get(seg, {}).get(label)
                 if ref_part is None or part["rows"] == 0:
                     continue
-                seg_cols, seg_score = _compare(spec, ref_part, part, model)
+                seg_cols, seg_score = _compare(spec, ref_part, part, model, learned)
                 for name, r in seg_cols.items():
                     if r.method is not None:
                         metrics.append(_drift_metric("feature_drift", name, r, label))
@@ -956,6 +1305,9 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             metrics.append({"kind": "null_share", "name": name, "segment": "", "method": None,
                             "value": (part["rows"] - part["n"]) / part["rows"] if part["rows"] else None,
                             "threshold": None, "detected": None})
+
+    if multivariate is not None:
+        metrics.append(multivariate)
 
     # online signals
     online = {"predictions": rows}
@@ -971,9 +1323,12 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     metrics += [{"kind": "online", "name": k, "segment": "", "value": float(v)} for k, v in online.items()]
 
     if quality:
+        extra = quality.pop("_rows", [])  # multiclass: per-class quality and the confusion matrix
         metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
-                     "threshold": _floor(model, k), "detected": _breach(model, k, v)}
+                     "threshold": _floor(model, k, bands), "detected": _breach(model, k, v, bands)}
                     for k, v in quality.items() if k != "labelled"]
+        metrics += B.rows(model, bands or {})
+        metrics += [{"method": None, "threshold": None, "detected": None, **r} for r in extra]
     metrics += estimated
     result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
                          drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
@@ -981,20 +1336,38 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     return result, read
 
 
-def _floor(model: Model, metric: str) -> float | None:
-    f = model.quality.get(metric)
-    if f is None:
-        return None
-    return f.fixed_min if f.fixed_min is not None else f.fixed_max  # relative floors: set by versions.attach
+def _floor(model: Model, metric: str, bands: dict | None = None) -> float | None:
+    """The bound a quality row shows: of `bands` (`monitor.bands`), else the config's fixed numbers."""
+    return B.threshold((bands if bands is not None else _fixed_bands(model)).get(metric))
 
 
-def _breach(model: Model, metric: str, value: float) -> bool | None:
-    f = model.quality.get(metric)
-    if f is None:
+def _breach(model: Model, metric: str, value: float, bands: dict | None = None) -> bool | None:
+    return B.breach((bands if bands is not None else _fixed_bands(model)).get(metric), value)
+
+
+def _fixed_bands(model: Model) -> dict:
+    """The config's fixed floors and ceilings (learned ones need the reference: `monitor.bands`)."""
+    out = {}
+    for metric, f in model.quality.items():
+        limits = {b: float(v) for b, v in (("min", f.min), ("max", f.max)) if isinstance(v, (int, float))}
+        if limits:
+            out[metric] = limits
+    return out
+
+
+def _chunk_quality(conn, model: Model, w: Window, now: datetime) -> dict | None:
+    """Quality of a reference chunk, once its labels are mature (for learned floors)."""
+    if model.labels is None or w.end + model.labels.max_delay > now:
         return None
-    if f.fixed_min is None and f.fixed_max is None:
+    if model.task == "binary_classification":
+        q = quality_binary(conn, model, w)
+    elif MC.is_multiclass(model):
+        q = quality_multiclass(conn, model, w)
+    else:
+        q = quality_regression(conn, model, w)
+    if not q.get("labelled"):
         return None
-    return bool((f.fixed_min is not None and value < f.fixed_min) or (f.fixed_max is not None and value > f.fixed_max))
+    return {k: v for k, v in q.items() if not k.startswith("_") and k != "labelled"}
 
 
 # --------------------------------------------------------------------------- Evidently report
@@ -1050,7 +1423,8 @@ def evidently_report(source_engine, model: Model, window: Window, reference: Win
             df[c] = pd.to_numeric(df[c], errors="coerce")
     metrics = [DataDriftPreset(columns=[*s.features.numeric, *s.features.categorical, s.score],
                                method=None if model.drift.method == "auto" else model.drift.method,
-                               threshold=model.drift.threshold, drift_share=model.drift.dataset_share)]
+                               threshold=model.drift.threshold if isinstance(model.drift.threshold, float) else None,
+                               drift_share=model.drift.dataset_share)]
     definition = {"numerical_columns": numeric, "categorical_columns": list(s.features.categorical)}
     labelled = with_labels and cur["__label__"].notna().any() and ref["__label__"].notna().any()
     if labelled:

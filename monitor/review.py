@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from .store import Store, review_items, review_weeks
 
 KINDS = ("note", "decision", "action")
+REOPENED = "reopened"  # an item recording that a closed week was reopened: who, when, and the snapshot it had
 WEEK = timedelta(weeks=1)
 GENERAL = ""  # the goal of an item that is about no one goal
 
@@ -85,6 +86,11 @@ def delete_item(store: Store, item_id: int) -> None:
 
 
 def week_items(store: Store, week_start: datetime) -> list[dict]:
+    """The week's notes, decisions and action items (not its reopening records)."""
+    return [it for it in _week_rows(store, week_start) if it["kind"] in KINDS]
+
+
+def _week_rows(store: Store, week_start: datetime) -> list[dict]:
     """The items written in a week's review, oldest first."""
     t = review_items
     with store.engine.connect() as conn:
@@ -141,6 +147,48 @@ def close_week(store: Store, week_start: datetime, snapshot: dict, by: str | Non
     except sa.exc.IntegrityError:
         raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is already closed") from None
     return closed_week(store, week_start)
+
+
+def reopen_week(store: Store, week_start: datetime, by: str | None, now: datetime) -> dict:
+    """Open a closed week again: its notes can be edited and it can be closed anew. The reopening is
+    recorded (who, when) with the closed record and its frozen snapshot, which stay readable."""
+    with store.engine.begin() as conn:
+        row = _closed_row(conn, week_start)
+        if row is None:
+            raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is not closed")
+        kept = {"closed_at": row.closed_at, "closed_by": row.closed_by, "snapshot": json.loads(row.snapshot)}
+        conn.execute(review_items.insert().values(
+            week_start=_utc(week_start), goal=GENERAL, kind=REOPENED, text=json.dumps(kept, default=_json_default, sort_keys=True),
+            author=(by or "").strip() or None, owner=None, due=None, done=False, created_at=now, updated_at=None))
+        conn.execute(review_weeks.delete().where(review_weeks.c.week_start == _utc(week_start)))
+    return kept
+
+
+def reopenings(store: Store, week_start: datetime) -> list[dict]:
+    """Every reopening of the week, oldest first: who reopened it, when, and the closed record it undid."""
+    t = review_items
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start), t.c.kind == REOPENED)
+                            .order_by(t.c.created_at, t.c.id)).all()
+    return [{"reopened_by": r.author, "reopened_at": r.created_at, **json.loads(r.text)} for r in rows]
+
+
+def is_overdue(it: dict, today: date) -> bool:
+    """An open action item whose due date has passed."""
+    due = it.get("due")
+    if isinstance(due, str):
+        due = date.fromisoformat(due[:10])
+    return it.get("kind") == "action" and not it.get("done") and due is not None and due < today
+
+
+_MD_SPECIAL = "\\`*_[]|~!"  # inline Markdown: emphasis, code, links and images, table cells
+
+
+def md_escape(text: str) -> str:
+    """User text shown as itself in Markdown: HTML escaped, Markdown punctuation backslashed, one line."""
+    text = html.escape(str(text), quote=False)
+    text = "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
+    return " ".join(text.split())
 
 
 def _json_default(x):
@@ -218,23 +266,26 @@ def status_text(card: dict) -> str:
 
 # --- export ---
 
-def _item_line(it: dict, names: dict[str, str]) -> str:
-    meta = [m for m in (it.get("author"), fmt_time(it.get("created_at"))) if m]
+def _item_line(it: dict, names: dict[str, str], today: date | None = None) -> str:
+    m = md_escape
+    meta = [x for x in (m(it["author"]) if it.get("author") else "", fmt_time(it.get("created_at"))) if x]
     if it["kind"] == "action":
         box = "[x]" if it.get("done") else "[ ]"
-        extra = [f"owner {it['owner']}" if it.get("owner") else "", f"due {fmt_date(it['due'])}" if it.get("due") else ""]
+        extra = [f"owner {m(it['owner'])}" if it.get("owner") else "", f"due {fmt_date(it['due'])}" if it.get("due") else "",
+                 "**overdue**" if today and is_overdue(it, today) else ""]
         extra = ", ".join(e for e in extra if e)
-        return f"- {box} {it['text']}" + (f" ({extra})" if extra else "") + (f" — {', '.join(meta)}" if meta else "")
-    return f"- **{it['kind']}**: {it['text']}" + (f" — {', '.join(meta)}" if meta else "")
+        return f"- {box} {m(it['text'])}" + (f" ({extra})" if extra else "") + (f" — {', '.join(meta)}" if meta else "")
+    return f"- **{it['kind']}**: {m(it['text'])}" + (f" — {', '.join(meta)}" if meta else "")
 
 
 def to_markdown(doc: dict) -> str:
     """The week's review as Markdown, for e-mail or a wiki."""
-    names = {c["goal"]: c["title"] or c["goal"] for c in doc["cards"]}
+    names = {c["goal"]: md_escape(c["title"] or c["goal"]) for c in doc["cards"]}
+    today = doc.get("today")
     out = [f"# Goal review — {doc['week_label']}", ""]
     closed = doc.get("closed")
     if closed:
-        out.append(f"Closed by {closed.get('closed_by') or 'someone'} at {fmt_time(closed['closed_at'])}; "
+        out.append(f"Closed by {md_escape(closed.get('closed_by') or 'someone')} at {fmt_time(closed['closed_at'])}; "
                    "the values are the snapshot taken then.")
     else:
         out.append("Open: the values can still change as late data arrives.")
@@ -247,13 +298,15 @@ def to_markdown(doc: dict) -> str:
                    f"| {fmt_value(t.get('projected'), c['unit'])} |")
     if doc.get("alerts"):
         out += ["", "## Goals missed while the model behind them drifted", ""]
-        out += [f"- {a['text']}" for a in doc["alerts"]]
+        out += [f"- {md_escape(a['text'])}" for a in doc["alerts"]]
     if doc.get("changes"):
         out += ["", "## Changed since the review was closed", ""]
-        out += [f"- {names.get(ch['goal'], ch['goal'])}: {ch['field']} {ch['then']} → {ch['now']}" for ch in doc["changes"]]
+        out += [f"- {names.get(ch['goal'], md_escape(ch['goal']))}: {ch['field']} {md_escape(ch['then'])} → {md_escape(ch['now'])}"
+                for ch in doc["changes"]]
     if doc.get("carried"):
         out += ["", "## Open action items from earlier weeks", ""]
-        out += [_item_line(it, names) + (f" [{names.get(it['goal'], 'general')}]" if it.get("goal") else "") for it in doc["carried"]]
+        out += [_item_line(it, names, today) + (f" \\[{names.get(it['goal'], 'general')}\\]" if it.get("goal") else "")
+                for it in doc["carried"]]
     by_goal: dict[str, list[dict]] = {}
     for it in doc["items"]:
         by_goal.setdefault(it["goal"], []).append(it)
@@ -263,7 +316,7 @@ def to_markdown(doc: dict) -> str:
             continue
         out += ["", f"## {names.get(goal, 'General') if goal else 'General'}", ""]
         for kind in KINDS:
-            out += [_item_line(it, names) for it in items if it["kind"] == kind]
+            out += [_item_line(it, names, today) for it in items if it["kind"] == kind]
     if not doc["items"]:
         out += ["", "_No notes, decisions or action items were recorded this week._"]
     return "\n".join(out) + "\n"
@@ -298,7 +351,8 @@ def to_html(doc: dict) -> str:
             if it["kind"] == "action":
                 extra = ", ".join(x for x in (f"owner {it['owner']}" if it.get("owner") else "",
                                               f"due {fmt_date(it['due'])}" if it.get("due") else "") if x)
-                li.append(f"<li>{'☑' if it.get('done') else '☐'} {e(it['text'])}{' (' + e(extra) + ')' if extra else ''}"
+                late = " <b style='color:#cf222e'>overdue</b>" if doc.get("today") and is_overdue(it, doc["today"]) else ""
+                li.append(f"<li>{'☑' if it.get('done') else '☐'} {e(it['text'])}{' (' + e(extra) + ')' if extra else ''}{late}"
                           f"{' — ' + e(meta) if meta else ''}</li>")
             else:
                 li.append(f"<li><b>{e(it['kind'])}</b>: {e(it['text'])}{' — ' + e(meta) if meta else ''}</li>")

@@ -19,7 +19,7 @@ from .db import describe_error
 from .durations import utcnow
 from .jobs import Lease, run_cycle
 from .store import Store
-from .windows import floor
+from .windows import window_at
 
 log = logging.getLogger("monitor.serve")
 
@@ -87,8 +87,9 @@ class Exposition:
 class Service:
     """Runs each goal's and model's job at its window cadence, and answers /metrics and /healthz."""
 
-    def __init__(self, cfg: Config, holder: str | None = None):
+    def __init__(self, cfg: Config, holder: str | None = None, clock=None):
         self.cfg = cfg
+        self.clock = clock or utcnow  # the windows' clock: `serve --now` starts it in the past
         self.store = Store(cfg.store_url)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.lease = Lease(self.holder, ttl_seconds=cfg.lease_ttl.total_seconds())
@@ -107,8 +108,8 @@ class Service:
         if self.stopping.is_set():
             return
         try:
-            report = run_cycle(self.cfg, utcnow(), store=self.store, only={name}, lease=self.lease,
-                               clock=utcnow, stop=self.stopping.is_set)
+            report = run_cycle(self.cfg, self.clock(), store=self.store, only={name}, lease=self.lease,
+                               clock=self.clock, stop=self.stopping.is_set)
             self._notify()
             self.exposition.invalidate()
             with self.lock:
@@ -119,8 +120,10 @@ class Service:
             if report.failed or report.skipped:
                 # another replica holds the job, or it failed: look again soon rather than next window
                 self._retry(name)
-            log.info("cycle", extra={"subject": name, "ran": report.ran, "failed": len(report.failed),
-                                     "skipped": report.skipped})
+            # a cycle with failed jobs is a warning: logs filtered at warning must still show it
+            log.log(logging.WARNING if report.failed else logging.INFO, "cycle",
+                    extra={"subject": name, "ran": report.ran, "failed": len(report.failed), "skipped": report.skipped,
+                           **({"errors": [f"{j} {w}: {e}" for j, w, e in report.failed]} if report.failed else {})})
         except Exception as e:  # the store itself is down: keep serving, retry next time
             with self.lock:
                 self.last_error[name] = describe_error(e)
@@ -135,7 +138,7 @@ class Service:
     def _notify(self) -> None:
         if self.cfg.notify:
             from .notify import notify_cycle
-            notify_cycle(self.cfg, self.store, utcnow())  # logs its own failures; never raises
+            notify_cycle(self.cfg, self.store, self.clock())  # logs its own failures; never raises
 
     def health(self) -> tuple[bool, dict]:
         """Whether the service is healthy, and why."""
@@ -194,7 +197,7 @@ class Service:
                                                                   "misfire_grace_time": None})
         now = utcnow()
         for name, size in self.subjects():
-            first = floor(now, size) + size + self.cfg.grace
+            first = window_at(now, size).end + self.cfg.grace
             sched.add_job(self.run_subject, IntervalTrigger(seconds=size.total_seconds(), start_date=first),
                           args=[name], id=name, name=name)
             # catch up every missed window at start
@@ -212,13 +215,14 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(cfg: Config, host: str = "0.0.0.0", port: int = 9108) -> int:
+def serve(cfg: Config, host: str = "127.0.0.1", port: int = 9108, now: datetime | None = None) -> int:
     """Run until SIGTERM or SIGINT; the job in flight finishes its window or stops between windows."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    svc = Service(cfg)
+    offset = (now - utcnow()) if now is not None else None
+    svc = Service(cfg, clock=(lambda: utcnow() + offset) if offset is not None else None)
     svc.store.migrate()
     httpd = make_server(host, port, svc.wsgi(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

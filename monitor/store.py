@@ -407,7 +407,7 @@ class Store:
                      last_rows=run.rows_read, last_started=run.started_at)
         return stats
 
-    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False,
+    def latest_model_window(self, model: str, quality_ok: bool = False, with_rows: bool = False, start: datetime | None = None,
                             status: str | None = None) -> dict | None:
         """The model's latest stored window (or the latest whose quality was computed, or of a
         quality status, or that had rows)."""
@@ -419,6 +419,8 @@ class Store:
             q = q.where(t.c.quality_status == status)
         if with_rows:
             q = q.where(t.c.rows > 0)
+        if start is not None:
+            q = q.where(t.c.window_start == start)
         with self.engine.connect() as conn:
             row = conn.execute(q.order_by(t.c.window_start.desc()).limit(1)).first()
         return dict(row._mapping) if row else None
@@ -452,14 +454,15 @@ class Store:
         with self.engine.connect() as conn:
             return {m: float(v) for m, v in conn.execute(q) if v is not None}
 
-    def volume_ratio(self, model: str, size: timedelta, span: int = 7, min_windows: int = 3) -> tuple[dict, float | None] | None:
-        """The latest window and its rows against the median rows of the `span` comparable windows before it.
+    def volume_ratio(self, model: str, size: timedelta, span: int = 7, min_windows: int = 3,
+                     at: datetime | None = None) -> tuple[dict, float | None] | None:
+        """The latest window (or the one starting `at`) and its rows against the median rows of the `span` comparable windows before it.
 
         Comparable: for windows shorter than a day, the same time of day on the `span` days before
         (daily traffic cycles); else the `span` windows just before. None without a stored window;
         a ratio of None with fewer than `min_windows` comparable windows or a median of zero.
         """
-        latest = self.latest_model_window(model)
+        latest = self.latest_model_window(model, start=at)
         if latest is None:
             return None
         step = timedelta(days=1) if size < timedelta(days=1) else size

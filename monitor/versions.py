@@ -13,7 +13,8 @@ cycle, and stored with the model's latest window as `monitor_model_metrics` rows
   kind "validation", name = a metric the run logged, value = its latest value.
 A window recomputed later keeps the rows it had: the registry only knows the present.
 Quality floors relative to the validation metric (`{min: {below_validation: 0.05}}`) become
-the quality rows' threshold and `detected`.
+the quality rows' threshold and `detected`, and `quality_threshold` rows (as `bands` stores the
+fixed and learned ones), exported as `monitor_model_quality_threshold{model, metric, bound}`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .config import MLflow, Model
+from .bands import KIND as BAND_KIND
+from .config import MLflow, Model, RelativeBound
 from .db import quote, quote_table
 from .store import Store
 from .windows import Window
@@ -122,16 +124,23 @@ def attach(store: Store, model: Model, window: Window, now: datetime, result, re
         rows = [{k: r[k] for k in ("kind", "name", "segment", "method", "value")}
                 for r in store.model_metrics(model.name, window.start, kinds=(VERSION_KIND, VALIDATION_KIND))]
     metrics = {r["name"]: r["value"] for r in rows if r["kind"] == VALIDATION_KIND}
-    for r in result.metrics:
+    for r in list(result.metrics):
         f = model.quality.get(r["name"]) if r["kind"] == "quality" and not r.get("segment") else None
         if f is None or not f.relative:
             continue
         base = validation_value(metrics, r["name"])
-        lo = f.fixed_min if f.fixed_min is not None else (base + f.min.offset if f.min is not None and base is not None else None)
-        hi = f.fixed_max if f.fixed_max is not None else (base + f.max.offset if f.max is not None and base is not None else None)
-        r["threshold"] = lo if lo is not None else hi
-        r["detected"] = None if lo is None and hi is None else bool(
-            (lo is not None and r["value"] < lo) or (hi is not None and r["value"] > hi))
+        limits = {}
+        for bound, setting in (("min", f.min), ("max", f.max)):
+            if isinstance(setting, RelativeBound):
+                if base is not None:
+                    limits[bound] = base + setting.offset
+                    rows.append({"kind": BAND_KIND, "name": r["name"], "segment": bound, "method": "validation",
+                                 "value": limits[bound]})
+            elif isinstance(setting, (int, float)):
+                limits[bound] = float(setting)
+        r["threshold"] = limits.get("min", limits.get("max"))
+        r["detected"] = bool(("min" in limits and r["value"] < limits["min"]) or
+                             ("max" in limits and r["value"] > limits["max"])) if limits else None
     result.metrics += rows
 
 

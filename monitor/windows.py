@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from .durations import Months
+
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # 1970-01-01 was a Thursday; weekly windows start on Monday.
 MONDAY_EPOCH = datetime(1969, 12, 29, tzinfo=timezone.utc)
@@ -29,8 +31,26 @@ def _origin(size: timedelta) -> datetime:
     return MONDAY_EPOCH if size % timedelta(weeks=1) == timedelta(0) else EPOCH
 
 
+def _month(index: int) -> datetime:
+    """The first of the month `index` months after January 1970, at midnight UTC."""
+    return datetime(1970 + index // 12, index % 12 + 1, 1, tzinfo=timezone.utc)
+
+
+def shift(ts: datetime, size: timedelta, k: int = 1) -> datetime:
+    """`ts + k * size`; with calendar months, the same instant k * n months on (`ts` a month's start)."""
+    if isinstance(size, Months):
+        index = (ts.year - 1970) * 12 + ts.month - 1 + k * size.months
+        return _month(index).replace(day=ts.day, hour=ts.hour, minute=ts.minute, second=ts.second,
+                                     microsecond=ts.microsecond)
+    return ts + k * size
+
+
 def floor(ts: datetime, size: timedelta) -> datetime:
-    """Start of the aligned window of `size` that holds `ts`."""
+    """Start of the aligned window of `size` that holds `ts` (months: aligned to January 1970)."""
+    if isinstance(size, Months):
+        ts = ts.astimezone(timezone.utc)
+        index = (ts.year - 1970) * 12 + ts.month - 1
+        return _month(index - index % size.months)
     origin = _origin(size)
     n = (ts - origin) // size
     return origin + n * size
@@ -39,16 +59,16 @@ def floor(ts: datetime, size: timedelta) -> datetime:
 def window_at(ts: datetime, size: timedelta) -> Window:
     """The aligned window that holds `ts`."""
     start = floor(ts, size)
-    return Window(start, start + size)
+    return Window(start, shift(start, size))
 
 
 def windows_between(first: datetime, end: datetime, size: timedelta) -> list[Window]:
     """Every aligned window that starts at or after the window holding `first` and ends at or before `end`."""
     out = []
     start = floor(first, size)
-    while start + size <= end:
-        out.append(Window(start, start + size))
-        start += size
+    while shift(start, size) <= end:
+        out.append(Window(start, shift(start, size)))
+        start = shift(start, size)
     return out
 
 

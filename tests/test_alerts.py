@@ -47,7 +47,7 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
         "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
         "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
         "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
-        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * 7,
+        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * 8, "ScorerMultivariateDrift",
         "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]
@@ -68,7 +68,7 @@ def test_every_rule_is_a_plain_record_with_subject_owner_summary_and_runbook(fix
             assert "goal" in r["labels"] or "model" in r["labels"], r["alert"]
         assert r["annotations"]["summary"]
         url = r["annotations"]["runbook_url"]
-        assert url == f"alerts/RUNBOOK.md#{r['alert'].lower()}" and r["alert"].lower() in anchors
+        assert url == f"http://review.example:8501/runbook#{r['alert'].lower()}" and r["alert"].lower() in anchors
     breach = next(r for r in rules if r["alert"] == "BadSessionShareBreached")
     assert breach["labels"] == {"severity": "page", "goal": "bad_session_share", "owner": "trust-and-safety", "kind": "breach"}
     assert "{{ $value | humanizePercentage }}" in breach["annotations"]["summary"]
@@ -173,3 +173,28 @@ def test_the_committed_alerts_are_up_to_date_and_pass_promtool_and_amtool():
     assert r.returncode == 0, r.stdout + r.stderr
     r = _run(binary("amtool"), "check-config", str(ROOT / alerts.ALERTMANAGER_FILE))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_alert_links_are_absolute_urls_from_the_configured_bases(tmp_path):
+    """`urls: {app, runbook}`: review links open the goal or the model in the app, runbook links the published runbook;
+    without `urls.runbook`, the app's own runbook page."""
+    from monitor.config import parse_config
+
+    (tmp_path / "q.sql").write_text("SELECT 1 AS value")
+    base = {"goals": [{"name": "g", "sql": "q.sql", "direction": "at_most", "target": 1, "start": "2026-09-01"}],
+            "models": [{"name": "m", "task": "regression", "start": "2026-09-01", "reference": {"rolling": "7d"},
+                        "source": {"table": "t", "id": "id", "timestamp": "ts", "score": "s"}}]}
+    cfg = parse_config({**base, "app_url": "http://old:1", "urls": {"app": "https://review.example.com/app/",
+                                                                    "runbook": "https://wiki.example.com/monitor"}},
+                       tmp_path / "m.yaml")
+    recs = {a.alert: a.record() for a in alerts.all_alerts(cfg)}
+    goal = next(r for r in recs.values() if r["labels"].get("goal") == "g")
+    model = next(r for r in recs.values() if r["labels"].get("model") == "m")
+    assert goal["annotations"]["review_url"] == "https://review.example.com/app/?goal=g"
+    assert model["annotations"]["review_url"] == "https://review.example.com/app/?model=m"
+    assert goal["annotations"]["runbook_url"] == f"https://wiki.example.com/monitor#{goal['alert'].lower()}"
+    cfg = parse_config({**base, "urls": {"app": "https://review.example.com"}}, tmp_path / "m.yaml")
+    rec = alerts.all_alerts(cfg)[0].record()
+    assert rec["annotations"]["runbook_url"] == f"https://review.example.com/runbook#{rec['alert'].lower()}"
+    for r in (a.record() for a in alerts.all_alerts(cfg)):
+        assert r["annotations"]["runbook_url"].startswith("https://") and r["annotations"]["review_url"].startswith("https://")

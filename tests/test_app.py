@@ -107,10 +107,17 @@ def _models(store: Store) -> None:
             {"kind": "null_share", "name": "age", "value": 0.02},
         ]
         judged = day < 18
-        if judged:
+        # the inputs: scores out of range on day 5 (its quality withheld), duplicate labels in the latest window
+        failing = {5: ("score_range", 31.0), 27: ("label_duplicates", 12.0)}.get(day)
+        metrics += [{"kind": "data_check", "name": c, "value": failing[1] if failing and failing[0] == c else 0.0,
+                     "detected": bool(failing and failing[0] == c)}
+                    for c in ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates")]
+        metrics.append({"kind": "source", "name": "newest_row_timestamp", "value": (ws + timedelta(hours=23)).timestamp()})
+        if judged and day != 5:
             metrics += [{"kind": "quality", "name": "roc_auc", "value": 0.93}, {"kind": "quality", "name": "recall", "value": 0.8}]
+        status = ("invalid" if day == 5 else "ok") if judged else "pending"
         store.save_model_window(ModelWindow("clf", ws, ws + timedelta(days=1), 400, 2 / 3 if breach else 0.0, breach,
-                                            "ok" if judged else "pending", 0.97 if judged else 0.4, metrics), NOW)
+                                            status, 0.97 if judged else 0.4, metrics), NOW)
         store.save_model_window(ModelWindow("reg", ws, ws + timedelta(days=1), 70, 0.0, False, "no_labels", None,
                                             [{"kind": "online", "name": "score_mean", "value": 25.0}]), NOW)
 
@@ -259,10 +266,32 @@ def test_models_page_shows_drift_heatmap_features_drifted_quality_and_the_goal_t
     assert set(drifted["feature"]) == {"links", "client"} and drifted.iloc[0]["windows drifted"] == "7 of 7"
     quality = at.dataframe[-1].value
     assert quality["status"].str.startswith("pending until").sum() == 10  # the last ten windows wait for labels
-    assert (quality["status"] == "ok").sum() == 18
+    assert (quality["status"] == "ok").sum() == 17
+    assert (quality["status"] == "withheld: score_range").sum() == 1
     assert "97.0%" in set(quality["label coverage"])
-    assert "18 windows judged, 10 pending" in body
+    assert "17 windows judged, 10 pending" in body
     assert len(at.get("vega_lite_chart")) >= 4  # heatmap, prediction drift, online signals, quality
+
+
+def test_models_page_shows_data_checks_and_freshness_first(app_env):
+    at = _models_page()
+    headers = [h.value for h in at.header]
+    assert headers[0] == "Inputs" and headers.index("Inputs") < headers.index("Drift")
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Newest source row"].value == "2026-03-29 23:00 UTC"  # the latest window's newest row
+    assert metrics["Rows in the latest window"].value == "400"
+    assert metrics["Data checks of the latest window"].value == "1 failing"
+    warning = next(w.value for w in at.warning if "Failing in the latest window" in w.value)
+    assert "**label_duplicates** (predictions with more than one label, 12 rows)" in warning
+    assert "Earlier windows with failing checks: 2026-03-07 00:00 UTC (score_range)" in texts(at)
+
+
+def test_a_model_whose_checks_pass_says_so_and_without_checks_says_none_are_stored(app_env):
+    at = _models_page()
+    at.selectbox(key="model").select("reg").run()
+    clean(at)
+    assert "No data checks are stored for this model's windows yet." in texts(at)
+    assert {m.label: m.value for m in at.metric}["Newest source row"] == "–"
 
 
 def test_a_model_without_labels_says_quality_is_not_computed(app_env):
@@ -385,6 +414,13 @@ def test_closing_the_week_freezes_its_values_and_later_shows_what_changed(app_en
     at.text_input(key="author_name").input("Ann").run()
     at.button(key="close-week").click().run()
     clean(at)
+    assert review.closed_week(store, W3) is None  # the first click asks
+    assert "Close the review of 2026-W12" in " ".join(w.value for w in at.warning)
+    at.button(key="confirm-close-cancel").click().run()
+    assert review.closed_week(store, W3) is None and not at.button(key="close-week").disabled
+    at.button(key="close-week").click().run()
+    at.button(key="confirm-close-yes").click().run()
+    clean(at)
     assert "closed by Ann" in " ".join(i.value for i in at.info)
     assert not at.get("form")  # a closed week takes no more notes
     frozen = card_metric(clean(app(week=W3.date().isoformat()).run()), "≤ 5.00 %").value
@@ -420,7 +456,7 @@ def test_markdown_and_html_export_hold_the_cards_items_and_changes():
     doc = {"week_label": "2026-W12", "closed": {"closed_by": "Ann", "closed_at": NOW}, "cards": [card], "items": items,
            "carried": [], "changes": [{"goal": "g", "field": "value", "then": "16.00 %", "now": "17.00 %"}], "alerts": []}
     md = review.to_markdown(doc)
-    assert "| Spam <exposure> | 16.00 % | ≤ 1.00 % | +15.80 pp | missed, provisional | off track | 2.00 % |" in md
+    assert "| Spam &lt;exposure&gt; | 16.00 % | ≤ 1.00 % | +15.80 pp | missed, provisional | off track | 2.00 % |" in md
     assert "- **note**: campaign — Ann, 2026-03-30 01:00 UTC" in md
     assert "- [ ] block ASN (owner tns, due 2026-04-01)" in md
     assert "value 16.00 % → 17.00 %" in md and "Closed by Ann" in md
@@ -594,3 +630,116 @@ def test_the_review_store_works_on_both_dialects(db_url):
     with pytest.raises(review.ReviewError, match="closed"):
         review.delete_item(store, b)
     store.engine.dispose()
+
+
+# --- one source of truth, deep links ---
+
+def test_the_card_shows_the_stored_trajectory_as_run_once_does(app_env):
+    """The newest week is provisional (bad_rate matures in 8 days): the card's trajectory is the one
+    `run-once` and `/metrics` report (fitted on settled weeks), not a refit with the provisional week."""
+    from app_streamlit import data
+    from monitor.report import goal_table
+
+    app_env.write_text(app_env.read_text().replace("owner: growth,\n", "owner: growth, maturity: 8d,\n"))
+    cfg = load_config(app_env)
+    assert cfg.goal("bad_rate").maturity == timedelta(days=8)
+    store = Store(cfg.store_url)
+    with store.engine.begin() as conn:  # as if the goal had been configured so from the start
+        conn.exec_driver_sql("DELETE FROM monitor_goal_trajectory WHERE goal = 'bad_rate'")
+    assert run_cycle(cfg, NOW, store=store, only={"bad_rate"}).ok
+    assert store.goal_series("bad_rate", 604800)[-1]["provisional"]
+    cli = {r["goal"]: r for r in goal_table(cfg, store)}
+    r = data.Reader(cfg.store_url)
+    for g in cfg.goals:
+        t = data.week_trajectory(cfg, r, g, W4, r.goal_series(g.name, 604800))
+        assert (t["status"], t["projected"]) == (cli[g.name]["trajectory"], cli[g.name]["projected"]), g.name
+    ui._read.clear()
+    at = clean(app(week=W4.date().isoformat()).run())
+    assert review.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
+
+
+@pytest.mark.parametrize("param,value,says", [
+    ("goal", "nope", "Goal `nope` not found"),
+    ("goal", "bad_rat", "(did you mean [Share of bad visits](?goal=bad_rate)?)"),
+    ("model", "nope", "Model `nope` not found"),
+    ("week", "garbage", "Week `garbage` not found"),
+    ("week", "2020-01-06", "Week `2020-01-06` not found"),
+])
+def test_a_deep_link_to_nothing_says_it_was_not_found(app_env, param, value, says):
+    at = app(**{param: value}).run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert says in errors and "Open one of:" in errors
+    assert not at.get("vega_lite_chart")  # nothing else is shown in its place
+
+
+def test_model_query_parameter_at_the_root_opens_the_model_page(app_env):
+    at = clean(app(model="reg").run())
+    assert at.title[0].value == "Models" and at.session_state["model"] == "reg"
+
+
+def test_the_runbook_page_has_every_alerts_section(app_env):
+    from monitor import alerts
+
+    at = clean(app().run().switch_page("runbook.py").run())
+    body = texts(at)
+    cfg = load_config(app_env)
+    for a in alerts.all_alerts(cfg):
+        assert f"## {a.alert}" in body
+        assert a.record()["annotations"]["runbook_url"] == f"http://localhost:8501/runbook#{a.alert.lower()}"
+
+
+def test_a_closed_week_can_be_reopened_recording_who_and_when_and_keeping_the_snapshot(app_env):
+    store = Store(load_config().store_url)
+    review.add_item(store, week_start=W3, goal="bad_rate", kind="note", text="First take", author="Ann", now=NOW)
+    at = _review(week=W3.date().isoformat())
+    at.text_input(key="author_name").input("Ann").run()
+    at.button(key="close-week").click().run()
+    clean(at.button(key="confirm-close-yes").click().run())
+    value = review.closed_week(store, W3)["snapshot"]["cards"][0]["value"]
+    at.text_input(key="author_name").input("Bo").run()
+    at.button(key="reopen-week").click().run()
+    assert review.closed_week(store, W3) is not None  # asked first
+    assert "was closed by Ann" in " ".join(w.value for w in clean(at).warning).replace("It was", "was")
+    at.button(key="confirm-reopen-yes").click().run()
+    clean(at)
+    assert review.closed_week(store, W3) is None
+    (h,) = review.reopenings(store, W3)
+    assert h["reopened_by"] == "Bo" and h["reopened_at"] is not None
+    assert h["closed_by"] == "Ann" and h["snapshot"]["cards"][0]["value"] == value
+    assert [i["text"] for i in review.week_items(store, W3)] == ["First take"]  # the record is not an item
+    body = texts(at)
+    assert "reopened by **Bo**" in body and "it had been closed by Ann" in body
+    assert at.get("form")  # notes can be added again
+    # and closed anew
+    at.button(key="close-week").click().run()
+    clean(at.button(key="confirm-close-yes").click().run())
+    assert review.closed_week(store, W3)["closed_by"] == "Bo"
+    with pytest.raises(review.ReviewError, match="not closed"):
+        review.reopen_week(store, W2, "Bo", NOW)
+
+
+def test_overdue_actions_are_marked_and_user_text_is_escaped(app_env, monkeypatch):
+    monkeypatch.setenv("MONITOR_NOW", (W3 + timedelta(days=3)).isoformat())
+    store = Store(load_config().store_url)
+    review.add_item(store, week_start=W3, goal="bad_rate", kind="action", text="Late one", author="Ann", now=NOW,
+                    due=(W3 + timedelta(days=1)).date())
+    review.add_item(store, week_start=W3, goal="bad_rate", kind="action", text="In time", author="Ann", now=NOW,
+                    due=(W3 + timedelta(days=5)).date())
+    review.add_item(store, week_start=W3, goal="bad_rate", kind="note", text="<b>bold</b> ![x](http://outside.example/x.png)",
+                    author="Ann", now=NOW)
+    at = _review(week=W3.date().isoformat())
+    labels = {c.label.split(" (")[0]: c.label for c in at.checkbox}
+    assert "overdue" in labels["Late one"] and "overdue" not in labels["In time"]
+    body = texts(at)
+    assert "&lt;b&gt;bold&lt;/b&gt; \\!\\[x\\](http://outside.example/x.png)" in body
+    items = review.week_items(store, W3)
+    card = {"goal": "bad_rate", "title": "Share of bad visits", "unit": "ratio", "direction": "at_most", "target": 0.05,
+            "value": 0.07, "change": None, "status": "missed", "needed": None, "provisional": False, "trajectory": {}}
+    doc = {"week_label": "2026-W12", "closed": None, "cards": [card], "items": items, "carried": [], "changes": [],
+           "alerts": [], "today": (W3 + timedelta(days=3)).date()}
+    md = review.to_markdown(doc)
+    assert "- [ ] Late one (due 2026-03-17, **overdue**)" in md and "- [ ] In time (due 2026-03-21)" in md
+    assert "<b>" not in md and "![x]" not in md
+    page = review.to_html(doc)
+    assert "Late one" in page and page.count(">overdue<") == 1 and "<b>bold</b>" not in page

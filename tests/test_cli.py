@@ -203,3 +203,30 @@ models:
     line = next(x for x in table.splitlines() if x.startswith("m "))
     assert "minutes" in line and "pending until 2026-09-12" in line and f"roc_auc {auc:.3g}" in line
     assert int(line.split()[1]) < 5  # only the windows recomputed for late data, not all again
+
+
+def test_serve_now_runs_its_cycles_on_a_clock_started_in_the_past(world):
+    """`serve --now 2026-09-05`: the windows computed are those due at that moment, not today's."""
+    from datetime import datetime, timezone
+
+    from monitor.cli import parser
+    from monitor.durations import utcnow
+    from monitor.serve import Service
+
+    args = parser().parse_args(["serve", "--config", world, "--now", "2026-09-05T06:00:00"])
+    offset = args.now - utcnow()
+    svc = Service(load_config(world), clock=lambda: utcnow() + offset)
+    svc.run_subject("bad_rate")
+    days = sorted(svc.store.goal_windows("bad_rate", 86400))
+    assert days[-1] == datetime(2026, 9, 4, tzinfo=timezone.utc)
+
+
+def test_app_now_pins_the_apps_clock(monkeypatch):
+    from datetime import datetime, timezone
+
+    from app_streamlit import ui
+
+    monkeypatch.setenv("MONITOR_NOW", "2026-10-13T08:00:00+00:00")
+    assert ui.now() == datetime(2026, 10, 13, 8, tzinfo=timezone.utc)
+    monkeypatch.delenv("MONITOR_NOW")
+    assert ui.now().year >= 2026 and ui.now() > datetime(2026, 11, 1, tzinfo=timezone.utc)

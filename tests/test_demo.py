@@ -21,7 +21,8 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo") / "world"
-    proc = subprocess.run([str(BIN / "monitor"), "demo", "--dir", str(folder)], capture_output=True, text=True,
+    # pinned: the world of 2026-09-01 .. 2026-10-27 the tests below speak of
+    proc = subprocess.run([str(BIN / "monitor"), "demo", "--dir", str(folder), "--end", "2026-10-27"], capture_output=True, text=True,
                           cwd=tmp_path_factory.mktemp("cwd"), timeout=300)
     return folder, proc
 
@@ -67,6 +68,64 @@ def test_the_goal_table_agrees_with_the_planted_episodes(demo):
     assert traj["spam_exposure_rate"]["status"] == "on_track"
     loans = store.goal_series("large_loan_default_rate", 86400)
     assert all(r["status"] == "insufficient_data" and r["needed"] > 1000 for r in loans)
+
+
+def test_the_demo_lives_it_ends_today_with_its_episodes_in_their_weeks(tmp_path, capsys):
+    """Without --end the world ends today: run-once without --now has nothing new but today's due windows,
+    the spam campaign still fills one Monday-to-Sunday review week, and the config's dates moved with it."""
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.cli import main
+    from monitor.demo import living_calendar
+
+    today = datetime.now(UTC).date()
+    assert main(["demo", "--dir", str(tmp_path / "w"), "--days", "42", "--scale", "0.2"]) in (0, 1)
+    capsys.readouterr()
+    manifest = json.loads((tmp_path / "w" / "episodes.json").read_text())
+    assert manifest["world"]["end"][:10] == today.isoformat()
+    start = datetime.fromisoformat(manifest["world"]["start"].replace("Z", "+00:00"))
+    assert start.weekday() == 1 and 42 <= (today - start.date()).days < 49  # a Tuesday, as 2026-09-01
+    campaign = next(e for e in manifest["episodes"] if e["kind"] == "goal_breach")
+    c0 = datetime.fromisoformat(campaign["start"].replace("Z", "+00:00"))
+    assert c0.weekday() == 0 and (c0 - start).days == 34
+    cfg = load_config(tmp_path / "w" / "monitor.yaml")
+    assert cfg.models[0].start == start and cfg.models[0].reference.start == start
+    shift, _ = living_calendar(today, 42)
+    assert cfg.goals[0].deadline.date() == (datetime(2027, 3, 31) + shift).date()
+    # run-once without --now: the latest windows are yesterday's
+    assert main(["run-once", "--config", str(tmp_path / "w" / "monitor.yaml"), "--json"]) in (0, 1)
+    doc = json.loads(capsys.readouterr().out)
+    assert {g["window_end"][:10] for g in doc["goals"]} == {today.isoformat()}
+    assert living_calendar(datetime(2026, 10, 27).date(), 56) == (timedelta(0), 56)
+    assert living_calendar(datetime(2026, 10, 30).date(), 56) == (timedelta(0), 59)
+    assert living_calendar(datetime(2026, 11, 3).date(), 56) == (timedelta(weeks=1), 56)
+
+
+def test_running_the_demo_again_keeps_the_review_unless_force(tmp_path, capsys):
+    from datetime import UTC, datetime
+
+    from monitor import review
+    from monitor.cli import main
+
+    args = ["demo", "--dir", str(tmp_path / "w"), "--days", "14", "--scale", "0.1", "--end", "2026-09-15"]
+    main(args)
+    store = Store(load_config(tmp_path / "w" / "monitor.yaml").store_url)
+    week = datetime(2026, 9, 7, tzinfo=UTC)
+    review.add_item(store, week_start=week, goal="spam_exposure_rate", kind="note", text="keep me", author="ann",
+                    now=datetime(2026, 9, 15, tzinfo=UTC))
+    review.close_week(store, week, {"goals": []}, "ann", datetime(2026, 9, 15, tzinfo=UTC))
+    capsys.readouterr()
+    main(args)
+    out = capsys.readouterr().out
+    assert "Kept the review of the earlier demo (1 note, decisions and actions and 1 closed week)" in out
+    store = Store(load_config(tmp_path / "w" / "monitor.yaml").store_url)
+    assert [i["text"] for i in review.week_items(store, week)] == ["keep me"]
+    assert review.closed_week(store, week)["closed_by"] == "ann"
+    assert store.goal_series("spam_exposure_rate")  # and the world was computed afresh around it
+    main(args + ["--force"])
+    assert "Kept" not in capsys.readouterr().out
+    store = Store(load_config(tmp_path / "w" / "monitor.yaml").store_url)
+    assert review.week_items(store, week) == [] and review.closed_week(store, week) is None
 
 
 def test_the_committed_example_config_is_the_demo_config():

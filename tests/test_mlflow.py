@@ -141,8 +141,8 @@ def test_two_versions_promoted_in_turn_are_read_through_metrics(world, mlflow_se
     assert info == {("monitor_model_version_info", (("model", "scorer"), ("run_id", run1), ("version", v1))): 1.0}
     assert got[("monitor_model_validation", (("metric", "val_roc_auc"), ("model", "scorer")))] == 0.70
     # the floor follows the version: 0.70 - 0.05
-    assert got[("monitor_model_quality_threshold", (("metric", "roc_auc"), ("model", "scorer")))] == pytest.approx(0.65)
-    assert got[("monitor_model_quality_threshold", (("metric", "recall"), ("model", "scorer")))] == 0.1
+    assert got[("monitor_model_quality_threshold", (("bound", "min"), ("metric", "roc_auc"), ("model", "scorer")))] == pytest.approx(0.65)
+    assert got[("monitor_model_quality_threshold", (("bound", "min"), ("metric", "recall"), ("model", "scorer")))] == 0.1
 
     v2, run2 = register(mlflow_server, name, {"val_roc_auc": 0.99})
     assert v2 != v1
@@ -151,7 +151,7 @@ def test_two_versions_promoted_in_turn_are_read_through_metrics(world, mlflow_se
     got = _metrics(config, capsys)
     info = {k: v for k, v in got.items() if k[0] == "monitor_model_version_info"}
     assert info == {("monitor_model_version_info", (("model", "scorer"), ("run_id", run2), ("version", v2))): 1.0}
-    assert got[("monitor_model_quality_threshold", (("metric", "roc_auc"), ("model", "scorer")))] == pytest.approx(0.94)
+    assert got[("monitor_model_quality_threshold", (("bound", "min"), ("metric", "roc_auc"), ("model", "scorer")))] == pytest.approx(0.94)
 
     # each window keeps the version that was current when it was the latest, and is judged by its floor
     store = Store(load_config(config).store_url)

@@ -330,7 +330,8 @@ def test_online_signals_and_quality_equal_sklearn(world, ids):
     want = {"roc_auc": skm.roc_auc_score(j.y, j.score), "pr_auc": skm.average_precision_score(j.y, j.score),
             "log_loss": skm.log_loss(j.y, j.score), "brier": skm.brier_score_loss(j.y, j.score),
             "precision": skm.precision_score(j.y, j.pred), "recall": skm.recall_score(j.y, j.pred),
-            "f1": skm.f1_score(j.y, j.pred), "accuracy": skm.accuracy_score(j.y, j.pred)}
+            "f1": skm.f1_score(j.y, j.pred), "accuracy": skm.accuracy_score(j.y, j.pred),
+            "specificity": skm.recall_score(j.y, j.pred, pos_label=0)}
     assert set(q) == set(want)
     for k, v in want.items():
         assert q[k] == pytest.approx(v, abs=1e-9), k

@@ -35,9 +35,9 @@ def test_relative_floors_compare_quality_with_the_exported_threshold_and_pass_pr
     cfg = _relative(tmp_path)
     rules = {a.alert: a for a in alerts.all_alerts(cfg)}
     low, high = rules["ScorerRocAucBelowFloor"], rules["ScorerLogLossAboveCeiling"]
-    assert low.expr == ('monitor_model_quality{model="scorer",metric="roc_auc"} < '
-                        'monitor_model_quality_threshold{model="scorer",metric="roc_auc"}')
-    assert " > monitor_model_quality_threshold" in high.expr
+    assert low.expr == ('monitor_model_quality{model="scorer",metric="roc_auc"} < on(model, metric) '
+                        'monitor_model_quality_threshold{model="scorer",metric="roc_auc",bound="min"}')
+    assert " > on(model, metric) monitor_model_quality_threshold" in high.expr and 'bound="max"' in high.expr
     root = tmp_path / "repo"
     for rel, text in alerts.render(cfg).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
