@@ -179,7 +179,8 @@ def by_version(source_engine, model: Model, window: Window, now: datetime) -> li
             out += [{"kind": "online", "name": k, "segment": label, "value": float(x)} for k, x in online.items()]
             if mature and value is not None:
                 q = (quality_binary if binary else quality_regression)(conn, model, window, version=value)
-                out += [{"kind": "quality", "name": k, "segment": label, "value": x} for k, x in q.items() if k != "labelled"]
+                out += [{"kind": "quality", "name": k, "segment": label, "value": x} for k, x in q.items()
+                        if k != "labelled" and not k.startswith("_")]  # `_` keys are the window's checks' inputs
                 out.append({"kind": "label_coverage", "name": "labelled", "segment": label, "value": q["labelled"] / n if n else None})
         conn.rollback()
     return out
