@@ -13,7 +13,8 @@ import streamlit as st
 
 from app_streamlit import ui
 
-st.set_page_config(page_title="Goal review", page_icon=":material/flag:", layout="wide")
+# the icon ships with the app: an emoji or :material/...: icon is fetched from an outside host
+st.set_page_config(page_title="Goal review", page_icon=str(Path(__file__).with_name("favicon.png")), layout="wide")
 ctx = ui.boot()
 ctx.slot = st.sidebar.container()
 st.session_state["_ctx"] = ctx

@@ -30,8 +30,11 @@ with left:
     chart = ui.series_chart(goal, weekly, traj=c["trajectory"] if c else None, week=week, to_deadline=True) if weekly else None
     if chart is not None:
         st.altair_chart(chart, width="stretch")
+        projected = (c or {}).get("trajectory", {}).get("projected")
         st.caption("Blue: the weekly value (its SQL run on the week) with its 95 % Wilson band for rates; red: the target; "
-                   "grey: the planned path from the baseline to the target at the deadline; amber: the projection to the deadline.")
+                   "grey: the planned path from the baseline to the target at the deadline; amber: the projection, heading "
+                   "to the deadline" + (f" ({review.fmt_value(projected, unit)} on {goal.deadline:%Y-%m-%d})"
+                                        if projected is not None and goal.deadline else "") + ".")
     else:
         st.info("No weekly values stored for this goal." if not size else "No weekly value has data yet.")
     if size != own:  # a weekly goal has one series only
@@ -84,7 +87,16 @@ if week:
         st.caption("This goal's SQL returns no `segment` column, or no segment has data in these weeks.")
 
 with st.expander("Every window"):
-    rows = [{"window": r["window_start"].strftime("%Y-%m-%d %H:%M"), "value": review.fmt_value(r["value"], unit),
-             "numerator": r["numerator"], "denominator": r["denominator"], "status": r["status"],
-             "needed n": r["needed"], "provisional": r["provisional"]} for r in reversed(daily + (weekly if size != own else []))]
+    sizes = {own: "weekly" if own == 604800 else "daily" if own == 86400 else format_duration(goal.window)}
+    if size and size != own:
+        sizes[size] = "weekly (review)"
+    series = sorted(daily + (weekly if size != own else []), key=lambda r: (r["window_start"], -r["size_seconds"]), reverse=True)
+    rows = [{"window": r["window_start"].strftime("%Y-%m-%d %H:%M"), "size": sizes.get(r["size_seconds"], str(r["size_seconds"])),
+             "value": review.fmt_value(r["value"], unit),
+             "numerator": "–" if r["numerator"] is None else f"{r['numerator']:,.0f}",
+             "denominator": "–" if r["denominator"] is None else f"{r['denominator']:,.0f}", "status": r["status"],
+             "needed n": "–" if not r["needed"] else f"{r['needed']:,}", "provisional": "yes" if r["provisional"] else ""}
+            for r in series]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption("*size*: each goal is computed on its own windows"
+               + (f" ({sizes[own]}) and on weekly windows for the review (its SQL run on the whole week)" if size and size != own else "") + ".")

@@ -107,10 +107,25 @@ marks = changes[1:] or None
 
 # --- drift per feature over the weeks ---
 st.header("Drift")
+shared = [w for w in series if w["rows"] and w["drift_share"] is not None]
+if shared:
+    last = shared[-1]
+    in_week = [w for w in shared if week and week <= w["window_start"] < week + data.WEEK]
+    c1, c2 = st.columns(2)
+    c1.metric(f"Dataset drift, latest window ({review.fmt_time(last['window_start'])})",
+              "drifted" if last["dataset_drift"] else "no drift", delta=f"{last['drift_share']:.0%} of features drifted",
+              delta_color="inverse" if last["dataset_drift"] else "off", delta_arrow="off",
+              help=f"The dataset drifts when the share of drifted features reaches drift.dataset_share "
+                   f"({model.drift.dataset_share:.0%}).")
+    if in_week:
+        n = sum(bool(w["dataset_drift"]) for w in in_week)
+        c2.metric(f"Dataset drift in {data.week_label(week)}", f"{n} of {len(in_week)} windows",
+                  delta=f"up to {max(w['drift_share'] for w in in_week):.0%} of features", delta_color="off", delta_arrow="off")
 heat = data.drift_heatmap(ctx.reader, model.name)
 if heat:
     st.altair_chart(ui.heatmap(heat), width="stretch")
-    st.caption("Each cell: the share of the week's windows in which the feature drifted against the reference.")
+    st.caption("Each cell: the share of the week's windows in which the feature drifted against the reference; "
+               "white: it never drifted that week.")
     if week:
         drifted = data.drifted_this_week(heat, week)
         st.subheader(f"Features drifted in {data.week_label(week)}")
@@ -154,12 +169,14 @@ if online:
     for i, name in enumerate(signals):
         with cols[i % len(cols)]:
             st.altair_chart(ui.line([o for o in online if o["name"] == name], "value", title=name, height=160,
-                                    versions=marks), width="stretch")
+                                    percent=name in ("positive_rate", "null_share"), versions=marks),
+                            width="stretch")
 else:
     st.caption("No online signals stored.")
 nulls = ctx.reader.model_metrics(model.name, ("null_share",))
 if nulls and any(n["value"] for n in nulls):
-    st.altair_chart(ui.line([{**n, "feature": n["name"]} for n in nulls], "value", color="feature", title="null share"),
+    st.altair_chart(ui.line([{**n, "feature": n["name"]} for n in nulls], "value", color="feature", title="null share",
+                            percent=True),
                     width="stretch")
 
 # --- quality ---
@@ -174,20 +191,40 @@ else:
     pending = [row for row in q if row["quality_status"] == "pending"]
     st.caption(f"{len(judged)} windows judged, {len(pending)} pending: a window is judged once its end is "
                f"{format_duration(model.labels.max_delay)} old, never from partial labels.")
+    floors = dict(model.quality)
+
+    def number(b):  # a fixed bound; learned and relative ones are in the stored threshold
+        return b if isinstance(b, (int, float)) else None
+
+    def below(metric: str, v) -> bool:
+        f = floors.get(metric)
+        lo, hi = (number(f.min), number(f.max)) if f is not None else (None, None)
+        return v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi))
+
     if judged and metric_names:
-        long = [{"window_start": row["window_start"], "metric": k, "value": row[k]} for row in judged for k in metric_names
-                if row.get(k) is not None]
+        long = [{"window_start": row["window_start"], "metric": k, "value": row[k],
+                 "floor": "breached" if below(k, row[k]) else "ok"} for row in judged for k in metric_names if row.get(k) is not None]
         if long:
-            st.altair_chart(ui.line(long, "value", color="metric", title="quality", versions=marks), width="stretch")
-    table = pd.DataFrame([{
+            st.altair_chart(ui.quality_chart(long, {k: (number(f.min) if number(f.min) is not None else number(f.max)) for k, f in floors.items()}),
+                            width="stretch")
+    def cell(k, v) -> str:
+        if v is None:
+            return "–"
+        return f"{v:.4f}" + (" ▼ below floor" if below(k, v) and number(floors[k].min) is not None else " ▲ above floor" if below(k, v) else "")
+
+    rows = [{
         "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
         "status": {"pending": f"pending until {row['judged_from']:%Y-%m-%d %H:%M}" if row["judged_from"] else "pending",
                    "invalid": "withheld: " + ", ".join(c["name"] for c in health["failing"].get(row["window_start"], []))}
         .get(row["quality_status"], row["quality_status"]),
         "label coverage": f"{row['label_coverage']:.1%}" if row["label_coverage"] is not None else "–",
-        "rows": row["rows"], **{k: row.get(k) for k in metric_names}} for row in reversed(q)])
-    st.dataframe(table, hide_index=True)
-    floors = {k: v for k, v in model.quality.items()}
+        "rows": f"{row['rows']:,}" if row["rows"] is not None else "–",
+        **{k: cell(k, row.get(k)) for k in metric_names}} for row in reversed(q)]
+    table = pd.DataFrame(rows)
+    styled = table.style.map(lambda v: "background-color: #ffebe9; color: #cf222e; font-weight: 600"
+                             if isinstance(v, str) and "floor" in v else "", subset=[k for k in metric_names if k in table])
+    st.dataframe(styled, hide_index=True, width="stretch",
+                 column_config={"status": st.column_config.TextColumn("status", width="large")})
     if floors:
         def bound(b, sign):
             if b is None:
@@ -195,7 +232,8 @@ else:
             if isinstance(b, (int, float)):
                 return f"{sign} {b:g}"
             return f"{sign} validation {'−' if b.below_validation is not None else '+'} {b.offset if b.offset > 0 else -b.offset:g}"
-        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}" for k, v in floors.items()))
+        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}" for k, v in floors.items())
+                   + "; a window past its floor is marked in red in the chart and the table.")
 
 if model.task == "multiclass_classification" and model.labels is not None:
     per = data.class_quality(model, ctx.reader)
@@ -222,7 +260,9 @@ if st.session_state.get("ev_shown") == (model.name, chosen):
     path = ctx.cfg.path or Path(".")
     html, why = ui.evidently_html((str(path), model.name), model.name, chosen, end, ctx.cfg)
     if html:
-        st.iframe(html, height=900)
+        st.iframe(html, width="stretch", height=1200)
+        st.download_button("Download the report (HTML)", html, file_name=f"evidently-{model.name}-{chosen:%Y%m%dT%H%M}.html",
+                           mime="text/html", on_click="ignore", key="ev_download")
     else:
         st.info(f"The Evidently report is not available: {why}")
 else:

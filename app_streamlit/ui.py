@@ -335,52 +335,70 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+def value_format(unit: str) -> str:
+    """The d3 format of a goal's values, as the cards write them: ratios as percentages."""
+    return ".2%" if unit == "ratio" else ",.1f" if unit == "minutes" else ",.4~g"
+
+
+def axis_title(unit: str) -> str:
+    return "%" if unit == "ratio" else unit
+
+
 def series_chart(goal: Goal, rows: list[dict], *, traj: dict | None = None, week: datetime | None = None,
                  to_deadline: bool = False) -> alt.LayerChart | None:
-    """Values with their Wilson band, the target, the planned path and (to the deadline) the projection."""
+    """Values with their Wilson band, the target, the planned path and (towards the deadline) the projection.
+    The x-axis spans the data (plus a week): the projection heads off the right edge towards the deadline."""
     rows = [r for r in rows if r["value"] is not None]
     if not rows:
         return None
     df = _frame([{k: r[k] for k in ("window_start", "window_end", "value", "ci_low", "ci_high", "status", "provisional")} for r in rows])
     df["provisional"] = df["provisional"].map({True: "provisional", False: "final"})
-    x = alt.X("window_start:T", title=None)
+    lo, hi = df["window_start"].min(), df["window_end"].max() + pd.Timedelta(days=7 if to_deadline else 0)
+    xs = alt.Scale(domain=[lo.isoformat(), hi.isoformat()])
+    fmt = value_format(goal.unit)
+    x = alt.X("window_start:T", title=None, scale=xs)
+    y = alt.Y("value:Q", title=axis_title(goal.unit), axis=alt.Axis(format=fmt.replace(".2%", ".1%")))
     layers = []
     if df["ci_low"].notna().any():
-        layers.append(alt.Chart(df).mark_area(opacity=0.18, color="#4c78a8").encode(
-            x=x, y="ci_low:Q", y2="ci_high:Q", tooltip=[alt.Tooltip("ci_low:Q", format=".4g"), alt.Tooltip("ci_high:Q", format=".4g")]))
-    layers.append(alt.Chart(df).mark_line(point=True, color="#4c78a8").encode(
-        x=x, y=alt.Y("value:Q", title=goal.unit),
-        shape=alt.Shape("provisional:N", legend=alt.Legend(title=None, orient="bottom")),
-        tooltip=[alt.Tooltip("window_start:T", title="window"), alt.Tooltip("value:Q", format=".4g"), "status:N", "provisional:N"]))
+        layers.append(alt.Chart(df).mark_area(opacity=0.18, color="#4c78a8", clip=True).encode(
+            x=x, y=alt.Y("ci_low:Q", title=axis_title(goal.unit)), y2="ci_high:Q",
+            tooltip=[alt.Tooltip("ci_low:Q", format=fmt), alt.Tooltip("ci_high:Q", format=fmt)]))
+    layers.append(alt.Chart(df).mark_line(point=True, color="#4c78a8", clip=True).encode(
+        x=x, y=y, shape=alt.Shape("provisional:N", legend=alt.Legend(title=None, orient="bottom")),
+        tooltip=[alt.Tooltip("window_start:T", title="window"), alt.Tooltip("value:Q", format=fmt), "status:N", "provisional:N"]))
     layers.append(alt.Chart(pd.DataFrame({"target": [goal.target]})).mark_rule(color="#cf222e", strokeDash=[5, 4]).encode(
-        y="target:Q", tooltip=[alt.Tooltip("target:Q", title="target")]))
+        y="target:Q", tooltip=[alt.Tooltip("target:Q", title="target", format=fmt)]))
     path = data.planned_path(goal)
     if path:
         pdf = _frame(path)
-        if not to_deadline:
-            pdf = pdf[(pdf["t"] >= df["window_start"].min()) & (pdf["t"] <= df["window_end"].max())]
+        pdf = pdf[(pdf["t"] >= lo) & (pdf["t"] <= hi)]
         if len(pdf):
-            layers.append(alt.Chart(pdf).mark_line(color="#8c959f", strokeDash=[2, 3]).encode(
-                x="t:T", y="planned:Q", tooltip=[alt.Tooltip("planned:Q", title="planned", format=".4g")]))
+            layers.append(alt.Chart(pdf).mark_line(color="#8c959f", strokeDash=[2, 3], clip=True).encode(
+                x=alt.X("t:T", scale=xs), y="planned:Q", tooltip=[alt.Tooltip("planned:Q", title="planned", format=fmt)]))
     if to_deadline and traj and traj.get("projected") is not None and goal.deadline:
         upto = [r for r in rows if week is None or r["window_end"] <= week + data.WEEK] or rows
         start = {"t": upto[-1]["window_end"], "projection": traj["current"] if traj.get("current") is not None else upto[-1]["value"]}
         proj = _frame([start, {"t": goal.deadline, "projection": traj["projected"]}])
-        layers.append(alt.Chart(proj).mark_line(color="#bf8700", strokeDash=[6, 3], point=True).encode(
-            x="t:T", y="projection:Q", tooltip=[alt.Tooltip("t:T", title="at"), alt.Tooltip("projection:Q", format=".4g")]))
+        layers.append(alt.Chart(proj).mark_line(color="#bf8700", strokeDash=[6, 3], point=True, clip=True).encode(
+            x=alt.X("t:T", scale=xs), y="projection:Q",
+            tooltip=[alt.Tooltip("t:T", title="at"), alt.Tooltip("projection:Q", format=fmt)]))
     if week is not None:
         wk = _frame([{"t": week, "end": week + data.WEEK}])
         wk["end"] = pd.to_datetime(wk["end"], utc=True).dt.tz_localize(None)
-        layers.insert(0, alt.Chart(wk).mark_rect(color="#fff8c5", opacity=0.6).encode(x="t:T", x2="end:T"))
+        layers.insert(0, alt.Chart(wk).mark_rect(color="#fff8c5", opacity=0.6, clip=True).encode(x=alt.X("t:T", scale=xs), x2="end:T"))
     return alt.layer(*layers).properties(height=260)
 
 
 def heatmap(cells: list[dict]) -> alt.Chart:
     df = _frame(cells)
     df["week_label"] = df["week"].dt.strftime("%G-W%V")
-    return alt.Chart(df).mark_rect().encode(
+    # a week where the feature never drifted stays white: colour means drift
+    return alt.Chart(df).mark_rect(stroke="#d0d7de", strokeWidth=0.5).encode(
         x=alt.X("week_label:O", title="ISO week", axis=alt.Axis(labelAngle=0, labelExpr="slice(datum.label, 5)")), y=alt.Y("feature:N", title=None),
-        color=alt.Color("share_drifted:Q", title="share of windows drifted", scale=alt.Scale(domain=[0, 1], scheme="orangered")),
+        color=alt.condition("datum.share_drifted > 0",
+                            alt.Color("share_drifted:Q", title="share of windows drifted",
+                                      scale=alt.Scale(domain=[0, 1], scheme="orangered"), legend=alt.Legend(format=".0%")),
+                            alt.value("#ffffff")),
         tooltip=["feature:N", "week_label:N", "drifted:Q", "windows:Q", alt.Tooltip("max_score:Q", format=".4f"),
                  alt.Tooltip("threshold:Q", format=".4f"), "method:N"],
     ).properties(height=26 * df["feature"].nunique() + 50)
@@ -398,11 +416,13 @@ def confusion(cells: list[dict]) -> alt.LayerChart:
 
 
 def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | None = None, title: str | None = None,
-         height: int = 200, versions: list[dict] | None = None) -> alt.LayerChart:
+         height: int = 200, percent: bool = False, versions: list[dict] | None = None) -> alt.LayerChart:
     """A series over windows; `versions` ({window_start, version}) marks where a new model version starts."""
     df = _frame(rows)
-    enc = dict(x=alt.X("window_start:T", title=None), y=alt.Y(f"{y}:Q", title=title or y),
-               tooltip=[alt.Tooltip("window_start:T", title="window"), alt.Tooltip(f"{y}:Q", format=".4g")]
+    fmt = ".2%" if percent else ".4g"
+    enc = dict(x=alt.X("window_start:T", title=None),
+               y=alt.Y(f"{y}:Q", title=title or y, axis=alt.Axis(format=".1%") if percent else alt.Undefined),
+               tooltip=[alt.Tooltip("window_start:T", title="window"), alt.Tooltip(f"{y}:Q", format=fmt)]
                + ([f"{color}:N"] if color else []))
     if color:
         enc["color"] = alt.Color(f"{color}:N", title=None)
@@ -416,6 +436,26 @@ def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | No
         layers.append(alt.Chart(marks).mark_text(align="left", dx=3, dy=-4, color="#bc4c00", fontSize=10).encode(
             x="window_start:T", y=alt.value(0), text="label:N"))
     return alt.layer(*layers).properties(height=height)
+
+
+def quality_chart(long: list[dict], floors: dict[str, float | None]) -> alt.LayerChart:
+    """Quality per window and metric, each floor a dashed rule, the windows past their floor as red points."""
+    df = _frame(long)
+    base = alt.Chart(df).encode(x=alt.X("window_start:T", title=None), y=alt.Y("value:Q", title="quality"),
+                                color=alt.Color("metric:N", title=None),
+                                tooltip=[alt.Tooltip("window_start:T", title="window"), "metric:N",
+                                         alt.Tooltip("value:Q", format=".4f"), "floor:N"])
+    layers = [base.mark_line(point=len(df) < 120)]
+    bad = df[df["floor"] == "breached"]
+    if len(bad):
+        layers.append(alt.Chart(bad).mark_point(color="#cf222e", size=90, filled=True, shape="diamond").encode(
+            x="window_start:T", y="value:Q", tooltip=[alt.Tooltip("window_start:T", title="window"), "metric:N",
+                                                      alt.Tooltip("value:Q", format=".4f"), "floor:N"]))
+    rules = pd.DataFrame([{"metric": k, "floor": v} for k, v in floors.items() if v is not None and k in set(df["metric"])])
+    if len(rules):
+        layers.append(alt.Chart(rules).mark_rule(strokeDash=[5, 4]).encode(y="floor:Q", color=alt.Color("metric:N", title=None),
+                                                                           tooltip=["metric:N", alt.Tooltip("floor:Q", title="floor")]))
+    return alt.layer(*layers).properties(height=220)
 
 
 def now() -> datetime:

@@ -220,7 +220,28 @@ def run_naive(url: str, table: str, store_url: str) -> dict:
     return {"wall": wall, "load": t_load, "base_mb": base, "peak_mb": _rss_mb(), "drift_share_evidently": share}
 
 
-CHILDREN = {"floor": run_floor, "reference": run_reference, "monitor": run_monitor, "naive": run_naive}
+def run_estimate(url: str, table: str, store_url: str) -> dict:
+    """Quality estimated from the scores alone (as for a window whose labels are not mature): the
+    calibration on the reference's labelled rows (once, then stored), then the window's estimate."""
+    from monitor import estimate as E
+    from monitor import modeljobs
+
+    store, eng, m, now = _monitor_setup(url, table, store_url)
+    base = _rss_mb()
+    with eng.connect() as conn:
+        modeljobs._setup(conn)
+        t0 = time.perf_counter()
+        cal = E.calibration(conn, store, m, now)
+        t1 = time.perf_counter()
+        est, method = E.estimates(conn, store, m, _window(), now)
+        t2 = time.perf_counter()
+        conn.rollback()
+    return {"wall": t2 - t1, "calibration_wall": t1 - t0, "base_mb": base, "peak_mb": _rss_mb(), "method": method,
+            "hl_p": cal["hl_p"], "estimated": {k: list(v) for k, v in est.items()}}
+
+
+CHILDREN = {"floor": run_floor, "reference": run_reference, "monitor": run_monitor, "estimate": run_estimate,
+            "naive": run_naive}
 
 
 def child(name: str, url: str, table: str, store_url: str) -> dict:
@@ -287,11 +308,16 @@ def _run(args) -> list[dict]:
             floor = min((child("floor", args.database_url, table, store_url) for _ in range(args.repeat)), key=lambda r: r["wall"])
             ref = child("reference", args.database_url, table, store_url)
             mon = min((child("monitor", args.database_url, table, store_url) for _ in range(args.repeat)), key=lambda r: r["wall"])
+            child("estimate", args.database_url, table, store_url)  # the calibration, once (then stored)
+            est = min((child("estimate", args.database_url, table, store_url) for _ in range(args.repeat)), key=lambda r: r["wall"])
             naive = child("naive", args.database_url, table, store_url) if n <= args.naive_max else None
-        results.append({"rows": n, "floor": floor, "reference": ref, "monitor": mon, "naive": naive})
+        results.append({"rows": n, "floor": floor, "reference": ref, "monitor": mon, "estimate": est, "naive": naive})
         print(f"{_fmt_rows(n)}: floor {floor['wall']:.2f} s, monitor {mon['wall']:.2f} s "
               f"(reference once {ref['wall']:.1f} s), naive {naive['wall']:.1f} s" if naive else
               f"{_fmt_rows(n)}: floor {floor['wall']:.2f} s, monitor {mon['wall']:.2f} s (reference once {ref['wall']:.1f} s)",
+              file=sys.stderr)
+        print(f"  estimate {est['wall']:.2f} s ({est['method']}): roc_auc ~{est['estimated']['roc_auc'][0]:.4f} "
+              f"[{est['estimated']['roc_auc'][1]:.4f}, {est['estimated']['roc_auc'][2]:.4f}], realized {mon['roc_auc']:.4f}",
               file=sys.stderr)
         print(f"  monitor drift share {mon['drift_share']:.3f}, drifted {', '.join(mon['drifted'])}; "
               f"roc_auc {mon['roc_auc']:.6f}" + (f"; Evidently drift share {naive['drift_share_evidently']:.3f}"
@@ -306,6 +332,8 @@ def table_markdown(results: list[dict]) -> str:
         n, floor, mon, naive, ref = r["rows"], r["floor"], r["monitor"], r["naive"], r["reference"]
         rows = [("floor: one `SELECT sum(col), ...` scan", floor), ("monitor: drift + online + quality", mon),
                 ("monitor: reference summary (once)", ref)]
+        if r.get("estimate"):
+            rows.append(("monitor: estimated quality, no labels (calibration stored)", r["estimate"]))
         if naive:
             rows.append(("naive: pandas + Evidently DataDrift + Classification", naive))
         for name, x in rows:

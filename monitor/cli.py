@@ -195,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return EXIT_USAGE
     from .config import ConfigError
+    from .store import StoreError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError) as e:
+    except (ConfigError, UsageError, StoreError) as e:  # StoreError: a schema this monitor cannot use
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except StoreUnusable as e:
@@ -222,7 +223,7 @@ def _load(args):
 def _store(cfg):
     from .store import Store
 
-    return Store(cfg.store_url)
+    return Store(cfg.store_url, statement_timeout=cfg.statement_timeout)
 
 
 def cmd_run_once(args) -> int:
@@ -235,6 +236,7 @@ def cmd_run_once(args) -> int:
     store = _store(cfg)
     with _results_store(cfg):
         report = run_cycle(cfg, now, store=store, progress=args.progress)
+        now = report.now
         if cfg.notify:
             from .notify import notify_cycle
             notify_cycle(cfg, store, now)
@@ -278,8 +280,11 @@ def cmd_backfill(args) -> int:
     if only and only - known:
         raise UsageError(f"--only: unknown goal or model {', '.join(sorted(only - known))}")
     with _results_store(cfg):
-        report = run_cycle(cfg, args.end, progress=True, only=only)
+        report = run_cycle(cfg, args.end, store=_store(cfg), progress=True, only=only)
     print(f"computed {report.ran} windows" + (f", {len(report.failed)} failed" if report.failed else ""))
+    if report.capped_from:
+        print(f"stopped at {report.now.isoformat(timespec='seconds')} (now): --to is in the future, and a window "
+              "is computed only once it has ended")
     print_failures(report)
     return EXIT_OK if report.ok else EXIT_FAILED
 

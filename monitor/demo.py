@@ -98,6 +98,10 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
     print("Planted episodes, and what the monitor found:")
     for line in compare(manifest, cfg, store):
         print(f"  {line}")
+    print()
+    print("Estimated before the labels arrive, beside the truth the generator knows:")
+    for line in estimates_vs_truth(cfg, store, seed=seed, days=days, scale=scale):
+        print(f"  {line}")
     print_failures(report)
     if n_kept:
         print(f"\nKept the review of the earlier demo ({n_kept}): pass --force to start it afresh.")
@@ -178,6 +182,56 @@ def compare(manifest: dict, cfg, store) -> list[str]:
     return lines
 
 
+def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float) -> list[str]:
+    """The credit model's estimated ROC AUC of its pending windows beside the value realized on the
+    labels the generator draws once they have arrived (the same world, seen 200 days later), and
+    the large-loan goal's estimate beside the generator's default probability of a large loan."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from . import demo_world
+    from .conventions import ESTIMATE_CI_HIGH_KIND, ESTIMATE_CI_LOW_KIND, ESTIMATE_KIND
+
+    lines = []
+    model = next((m for m in cfg.models if m.name == "credit_scoring"), None)
+    later = demo_world.build(seed=seed, days=days, scale=scale,
+                             as_of=demo_world.DEMO_START + timedelta(days=days + 200))
+    apps, labels = later["loan_applications"], later["credit_labels"]
+    y_of = dict(zip(labels["application_id"].tolist(), labels["is_bad"].tolist()))
+    us = 1_000_000
+    for w in store.model_series(model.name) if model else []:
+        if w["quality_status"] != "pending" or not w["rows"]:
+            continue
+        rows = {(r["kind"], r["name"]): r for r in store.model_metrics(model.name, w["window_start"])
+                if r["name"] == "roc_auc" and not r["segment"]}
+        est = rows.get((ESTIMATE_KIND, "roc_auc"))
+        if est is None:
+            continue
+        lo_us = (w["window_start"] - demo_world.DEMO_START).total_seconds() * us
+        hi_us = (w["window_end"] - demo_world.DEMO_START).total_seconds() * us
+        sel = (apps["scored_at"] >= lo_us) & (apps["scored_at"] < hi_us)
+        ids, score = apps["application_id"][sel], apps["pd_score"][sel]
+        have = np.array([i in y_of for i in ids.tolist()], dtype=bool)
+        y = np.array([y_of[i] for i in ids[have].tolist()])
+        s = score[have]
+        P, N = int(y.sum()), int(len(y) - y.sum())
+        truth = (rankdata(s)[y == 1].sum() - P * (P + 1) / 2) / (P * N) if P and N else float("nan")
+        lines.append(f"credit_scoring {w['window_start']:%m-%d}..{w['window_end']:%m-%d}: estimated roc_auc "
+                     f"{est['value']:.3f} [{rows[(ESTIMATE_CI_LOW_KIND, 'roc_auc')]['value']:.3f}, "
+                     f"{rows[(ESTIMATE_CI_HIGH_KIND, 'roc_auc')]['value']:.3f}] (calibration: {est['method']}); "
+                     f"realized once its labels arrive: {truth:.3f} on {len(y):,} issued loans")
+    goal = next((g for g in cfg.goals if g.name == "large_loan_default_rate" and g.estimate), None)
+    if goal:
+        est = [e for e in store.goal_estimates(goal.name, int(goal.window.total_seconds())) if e["value"] is not None]
+        if est:
+            num, den = sum(e["numerator"] for e in est), sum(e["denominator"] for e in est)
+            lines.append(f"large_loan_default_rate: estimated {num / den:.2%} over {len(est)} days of large loans "
+                         f"(latest day {est[-1]['status']}); the generator's default probability of a large loan: "
+                         f"{demo_world.LARGE_LOAN_PD:.3%} (the PD score is the model's early-delinquency risk, "
+                         "not a lifetime default probability: the estimate is only as good as the scores)")
+    return lines
+
+
 def _goal_breach(ep, start, end, cfg, store):
     g = cfg.goal(ep["subject"])
     series = store.goal_series(g.name, int(g.window.total_seconds()))
@@ -251,8 +305,44 @@ def _nulls(ep, start, end, cfg, store):
     return text, all(abs(mean[f] - want[f]) < 0.01 for f in want)
 
 
+def _outage(ep, start, end, cfg, store):
+    if ep["subject_type"] == "goal":
+        g = cfg.goal(ep["subject"])
+        series = store.goal_series(g.name, int(g.window.total_seconds()))
+        inside = [r for r in series if start <= r["window_start"] < end]
+        caught = sum(1 for r in inside if r["status"] == "no_data" and r["met"] is None)
+        false = sum(1 for r in series if r["status"] == "no_data" and not start <= r["window_start"] < end)
+        return (f"{caught} of {len(inside)} days no_data (neither met nor missed); {false} other days no_data",
+                inside != [] and caught == len(inside) and false == 0)
+    m = cfg.model(ep["subject"])
+    inside = [w for w in store.model_series(m.name) if start <= w["window_start"] < end]
+    ratios = [store.volume_ratio(m.name, m.window, at=w["window_start"])[1] for w in inside]
+    empty = sum(1 for w in inside if not w["rows"])
+    shown = ", ".join("n/a" if r is None else f"{r:.0%}" for r in ratios)
+    return (f"{empty} of {len(inside)} windows without rows; volume against comparable windows {shown or 'n/a'}",
+            inside != [] and empty == len(inside) and all(r == 0 for r in ratios))
+
+
+def _broken_labels(ep, start, end, cfg, store):
+    from .conventions import DATA_CHECK_KIND
+
+    m = cfg.model(ep["subject"])
+    want = set(ep["expected"]["failing_checks"])
+    failing: dict = {}
+    for r in store.model_metrics(m.name, kinds=(DATA_CHECK_KIND,)):
+        if not r["segment"] and r["detected"] and r["name"] in want:
+            failing.setdefault(r["window_start"], set()).add(r["name"])
+    inside = [w for w in store.model_series(m.name) if start <= w["window_start"] < end]
+    caught = [w for w in inside if failing.get(w["window_start"]) == want]
+    withheld = sum(1 for w in inside if w["quality_status"] == "invalid")
+    false = sum(1 for s in failing if not start <= s < end)
+    return (f"{', '.join(sorted(want))} failing in {len(caught)} of {len(inside)} windows, quality withheld in {withheld}; "
+            f"{false} other windows failing",
+            inside != [] and len(caught) == len(inside) == withheld and false == 0)
+
+
 _FINDERS = {"goal_breach": _goal_breach, "insufficient_data": _insufficient, "off_track": _off_track,
-            "drift": _drift, "no_drift": _no_drift, "nulls": _nulls}
+            "drift": _drift, "no_drift": _no_drift, "nulls": _nulls, "outage": _outage, "broken_labels": _broken_labels}
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--example"]:

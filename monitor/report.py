@@ -29,14 +29,28 @@ def goal_table(cfg: Config, store: Store) -> list[dict]:
             "trajectory": t.get("status", "unknown"),
             "projected": t.get("projected"),
             "deadline": g.deadline.date().isoformat() if g.deadline else None,
+            "estimate": _goal_estimate(store, g, r),
         })
     return rows
+
+
+def _goal_estimate(store: Store, g, r: dict | None) -> dict | None:
+    """A provisional window's estimate (from the goal's estimate SQL) and the error of past ones."""
+    from .conventions import ESTIMATION_ERROR_WINDOWS
+
+    if g.estimate is None or r is None:
+        return None
+    size = int(g.window.total_seconds())
+    e = store.goal_estimate(g.name, size, r["window_start"]) if r["provisional"] else None
+    out = {k: e[k] for k in ("value", "ci_low", "ci_high", "status")} if e else {}
+    out["estimation_error"] = store.goal_estimation_error(g.name, size, ESTIMATION_ERROR_WINDOWS)
+    return out
 
 
 def model_table(cfg: Config, store: Store, computed: dict[str, int] | None = None) -> list[dict]:
     """One row per model: windows computed this cycle, and its latest window's drift, quality
     (or why there is none yet), estimates and failing data checks."""
-    from .conventions import DATA_CHECK_KIND, model_job
+    from .conventions import DATA_CHECK_KIND, ESTIMATION_ERROR_WINDOWS, model_job
     from .durations import format_duration
 
     computed = computed or {}
@@ -60,7 +74,15 @@ def model_table(cfg: Config, store: Store, computed: dict[str, int] | None = Non
             pred = [r for r in metrics if r["kind"] == "prediction_drift" and not r["segment"]]
             row["prediction_drift"] = bool(pred[0]["detected"]) if pred and pred[0]["detected"] is not None else None
             row["estimated"] = {r["name"]: r["value"] for r in metrics if r["kind"] == "quality_estimated" and not r["segment"]}
+            if row["quality_status"] == "pending":  # a mature window shows its realized quality instead
+                lo = {r["name"]: r["value"] for r in metrics if r["kind"] == "quality_estimated_ci_low" and not r["segment"]}
+                hi = {r["name"]: r["value"] for r in metrics if r["kind"] == "quality_estimated_ci_high" and not r["segment"]}
+                row["estimated_ci"] = {k: [lo.get(k), hi.get(k)] for k in row["estimated"]}
+                row["calibration"] = next((r["method"] for r in metrics if r["kind"] == "quality_estimated"), None)
+            else:
+                row["estimated"] = {}
             row["data_checks_failed"] = sorted(r["name"] for r in metrics if r["kind"] == DATA_CHECK_KIND and r["detected"])
+        row["estimation_error"] = store.estimation_errors(m.name, ESTIMATION_ERROR_WINDOWS)
         if judged:
             row["quality_window_start"] = judged["window_start"].isoformat()
             q = [r for r in store.model_metrics(m.name, judged["window_start"], kinds=("quality",)) if not r["segment"]]
@@ -116,6 +138,9 @@ def print_goal_table(rows: list[dict], out=None) -> None:
     for r in rows:
         window = f"{r['window_start'][:10]} .. {r['window_end'][:10]}" if r["window_start"] else "-"
         status = r["status"] + (f" (need n≥{r['needed']:,})" if r.get("needed") else "") + (" provisional" if r.get("provisional") else "")
+        est = r.get("estimate") or {}
+        if est.get("value") is not None:
+            status += f"; estimated {fmt_value(est['value'], r['unit'])}, {est['status']}"
         sign = "≤" if r["direction"] == "at_most" else "≥"
         lines.append((r["goal"], window, fmt_value(r["value"], r["unit"]), f"{sign} {fmt_value(r['target'], r['unit'])}",
                       status, r["trajectory"], fmt_value(r["projected"], r["unit"])))

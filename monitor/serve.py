@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -17,8 +16,8 @@ import sqlalchemy as sa
 from .config import Config
 from .db import describe_error
 from .durations import utcnow
-from .jobs import Lease, run_cycle
-from .store import Store
+from .jobs import Lease, new_holder, run_cycle
+from .store import Store, StoreError
 from .windows import window_at
 
 log = logging.getLogger("monitor.serve")
@@ -84,19 +83,56 @@ class Exposition:
         self.read_at = time.monotonic()
 
 
+class Probe:
+    """Whether the results store answers, probed by a thread of its own every `every` seconds, so that
+    /healthz never waits on the database: a probe still in flight after `timeout` is a failure."""
+
+    def __init__(self, store: Store, every: float = 2.0, timeout: float = 3.0):
+        self.store, self.every, self.timeout = store, every, timeout
+        self.result: tuple[bool, str] | None = None
+        self.in_flight_since: float | None = None
+        self.thread = threading.Thread(target=self._run, name="store-probe", daemon=True)
+
+    def start(self) -> "Probe":
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            self.in_flight_since = time.monotonic()
+            try:
+                with self.store.engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+                self.result = (True, "reachable")
+            except Exception as e:
+                self.result = (False, f"unreachable: {describe_error(e)}")
+            self.in_flight_since = None
+            time.sleep(self.every)
+
+    def state(self) -> tuple[bool, str]:
+        since = self.in_flight_since
+        if since is not None and time.monotonic() - since > self.timeout:
+            return False, f"not answering for {time.monotonic() - since:.0f} s"
+        return self.result or (False, "not probed yet")
+
+
 class Service:
     """Runs each goal's and model's job at its window cadence, and answers /metrics and /healthz."""
 
     def __init__(self, cfg: Config, holder: str | None = None, clock=None):
         self.cfg = cfg
         self.clock = clock or utcnow  # the windows' clock: `serve --now` starts it in the past
-        self.store = Store(cfg.store_url)
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
-        self.lease = Lease(self.holder, ttl_seconds=cfg.lease_ttl.total_seconds())
+        self.store = Store(cfg.store_url, statement_timeout=cfg.statement_timeout)
+        self.holder = holder or new_holder()
+        self.lease = Lease(self.holder, ttl_seconds=cfg.lease_ttl.total_seconds(), tail_once=True)
         self.exposition = Exposition(cfg, self.store)
+        self.probe = Probe(self.store)
         self.scheduler = None
         self.stopping = threading.Event()
+        self.started = utcnow()
+        self.startup_error: str | None = "starting"  # until the results store is migrated
         self.last_cycle: dict[str, datetime] = {}
+        self.last_beat: dict[str, datetime] = {}  # the last window a running cycle finished
         self.last_error: dict[str, str] = {}
         self.lock = threading.Lock()
 
@@ -109,7 +145,7 @@ class Service:
             return
         try:
             report = run_cycle(self.cfg, self.clock(), store=self.store, only={name}, lease=self.lease,
-                               clock=self.clock, stop=self.stopping.is_set)
+                               clock=utcnow, stop=self.stopping.is_set, beat=lambda _job: self._beat(name))
             self._notify()
             self.exposition.invalidate()
             with self.lock:
@@ -126,9 +162,14 @@ class Service:
                            **({"errors": [f"{j} {w}: {e}" for j, w, e in report.failed]} if report.failed else {})})
         except Exception as e:  # the store itself is down: keep serving, retry next time
             with self.lock:
+                self.last_cycle[name] = utcnow()
                 self.last_error[name] = describe_error(e)
             log.error("cycle failed", extra={"subject": name, "error": describe_error(e)})
             self._retry(name)
+
+    def _beat(self, name: str) -> None:
+        with self.lock:
+            self.last_beat[name] = utcnow()
 
     def _retry(self, name: str) -> None:
         if self.scheduler is not None and not self.stopping.is_set():
@@ -141,26 +182,33 @@ class Service:
             notify_cycle(self.cfg, self.store, self.clock())  # logs its own failures; never raises
 
     def health(self) -> tuple[bool, dict]:
-        """Whether the service is healthy, and why."""
+        """Whether the service is healthy, and why; answers at once (it never queries the database).
+
+        Unhealthy: the results store does not answer (or is not migrated yet), a job's last cycle
+        failed, or a job stalled: no cycle ended and no window was computed for more than its
+        window plus `grace` (plus `retry_after`, the wait before a retry).
+        """
         doc: dict = {"holder": self.holder}
-        ok = True
-        try:
-            with self.store.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-            doc["results_store"] = "reachable"
-        except Exception as e:
+        reachable, detail = self.probe.state()
+        ok = reachable
+        doc["results_store"] = detail
+        if self.startup_error:
             ok = False
-            doc["results_store"] = f"unreachable: {describe_error(e)}"
+            doc["startup"] = self.startup_error
         now = utcnow()
         jobs = {}
         with self.lock:
-            for name, _size in self.subjects():
+            for name, size in self.subjects():
                 last = self.last_cycle.get(name)
-                age = (now - last).total_seconds() if last else None
+                alive = max([t for t in (last, self.last_beat.get(name)) if t] or [self.started])
+                quiet = (now - alive).total_seconds()
+                stalled = quiet > (size + self.cfg.grace + self.cfg.retry_after).total_seconds()
                 err = self.last_error.get(name)
-                jobs[name] = {"last_cycle_age_seconds": age, "status": "failed" if err else ("ok" if last else "waiting"),
-                              **({"error": err} if err else {})}
-                if err:
+                status = "failed" if err else "stalled" if stalled else "ok" if last else "waiting"
+                jobs[name] = {"last_cycle_age_seconds": (now - last).total_seconds() if last else None,
+                              "status": status, **({"error": err} if err else {}),
+                              **({"stalled_seconds": round(quiet)} if stalled else {})}
+                if err or stalled:
                     ok = False
         doc["jobs"] = jobs
         doc["status"] = "ok" if ok else "degraded"
@@ -208,6 +256,7 @@ class Service:
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = 256  # the listen backlog: many scrapers at once are queued, not refused
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -216,19 +265,26 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve(cfg: Config, host: str = "127.0.0.1", port: int = 9108, now: datetime | None = None) -> int:
-    """Run until SIGTERM or SIGINT; the job in flight finishes its window or stops between windows."""
+    """Run until SIGTERM or SIGINT; the job in flight finishes its window or stops between windows.
+
+    A results store down at start is waited for (/healthz says so); a busy port, an unknown schema
+    or foreign tables end the process at once with one line and exit code 2 (a store that cannot
+    be written: exit code 1).
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("monitor.jobs").setLevel(logging.NOTSET)  # the CLI quiets it; serve logs every failure
     offset = (now - utcnow()) if now is not None else None
     svc = Service(cfg, clock=(lambda: utcnow() + offset) if offset is not None else None)
-    svc.store.migrate()
-    httpd = make_server(host, port, svc.wsgi(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    try:
+        httpd = make_server(host, port, svc.wsgi(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    except OSError as e:
+        print(f"error: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return 2
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    sched = svc.schedule()
-    sched.start()
-    log.info("serving", extra={"port": port, "holder": svc.holder, "jobs": [n for n, _ in svc.subjects()]})
+    svc.probe.start()
 
     def stop(signum, _frame):
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
@@ -236,6 +292,26 @@ def serve(cfg: Config, host: str = "127.0.0.1", port: int = 9108, now: datetime 
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    delay = 1.0
+    while not svc.stopping.is_set():
+        try:
+            svc.store.migrate()
+            svc.startup_error = None
+            break
+        except sa.exc.OperationalError as e:  # down: it may come back; answer /healthz (503) and retry
+            svc.startup_error = f"cannot reach the results store {svc.store.where()}: {describe_error(e)}"
+            log.error("results store unreachable at start: retrying",
+                      extra={"error": svc.startup_error, "retry_in_seconds": delay})
+            svc.stopping.wait(delay)
+            delay = min(delay * 2, 30.0)
+        except (StoreError, sa.exc.SQLAlchemyError) as e:  # a schema or permissions problem: no retry mends it
+            httpd.shutdown()
+            msg = str(e) if isinstance(e, StoreError) else f"the results store {svc.store.where()} cannot be used: {describe_error(e)}"
+            print(f"error: {msg}", file=sys.stderr)
+            return 2 if isinstance(e, StoreError) else 1
+    sched = svc.schedule()
+    sched.start()
+    log.info("serving", extra={"port": port, "holder": svc.holder, "jobs": [n for n, _ in svc.subjects()]})
     while not svc.stopping.is_set():
         time.sleep(0.2)
     sched.shutdown(wait=True)

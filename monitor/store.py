@@ -6,8 +6,10 @@ and a job that dies stores no half window. The schema is created and upgraded by
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,9 +17,31 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .db import make_engine
+from .db import describe_error, make_engine
 
+log = logging.getLogger("monitor.store")
 metadata = sa.MetaData()
+
+# One key for every monitor on a PostgreSQL server: migrations of one results store run one at a time.
+_MIGRATE_LOCK_KEY = 0x6D6F6E69  # "moni"
+LOCK_TIMEOUT_MS = 5000  # a lease row locked longer than this is a failure, not a silent stall
+
+
+class StoreError(Exception):
+    """The results store cannot be used at all (unknown schema, foreign tables, unreachable)."""
+
+
+class LeaseLost(Exception):
+    """Another process holds the job's lease now: nothing of this window was stored."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A lease held while writing: the write renews it, and is refused when another process took it."""
+
+    name: str
+    holder: str
+    ttl_seconds: float
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -222,16 +246,27 @@ class ModelWindow:
 class Store:
     """The results database."""
 
-    def __init__(self, url: str, engine: Engine | None = None):
+    def __init__(self, url: str, engine: Engine | None = None, statement_timeout: timedelta | None = timedelta(seconds=300)):
         self.url = url
-        self.engine = engine or make_engine(url)
+        self.engine = engine or make_engine(url, statement_timeout)
         self._migrated = False
+        # failures that could not be written (the store was down), written once it is back
+        self.unrecorded: list[tuple] = []
+        self._unrecorded_lock = threading.Lock()
 
     _migrate_lock = threading.Lock()
 
+    def where(self) -> str:
+        """The store's URL without credentials, for messages."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
     def migrate(self) -> None:
         """Create or upgrade the monitor's tables to the latest schema (once per Store: `serve`'s
-        cycles call it again and again, and this process's schema does not change under it)."""
+        cycles call it again and again, and this process's schema does not change under it).
+
+        Raises StoreError when the store holds a schema this monitor cannot use (database errors,
+        such as an unreachable store, are raised as they are).
+        """
         with Store._migrate_lock:  # Alembic's command context is process-global: one upgrade at a time
             if not self._migrated:
                 self._upgrade()
@@ -240,49 +275,102 @@ class Store:
     def _upgrade(self) -> None:
         from alembic import command
         from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
 
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        cfg.set_main_option("version_table", "monitor_alembic_version")
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        cfg.set_main_option("version_table", VERSION_TABLE)
+        known = {r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()}
+        try:
+            with self._write(lock_timeout=False) as conn:
+                if conn.dialect.name == "postgresql":  # other processes upgrading the same store wait here
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK_KEY})
+                tables = set(sa.inspect(conn).get_table_names())
+                if VERSION_TABLE in tables:
+                    version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+                    unknown = [v for v in version if v not in known]
+                    if unknown:
+                        raise StoreError(f"the results store {self.where()} has schema version {', '.join(unknown)}, "
+                                         "which this monitor does not know (made by a newer monitor?): upgrade the monitor")
+                else:
+                    ours = sorted(tables & set(metadata.tables))
+                    if ours:
+                        raise StoreError(f"the results store {self.where()} holds tables {', '.join(ours)} but no "
+                                         f"{VERSION_TABLE} table, so they were not made by this monitor: point "
+                                         "results_url at another database (or schema), or drop those tables")
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except StoreError:
+            raise
+        except CommandError as e:
+            raise StoreError(f"the results store {self.where()}: {e}") from None
+
+
+    @contextmanager
+    def _write(self, lock_timeout: bool = True):
+        """A write transaction; on SQLite it takes the write lock at once (BEGIN IMMEDIATE), so a
+        read-then-write transaction never fails on a concurrent writer. On PostgreSQL a row lock
+        held longer than LOCK_TIMEOUT_MS by someone else fails the statement instead of stalling."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif conn.dialect.name == "postgresql" and lock_timeout:
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def _hold(self, conn, hold: Hold | None) -> None:
+        """Renew the lease inside a write, or refuse the write when another process holds it now."""
+        if hold is None:
+            return
+        t = leases
+        expires = _wall() + timedelta(seconds=hold.ttl_seconds)
+        n = conn.execute(t.update().where(t.c.name == hold.name, t.c.holder == hold.holder).values(expires_at=expires)).rowcount
+        if not n:
+            raise LeaseLost(f"{hold.name}: another process took the lease; nothing stored")
 
     # --- writers (jobs only) ---
 
-    def save_goal_window(self, r: GoalWindow, now: datetime) -> None:
-        """Replace the goal's result and segments for this window in one transaction."""
+    def save_goal_window(self, r: GoalWindow, now: datetime, hold: Hold | None = None) -> None:
+        """Upsert the goal's result and replace its segments for this window in one transaction."""
         key = dict(goal=r.goal, size_seconds=r.size_seconds, window_start=r.window_start)
-        with self.engine.begin() as conn:
-            for t in (goal_segments, goal_results, goal_estimates):
-                conn.execute(t.delete().where(*[t.c[k] == v for k, v in key.items()]))
-            conn.execute(goal_results.insert().values(
-                **key, window_end=r.window_end, value=_finite(r.value), numerator=_finite(r.numerator),
+        with self._write() as conn:
+            self._hold(conn, hold)
+            # the upsert of the parent row first: a concurrent writer of the same window waits on it
+            _upsert(conn, goal_results, key, dict(
+                window_end=r.window_end, value=_finite(r.value), numerator=_finite(r.numerator),
                 denominator=_finite(r.denominator), ci_low=_finite(r.ci_low), ci_high=_finite(r.ci_high),
                 met=r.met, status=r.status, needed=r.needed, provisional=r.provisional, computed_at=now))
+            for t in (goal_segments, goal_estimates):
+                conn.execute(t.delete().where(*[t.c[k] == v for k, v in key.items()]))
             if r.segments:
                 conn.execute(goal_segments.insert(), [{**key, **s} for s in r.segments])
             if r.estimate is not None:
                 conn.execute(goal_estimates.insert().values(**key, **{k: _finite(v) if k != "status" else v
                                                                       for k, v in r.estimate.items()}))
 
-    def save_trajectory(self, goal: str, as_of: datetime, now: datetime, **values) -> None:
-        """Replace the goal's trajectory as of the end of its latest window."""
-        with self.engine.begin() as conn:
-            t = goal_trajectory
-            conn.execute(t.delete().where(t.c.goal == goal, t.c.as_of == as_of))
-            conn.execute(t.insert().values(goal=goal, as_of=as_of, computed_at=now,
-                                           **{k: _finite(v) for k, v in values.items()}))
+    def save_trajectory(self, goal: str, as_of: datetime, now: datetime, hold: Hold | None = None, **values) -> None:
+        """Upsert the goal's trajectory as of the end of its latest window."""
+        with self._write() as conn:
+            self._hold(conn, hold)
+            _upsert(conn, goal_trajectory, dict(goal=goal, as_of=as_of),
+                    dict(computed_at=now, **{k: _finite(v) for k, v in values.items()}))
 
-    def save_model_window(self, r: ModelWindow, now: datetime) -> None:
-        """Replace the model's summary and metrics for this window in one transaction."""
-        with self.engine.begin() as conn:
-            for t in (model_metrics, model_windows):
-                conn.execute(t.delete().where(t.c.model == r.model, t.c.window_start == r.window_start))
-            conn.execute(model_windows.insert().values(
-                model=r.model, window_start=r.window_start, window_end=r.window_end, rows=r.rows,
+    def save_model_window(self, r: ModelWindow, now: datetime, hold: Hold | None = None) -> None:
+        """Upsert the model's summary and replace its metrics for this window in one transaction."""
+        with self._write() as conn:
+            self._hold(conn, hold)
+            _upsert(conn, model_windows, dict(model=r.model, window_start=r.window_start), dict(
+                window_end=r.window_end, rows=r.rows,
                 drift_share=_finite(r.drift_share), dataset_drift=r.dataset_drift,
                 quality_status=r.quality_status, label_coverage=_finite(r.label_coverage), computed_at=now))
+            t = model_metrics
+            conn.execute(t.delete().where(t.c.model == r.model, t.c.window_start == r.window_start))
             if r.metrics:
                 rows = [{"segment": "", "method": None, "threshold": None, "detected": None, **m,
                          "model": r.model, "window_start": r.window_start} for m in r.metrics]
@@ -297,10 +385,9 @@ class Store:
         return json.loads(text) if text else None
 
     def save_reference(self, model: str, ref_key: str, summary: dict, now: datetime) -> None:
-        with self.engine.begin() as conn:
-            t = reference_summaries
-            conn.execute(t.delete().where(t.c.model == model, t.c.ref_key == ref_key))
-            conn.execute(t.insert().values(model=model, ref_key=ref_key, summary=json.dumps(summary), computed_at=now))
+        with self._write() as conn:
+            _upsert(conn, reference_summaries, dict(model=model, ref_key=ref_key),
+                    dict(summary=json.dumps(summary), computed_at=now))
 
     def start_job(self, job: str, window_start: datetime | None, window_end: datetime | None, now: datetime) -> int:
         with self.engine.begin() as conn:
@@ -310,9 +397,50 @@ class Store:
 
     def finish_job(self, run_id: int, status: str, finished_at: datetime, duration: float,
                    error: str | None = None, rows_read: int | None = None) -> None:
+        """Close a run; kept in memory and written later when the store is unreachable now.
+
+        A run already closed (as failed, by the process that took its lease over) stays closed.
+        """
+        values = dict(status=status, finished_at=finished_at, error=error, rows_read=rows_read, duration_seconds=duration)
+        try:
+            self._finish(run_id, values)
+        except Exception:
+            with self._unrecorded_lock:
+                self.unrecorded.append(("finish", run_id, values))
+            raise
+
+    def _finish(self, run_id: int, values: dict) -> None:
         with self.engine.begin() as conn:
-            conn.execute(job_runs.update().where(job_runs.c.id == run_id).values(
-                status=status, finished_at=finished_at, error=error, rows_read=rows_read, duration_seconds=duration))
+            conn.execute(job_runs.update().where(job_runs.c.id == run_id, job_runs.c.status == "running").values(**values))
+
+    def record_failure(self, job: str, window_start: datetime | None, window_end: datetime | None,
+                       at: datetime, error: str) -> None:
+        """Record a failed run; kept in memory and written later when the store is unreachable now."""
+        values = dict(job=job, window_start=window_start, window_end=window_end, started_at=at, finished_at=at,
+                      status="failed", error=error, duration_seconds=0.0)
+        try:
+            self._insert_run(values)
+        except Exception:
+            with self._unrecorded_lock:
+                self.unrecorded.append(("insert", None, values))
+            raise
+
+    def _insert_run(self, values: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(job_runs.insert().values(**values))
+
+    def flush_unrecorded(self) -> int:
+        """Write the failures kept in memory while the store was down; returns how many are left."""
+        with self._unrecorded_lock:
+            while self.unrecorded:
+                op, run_id, values = self.unrecorded[0]
+                try:
+                    self._finish(run_id, values) if op == "finish" else self._insert_run(values)
+                except Exception as e:
+                    log.warning("cannot record the failures kept in memory yet: %s", describe_error(e))
+                    break
+                self.unrecorded.pop(0)
+            return len(self.unrecorded)
 
     # --- readers ---
 
@@ -514,26 +642,86 @@ class Store:
         with self.engine.connect() as conn:
             return {r[0]: float(r[1]) for r in conn.execute(q)}
 
-    # --- leases: one runner per job across replicas ---
+    # --- leases: one runner per job across replicas and processes ---
 
-    def acquire_lease(self, name: str, holder: str, ttl_seconds: float, now: datetime) -> bool:
-        """Take or renew the lease `name` unless another holder's lease is still live."""
-        from datetime import timedelta
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float, now: datetime | None = None) -> bool:
+        """Take the lease `name` (at the start of a cycle) unless another holder's lease is still live.
 
+        Times are the wall clock (never a pinned `--now`). Taking the lease closes as failed the
+        runs of that job still marked running: no other cycle runs the job now (this process's job
+        lock, the lease), so their process died or stalled past its lease and can store nothing.
+        """
         t = leases
+        now = _wall()
         expires = now + timedelta(seconds=ttl_seconds)
-        with self.engine.begin() as conn:
-            taken = conn.execute(t.update().where(
-                t.c.name == name, sa.or_(t.c.holder == holder, t.c.expires_at < now)).values(holder=holder, expires_at=expires))
-            if taken.rowcount:
-                return True
-            try:
-                with conn.begin_nested():
-                    conn.execute(t.insert().values(name=name, holder=holder, expires_at=expires))
-                return True
-            except sa.exc.IntegrityError:
+        with self._write() as conn:
+            q = sa.select(t.c.holder, t.c.expires_at).where(t.c.name == name)
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update()
+            row = conn.execute(q).first()
+            if row is not None and row.holder == holder:
+                conn.execute(t.update().where(t.c.name == name).values(expires_at=expires))
+                closed_at, why = now, "the run was never closed (the results store went down, or its process died)"
+            elif row is not None and row.expires_at >= now:
                 return False
+            elif row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(t.insert().values(name=name, holder=holder, expires_at=expires))
+                except sa.exc.IntegrityError:
+                    return False
+                closed_at, why = now, "the run was never closed (its process died)"
+            else:
+                conn.execute(t.update().where(t.c.name == name).values(holder=holder, expires_at=expires))
+                closed_at, why = row.expires_at, f"its process ({row.holder}) died or stalled: lease expired"
+            r = job_runs
+            n = conn.execute(r.update().where(r.c.job == name, r.c.status == "running").values(
+                status="failed", finished_at=closed_at, error=f"abandoned: {why}")).rowcount
+            if n:
+                log.warning("closed runs left running", extra={"job": name, "runs": n, "reason": why})
+            return True
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))
+
+    def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Extend a lease this holder has; False when it has it no more (another process took it)."""
+        t = leases
+        with self._write() as conn:
+            return bool(conn.execute(t.update().where(t.c.name == name, t.c.holder == holder).values(
+                expires_at=_wall() + timedelta(seconds=ttl_seconds))).rowcount)
+
+    def lease_holder(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(leases.c.holder).where(leases.c.name == name)).scalar()
+
+    def ran_since(self, job: str, window, since: datetime) -> bool:
+        """Whether the job computed this window successfully in a run started at or after `since`."""
+        r = job_runs
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(r.c.id).where(
+                r.c.job == job, r.c.window_start == window.start, r.c.window_end == window.end,
+                r.c.status == "ok", r.c.started_at >= since).limit(1)).first() is not None
+
+
+VERSION_TABLE = "monitor_alembic_version"
+
+
+def _wall() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _upsert(conn, table: sa.Table, key: dict, values: dict) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE on PostgreSQL and SQLite; update-then-insert elsewhere."""
+    name = conn.dialect.name
+    if name in ("postgresql", "sqlite"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = (postgresql if name == "postgresql" else sqlite).insert
+        stmt = insert(table).values(**key, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_={k: stmt.excluded[k] for k in values}))
+        return
+    n = conn.execute(table.update().where(*[table.c[k] == v for k, v in key.items()]).values(**values)).rowcount
+    if not n:
+        conn.execute(table.insert().values(**key, **values))

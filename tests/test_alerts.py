@@ -12,6 +12,7 @@ from fixtures.alerting_world import config
 from stack import binary
 
 from monitor import alerts
+from monitor.conventions import DATA_CHECKS
 from monitor.build import build
 from monitor.config import load_config
 
@@ -47,7 +48,7 @@ def test_the_fixture_yields_these_alerts(fixture_alerts):
         "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
         "MinutesPerUserBreached", "MinutesPerUserAtRisk", "MinutesPerUserNoData", "MinutesPerUserStale",
         "ScorerDataDrift", "ScorerPredictionDrift", "ScorerFeatureDrift", "ScorerSourceStale", "ScorerVolumeDrop",
-        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * 8, "ScorerMultivariateDrift",
+        "ScorerVolumeSurge", *["ScorerDataCheckFailed"] * len(DATA_CHECKS), "ScorerMultivariateDrift",
         "ScorerRocAucBelowFloor", "ScorerRocAucEstimatedBelowFloor", "ScorerLogLossAboveCeiling", "ScorerLabelStarvation",
         "MonitorJobFailing", "MonitorJobFailing", "MonitorJobFailing", "MonitorExporterDown",
     ]

@@ -743,3 +743,61 @@ def test_overdue_actions_are_marked_and_user_text_is_escaped(app_env, monkeypatc
     assert "<b>" not in md and "![x]" not in md
     page = review.to_html(doc)
     assert "Late one" in page and page.count(">overdue<") == 1 and "<b>bold</b>" not in page
+
+
+# --- charts read at a glance ---
+
+def _specs(at: AppTest) -> list[dict]:
+    import json as _json
+
+    return [_json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def test_the_weekly_chart_fits_the_data_and_speaks_in_percent(app_env):
+    at = clean(app(goal="bad_rate", week=W3.date().isoformat()).run())
+    weekly = _specs(at)[0]
+    domains = [n["scale"]["domain"] for n in _walk(weekly) if isinstance(n.get("scale"), dict) and "domain" in n["scale"]]
+    assert domains, "the x-axis has a domain"
+    hi = max(pd.Timestamp(d[1]) for d in domains)
+    assert hi <= pd.Timestamp(W4.replace(tzinfo=None)) + pd.Timedelta(weeks=2)  # not the deadline, 2026-06-30
+    formats = {n.get("format") for n in _walk(weekly)}
+    assert ".1%" in formats and ".2%" in formats  # axis and tooltips as the cards: 16.38 %, not 0.16
+    rows = at.dataframe[-1].value  # every window: which are weekly, which daily
+    assert set(rows["size"]) == {"daily", "weekly (review)"}
+    assert "None" not in rows.astype(str).to_numpy().ravel().tolist()
+
+
+def test_the_heatmap_leaves_zero_cells_white_and_the_quality_floor_is_marked(app_env):
+    cfg = load_config(app_env)
+    store = Store(cfg.store_url)
+    # a floor the stored recall (0.8) misses
+    app_env.write_text(app_env.read_text().replace("owner: growth-ml", "owner: growth-ml\n    quality: {recall: {min: 0.85}}"))
+    assert load_config(app_env).model("clf").quality["recall"].min == 0.85
+    at = _models_page(week=W3.date().isoformat())
+    heat = next(s for s in _specs(at) if any(n.get("field") == "share_drifted" for n in _walk(s)))
+    cond = next(n for n in _walk(heat) if "condition" in n and isinstance(n["condition"], dict))
+    assert cond["value"] == "#ffffff" and "share_drifted > 0" in cond["condition"]["test"]
+    quality = at.dataframe[-1].value
+    assert "None" not in quality.astype(str).to_numpy().ravel().tolist()
+    judged = quality[quality["status"] == "ok"]
+    assert judged["recall"].str.endswith("▼ below floor").all() and not judged["roc_auc"].str.contains("floor").any()
+    assert quality["status"].str.startswith("pending until 2026-").any()
+    qchart = next(s for s in _specs(at) if any(n.get("shape") == "diamond" for n in _walk(s)))
+    assert any(n.get("field") == "floor" for n in _walk(qchart))
+    body = texts(at)
+    assert "marked in red" in body
+    metrics = {m.label: m.value for m in at.metric}
+    latest = store.model_series("clf")[-1]
+    label = next(k for k in metrics if k.startswith("Dataset drift, latest window"))
+    assert metrics[label] == ("drifted" if latest["dataset_drift"] else "no drift")
+    assert metrics[next(k for k in metrics if k.startswith("Dataset drift in 2026-W12"))] == "7 of 7 windows"

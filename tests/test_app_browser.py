@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def screenshot(page, name: str) -> None:
 def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
     app = App(demo / "monitor.yaml", free_port(), tmp_path / "app.log").start()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    outside = []  # air-gapped: no font, icon or script from another host
+    page.on("request", lambda r: outside.append(r.url) if urllib.parse.urlsplit(r.url).hostname not in (
+        "127.0.0.1", "localhost", None) and not r.url.startswith(("data:", "blob:")) else None)
     try:
         # This week: the planted spam campaign is a missed goal on its card
         page.goto(f"{app.url}/?week={BREACH_WEEK}")
@@ -175,13 +179,19 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         settle(page, "changed since the review was closed")
         assert page.locator(".st-key-card-spam_exposure_rate [data-testid='stMetricValue']").inner_text() == frozen
         changed = page.locator("[data-testid='stExpander']").first
-        if "50.00 %" not in changed.inner_text():  # a collapsed expander renders its body once opened
-            changed.locator("summary").click()
-            settle(page, "50.00 %")
+        changed.get_by_text("50.00 %").first.wait_for(timeout=30_000)  # the expander's table renders after its label
         assert "50.00 %" in changed.inner_text()
         page.goto(f"{app.url}/review?week={BREACH_WEEK}")
         settle(page, note)
         assert page.locator(".st-key-review-spam_exposure_rate form").count() == 0  # no more notes once closed
+
+        # model alerts link to /?model=NAME: it opens that model's page; an unknown one says so
+        page.goto(f"{app.url}/?model=credit_scoring")
+        settle(page, "Dataset drift")
+        assert "model=credit_scoring" in page.url and "owner credit-risk" in page.inner_text("body")
+        page.goto(f"{app.url}/?goal=nope")
+        settle(page, "not found")
+        assert outside == [], outside
     except Exception as e:  # say what the app said, and keep what the browser showed
         page.screenshot(path=str(tmp_path / "failure.png"))
         raise AssertionError(f"{e}\n--- the page: {tmp_path / 'failure.png'}\n--- monitor app's log (tail):\n"

@@ -433,3 +433,19 @@ def test_goal_expected_status_from_the_interval(target, want):
     at_least = g.model_copy(update={"direction": "at_least", "target": 0.001})
     assert E.goal_interval(at_least, None, 20.0, 1000.0, 19.6)[3] == "expected_met"
     assert E.goal_interval(g.model_copy(update={"target": 0.02}), 0.01, None, None, None)[1:] == (None, None, "expected_met")
+
+
+def test_no_estimate_from_scores_out_of_range(db_url, tmp_path):
+    """A window whose scores fail the score_range check gets no estimate, as it gets no quality."""
+    make_world(db_url)
+    eng, store = make_engine(db_url), Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    with eng.begin() as c:
+        c.execute(sa.text("UPDATE preds SET score = 1.5 WHERE pid IN (:a, :b)"),
+                  {"a": (REF_DAYS + 3) * 100_000, "b": (REF_DAYS + 3) * 100_000 + 7})
+    result, _ = modeljobs.compute(eng, store, model(), day(REF_DAYS + 3), utc(REF_DAYS + 5))
+    checks = {m["name"]: m for m in result.metrics if m["kind"] == names.DATA_CHECK_KIND}
+    assert checks["score_range"]["detected"] is True
+    assert not rows_of(result, names.ESTIMATE_KIND)
+    fine, _ = modeljobs.compute(eng, store, model(), day(REF_DAYS + 2), utc(REF_DAYS + 5))
+    assert rows_of(fine, names.ESTIMATE_KIND)
