@@ -38,6 +38,7 @@ class Task:
 @dataclass
 class CycleReport:
     ran: int = 0
+    windows: list[tuple[str, Window]] = field(default_factory=list)  # (job, window) computed this cycle
     failed: list[tuple[str, Window, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     now: datetime | None = None  # the time the cycle computed for
@@ -90,10 +91,11 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime, hol
 def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime, hold: Hold | None = None,
                 catch_up: bool = False, tail_once: bool = False) -> list[Task]:
     """Windows of the model to compute now (`catch_up`, `tail_once`: as for goals)."""
-    from . import modeljobs
+    from . import modeljobs, versions
 
     tasks = []
     job = names.model_job(model.name)
+    registry = versions.Registry(model) if model.mlflow else None
     windows = modeljobs.plan_windows(store, model, now)
     ahead = store.computed_after(None, model.name, None, utcnow())
     if catch_up or (tail_once and _tail_done(store, job, model.start, now, model.window)):
@@ -104,6 +106,8 @@ def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime, 
     for w in windows:
         def run(w=w):
             result, rows = modeljobs.compute(source, store, model, w, now)
+            if model.source.version or registry:
+                versions.extend(source, store, model, w, now, result, registry)
             store.save_model_window(result, now, hold=hold)
             return rows
         tasks.append(Task(job, w, run))
@@ -317,6 +321,7 @@ def _run_task(store: Store, report: CycleReport, task: Task) -> str:
         log.error("cannot close a run now: the results store is unreachable (kept to record later)")
     report.ran += 1
     report.computed[task.job] = report.computed.get(task.job, 0) + 1
+    report.windows.append((task.job, task.window))
     return "ok"
 
 
