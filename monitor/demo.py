@@ -100,7 +100,7 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
         print(f"  {line}")
     print()
     print("Estimated before the labels arrive, beside the truth the generator knows:")
-    for line in estimates_vs_truth(cfg, store, seed=seed, days=days, scale=scale):
+    for line in estimates_vs_truth(cfg, store, seed=seed, days=days, scale=scale, shift=shift):
         print(f"  {line}")
     print_failures(report)
     if n_kept:
@@ -182,7 +182,7 @@ def compare(manifest: dict, cfg, store) -> list[str]:
     return lines
 
 
-def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float) -> list[str]:
+def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float, shift: timedelta = timedelta(0)) -> list[str]:
     """The credit model's estimated ROC AUC of its pending windows beside the value realized on the
     labels the generator draws once they have arrived (the same world, seen 200 days later), and
     the large-loan goal's estimate beside the generator's default probability of a large loan."""
@@ -207,8 +207,9 @@ def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float) -> lis
         est = rows.get((ESTIMATE_KIND, "roc_auc"))
         if est is None:
             continue
-        lo_us = (w["window_start"] - demo_world.DEMO_START).total_seconds() * us
-        hi_us = (w["window_end"] - demo_world.DEMO_START).total_seconds() * us
+        origin = demo_world.DEMO_START + shift  # the world as written (a living demo is shifted by whole weeks)
+        lo_us = (w["window_start"] - origin).total_seconds() * us
+        hi_us = (w["window_end"] - origin).total_seconds() * us
         sel = (apps["scored_at"] >= lo_us) & (apps["scored_at"] < hi_us)
         ids, score = apps["application_id"][sel], apps["pd_score"][sel]
         have = np.array([i in y_of for i in ids.tolist()], dtype=bool)
@@ -305,8 +306,44 @@ def _nulls(ep, start, end, cfg, store):
     return text, all(abs(mean[f] - want[f]) < 0.01 for f in want)
 
 
+def _outage(ep, start, end, cfg, store):
+    if ep["subject_type"] == "goal":
+        g = cfg.goal(ep["subject"])
+        series = store.goal_series(g.name, int(g.window.total_seconds()))
+        inside = [r for r in series if start <= r["window_start"] < end]
+        caught = sum(1 for r in inside if r["status"] == "no_data" and r["met"] is None)
+        false = sum(1 for r in series if r["status"] == "no_data" and not start <= r["window_start"] < end)
+        return (f"{caught} of {len(inside)} days no_data (neither met nor missed); {false} other days no_data",
+                inside != [] and caught == len(inside) and false == 0)
+    m = cfg.model(ep["subject"])
+    inside = [w for w in store.model_series(m.name) if start <= w["window_start"] < end]
+    ratios = [store.volume_ratio(m.name, m.window, at=w["window_start"])[1] for w in inside]
+    empty = sum(1 for w in inside if not w["rows"])
+    shown = ", ".join("n/a" if r is None else f"{r:.0%}" for r in ratios)
+    return (f"{empty} of {len(inside)} windows without rows; volume against comparable windows {shown or 'n/a'}",
+            inside != [] and empty == len(inside) and all(r == 0 for r in ratios))
+
+
+def _broken_labels(ep, start, end, cfg, store):
+    from .conventions import DATA_CHECK_KIND
+
+    m = cfg.model(ep["subject"])
+    want = set(ep["expected"]["failing_checks"])
+    failing: dict = {}
+    for r in store.model_metrics(m.name, kinds=(DATA_CHECK_KIND,)):
+        if not r["segment"] and r["detected"] and r["name"] in want:
+            failing.setdefault(r["window_start"], set()).add(r["name"])
+    inside = [w for w in store.model_series(m.name) if start <= w["window_start"] < end]
+    caught = [w for w in inside if failing.get(w["window_start"]) == want]
+    withheld = sum(1 for w in inside if w["quality_status"] == "invalid")
+    false = sum(1 for s in failing if not start <= s < end)
+    return (f"{', '.join(sorted(want))} failing in {len(caught)} of {len(inside)} windows, quality withheld in {withheld}; "
+            f"{false} other windows failing",
+            inside != [] and len(caught) == len(inside) == withheld and false == 0)
+
+
 _FINDERS = {"goal_breach": _goal_breach, "insufficient_data": _insufficient, "off_track": _off_track,
-            "drift": _drift, "no_drift": _no_drift, "nulls": _nulls}
+            "drift": _drift, "no_drift": _no_drift, "nulls": _nulls, "outage": _outage, "broken_labels": _broken_labels}
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--example"]:
