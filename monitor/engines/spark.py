@@ -227,9 +227,10 @@ class Spark(Engine):
     def sample_bucket(self, expr: str, buckets: int) -> str:
         return f"pmod(xxhash64(CAST({expr} AS STRING)), {buckets})"
 
-    def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
-        arr = "array(" + ", ".join(repr(q) for q in levels) + ")"
-        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {c})" for c in columns]
+    def quantiles(self, columns: list[str], levels: list[float]) -> None:
+        # percentile_disc(array(...)) of every column in one statement failed at 1 M reference rows
+        # on 1 GiB executors: the portable ROW_NUMBER query per column (a sort each) instead
+        return None
 
     def random(self) -> str:
         return "rand()"
