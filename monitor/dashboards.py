@@ -353,6 +353,7 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                     .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
                     .current(dm.VariableOption(text=first, value=first)))
     m = {"model": "$model"}
+    pipeline_row(d, m)
     d.with_row(db.Row("Drift"))
     d.with_panel(timeseries.Panel().title("Dataset drift share").datasource(PROM)
                  .description("Share of the model's features that drifted in its latest window; dataset drift "
@@ -446,6 +447,45 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .override_by_name("drift_share", [dm.DynamicConfigValue(id_val="unit", value="percentunit")])
                  .override_by_name("label_coverage", [dm.DynamicConfigValue(id_val="unit", value="percentunit")]))
     return d
+
+
+def pipeline_row(d: db.Dashboard, m: dict[str, str]) -> None:
+    """Is the input sound? Data checks, freshness and volume: first, since every number below depends on them."""
+    from .alerts import VOLUME_DROP, VOLUME_SURGE
+
+    d.with_row(db.Row("Inputs: data checks, freshness, volume"))
+    d.with_panel(statetimeline.Panel().title("Data checks").datasource(PROM)
+                 .description("Validity checks of each window's inputs (timestamps, scores, labels, reference, "
+                              "schema). Red while a check fails: quality from such a window is withheld.")
+                 .span(12).height(7).unit("none").show_value(cm.VisibilityMode.NEVER)
+                 .with_target(prom(sel(n.MODEL_DATA_CHECK_FAILED, **m), "{{check}}"))
+                 .mappings(binary_mapping(("passing", GREEN), ("failing", RED))))
+    d.with_panel(_stat().title("Newest source row").datasource(PROM)
+                 .description("How old the newest row of the prediction log is, over the stored windows. "
+                              "Its alert fires past two windows.")
+                 .span(4).height(7).unit("s")
+                 .with_target(prom(age(sel(n.MODEL_NEWEST_ROW, **m)), "age")))
+    d.with_panel(timeseries.Panel().title("Volume against comparable windows").datasource(PROM)
+                 .description("Rows of the latest window over the median of the same time of day on the 7 days "
+                              "before (windows under a day), else of the 7 windows before. 1 is usual; "
+                              f"alerts below {VOLUME_DROP:g} and above {VOLUME_SURGE:g}.")
+                 .span(8).height(7).unit("percentunit").min(0)
+                 .with_target(prom(sel(n.MODEL_VOLUME_RATIO, **m), "volume ratio"))
+                 .thresholds(thresholds((None, RED), (VOLUME_DROP, GREEN), (VOLUME_SURGE, RED)))
+                 .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED)))
+    d.with_panel(table.Panel().title("Data checks by window (results store)").datasource(RESULTS)
+                 .description("Every stored window's checks, failing ones first: which check, and how many rows "
+                              "offended; the window's quality status says whether quality was withheld.")
+                 .span(24).height(6).unit("short")
+                 .with_target(SQL(f"""
+                    SELECT w.window_end AS "time", c.name AS "check",
+                           CASE WHEN c.detected THEN 'failing' ELSE 'passing' END AS status,
+                           c.value AS "offending rows", w.rows, w.quality_status
+                    FROM monitor_model_metrics c
+                    JOIN (SELECT * FROM monitor_model_windows WHERE model = '$model' AND $__timeFilter(window_end)) w
+                      ON w.model = c.model AND w.window_start = c.window_start
+                    WHERE c.kind = '{n.DATA_CHECK_KIND}' AND c.segment = ''
+                    ORDER BY c.detected DESC, w.window_end DESC, c.name""", fmt="table")))
 
 
 # --- Monitor ----------------------------------------------------------------------------------

@@ -305,8 +305,44 @@ def _nulls(ep, start, end, cfg, store):
     return text, all(abs(mean[f] - want[f]) < 0.01 for f in want)
 
 
+def _outage(ep, start, end, cfg, store):
+    if ep["subject_type"] == "goal":
+        g = cfg.goal(ep["subject"])
+        series = store.goal_series(g.name, int(g.window.total_seconds()))
+        inside = [r for r in series if start <= r["window_start"] < end]
+        caught = sum(1 for r in inside if r["status"] == "no_data" and r["met"] is None)
+        false = sum(1 for r in series if r["status"] == "no_data" and not start <= r["window_start"] < end)
+        return (f"{caught} of {len(inside)} days no_data (neither met nor missed); {false} other days no_data",
+                inside != [] and caught == len(inside) and false == 0)
+    m = cfg.model(ep["subject"])
+    inside = [w for w in store.model_series(m.name) if start <= w["window_start"] < end]
+    ratios = [store.volume_ratio(m.name, m.window, at=w["window_start"])[1] for w in inside]
+    empty = sum(1 for w in inside if not w["rows"])
+    shown = ", ".join("n/a" if r is None else f"{r:.0%}" for r in ratios)
+    return (f"{empty} of {len(inside)} windows without rows; volume against comparable windows {shown or 'n/a'}",
+            inside != [] and empty == len(inside) and all(r == 0 for r in ratios))
+
+
+def _broken_labels(ep, start, end, cfg, store):
+    from .conventions import DATA_CHECK_KIND
+
+    m = cfg.model(ep["subject"])
+    want = set(ep["expected"]["failing_checks"])
+    failing: dict = {}
+    for r in store.model_metrics(m.name, kinds=(DATA_CHECK_KIND,)):
+        if not r["segment"] and r["detected"] and r["name"] in want:
+            failing.setdefault(r["window_start"], set()).add(r["name"])
+    inside = [w for w in store.model_series(m.name) if start <= w["window_start"] < end]
+    caught = [w for w in inside if failing.get(w["window_start"]) == want]
+    withheld = sum(1 for w in inside if w["quality_status"] == "invalid")
+    false = sum(1 for s in failing if not start <= s < end)
+    return (f"{', '.join(sorted(want))} failing in {len(caught)} of {len(inside)} windows, quality withheld in {withheld}; "
+            f"{false} other windows failing",
+            inside != [] and len(caught) == len(inside) == withheld and false == 0)
+
+
 _FINDERS = {"goal_breach": _goal_breach, "insufficient_data": _insufficient, "off_track": _off_track,
-            "drift": _drift, "no_drift": _no_drift, "nulls": _nulls}
+            "drift": _drift, "no_drift": _no_drift, "nulls": _nulls, "outage": _outage, "broken_labels": _broken_labels}
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--example"]:

@@ -48,6 +48,8 @@ LARGE_LOAN_RUB = 1_000_000
 LARGE_LOAN_PD = 0.00035           # lifetime default probability of a large loan
 REFERENCE_DAYS = 14               # fixed drift reference: the first two weeks
 DEADLINE = date(2027, 3, 31)
+OUTAGE_DAY = 48                   # the app's session log and the engagement model's log lose a whole day
+LABEL_BREAK_DAYS = (44, 46)       # [start, end): a new moderation tool writes spam labels as 3, not 1
 
 _US = 1_000_000                   # microseconds per second
 _DAY = 86_400 * _US
@@ -633,7 +635,26 @@ def build(*, seed: int = 7, days: int = 56, scale: float = 1.0,
     world = dict(people)
     world.update(_messenger(r_msg, days, scale, as_of_us, people, ctx))
     world.update(_lender(r_loan, days, scale, as_of_us))
+    _pipeline_faults(world, days)
     return {name: world[name] for name in TABLES}
+
+
+def _pipeline_faults(world: dict[str, dict[str, np.ndarray]], days: int) -> None:
+    """The outage and the broken label feed, applied after the world is drawn (the other episodes keep their numbers)."""
+    if OUTAGE_DAY < days:
+        lo, hi = OUTAGE_DAY * _DAY, (OUTAGE_DAY + 1) * _DAY
+        for table, col in (("user_sessions", "started_at"), ("engagement_predictions", "predicted_at")):
+            t = world[table]
+            world[table] = _take(t, (t[col] < lo) | (t[col] >= hi))
+        actuals = world["engagement_actuals"]
+        world["engagement_actuals"] = _take(actuals, np.isin(actuals["prediction_id"],
+                                                             world["engagement_predictions"]["prediction_id"]))
+    b0, b1 = LABEL_BREAK_DAYS
+    if b0 < days:
+        msg, labels = world["messages"], world["spam_labels"]
+        broken = msg["message_id"][(msg["predicted_at"] >= b0 * _DAY) & (msg["predicted_at"] < b1 * _DAY)]
+        recoded = np.isin(labels["message_id"], broken) & (labels["is_spam"] == 1)
+        labels["is_spam"] = np.where(recoded, 3, labels["is_spam"]).astype(labels["is_spam"].dtype)
 
 
 def generate(url: str, *, seed: int = 7, days: int = 56, scale: float = 1.0,
@@ -761,6 +782,31 @@ def manifest(*, seed: int = 7, days: int = 56, scale: float = 1.0, as_of: dateti
                         "features (user attributes and session counts) and the predictions are "
                         "stable, so nothing drifts against the fixed reference."),
     })
+    outage = clip(OUTAGE_DAY, OUTAGE_DAY + 1)
+    if outage:
+        lost = ("The app's session log and the engagement model's prediction log lost a whole day "
+                "(a broken export upstream): no session and no prediction of that day reached the tables.")
+        episodes.append({
+            "name": "engagement_outage", "kind": "outage", "subject": "minutes_per_active_user",
+            "subject_type": "goal", "start": outage[0], "end": outage[1],
+            "expected": {"status": "no_data", "elsewhere": "no other day is no_data"},
+            "description": lost + " The goal's window has no rows at all: no_data, never on track."})
+        episodes.append({
+            "name": "engagement_outage", "kind": "outage", "subject": "engagement_model",
+            "subject_type": "model", "start": outage[0], "end": outage[1],
+            "expected": {"rows": 0, "volume_ratio": 0.0, "alerts": ["EngagementModelVolumeDrop"]},
+            "description": lost + " The model's window has no rows: its volume against the 7 days before is 0."})
+    broken = clip(*LABEL_BREAK_DAYS)
+    if broken:
+        episodes.append({
+            "name": "broken_label_feed", "kind": "broken_labels", "subject": "spam_classifier",
+            "subject_type": "model", "start": broken[0], "end": broken[1],
+            "expected": {"failing_checks": ["label_values"], "quality_status": "invalid",
+                         "elsewhere": "label_values passes on every other day"},
+            "description": ("A new moderation tool writes spam labels as 3 instead of 1 for the messages of "
+                            "these days: the label_values check fails and the windows' quality is withheld "
+                            "(precision or recall from such labels would be wrong)."),
+        })
     episodes.append({
         "name": "unknown_sender_age", "kind": "nulls", "subject": "spam_classifier",
         "subject_type": "model", "start": _day_iso(0), "end": _day_iso(days),

@@ -179,9 +179,16 @@ def _bounds(conn, model: Model, w: Window, p: str = "") -> dict:
     return window_params(conn, _ts(conn, model), w.start, w.end, p)
 
 
-def _num(conn, column: str) -> str:
-    """A quoted numeric column as DOUBLE PRECISION, NaN and +-infinity read as NULL."""
-    return finite(conn, f"CAST({column} AS DOUBLE PRECISION)")
+def _num(conn, column: str, clean: bool = True) -> str:
+    """A quoted numeric column as DOUBLE PRECISION, NaN and +-infinity read as NULL.
+
+    `clean=False`: the plain cast. The queries that read every row of a window run that way first,
+    with a count of the non-finite values they met, and again clean only when that count is not
+    zero: the clean expression is repeated wherever the column is used (the database inlines it)
+    and costs a window's pass half as much again.
+    """
+    cast = f"CAST({column} AS DOUBLE PRECISION)"
+    return finite(conn, cast) if clean else cast
 
 
 def _jsonable(v):
@@ -360,8 +367,10 @@ class _Pass:
     of every window when the reference is rolling.
     """
 
-    def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False):
+    def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False,
+                 clean: bool = False):
         self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
+        self.clean = clean  # NaN and +-infinity read as NULL (`_num`)
         self.ids = ids  # also MIN(id) and MAX(id): the range of the labels' ids to read (`_integer_ids`)
         self.params: dict = {}
         self.aggs: list[str] = ["COUNT(*)"]
@@ -404,9 +413,9 @@ class _Pass:
         conn, m, s = self.conn, self.model, self.model.source
         cols = []
         for i, col in enumerate(s.features.numeric):
-            cols.append(f"{_num(conn, quote(conn, col))} AS n{i}")
+            cols.append(f"{_num(conn, quote(conn, col), self.clean)} AS n{i}")
             self._numeric(("num", col), f"n{i}", self.spec["num"][col])
-        cols.append(f"{_num(conn, quote(conn, s.score)) if s.score else 'CAST(NULL AS DOUBLE PRECISION)'} AS sc")
+        cols.append(f"{_num(conn, quote(conn, s.score), self.clean) if s.score else 'CAST(NULL AS DOUBLE PRECISION)'} AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
         # data checks: rows with a non-finite score or numeric feature (read as NULL above) ...
         raw = [f"CAST({quote(conn, c)} AS DOUBLE PRECISION)" for c in [*s.features.numeric, s.score] if c]
@@ -607,16 +616,19 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
     for i, seg in enumerate(segs or [None]):
-        p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0)
-        sql, params = p.sql(window)
-        rows = conn.execute(sa.text(sql), params).all()
-        if seg is None:
-            parts = {-1: p.decode(rows[0])}
-        else:
-            parts = {int(r[0]): p.decode(r[1:]) for r in rows}
-            values = spec["segments"][seg]
-            for g in [*range(len(values)), -1]:
-                parts.setdefault(g, p.blank())
+        for clean in (False, True):  # plain first; again reading NaN and infinities as NULL if it met any
+            p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean)
+            sql, params = p.sql(window)
+            rows = conn.execute(sa.text(sql), params).all()
+            if seg is None:
+                parts = {-1: p.decode(rows[0])}
+            else:
+                parts = {int(r[0]): p.decode(r[1:]) for r in rows}
+                values = spec["segments"][seg]
+                for g in [*range(len(values)), -1]:
+                    parts.setdefault(g, p.blank())
+            if not any(part["checks"]["non_finite"] for part in parts.values()):
+                break
         if p.ids:  # the id range is the caller's, never part of a stored summary
             ranges = [part.pop("ids") for part in parts.values()]
             los = [r["lo"] for r in ranges if r["lo"] is not None]
@@ -725,13 +737,13 @@ def _p95_value(vals: list[float], take: int, t: float) -> float | None:
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
-def _score_p95(conn, model: Model, window: Window, n: int) -> float | None:
+def _score_p95(conn, model: Model, window: Window, n: int, clean: bool = True) -> float | None:
     """numpy's default (linear) 95th percentile of the window's scores, from two order statistics."""
     if n <= 0:
         return None
     first, take, t = _p95_plan(n)
     s = model.source
-    sc = _num(conn, quote(conn, s.score))
+    sc = _num(conn, quote(conn, s.score), clean)
     rows = conn.execute(sa.text(
         f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
         f"AND {sc} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
@@ -870,7 +882,8 @@ def _ensure_ln(conn) -> None:
         raw.create_function("ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None, deterministic=True)
 
 
-def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None) -> dict:
+def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None,
+                   clean: bool | None = None) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry three window functions over the
@@ -887,18 +900,24 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     `p95` (PostgreSQL): also the labelled scores' 95th percentile, numpy's linear one
     (``percentile_cont``, taken as the 5th from the top over rows that arrive sorted that way):
     the window's score_p95 when every scored row of the window is labelled once.
-    Memory is the database's; Python gets one row.
+    Memory is the database's; Python gets one row. NaN and infinite scores are NULL (`clean`
+    None: read plainly first, and again clean if there were any).
     """
+    if clean is None:
+        out = quality_binary(conn, model, window, p95, ids, clean=False)
+        return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True)
     s, lab = model.source, model.labels
     _ensure_ln(conn)
-    sc = _num(conn, f"s.{quote(conn, s.score)}")
+    raw = f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)"
+    sc = _num(conn, f"s.{quote(conn, s.score)}", clean)
     # a row whose score is NULL or not finite is not scored: no metric counts it
     pred = (f"CASE WHEN {sc} IS NOT NULL THEN CAST(s.{quote(conn, s.prediction)} AS INTEGER) END" if s.prediction else
             f"CASE WHEN {sc} >= 0.5 THEN 1 WHEN {sc} IS NOT NULL THEN 0 END")
     y = f"l.{quote(conn, lab.label)}"
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
-    j = _joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr", ids)
+    j = _joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
+                             f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf", ids)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
@@ -910,14 +929,14 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(rk + cnt) {pos},
            SUM(CAST(ctp AS DOUBLE PRECISION) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
-           SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y){extra}
-    FROM (SELECT sc, y, pr, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
+           SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y), SUM(nf){extra}
+    FROM (SELECT sc, y, pr, nf, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
     labelled, P, n, ranks = (0 if v is None else int(v) for v in row[:4])
     ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[4:11])
     N = n - P
-    out: dict = {"labelled": labelled, "_invalid_labels": labelled - int(row[11] or 0)}
+    out: dict = {"labelled": labelled, "_invalid_labels": labelled - int(row[11] or 0), "_non_finite": int(row[12] or 0)}
     if P > 0 and N > 0:
         # 2 U = 2 P (n + 1) - sum(rank + count) - P (P + 1), exact in integers
         out["roc_auc"] = (2 * P * (n + 1) - ranks - P * (P + 1)) / (2 * P * N)
@@ -933,7 +952,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
         out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))  # accuracy, specificity, ...
     if p95:
-        out["_p95"] = (n, None if row[12] is None else float(row[12]))
+        out["_p95"] = (n, None if row[13] is None else float(row[13]))
     return out
 
 
@@ -946,18 +965,25 @@ def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = N
     return MC.quality(conn, model, rows)
 
 
-def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
-    """MAE, MSE, RMSE and MAPE of the window's labelled predictions, as SQL sums.
+def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None,
+                       clean: bool | None = None) -> dict:
+    """MAE, MSE, RMSE and MAPE of the window's labelled predictions, as SQL sums (NaN and
+    infinities: see `quality_binary`).
 
     MAPE is scikit-learn's: the mean of |prediction - truth| / max(|truth|, eps), a share (not %)."""
+    if clean is None:
+        out = quality_regression(conn, model, window, ids, clean=False)
+        return out if not out["_non_finite"] else quality_regression(conn, model, window, ids, clean=True)
     s, lab = model.source, model.labels
-    j = _joined(conn, model, f"{_num(conn, 's.' + quote(conn, s.score))} AS sc, "
-                             f"{_num(conn, 'l.' + quote(conn, lab.label))} AS y", ids)
+    sc, y = f"s.{quote(conn, s.score)}", f"l.{quote(conn, lab.label)}"
+    nf = (f"CASE WHEN {non_finite(conn, _num(conn, sc, False))} OR {non_finite(conn, _num(conn, y, False))} "
+          "THEN 1 ELSE 0 END")
+    j = _joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids)
     r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
-                             f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)) FROM ({j}) j"),
+                             f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)), SUM(nf) FROM ({j}) j"),
                      {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
-    out: dict = {"labelled": labelled}
+    out: dict = {"labelled": labelled, "_non_finite": int(r[5] or 0)}
     if n:
         out["mae"] = float(r[2]) / n
         out["mse"] = float(r[3]) / n
@@ -1233,6 +1259,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         if quality:
             distinct, duplicated = quality.pop("_ids")
             invalid = quality.pop("_invalid_labels", None)
+            quality.pop("_non_finite", None)
             if invalid is not None:
                 checks.append(_check("label_values", invalid, invalid > 0))
             checks.append(_check("label_duplicates", duplicated, duplicated > 0))
@@ -1241,7 +1268,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         if folded and folded[0] == n_scores:  # each scored row labelled once: the same scores
             p95 = folded[1]
         elif n_scores:
-            p95 = _score_p95(conn, model, window, n_scores)
+            p95 = _score_p95(conn, model, window, n_scores, clean=bool(allc["checks"]["non_finite"]))
         status, coverage = "no_labels", None
         if model.labels is not None:
             if not mature:

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from . import drift as D
 from .config import Model
-from .db import quote, quote_table
+from .db import finite, quote, quote_table
 from .windows import Window, windows_between
 
 METHOD = "pca_reconstruction"
@@ -55,7 +55,8 @@ def moments(conn, model: Model, centers: list[float], where: str, params: dict) 
     d = len(cols)
     binds = {f"mc{i}": float(c) for i, c in enumerate(centers)}
     inner = ", ".join(f"CAST({quote(conn, c)} AS DOUBLE PRECISION) - :mc{i} AS d{i}" for i, c in enumerate(cols))
-    present = " AND ".join(f"{quote(conn, c)} IS NOT NULL" for c in cols)
+    # complete rows: NaN and +-infinity count as missing, as everywhere
+    present = " AND ".join(f"{finite(conn, f'CAST({quote(conn, c)} AS DOUBLE PRECISION)')} IS NOT NULL" for c in cols)
     aggs = ["COUNT(*)", *(f"SUM(d{i})" for i in range(d)), *(f"SUM(d{i} * d{j})" for i, j in _pairs(d))]
     sql = (f"SELECT {', '.join(aggs)} FROM (SELECT {inner} FROM {quote_table(conn, model.source.table)} "
            f"WHERE {where} AND {present}) q")

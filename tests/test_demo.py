@@ -1,5 +1,6 @@
 """`monitor demo` end to end: a fresh world, every window computed, its findings agree with what was planted."""
 import json
+from datetime import timedelta
 import os
 import subprocess
 import sys
@@ -41,6 +42,29 @@ def test_every_planted_episode_is_found(demo):
     lines = [x for x in proc.stdout.splitlines() if x.strip().startswith("[")]
     assert len(lines) >= 6
     assert not [x for x in lines if "[MISS]" in x], "\n".join(lines)
+
+
+def test_the_outage_and_the_broken_label_feed_are_caught(demo):
+    folder, proc = demo
+    lines = [x.strip() for x in proc.stdout.splitlines() if x.strip().startswith("[")]
+    caught = [x for x in lines if x.startswith("[ok  ] engagement_outage") or x.startswith("[ok  ] broken_label_feed")]
+    assert len(caught) == 3, "\n".join(lines)
+    from monitor.durations import parse_timestamp
+
+    manifest = json.loads((folder / "episodes.json").read_text())
+    spans = {(e["name"], e["subject"]): (parse_timestamp(e["start"]), parse_timestamp(e["end"])) for e in manifest["episodes"]}
+    out0, out1 = spans[("engagement_outage", "engagement_model")]
+    lab0, lab1 = spans[("broken_label_feed", "spam_classifier")]
+    cfg = load_config(folder / "monitor.yaml")
+    store = Store(cfg.store_url)
+    minutes = store.goal_series("minutes_per_active_user", 86400)
+    assert [r["window_start"] for r in minutes if r["status"] == "no_data"] == [out0]
+    engagement = {w["window_start"]: w for w in store.model_series("engagement_model")}
+    assert engagement[out0]["rows"] == 0 and out1 - out0 == timedelta(days=1)
+    assert all(w["rows"] > 1000 for s, w in engagement.items() if s != out0)
+    spam = store.model_series("spam_classifier")
+    invalid = [w["window_start"] for w in spam if w["quality_status"] == "invalid"]
+    assert invalid and all(lab0 <= s < lab1 for s in invalid) and len(invalid) == (lab1 - lab0).days
 
 
 def test_the_demo_config_works_from_any_folder(demo, tmp_path):

@@ -321,3 +321,22 @@ def test_demo_config_loads_and_points_at_the_sql(tmp_path):
                  *m.source.features.categorical, *m.segments} | ({m.source.prediction} if m.source.prediction else set())
         assert named <= cols, m.name
         assert {m.labels.id, m.labels.label} <= {c.name for c in dw.SCHEMA.tables[m.labels.table].columns}
+
+
+def test_the_outage_and_the_broken_label_feed_are_in_the_data(world):
+    path, manifest, f = world
+    outage = START + pd.Timedelta(days=dw.OUTAGE_DAY)
+    per_day = f.sessions.groupby("day").size()
+    assert outage not in per_day.index and per_day.min() > 1000  # every other day has its sessions
+    preds = _read(path, "engagement_predictions", ("predicted_at",))
+    days = preds.predicted_at.dt.floor("D").value_counts()
+    assert outage not in days.index and len(days) == DAYS - 1
+    assert set(_read(path, "engagement_actuals").prediction_id) <= set(preds.prediction_id)
+    messages = _read(path, "messages", ("predicted_at",))
+    labels = f.labels.merge(messages[["message_id", "predicted_at"]], on="message_id")
+    b0, b1 = (START + pd.Timedelta(days=d) for d in dw.LABEL_BREAK_DAYS)
+    broken = (labels.predicted_at >= b0) & (labels.predicted_at < b1)
+    assert set(labels.loc[broken, "is_spam"]) == {0, 3} and set(labels.loc[~broken, "is_spam"]) == {0, 1}
+    kinds = {(e["name"], e["kind"], e["subject"]) for e in manifest["episodes"]}
+    assert {("engagement_outage", "outage", "minutes_per_active_user"), ("engagement_outage", "outage", "engagement_model"),
+            ("broken_label_feed", "broken_labels", "spam_classifier")} <= kinds
