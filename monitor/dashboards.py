@@ -347,6 +347,7 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
     d = base("Monitor: model health", "model-health", "One model at a time (the `model` variable): "
              "feature and prediction drift, online signals, offline quality with pending windows, label coverage.")
     d.with_variable(results_variable())
+    d.annotation(version_annotation())
     first = cfg.models[0].name if cfg.models else ""
     d.with_variable(db.QueryVariable("model").label("Model").datasource(PROM)
                     .query(f"label_values({n.MODEL_INFO}_info, model)")
@@ -552,10 +553,25 @@ def _number(panels: list[dict], counter: Iterator[int]) -> None:
         _number(p.get("panels") or [], counter)
 
 
+VERSION_ANNOTATION = "Model version"
+
+
+def version_annotation() -> db.AnnotationQuery:
+    """A mark where the registered version behind a model changes: its series (one per version)
+    is there now and was not five minutes earlier."""
+    info = f'{n.MODEL_VERSION_INFO}_info{{model=~"$model"}}'
+    return (db.AnnotationQuery().name(VERSION_ANNOTATION).datasource(PROM).enable(True)
+            .icon_color("rgba(255, 152, 48, 1)").expr(f"{info} unless {info} offset 5m"))
+
+
 def to_json(d: db.Dashboard) -> dict:
     """The dashboard model as plain JSON data, panels numbered in order."""
     model = json.loads(JSONEncoder(sort_keys=True).encode(d.build()))
     _number(model.get("panels", []), iter(range(1, 10**6)))
+    for a in model.get("annotations", {}).get("list", []):
+        if a.get("name") == VERSION_ANNOTATION:  # Prometheus annotation fields the SDK does not model
+            a.update(step="5m", titleFormat="{{model}}: version {{version}}", textFormat="run {{run_id}}",
+                     tagKeys="model,version", useValueForTime=False)
     return model
 
 
