@@ -52,6 +52,9 @@ class CachedReader(data.Reader):
     def model_series(self, model):
         return _read(self.url, "model_series", model)
 
+    def goal_estimate(self, goal, size, start):
+        return _read(self.url, "goal_estimate", goal, size, start)
+
     def model_metrics(self, model, kinds, overall_only=True):
         return _read(self.url, "model_metrics", model, tuple(kinds), overall_only)
 
@@ -298,6 +301,13 @@ def card(c: dict, alerts: list[dict], link: bool = True) -> None:
             if c["provisional"]:
                 st.badge("provisional", color="violet", icon=":material/hourglass_top:",
                          help="The window is younger than the goal's maturity: late data can still change it.")
+        if c.get("estimate"):
+            e = c["estimate"]
+            band = (f" (95 %: {review.fmt_value(e['ci_low'], c['unit'])} – {review.fmt_value(e['ci_high'], c['unit'])})"
+                    if e["ci_low"] is not None else "")
+            st.caption(f"Expected from the model's scores: **{review.fmt_value(e['value'], c['unit'])}**{band}, "
+                       f"{review.STATUS_TEXT.get(e['status'], e['status'].replace('_', ' '))}. An estimate until the "
+                       "week matures; then the realized value replaces it.")
         if c["status"] == "insufficient_data" and c.get("needed"):
             st.caption(f"Too few to tell: the 95 % interval holds the target. It would need n ≥ {c['needed']:,} "
                        f"(this week n = {c['denominator'] or 0:,.0f}).")
