@@ -421,6 +421,25 @@ def quality_windows(model: Model, r: Reader) -> list[dict]:
     return out
 
 
+def estimated_quality(model: Model, r: Reader) -> list[dict]:
+    """Per window and metric: the quality estimated from the scores with its 95 % interval, the
+    realized value once the labels matured (None while pending), and the calibration used."""
+    from monitor import conventions as n
+
+    kinds = (n.ESTIMATE_KIND, n.ESTIMATE_CI_LOW_KIND, n.ESTIMATE_CI_HIGH_KIND, "quality")
+    cells: dict[tuple, dict] = {}
+    for m in r.model_metrics(model.name, kinds):
+        if m["name"] not in n.ESTIMATED_METRICS.get(model.task, ()):
+            continue
+        c = cells.setdefault((m["window_start"], m["name"]), {"window_start": m["window_start"], "metric": m["name"]})
+        c[{n.ESTIMATE_KIND: "estimate", n.ESTIMATE_CI_LOW_KIND: "low", n.ESTIMATE_CI_HIGH_KIND: "high",
+           "quality": "realized"}[m["kind"]]] = m["value"]
+        if m["kind"] == n.ESTIMATE_KIND:
+            c["method"] = m["method"]
+    return [{"estimate": None, "low": None, "high": None, "realized": None, "method": None, **c}
+            for _, c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])) if "estimate" in c]
+
+
 def version_changes(model: Model, r: Reader) -> list[dict]:
     """Where a new version starts: the registry's version (MLflow) as recorded by each window, else the
     version column's most frequent value per window. {window_start, version, label}, oldest first."""

@@ -458,6 +458,24 @@ def quality_chart(long: list[dict], floors: dict[str, float | None]) -> alt.Laye
     return alt.layer(*layers).properties(height=220)
 
 
+def estimate_chart(cells: list[dict]) -> alt.LayerChart:
+    """One metric over the windows: the estimate from the scores as a band (its 95 % interval) and a
+    dashed line, the realized value (once the labels matured) as a solid line."""
+    df = _frame(cells)
+    tip = [alt.Tooltip("window_start:T", title="window"), alt.Tooltip("estimate:Q", format=".4f"),
+           alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"),
+           alt.Tooltip("realized:Q", format=".4f"), "method:N"]
+    x = alt.X("window_start:T", title=None)
+    band = alt.Chart(df).mark_area(opacity=0.25, color="#0969da").encode(x=x, y=alt.Y("low:Q", title=df["metric"].iloc[0]),
+                                                                        y2="high:Q", tooltip=tip)
+    est = alt.Chart(df).mark_line(strokeDash=[5, 4], color="#0969da", point=len(df) < 120).encode(x=x, y="estimate:Q", tooltip=tip)
+    layers = [band, est]
+    real = df[df["realized"].notna()]
+    if len(real):
+        layers.append(alt.Chart(real).mark_line(color="#1a7f37", point=len(real) < 120).encode(x=x, y="realized:Q", tooltip=tip))
+    return alt.layer(*layers).properties(height=220)
+
+
 def now() -> datetime:
     """The app's clock: `monitor app --now TS` pins it (MONITOR_NOW) for a world pinned in the past."""
     import os
