@@ -41,6 +41,7 @@ bench: venv deb
 	$(BIN)/python benchmarks/bench_models.py --rows 1000000
 	$(BIN)/python benchmarks/bench_app.py
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_faults.py
 
 previews: venv deb
 	$(BIN)/python -m monitor.previews --out docs/

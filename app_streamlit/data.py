@@ -15,6 +15,7 @@ from monitor import review
 from monitor.config import Config, Goal, Model
 from monitor.goals import strip_comments
 from monitor.smart import planned
+from monitor.versions import version_text
 from monitor.store import (Store, goal_results, goal_segments, goal_trajectory, job_runs, model_metrics,
                            model_windows)
 from monitor.windows import floor
@@ -418,6 +419,49 @@ def quality_windows(model: Model, r: Reader) -> list[dict]:
         row.update(metrics.get(w["window_start"], {}))
         out.append(row)
     return out
+
+
+def version_changes(model: Model, r: Reader) -> list[dict]:
+    """Where a new version starts: the registry's version (MLflow) as recorded by each window, else the
+    version column's most frequent value per window. {window_start, version, label}, oldest first."""
+    rows = r.model_metrics(model.name, ("version",))
+    seen = [(m["window_start"], version_text(m["value"])) for m in rows if m["value"] is not None]
+    if not seen and model.source.version:
+        top: dict = {}
+        for m in r.model_metrics(model.name, ("online",), overall_only=False):
+            if m["name"] == "predictions" and m["segment"].startswith("version=") and m["segment"] != "version=other":
+                best = top.get(m["window_start"])
+                if best is None or m["value"] > best[1]:
+                    top[m["window_start"]] = (m["segment"].split("=", 1)[1], m["value"])
+        seen = [(w, v) for w, (v, _) in sorted(top.items())]
+    out, last = [], None
+    for w, v in seen:
+        if v != last:
+            out.append({"window_start": w, "version": v, "label": f"v{v}"})
+        last = v
+    return out
+
+
+def by_version(model: Model, r: Reader) -> list[dict]:
+    """Per window and version: predictions, score mean, positive rate, quality (rows of `source.version`)."""
+    out: dict = {}
+    for m in r.model_metrics(model.name, ("online", "quality"), overall_only=False):
+        if m["segment"].startswith("version="):
+            row = out.setdefault((m["window_start"], m["segment"]), {"window_start": m["window_start"],
+                                                                      "version": m["segment"].split("=", 1)[1]})
+            row[m["name"]] = m["value"]
+    return [out[k] for k in sorted(out)]
+
+
+def registered(model: Model, r: Reader) -> dict | None:
+    """The registry's version as last recorded: version, run id, its window, validation metrics."""
+    rows = r.model_metrics(model.name, ("version",))
+    if not rows:
+        return None
+    last = rows[-1]
+    val = {m["name"]: m["value"] for m in r.model_metrics(model.name, ("validation",)) if m["window_start"] == last["window_start"]}
+    return {"version": version_text(last["value"]) or "?", "run_id": last["method"] or "",
+            "window_start": last["window_start"], "validation": val}
 
 
 def class_quality(model: Model, r: Reader) -> dict | None:

@@ -78,6 +78,33 @@ if earlier:
         f"{review.fmt_time(ws)} ({', '.join(c['name'] for c in cs)})" for ws, cs in earlier[:10])
         + (f"; and {len(earlier) - 10} more" if len(earlier) > 10 else ""))
 
+# --- the model version: the registry's (MLflow), the log's version column ---
+changes = data.version_changes(model, ctx.reader)
+if model.mlflow:
+    reg = data.registered(model, ctx.reader)
+    if reg:
+        val = ", ".join(f"{k} {v:.4g}" for k, v in reg["validation"].items()) or "no metrics logged"
+        st.markdown(f"**Version {reg['version']}** of `{model.mlflow.name}` is `@{model.mlflow.alias}` "
+                    f"(run `{reg['run_id']}`, read with the window of {reg['window_start']:%Y-%m-%d %H:%M}); "
+                    f"validation: {val}.")
+    else:
+        st.caption(f"MLflow: no version of `{model.mlflow.name}@{model.mlflow.alias}` recorded yet "
+                   f"(read from {model.mlflow.tracking_uri} with the latest window).")
+if len(changes) > 1:
+    st.caption("Version changes (marked on the charts): " + "; ".join(
+        f"v{c['version']} from {c['window_start']:%Y-%m-%d}" for c in changes[1:]))
+if model.source.version:
+    split = data.by_version(model, ctx.reader)
+    mixed = sorted({r["window_start"] for r in split if sum(x["window_start"] == r["window_start"] for x in split) > 1})
+    if split:
+        st.subheader("By version")
+        shown = [r for r in split if r["window_start"] in mixed[-8:]] or split[-1:]
+        st.dataframe(pd.DataFrame([{"window": r["window_start"].strftime("%Y-%m-%d %H:%M"), **{k: v for k, v in r.items()
+                                    if k != "window_start"}} for r in reversed(shown)]), hide_index=True)
+        st.caption("Windows where more than one version scored, side by side (else the latest); "
+                   f"column `{model.source.version}` of the log, the top {model.max_segments} versions, the rest as `other`.")
+marks = changes[1:] or None
+
 # --- drift per feature over the weeks ---
 st.header("Drift")
 shared = [w for w in series if w["rows"] and w["drift_share"] is not None]
@@ -142,7 +169,7 @@ if online:
     for i, name in enumerate(signals):
         with cols[i % len(cols)]:
             st.altair_chart(ui.line([o for o in online if o["name"] == name], "value", title=name, height=160,
-                                    percent=name in ("positive_rate", "null_share")),
+                                    percent=name in ("positive_rate", "null_share"), versions=marks),
                             width="stretch")
 else:
     st.caption("No online signals stored.")
@@ -166,20 +193,24 @@ else:
                f"{format_duration(model.labels.max_delay)} old, never from partial labels.")
     floors = dict(model.quality)
 
+    def number(b):  # a fixed bound; learned and relative ones are in the stored threshold
+        return b if isinstance(b, (int, float)) else None
+
     def below(metric: str, v) -> bool:
         f = floors.get(metric)
-        return f is not None and v is not None and ((f.min is not None and v < f.min) or (f.max is not None and v > f.max))
+        lo, hi = (number(f.min), number(f.max)) if f is not None else (None, None)
+        return v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi))
 
     if judged and metric_names:
         long = [{"window_start": row["window_start"], "metric": k, "value": row[k],
                  "floor": "breached" if below(k, row[k]) else "ok"} for row in judged for k in metric_names if row.get(k) is not None]
         if long:
-            st.altair_chart(ui.quality_chart(long, {k: (f.min if f.min is not None else f.max) for k, f in floors.items()}),
+            st.altair_chart(ui.quality_chart(long, {k: (number(f.min) if number(f.min) is not None else number(f.max)) for k, f in floors.items()}),
                             width="stretch")
     def cell(k, v) -> str:
         if v is None:
             return "–"
-        return f"{v:.4f}" + (" ▼ below floor" if below(k, v) and floors[k].min is not None else " ▲ above floor" if below(k, v) else "")
+        return f"{v:.4f}" + (" ▼ below floor" if below(k, v) and number(floors[k].min) is not None else " ▲ above floor" if below(k, v) else "")
 
     rows = [{
         "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
@@ -195,9 +226,14 @@ else:
     st.dataframe(styled, hide_index=True, width="stretch",
                  column_config={"status": st.column_config.TextColumn("status", width="large")})
     if floors:
-        st.caption("Floors that alert: " + ", ".join(
-            f"{k} {'≥ ' + str(v.min) if v.min is not None else ''}{'≤ ' + str(v.max) if v.max is not None else ''}"
-            for k, v in floors.items()) + "; a window past its floor is marked in red in the chart and the table.")
+        def bound(b, sign):
+            if b is None:
+                return ""
+            if isinstance(b, (int, float)):
+                return f"{sign} {b:g}"
+            return f"{sign} validation {'−' if b.below_validation is not None else '+'} {b.offset if b.offset > 0 else -b.offset:g}"
+        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}" for k, v in floors.items())
+                   + "; a window past its floor is marked in red in the chart and the table.")
 
 if model.task == "multiclass_classification" and model.labels is not None:
     per = data.class_quality(model, ctx.reader)

@@ -416,7 +416,8 @@ def confusion(cells: list[dict]) -> alt.LayerChart:
 
 
 def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | None = None, title: str | None = None,
-         height: int = 200, percent: bool = False) -> alt.LayerChart:
+         height: int = 200, percent: bool = False, versions: list[dict] | None = None) -> alt.LayerChart:
+    """A series over windows; `versions` ({window_start, version}) marks where a new model version starts."""
     df = _frame(rows)
     fmt = ".2%" if percent else ".4g"
     enc = dict(x=alt.X("window_start:T", title=None),
@@ -428,6 +429,12 @@ def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | No
     layers = [alt.Chart(df).mark_line(point=len(df) < 60).encode(**enc)]
     if rule is not None:
         layers.append(alt.Chart(pd.DataFrame({"r": [rule]})).mark_rule(color="#cf222e", strokeDash=[5, 4]).encode(y="r:Q"))
+    if versions:
+        marks = _frame(versions)
+        layers.append(alt.Chart(marks).mark_rule(color="#bc4c00", strokeDash=[2, 2]).encode(
+            x="window_start:T", tooltip=[alt.Tooltip("window_start:T", title="from"), alt.Tooltip("version:N", title="version")]))
+        layers.append(alt.Chart(marks).mark_text(align="left", dx=3, dy=-4, color="#bc4c00", fontSize=10).encode(
+            x="window_start:T", y=alt.value(0), text="label:N"))
     return alt.layer(*layers).properties(height=height)
 
 

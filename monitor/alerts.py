@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from . import conventions as n
-from .config import Config, Goal, Model
+from .config import Config, Goal, Model, RelativeBound
 from .durations import format_duration
 from .exporter import BURN_WINDOWS, budget_period, is_rate_goal
 
@@ -446,6 +446,42 @@ def goal_alerts(cfg: Config, g: Goal) -> list[Alert]:
     return out
 
 
+def _relative_quality_alerts(m: Model, metric: str, floor, win: str, qend_sel: str, url: str) -> list[Alert]:
+    """A floor relative to the registered version's validation metric: the threshold is exported
+    beside the metric (it moves with each promoted version), and the rule compares the two."""
+    out = []
+    for bound, rel in (("min", floor.min), ("max", floor.max)):
+        if not isinstance(rel, RelativeBound):
+            continue
+        word, opq = ("BelowFloor", "<") if bound == "min" else ("AboveCeiling", ">")
+        gap = rel.below_validation if bound == "min" else rel.above_validation
+        lim_text = f"{'at least' if bound == 'min' else 'at most'} the validation {metric} {'-' if bound == 'min' else '+'} {go_g(gap)}"
+
+        def quality(f: Fmt, metric=metric, lim_text=lim_text):
+            v = f.value("number")
+            return {"summary": (f"{m.name}: {metric} is {v} in the latest window with mature labels "
+                                f"(ending {f.timestamp(qend_sel)}), should be {lim_text}."),
+                    "description": (f"Offline quality crossed the floor set from the registered version's validation "
+                                    f"metric (MLflow {m.mlflow.name}@{m.mlflow.alias}). Owner: {m.owner or 'unowned'}."),
+                    "title": m.name, "value": v, "target": lim_text,
+                    "window": f"{win} ending {f.timestamp(qend_sel)}", "review_url": url}
+
+        sq = sel(n.MODEL_QUALITY, model=m.name, metric=metric)
+        st = sel(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)
+        bad, good = (0.7, 0.9) if bound == "min" else (0.9, 0.7)
+        out.append(Alert(
+            alert=f"{n.camel(m.name)}{n.camel(metric)}{word}", kind="quality", group="monitor-models",
+            subject={"model": m.name, "metric": metric},
+            expr=f"{sq} {opq} on(model, metric) {st}", for_=timedelta(0), labels=_model_base(m, "quality"), annotations=quality,
+            check=lambda smp, now, metric=metric, bound=bound: (
+                v if (v := smp.get(n.MODEL_QUALITY, model=m.name, metric=metric)) is not None
+                and (t := smp.get(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)) is not None
+                and (v < t if bound == "min" else v > t) else None),
+            case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", st: "0.8x30", qend_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
+                      value=bad, labels={"model": m.name, "metric": metric}, timestamps={qend_sel: WINDOW_END_AT_FIRING})))
+    return out
+
+
 def model_alerts(cfg: Config, m: Model) -> list[Alert]:
     """Drift, quality floors, label starvation."""
     C = n.camel(m.name)
@@ -480,7 +516,7 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
         out.append(_multivariate_alert(m, C, end_sel, url, win))
 
     for metric, floor in m.quality.items():
-        for bound, limit in (("min", floor.min), ("max", floor.max)):
+        for bound, limit in (("min", floor.fixed_min), ("max", floor.fixed_max)):
             if limit is None:
                 continue
             if not isinstance(limit, (int, float)):  # {sd: N}: the bound is learned, and exported
@@ -537,6 +573,9 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                 case=Case(series={se: f"{good:g}x9 {bad:g}x9 {good:g}x9", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
                           value=bad, labels={"model": m.name, "metric": metric},
                           timestamps={end_sel: WINDOW_END_AT_FIRING})))
+
+    for metric, floor in m.quality.items():
+        out += _relative_quality_alerts(m, metric, floor, win, qend_sel, url)
 
     if m.labels is not None:
         after = _secs(starvation_after(m))

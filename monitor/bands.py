@@ -56,7 +56,7 @@ def bands(store, model: Model, ref: Window, now: datetime, key: str, quality: Ca
                 mean = math.fsum(values) / len(values)
                 sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
                 limits[bound] = mean - setting.sd * sd if bound == "min" else mean + setting.sd * sd
-            elif setting is not None:
+            elif isinstance(setting, (int, float)):  # relative to the validation metric: `versions`
                 limits[bound] = float(setting)
         if limits:
             out[metric] = limits

@@ -87,6 +87,7 @@ class Source(Strict):
     class_scores: dict[Annotated[str, BeforeValidator(_class_key)], Ident] | None = Field(
         default=None, description="Multiclass: the score column of each class, by class (name or code as the labels spell it).")
     features: Features = Field(default_factory=Features, description="Feature columns watched for drift.")
+    version: Ident | None = Field(default=None, description="Column with the model version that scored each row; results are broken down by it.")
 
 
 class Labels(Strict):
@@ -152,11 +153,41 @@ class Drift(Strict):
     alert_features: list[Ident] = Field(default_factory=list, description="Critical features whose own drift alerts.")
 
 
+class RelativeBound(Strict):
+    below_validation: float | None = Field(default=None, ge=0, description="The floor is the version's validation metric minus this.")
+    above_validation: float | None = Field(default=None, ge=0, description="The ceiling is the version's validation metric plus this.")
+
+    @model_validator(mode="after")
+    def _one(self) -> "RelativeBound":
+        if (self.below_validation is None) == (self.above_validation is None):
+            raise ValueError("give one of below_validation or above_validation")
+        return self
+
+    @property
+    def offset(self) -> float:
+        return -self.below_validation if self.below_validation is not None else self.above_validation
+
+
 class Floor(Strict):
-    min: float | Learned | None = Field(default=None, description=(
-        "Alert when the metric falls below this, or {sd: N}: the reference windows' mean minus N standard deviations."))
-    max: float | Learned | None = Field(default=None, description=(
-        "Alert when the metric rises above this, or {sd: N}: the reference windows' mean plus N standard deviations."))
+    min: float | Learned | RelativeBound | None = Field(default=None, description=(
+        "Alert when the metric falls below this, or {sd: N}: the reference windows' mean minus N standard deviations, "
+        "or {below_validation: D}: the registered version's validation metric minus D (needs mlflow)."))
+    max: float | Learned | RelativeBound | None = Field(default=None, description=(
+        "Alert when the metric rises above this, or {sd: N}: the reference windows' mean plus N standard deviations, "
+        "or {above_validation: D}: the registered version's validation metric plus D (needs mlflow)."))
+
+    @property
+    def fixed_min(self) -> float | Learned | None:
+        """The floor unless it is relative to the validation metric (those are set by `versions`)."""
+        return None if isinstance(self.min, RelativeBound) else self.min
+
+    @property
+    def fixed_max(self) -> float | Learned | None:
+        return None if isinstance(self.max, RelativeBound) else self.max
+
+    @property
+    def relative(self) -> bool:
+        return isinstance(self.min, RelativeBound) or isinstance(self.max, RelativeBound)
 
 
 class CostMatrix(Strict):
@@ -164,6 +195,13 @@ class CostMatrix(Strict):
     fp: float = Field(default=0.0, description="Value of a false positive (a cost: negative).")
     fn: float = Field(default=0.0, description="Value of a false negative (a cost: negative).")
     tn: float = Field(default=0.0, description="Value of a true negative.")
+
+
+class MLflow(Strict):
+    tracking_uri: str = Field(description="The MLflow tracking server, such as http://mlflow:5000.")
+    name: str = Field(description="The registered model's name in the MLflow model registry.")
+    alias: str = Field(default="champion", description="The alias whose version serves the predictions.")
+    timeout: Duration = Field(default=timedelta(seconds=10), description="Each request to the tracking server is cut after this.")
 
 
 class Model(Strict):
@@ -183,6 +221,14 @@ class Model(Strict):
     owner: str = Field(default="", description="Team that owns the model; alerts route to it.")
     business_value: CostMatrix | None = Field(default=None, description=(
         "Binary models: the value of each outcome; the window's sum is the quality metric business_value."))
+    mlflow: MLflow | None = Field(default=None, description="The model's registered model and alias in MLflow.")
+
+    @model_validator(mode="after")
+    def _relative_floors_need_mlflow(self) -> "Model":
+        relative = [k for k, f in self.quality.items() if f.relative]
+        if relative and self.mlflow is None:
+            raise ValueError(f"quality floors of {', '.join(relative)} are relative to the validation metric: give mlflow")
+        return self
 
     @model_validator(mode="after")
     def _columns_for_task(self) -> "Model":

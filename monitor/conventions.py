@@ -50,6 +50,7 @@ MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
 MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
 MULTIVARIATE_DRIFT_THRESHOLD = f"{PREFIX}_multivariate_drift_threshold"
 MODEL_VERSION_INFO = f"{PREFIX}_model_version"  # exposed as monitor_model_version_info by prometheus_client
+MODEL_VALIDATION = f"{PREFIX}_model_validation"  # metrics the registered version's run logged
 GOAL_ESTIMATED_VALUE = f"{PREFIX}_goal_estimated_value"
 GOAL_ESTIMATED_CI_LOW = f"{PREFIX}_goal_estimated_ci_low"
 GOAL_ESTIMATED_CI_HIGH = f"{PREFIX}_goal_estimated_ci_high"

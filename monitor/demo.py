@@ -100,7 +100,7 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
         print(f"  {line}")
     print()
     print("Estimated before the labels arrive, beside the truth the generator knows:")
-    for line in estimates_vs_truth(cfg, store, seed=seed, days=days, scale=scale):
+    for line in estimates_vs_truth(cfg, store, seed=seed, days=days, scale=scale, shift=shift):
         print(f"  {line}")
     print_failures(report)
     if n_kept:
@@ -182,7 +182,7 @@ def compare(manifest: dict, cfg, store) -> list[str]:
     return lines
 
 
-def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float) -> list[str]:
+def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float, shift: timedelta = timedelta(0)) -> list[str]:
     """The credit model's estimated ROC AUC of its pending windows beside the value realized on the
     labels the generator draws once they have arrived (the same world, seen 200 days later), and
     the large-loan goal's estimate beside the generator's default probability of a large loan."""
@@ -207,8 +207,9 @@ def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float) -> lis
         est = rows.get((ESTIMATE_KIND, "roc_auc"))
         if est is None:
             continue
-        lo_us = (w["window_start"] - demo_world.DEMO_START).total_seconds() * us
-        hi_us = (w["window_end"] - demo_world.DEMO_START).total_seconds() * us
+        origin = demo_world.DEMO_START + shift  # the world as written (a living demo is shifted by whole weeks)
+        lo_us = (w["window_start"] - origin).total_seconds() * us
+        hi_us = (w["window_end"] - origin).total_seconds() * us
         sel = (apps["scored_at"] >= lo_us) & (apps["scored_at"] < hi_us)
         ids, score = apps["application_id"][sel], apps["pd_score"][sel]
         have = np.array([i in y_of for i in ids.tolist()], dtype=bool)

@@ -212,6 +212,8 @@ class ResultsCollector:
         mv_thr = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_THRESHOLD, "The reconstruction error's threshold (fixed, or learned "
                                    "from the reference's windows).", labels=["model"])
         info = InfoMetricFamily(n.MODEL_INFO, "The model's definition.", labels=["model"])
+        version = InfoMetricFamily(n.MODEL_VERSION_INFO, "The registered version behind the model (MLflow alias).", labels=["model"])
+        validation = GaugeMetricFamily(n.MODEL_VALIDATION, "A metric the registered version's run logged.", labels=["model", "metric"])
         checks = GaugeMetricFamily(n.MODEL_DATA_CHECK_FAILED, "1 when a validity check fails in the latest window, 0 when it passes.",
                                    labels=["model", "check"])
         newest = GaugeMetricFamily(n.MODEL_NEWEST_ROW, "The newest row of the model's source over its stored windows.", labels=["model"])
@@ -229,6 +231,8 @@ class ResultsCollector:
                                     labels=["model", "metric"])
         estimates = {n.ESTIMATE_KIND: est, n.ESTIMATE_CI_LOW_KIND: est_lo, n.ESTIMATE_CI_HIGH_KIND: est_hi}
         for m in self.cfg.models:
+            if m.mlflow:
+                self._version(m, version, validation)
             info.add_metric([m.name], {"task": m.task, "owner": m.owner})
             share_thr.add_metric([m.name], m.drift.dataset_share)
             if m.name in newest_rows:
@@ -296,7 +300,20 @@ class ResultsCollector:
                 est_err.add_metric([m.name, metric], err)
         yield from (score, detected, feature_thr, share, share_thr, pred, pred_detected, online, quality, quality_thr,
                     klass, mv_score, mv_detected, mv_thr, coverage, pending, end, qend, info,
-                    est, est_lo, est_hi, est_err, checks, newest, volume)
+                    est, est_lo, est_hi, est_err, checks, newest, volume, version, validation)
+
+    def _version(self, m, version, validation):
+        """The registry's version as last read (with the latest window that recorded it)."""
+        from .versions import VALIDATION_KIND, VERSION_KIND, version_text
+
+        rows = self.store.model_metrics(m.name, kinds=(VERSION_KIND,))
+        if not rows:
+            return
+        last = rows[-1]
+        version.add_metric([m.name], {"version": version_text(last["value"]),
+                                      "run_id": last["method"] or ""})
+        for r in self.store.model_metrics(m.name, last["window_start"], kinds=(VALIDATION_KIND,)):
+            validation.add_metric([m.name, r["name"]], _num(r["value"]))
 
     def collect_jobs(self):
         jobs = {n.goal_job(g.name) for g in self.cfg.goals} | {n.model_job(m.name) for m in self.cfg.models}

@@ -38,6 +38,7 @@ class Task:
 @dataclass
 class CycleReport:
     ran: int = 0
+    windows: list[tuple[str, Window]] = field(default_factory=list)  # (job, window) computed this cycle
     failed: list[tuple[str, Window, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     now: datetime | None = None  # the time the cycle computed for
@@ -70,10 +71,11 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime, hol
     sizes = [goal.window] + ([goal.review] if goal.review and goal.review != goal.window else [])
     for size in sizes:
         stored = store.goal_windows(goal.name, int(size.total_seconds()))
+        ahead = store.computed_after(goal.name, None, int(size.total_seconds()), utcnow())
         if catch_up or (tail_once and _tail_done(store, job, goal.start, now, size)):
-            windows = [w for w in due_windows(goal.start, now, size) if w.start not in stored]
+            windows = [w for w in due_windows(goal.start, now, size) if w.start not in stored or w.start in ahead]
         else:
-            unsettled = {s for s, prov in stored.items() if prov}
+            unsettled = {s for s, prov in stored.items() if prov} | ahead
             windows = plan(goal.start, now, size, set(stored), goal.recompute, unsettled)
         for w in windows:
             def run(w=w, size=size):
@@ -89,21 +91,43 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime, hol
 def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime, hold: Hold | None = None,
                 catch_up: bool = False, tail_once: bool = False) -> list[Task]:
     """Windows of the model to compute now (`catch_up`, `tail_once`: as for goals)."""
-    from . import modeljobs
+    from . import modeljobs, versions
 
     tasks = []
     job = names.model_job(model.name)
+    registry = versions.Registry(model) if model.mlflow else None
     windows = modeljobs.plan_windows(store, model, now)
+    ahead = store.computed_after(None, model.name, None, utcnow())
     if catch_up or (tail_once and _tail_done(store, job, model.start, now, model.window)):
         done = store.model_windows_done(model.name)
-        windows = [w for w in windows if w.start not in done]
+        windows = [w for w in windows if w.start not in done or w.start in ahead]
+    planned = {w.start for w in windows}
+    windows = sorted(windows + [w for w in due_windows(model.start, now, model.window) if w.start in ahead and w.start not in planned])
     for w in windows:
         def run(w=w):
             result, rows = modeljobs.compute(source, store, model, w, now)
+            if model.source.version or registry:
+                versions.extend(source, store, model, w, now, result, registry)
             store.save_model_window(result, now, hold=hold)
             return rows
         tasks.append(Task(job, w, run))
     return tasks
+
+
+def _unsettled_trajectory(store: Store, goal: Goal, now: datetime) -> None:
+    """Every window still provisional (outcomes not mature): the trajectory is unknown, the plan is not."""
+    from .smart import meets, planned
+
+    latest = store.goal_series(goal.name, int(goal.window.total_seconds()))[-1:]
+    if not latest:
+        return
+    end, plan = latest[0]["window_end"], None
+    if goal.baseline and goal.deadline:
+        b = goal.baseline
+        plan = goal.target if meets(b.value, goal.target, goal.direction) else planned(
+            b.value, b.at, goal.target, goal.deadline, end)
+    store.save_trajectory(goal.name, end, now, current=None, planned=plan, slope_per_day=None, projected=None,
+                          status="unknown", points=0)
 
 
 def update_trajectory(store: Store, goal: Goal, now: datetime, hold: Hold | None = None) -> None:
@@ -117,6 +141,7 @@ def update_trajectory(store: Store, goal: Goal, now: datetime, hold: Hold | None
     if len(series) < 3:
         series = settled(goal.window)
     if not series:
+        _unsettled_trajectory(store, goal, now)
         return
     points = [(r["window_end"], r["value"]) for r in series]
     # the latest window had no rows at all (an outage): the goal is not on track whatever its trend says
@@ -242,6 +267,10 @@ def run_cycle(cfg: Config, now: datetime, *, store: Store | None = None, progres
                     continue
                 held.append(job)
                 heart.jobs.add(job)
+                gone = store.drop_future(subject.name if isinstance(subject, Goal) else None,
+                                         subject.name if isinstance(subject, Model) else None, utcnow())
+                if gone:
+                    notes.warning("%s: deleted %d stored windows that end in the future (a clock was ahead)", job, gone)
                 hold = Hold(job, lease.holder, lease.ttl_seconds)
                 plans.append((job, subject, hold, make(cfg, store, source, subject, now, hold=hold,
                                                        catch_up=waited, tail_once=lease.tail_once)))
@@ -309,6 +338,7 @@ def _run_task(store: Store, report: CycleReport, task: Task) -> str:
         log.error("cannot close a run now: the results store is unreachable (kept to record later)")
     report.ran += 1
     report.computed[task.job] = report.computed.get(task.job, 0) + 1
+    report.windows.append((task.job, task.window))
     return "ok"
 
 

@@ -840,12 +840,14 @@ def _schema_problems(conn, model: Model) -> list[str]:
     return problems
 
 
-def _joined(conn, model: Model, cols: str, ids: tuple | None = None) -> str:
+def _joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False) -> str:
     """The window's labelled predictions. `ids` (the window's smallest and largest id) narrows the
     labels read to that range: with ids that grow with time, the labels of one window instead of
-    the whole history (and :id_lo, :id_hi must then be bound)."""
+    the whole history (and :id_lo, :id_hi must then be bound). `version`: only the rows of the
+    model version bound as :version."""
     s, lab = model.source, model.labels
     narrow = f" AND l.{quote(conn, lab.id)} BETWEEN :id_lo AND :id_hi" if ids else ""
+    narrow += f" AND s.{quote(conn, s.version)} = :version" if version else ""
     return (f"SELECT {cols} FROM {quote_table(conn, s.table)} s JOIN {quote_table(conn, lab.table)} l "
             f"ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)} "
             f"WHERE {_where(conn, model, 's.')} AND l.{quote(conn, lab.label)} IS NOT NULL{narrow}")
@@ -883,7 +885,7 @@ def _ensure_ln(conn) -> None:
 
 
 def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None,
-                   clean: bool | None = None) -> dict:
+                   clean: bool | None = None, version=None) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry three window functions over the
@@ -904,8 +906,8 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     None: read plainly first, and again clean if there were any).
     """
     if clean is None:
-        out = quality_binary(conn, model, window, p95, ids, clean=False)
-        return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True)
+        out = quality_binary(conn, model, window, p95, ids, clean=False, version=version)
+        return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True, version=version)
     s, lab = model.source, model.labels
     _ensure_ln(conn)
     raw = f"CAST(s.{quote(conn, s.score)} AS DOUBLE PRECISION)"
@@ -917,12 +919,13 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
     j = _joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
-                             f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf", ids)
+                             f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf", ids, version is not None)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last (SQLite's default for DESC), so that they never rank above a score
     order = "sc DESC NULLS LAST" if conn.dialect.name == "postgresql" else "sc DESC"
-    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}
+    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS,
+              **({"version": version} if version is not None else {})}
     extra = ", percentile_cont(0.05) WITHIN GROUP (ORDER BY sc DESC)" if p95 else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
@@ -966,22 +969,23 @@ def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = N
 
 
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None,
-                       clean: bool | None = None) -> dict:
+                       clean: bool | None = None, version=None) -> dict:
     """MAE, MSE, RMSE and MAPE of the window's labelled predictions, as SQL sums (NaN and
     infinities: see `quality_binary`).
 
     MAPE is scikit-learn's: the mean of |prediction - truth| / max(|truth|, eps), a share (not %)."""
     if clean is None:
-        out = quality_regression(conn, model, window, ids, clean=False)
-        return out if not out["_non_finite"] else quality_regression(conn, model, window, ids, clean=True)
+        out = quality_regression(conn, model, window, ids, clean=False, version=version)
+        return out if not out["_non_finite"] else quality_regression(conn, model, window, ids, clean=True, version=version)
     s, lab = model.source, model.labels
     sc, y = f"s.{quote(conn, s.score)}", f"l.{quote(conn, lab.label)}"
     nf = (f"CASE WHEN {non_finite(conn, _num(conn, sc, False))} OR {non_finite(conn, _num(conn, y, False))} "
           "THEN 1 ELSE 0 END")
-    j = _joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids)
+    j = _joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids, version is not None)
     r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
                              f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)), SUM(nf) FROM ({j}) j"),
-                     {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS}).one()
+                     {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS,
+                      **({"version": version} if version is not None else {})}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled, "_non_finite": int(r[5] or 0)}
     if n:

@@ -7,7 +7,8 @@ per cell of the confusion matrix, with its count and, where the model logs a sco
 cell's rows, clipped to [eps, 1 - eps] as scikit-learn's log_loss clips them (it does not
 renormalize). Every row of a cell has the
 same true class, so the cell's log loss is the sum for that class: the whole matrix, and from it
-accuracy, macro and weighted precision, recall and F1 and per-class precision and recall, all as
+accuracy, macro and weighted precision, recall and F1 and per-class precision, recall, F1 and
+support (labels of the class), all as
 scikit-learn computes them (classes: those seen as truth or prediction; zero_division 0), come
 from at most K^2 rows whatever the window's size.
 
@@ -129,13 +130,13 @@ def _per_class(cells: dict[tuple[str, str], int]) -> dict[str, dict[str, float]]
     prec = {k: tp[k] / pred[k] if pred[k] else 0.0 for k in classes}  # zero_division: 0.0, as scikit-learn
     rec = {k: tp[k] / true[k] if true[k] else 0.0 for k in classes}
     f1 = {k: 2 * tp[k] / (true[k] + pred[k]) if true[k] + pred[k] else 0.0 for k in classes}
-    return {"precision": prec, "recall": rec, "f1": f1, "_support": {k: float(v) for k, v in true.items()}}
+    return {"precision": prec, "recall": rec, "f1": f1, "support": {k: float(v) for k, v in true.items()}}
 
 
 def _from_confusion(cells: dict[tuple[str, str], int]) -> dict:
     """Accuracy and the macro and weighted averages of precision, recall and F1, as scikit-learn."""
     per = _per_class(cells)
-    support = per.pop("_support")
+    support = per.pop("support")
     n = sum(cells.values())
     classes = sorted(support)
     out = {"accuracy": sum(c for (y, p), c in cells.items() if y == p) / n}

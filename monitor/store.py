@@ -685,6 +685,39 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))
 
+    def drop_future(self, goal: str | None, model: str | None, now: datetime) -> int:
+        """Delete the windows of a goal or model that end after `now` (stored by a clock ahead, or by an
+        older monitor): a window that has not ended is never a result. Returns how many."""
+        with self._write() as conn:
+            if goal is not None:
+                t = goal_results
+                starts = sa.select(t.c.size_seconds, t.c.window_start).where(t.c.goal == goal, t.c.window_end > now)
+                rows = conn.execute(starts).all()
+                for child in (goal_segments, goal_estimates):
+                    for size, start in rows:
+                        conn.execute(child.delete().where(child.c.goal == goal, child.c.size_seconds == size,
+                                                          child.c.window_start == start))
+                conn.execute(t.delete().where(t.c.goal == goal, t.c.window_end > now))
+                return len(rows)
+            t = model_windows
+            rows = conn.execute(sa.select(t.c.window_start).where(t.c.model == model, t.c.window_end > now)).scalars().all()
+            if rows:
+                conn.execute(model_metrics.delete().where(model_metrics.c.model == model, model_metrics.c.window_start.in_(rows)))
+                conn.execute(t.delete().where(t.c.model == model, t.c.window_end > now))
+            return len(rows)
+
+    def computed_after(self, goal: str | None, model: str | None, size_seconds: int | None, now: datetime) -> set[datetime]:
+        """Starts of the stored windows computed at a time after `now`: a clock that was ahead computed
+        them, maybe before their data arrived, so they are computed again."""
+        if goal is not None:
+            t = goal_results
+            q = sa.select(t.c.window_start).where(t.c.goal == goal, t.c.size_seconds == size_seconds, t.c.computed_at > now)
+        else:
+            t = model_windows
+            q = sa.select(t.c.window_start).where(t.c.model == model, t.c.computed_at > now)
+        with self.engine.connect() as conn:
+            return set(conn.execute(q).scalars().all())
+
     def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         """Extend a lease this holder has; False when it has it no more (another process took it)."""
         t = leases

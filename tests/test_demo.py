@@ -104,7 +104,9 @@ def test_the_demo_lives_it_ends_today_with_its_episodes_in_their_weeks(tmp_path,
 
     today = datetime.now(UTC).date()
     assert main(["demo", "--dir", str(tmp_path / "w"), "--days", "42", "--scale", "0.2"]) in (0, 1)
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "spam_campaign (goal_breach" in out and "spam_campaign (drift, spam_classifier" in out
+    assert "realized once its labels arrive: nan" not in out
     manifest = json.loads((tmp_path / "w" / "episodes.json").read_text())
     assert manifest["world"]["end"][:10] == today.isoformat()
     start = datetime.fromisoformat(manifest["world"]["start"].replace("Z", "+00:00"))
@@ -112,6 +114,7 @@ def test_the_demo_lives_it_ends_today_with_its_episodes_in_their_weeks(tmp_path,
     campaign = next(e for e in manifest["episodes"] if e["kind"] == "goal_breach")
     c0 = datetime.fromisoformat(campaign["start"].replace("Z", "+00:00"))
     assert c0.weekday() == 0 and (c0 - start).days == 34
+    assert f"spam_campaign (drift, spam_classifier, {c0:%m-%d}" in out  # judged where it was planted, weeks later
     cfg = load_config(tmp_path / "w" / "monitor.yaml")
     assert cfg.models[0].start == start and cfg.models[0].reference.start == start
     shift, _ = living_calendar(today, 42)

@@ -336,3 +336,36 @@ def test_healthz_reports_a_stalled_job(tmp_path):
     assert not ok and doc["jobs"]["ticks"]["status"] == "stalled"
     svc.last_beat["ticks"] = now - timedelta(seconds=5)  # a long catch-up still finishing windows
     assert svc.health()[0]
+
+
+def test_windows_of_a_clock_that_was_ahead_are_deleted_or_computed_again(tmp_path, monkeypatch):
+    """A host clock three hours ahead stores empty future windows, and the last real window before
+    its data arrived; once the clock is back, the future ones go and the others are computed again."""
+    import monitor.jobs
+    import monitor.store
+    from monitor.config import load_config
+    from monitor.jobs import run_cycle
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cfg_path, start = world(tmp_path, url, hours=4, recompute=0)
+    cfg = load_config(cfg_path)
+    last = start + timedelta(hours=3)
+    engine = sa.create_engine(url)
+    with engine.begin() as c:  # the last hour's rows have not arrived yet
+        late = c.execute(sa.text("SELECT ts, v FROM ticks WHERE ts >= :a"), {"a": last.replace(tzinfo=None)}).all()
+        c.execute(sa.text("DELETE FROM ticks WHERE ts >= :a"), {"a": last.replace(tzinfo=None)})
+    real = monitor.jobs.utcnow
+    ahead = lambda: real() + timedelta(hours=3)  # noqa: E731
+    with monkeypatch.context() as m:
+        m.setattr(monitor.jobs, "utcnow", ahead)
+        m.setattr(monitor.store, "_wall", ahead)
+        assert run_cycle(cfg, ahead()).ok
+    store = Store(url)
+    assert len(store.goal_series("ticks")) >= 6, "future windows were stored by the clock ahead"
+    with engine.begin() as c:
+        c.execute(sa.text("INSERT INTO ticks (ts, v) VALUES (:ts, :v)"), [{"ts": r.ts, "v": r.v} for r in late])
+    assert run_cycle(cfg, datetime.now(UTC)).ok
+    series = store.goal_series("ticks")
+    assert [r["window_start"] for r in series] == [start + timedelta(hours=i) for i in range(4)]
+    assert series[-1]["value"] == pytest.approx(sum(r.v for r in late) / len(late))
+    assert all(r["computed_at"] <= datetime.now(UTC) for r in series)

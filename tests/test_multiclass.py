@@ -115,6 +115,7 @@ def test_quality_and_confusion_equal_sklearn(db_url, tmp_path, classes):
         assert got[("quality", "precision", f"class={c}")]["value"] == pytest.approx(p[i], abs=1e-12)
         assert got[("quality", "recall", f"class={c}")]["value"] == pytest.approx(r[i], abs=1e-12)
         assert got[("quality", "f1", f"class={c}")]["value"] == pytest.approx(f[i], abs=1e-12)
+        assert got[("quality", "support", f"class={c}")]["value"] == support[i]
     cm = skm.confusion_matrix(yt, yp, labels=names)
     for a, ta in enumerate(names):
         for b, pb in enumerate(names):

@@ -4,6 +4,7 @@ and it equals scikit-learn's PCA reconstruction on the same rows."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,3 +135,30 @@ def test_one_numeric_feature_or_disabled_computes_no_multivariate_drift(tmp_path
     for m in (off, one):
         result, _ = modeljobs.compute(make_engine(src), store, m, Window(utc(3), utc(4)), utc(6))
         assert not [r for r in result.metrics if r["kind"] == MV.KIND]
+
+
+def test_the_models_page_charts_the_reconstruction_error(tmp_path, monkeypatch):
+    import yaml
+    from streamlit.testing.v1 import AppTest
+
+    from app_streamlit import ui
+
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    make_world(src)
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump({"database_url": src, "results_url": f"sqlite:///{tmp_path / 'r.db'}",
+                                    "models": [model_dict({"rolling": "3d"})]}))
+    cfg = parse_config(yaml.safe_load(path.read_text()), path)
+    store = Store(cfg.store_url)
+    store.migrate()
+    for d in (3, SWAP):
+        result, _ = modeljobs.compute(make_engine(src), store, cfg.models[0], Window(utc(d), utc(d + 1)), utc(6))
+        store.save_model_window(result, utc(6))
+    monkeypatch.setenv("MONITOR_CONFIG", str(path))
+    monkeypatch.delenv("MONITOR_APP_PASSWORD", raising=False)
+    ui._read.clear()
+    home = Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"
+    at = AppTest.from_file(str(home), default_timeout=30).run().switch_page("models.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(s.value == "Multivariate drift" for s in at.subheader)
+    assert any("reconstruction error" in c.value for c in at.caption)
