@@ -119,6 +119,9 @@ class Reader:
     def model_series(self, model: str) -> list[dict]:
         return self.store.model_series(model)
 
+    def goal_estimate(self, goal: str, size: int, start: datetime) -> dict | None:
+        return self.store.goal_estimate(goal, size, start)
+
     def model_metrics(self, model: str, kinds: tuple[str, ...], overall_only: bool = True) -> list[dict]:
         t = model_metrics
         q = sa.select(t.c.window_start, t.c.kind, t.c.name, t.c.segment, t.c.method, t.c.value, t.c.threshold,
@@ -210,7 +213,7 @@ def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
             "deadline": goal.deadline.date().isoformat() if goal.deadline else None,
             "week_start": week.date().isoformat(), "value": None, "numerator": None, "denominator": None,
             "ci_low": None, "ci_high": None, "met": None, "status": "no_data", "needed": None,
-            "provisional": False, "prev_value": None, "change": None, "trend": [], "weekly": True,
+            "provisional": False, "estimate": None, "prev_value": None, "change": None, "trend": [], "weekly": True,
             "trajectory": {"status": "unknown", "projected": None, "planned": None, "source": None}}
     size = weekly_size(goal)
     if size is None:
@@ -223,6 +226,9 @@ def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
         card.update({k: row[k] for k in ("value", "numerator", "denominator", "ci_low", "ci_high", "met", "needed")})
         card["provisional"] = bool(row["provisional"])
         card["status"] = row["status"] if row["value"] is not None else "no_data"
+        est = r.goal_estimate(goal.name, size, week) if goal.estimate is not None and row["provisional"] else None
+        if est and est["value"] is not None:  # what the model's scores expect of the week, until it matures
+            card["estimate"] = {k: est[k] for k in ("value", "ci_low", "ci_high", "status")}
     prev = by_start.get(week - WEEK)
     if prev and prev["value"] is not None:
         card["prev_value"] = prev["value"]
@@ -419,6 +425,25 @@ def quality_windows(model: Model, r: Reader) -> list[dict]:
         row.update(metrics.get(w["window_start"], {}))
         out.append(row)
     return out
+
+
+def estimated_quality(model: Model, r: Reader) -> list[dict]:
+    """Per window and metric: the quality estimated from the scores with its 95 % interval, the
+    realized value once the labels matured (None while pending), and the calibration used."""
+    from monitor import conventions as n
+
+    kinds = (n.ESTIMATE_KIND, n.ESTIMATE_CI_LOW_KIND, n.ESTIMATE_CI_HIGH_KIND, "quality")
+    cells: dict[tuple, dict] = {}
+    for m in r.model_metrics(model.name, kinds):
+        if m["name"] not in n.ESTIMATED_METRICS.get(model.task, ()):
+            continue
+        c = cells.setdefault((m["window_start"], m["name"]), {"window_start": m["window_start"], "metric": m["name"]})
+        c[{n.ESTIMATE_KIND: "estimate", n.ESTIMATE_CI_LOW_KIND: "low", n.ESTIMATE_CI_HIGH_KIND: "high",
+           "quality": "realized"}[m["kind"]]] = m["value"]
+        if m["kind"] == n.ESTIMATE_KIND:
+            c["method"] = m["method"]
+    return [{"estimate": None, "low": None, "high": None, "realized": None, "method": None, **c}
+            for _, c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])) if "estimate" in c]
 
 
 def version_changes(model: Model, r: Reader) -> list[dict]:

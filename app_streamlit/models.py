@@ -207,6 +207,21 @@ else:
         if long:
             st.altair_chart(ui.quality_chart(long, {k: (number(f.min) if number(f.min) is not None else number(f.max)) for k, f in floors.items()}),
                             width="stretch")
+    est = data.estimated_quality(model, ctx.reader)
+    if est:
+        st.subheader("Estimated before the labels, realized after")
+        names_ = sorted({c["metric"] for c in est})
+        default = next((k for k in floors if k in names_), names_[0])
+        pick = st.selectbox("metric", names_, index=names_.index(default), key="estimate_metric")
+        cells = [c for c in est if c["metric"] == pick]
+        st.altair_chart(ui.estimate_chart(cells), width="stretch")
+        errors = [abs(c["estimate"] - c["realized"]) for c in cells if c["realized"] is not None][-8:]
+        latest = cells[-1]
+        st.caption(f"Blue: estimated from the scores (band: 95 % interval; calibration `{latest['method']}`), "
+                   "labelled as an estimate until the window's labels mature; green: realized. "
+                   + (f"Mean absolute error of the last {len(errors)} matured estimates: {sum(errors) / len(errors):.4f}."
+                      if errors else "No estimate has matured yet."))
+
     def cell(k, v) -> str:
         if v is None:
             return "–"

@@ -52,6 +52,9 @@ class CachedReader(data.Reader):
     def model_series(self, model):
         return _read(self.url, "model_series", model)
 
+    def goal_estimate(self, goal, size, start):
+        return _read(self.url, "goal_estimate", goal, size, start)
+
     def model_metrics(self, model, kinds, overall_only=True):
         return _read(self.url, "model_metrics", model, tuple(kinds), overall_only)
 
@@ -298,6 +301,13 @@ def card(c: dict, alerts: list[dict], link: bool = True) -> None:
             if c["provisional"]:
                 st.badge("provisional", color="violet", icon=":material/hourglass_top:",
                          help="The window is younger than the goal's maturity: late data can still change it.")
+        if c.get("estimate"):
+            e = c["estimate"]
+            band = (f" (95 %: {review.fmt_value(e['ci_low'], c['unit'])} – {review.fmt_value(e['ci_high'], c['unit'])})"
+                    if e["ci_low"] is not None else "")
+            st.caption(f"Expected from the model's scores: **{review.fmt_value(e['value'], c['unit'])}**{band}, "
+                       f"{review.STATUS_TEXT.get(e['status'], e['status'].replace('_', ' '))}. An estimate until the "
+                       "week matures; then the realized value replaces it.")
         if c["status"] == "insufficient_data" and c.get("needed"):
             st.caption(f"Too few to tell: the 95 % interval holds the target. It would need n ≥ {c['needed']:,} "
                        f"(this week n = {c['denominator'] or 0:,.0f}).")
@@ -455,6 +465,24 @@ def quality_chart(long: list[dict], floors: dict[str, float | None]) -> alt.Laye
     if len(rules):
         layers.append(alt.Chart(rules).mark_rule(strokeDash=[5, 4]).encode(y="floor:Q", color=alt.Color("metric:N", title=None),
                                                                            tooltip=["metric:N", alt.Tooltip("floor:Q", title="floor")]))
+    return alt.layer(*layers).properties(height=220)
+
+
+def estimate_chart(cells: list[dict]) -> alt.LayerChart:
+    """One metric over the windows: the estimate from the scores as a band (its 95 % interval) and a
+    dashed line, the realized value (once the labels matured) as a solid line."""
+    df = _frame(cells)
+    tip = [alt.Tooltip("window_start:T", title="window"), alt.Tooltip("estimate:Q", format=".4f"),
+           alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"),
+           alt.Tooltip("realized:Q", format=".4f"), "method:N"]
+    x = alt.X("window_start:T", title=None)
+    band = alt.Chart(df).mark_area(opacity=0.25, color="#0969da").encode(x=x, y=alt.Y("low:Q", title=df["metric"].iloc[0]),
+                                                                        y2="high:Q", tooltip=tip)
+    est = alt.Chart(df).mark_line(strokeDash=[5, 4], color="#0969da", point=len(df) < 120).encode(x=x, y="estimate:Q", tooltip=tip)
+    layers = [band, est]
+    real = df[df["realized"].notna()]
+    if len(real):
+        layers.append(alt.Chart(real).mark_line(color="#1a7f37", point=len(real) < 120).encode(x=x, y="realized:Q", tooltip=tip))
     return alt.layer(*layers).properties(height=220)
 
 

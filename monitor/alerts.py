@@ -536,17 +536,21 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                         "title": m.name, "value": v, "target": lim_text,
                         "window": f"{win} ending {f.timestamp(qend_sel)}", "review_url": url}
 
-            sq = sel(n.MODEL_QUALITY, model=m.name, metric=metric)
-            out.append(Alert(
-                alert=f"{C}{n.camel(metric)}{word}", kind="quality", group="monitor-models",
-                subject={"model": m.name, "metric": metric},
-                expr=f"{sq} {opq} {limit:g}", for_=timedelta(0), labels=_model_base(m, "quality"), annotations=quality,
-                check=lambda smp, now, metric=metric, limit=limit, bound=bound: (
-                    v if (v := smp.get(n.MODEL_QUALITY, model=m.name, metric=metric)) is not None
-                    and (v < limit if bound == "min" else v > limit) else None),
-                case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", qend_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
-                          value=bad, labels={"model": m.name, "metric": metric},
-                          timestamps={qend_sel: WINDOW_END_AT_FIRING})))
+            def floor_alert(name: str, kind: str, series: str, end: str, annotations, metric=metric, limit=limit,
+                            bound=bound, opq=opq, good=good, bad=bad) -> Alert:
+                """A quality metric (realized or estimated) past its fixed floor or ceiling."""
+                sq = sel(series, model=m.name, metric=metric)
+                return Alert(
+                    alert=name, kind=kind, group="monitor-models", subject={"model": m.name, "metric": metric},
+                    expr=f"{sq} {opq} {limit:g}", for_=timedelta(0), labels=_model_base(m, kind), annotations=annotations,
+                    check=lambda smp, now: (
+                        v if (v := smp.get(series, model=m.name, metric=metric)) is not None
+                        and (v < limit if bound == "min" else v > limit) else None),
+                    case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", end: f"{WINDOW_END_AT_FIRING:.0f}x30"},
+                              value=bad, labels={"model": m.name, "metric": metric},
+                              timestamps={end: WINDOW_END_AT_FIRING}))
+
+            out.append(floor_alert(f"{C}{n.camel(metric)}{word}", "quality", n.MODEL_QUALITY, qend_sel, quality))
 
             if m.labels is None or metric not in n.ESTIMATED_METRICS.get(m.task, ()):
                 continue
@@ -561,18 +565,8 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                         "title": m.name, "value": f"{v} (estimated)", "target": lim_text,
                         "window": f"{win} ending {f.timestamp(end_sel)}", "review_url": url}
 
-            se = sel(n.MODEL_QUALITY_ESTIMATED, model=m.name, metric=metric)
-            out.append(Alert(
-                alert=f"{C}{n.camel(metric)}Estimated{word}", kind="quality_estimated", group="monitor-models",
-                subject={"model": m.name, "metric": metric},
-                expr=f"{se} {opq} {limit:g}", for_=timedelta(0), labels=_model_base(m, "quality_estimated"),
-                annotations=estimated,
-                check=lambda smp, now, metric=metric, limit=limit, bound=bound: (
-                    v if (v := smp.get(n.MODEL_QUALITY_ESTIMATED, model=m.name, metric=metric)) is not None
-                    and (v < limit if bound == "min" else v > limit) else None),
-                case=Case(series={se: f"{good:g}x9 {bad:g}x9 {good:g}x9", end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
-                          value=bad, labels={"model": m.name, "metric": metric},
-                          timestamps={end_sel: WINDOW_END_AT_FIRING})))
+            out.append(floor_alert(f"{C}{n.camel(metric)}Estimated{word}", "quality_estimated",
+                                   n.MODEL_QUALITY_ESTIMATED, end_sel, estimated))
 
     for metric, floor in m.quality.items():
         out += _relative_quality_alerts(m, metric, floor, win, qend_sel, url)

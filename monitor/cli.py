@@ -24,7 +24,7 @@ class UsageError(Exception):
 
 
 class StoreUnusable(Exception):
-    """The results store cannot be reached, created or written (down, missing permissions): exit code 1."""
+    """The results store cannot be reached, created or written (down, missing permissions): exit code 2, as nothing ran."""
 
 
 @contextmanager
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except StoreUnusable as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -316,7 +316,7 @@ def cmd_check(args) -> int:
         report = check(cfg, now=args.now)
     except DatabaseDown as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     for line in report.notes:
         print(line)
     for p in report.warnings:

@@ -257,6 +257,12 @@ def goal_row(d: db.Dashboard, cfg: Config, g: Goal) -> None:
             dm.DynamicConfigValue(id_val="custom.fillBelowTo", value="95 % interval low"),
             dm.DynamicConfigValue(id_val="custom.fillOpacity", value=20)])
         ts.override_by_name("95 % interval low", band)
+    if g.estimate is not None:  # provisional windows: the value estimated from model scores, as a dashed band
+        ts.with_target(prom(sel(n.GOAL_ESTIMATED_VALUE, **m), "estimated (provisional)", "G"))
+        ts.with_target(prom(sel(n.GOAL_ESTIMATED_CI_LOW, **m), "estimate low", "H"))
+        ts.with_target(prom(sel(n.GOAL_ESTIMATED_CI_HIGH, **m), "estimate high", "I"))
+        ts.override_by_name("estimated (provisional)", [fixed_color(ORANGE), dashed()])
+        _band(ts, "estimate low", "estimate high", ORANGE)
     d.with_panel(ts)
 
     d.with_panel(statetimeline.Panel().title("Status, trajectory, maturity").datasource(PROM)
@@ -296,6 +302,15 @@ def goal_row(d: db.Dashboard, cfg: Config, g: Goal) -> None:
                         ORDER BY denominator DESC""", fmt="table")))
 
 
+def _band(ts: timeseries.Panel, low: str, high: str, color: str) -> None:
+    """Fill between two series drawn without lines and kept out of the legend."""
+    hidden = [dm.DynamicConfigValue(id_val="custom.lineWidth", value=0), fixed_color(color),
+              dm.DynamicConfigValue(id_val="custom.hideFrom", value={"legend": True, "tooltip": False, "viz": False})]
+    ts.override_by_name(high, hidden + [dm.DynamicConfigValue(id_val="custom.fillBelowTo", value=low),
+                                        dm.DynamicConfigValue(id_val="custom.fillOpacity", value=20)])
+    ts.override_by_name(low, hidden)
+
+
 def sql_str(text: str) -> str:
     return text.replace("'", "''")
 
@@ -323,6 +338,10 @@ def history_row(d: db.Dashboard, cfg: Config) -> None:
 
 
 # --- Model health -----------------------------------------------------------------------------
+
+def _estimated() -> set[str]:
+    return {k for metrics in n.ESTIMATED_METRICS.values() for k in metrics}
+
 
 def models_dashboard(cfg: Config) -> db.Dashboard:
     d = base("Monitor: model health", "model-health", "One model at a time (the `model` variable): "
@@ -381,10 +400,30 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
     d.with_panel(timeseries.Panel().title("Offline quality").datasource(PROM)
                  .description("Quality of the latest window whose labels are mature (its end older than max_delay), "
                               "and the floors (min) and ceilings (max) it is held to, fixed or learned from the "
-                              "reference's windows.")
+                              "reference's windows; dashed, the estimate of the latest window still waiting for labels.")
                  .span(12).height(8).unit("short").decimals(3)
                  .with_target(prom(sel(n.MODEL_QUALITY, **m), "{{metric}}", "A"))
-                 .with_target(prom(sel(n.MODEL_QUALITY_THRESHOLD, **m), "{{metric}} {{bound}}", "B")))
+                 .with_target(prom(sel(n.MODEL_QUALITY_THRESHOLD, **m), "{{metric}} {{bound}}", "B"))
+                 .with_target(prom(sel(n.MODEL_QUALITY_ESTIMATED, **m), "{{metric}} (estimated, labels pending)", "C"))
+                 .override_by_regexp(".*labels pending.*", [dashed()]))
+    est = (timeseries.Panel().title("Estimated quality before the labels (band) and realized (line)").datasource(PROM)
+           .description("While a window's labels are not mature, its quality is estimated from the scores (calibrated "
+                        "on the reference's labels; see the README, Before the labels arrive): the dashed line and "
+                        "its 95 % band. Once the labels mature, the realized value (solid) replaces it.")
+           .span(12).height(8).unit("short").decimals(3)
+           .with_target(prom(sel(n.MODEL_QUALITY, metric="~" + "|".join(sorted(_estimated())), **m), "{{metric}}", "A"))
+           .with_target(prom(sel(n.MODEL_QUALITY_ESTIMATED, **m), "{{metric}} estimated", "B"))
+           .with_target(prom(sel(n.MODEL_QUALITY_ESTIMATED_CI_LOW, **m), "{{metric}} estimated low", "C"))
+           .with_target(prom(sel(n.MODEL_QUALITY_ESTIMATED_CI_HIGH, **m), "{{metric}} estimated high", "D"))
+           .override_by_regexp(".* estimated$", [dashed()]))
+    for metric in sorted(_estimated()):
+        _band(est, f"{metric} estimated low", f"{metric} estimated high", BLUE)
+    d.with_panel(est)
+    d.with_panel(_bars().title("Estimation error (mean absolute, latest 8 matured windows)").datasource(PROM)
+                 .description("How far the estimates were from the realized values once labels matured: how far "
+                              "to trust the current estimate.")
+                 .span(12).height(8).unit("short").decimals(4).min(0)
+                 .with_target(prom(sel(n.MODEL_ESTIMATION_ERROR, **m), "{{metric}}")))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)
                  .description("Windows whose labels have not matured yet: their quality is pending, never partial.")
                  .span(4).height(4).unit("none").thresholds(thresholds((None, GREEN), (1, BLUE)))

@@ -114,6 +114,22 @@ def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime, 
     return tasks
 
 
+def _unsettled_trajectory(store: Store, goal: Goal, now: datetime) -> None:
+    """Every window still provisional (outcomes not mature): the trajectory is unknown, the plan is not."""
+    from .smart import meets, planned
+
+    latest = store.goal_series(goal.name, int(goal.window.total_seconds()))[-1:]
+    if not latest:
+        return
+    end, plan = latest[0]["window_end"], None
+    if goal.baseline and goal.deadline:
+        b = goal.baseline
+        plan = goal.target if meets(b.value, goal.target, goal.direction) else planned(
+            b.value, b.at, goal.target, goal.deadline, end)
+    store.save_trajectory(goal.name, end, now, current=None, planned=plan, slope_per_day=None, projected=None,
+                          status="unknown", points=0)
+
+
 def update_trajectory(store: Store, goal: Goal, now: datetime, hold: Hold | None = None) -> None:
     """Fit the goal's weekly (else daily) values and store its trajectory."""
     from .smart import trajectory
@@ -125,6 +141,7 @@ def update_trajectory(store: Store, goal: Goal, now: datetime, hold: Hold | None
     if len(series) < 3:
         series = settled(goal.window)
     if not series:
+        _unsettled_trajectory(store, goal, now)
         return
     points = [(r["window_end"], r["value"]) for r in series]
     # the latest window had no rows at all (an outage): the goal is not on track whatever its trend says

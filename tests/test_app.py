@@ -1,5 +1,6 @@
 """The review app under Streamlit's AppTest: every page, every state (results, none, database down,
 bad config, password, OIDC), the review stored and closed, and what it exports."""
+import json
 import shutil
 import sys
 import textwrap
@@ -115,6 +116,9 @@ def _models(store: Store) -> None:
         metrics.append({"kind": "source", "name": "newest_row_timestamp", "value": (ws + timedelta(hours=23)).timestamp()})
         if judged and day != 5:
             metrics += [{"kind": "quality", "name": "roc_auc", "value": 0.93}, {"kind": "quality", "name": "recall", "value": 0.8}]
+        if day != 5:  # estimated from the scores, as every valid window of a labelled model
+            metrics += [{"kind": k, "name": "roc_auc", "method": "none", "value": v} for k, v in
+                        (("quality_estimated", 0.92), ("quality_estimated_ci_low", 0.9), ("quality_estimated_ci_high", 0.94))]
         status = ("invalid" if day == 5 else "ok") if judged else "pending"
         store.save_model_window(ModelWindow("clf", ws, ws + timedelta(days=1), 400, 2 / 3 if breach else 0.0, breach,
                                             status, 0.97 if judged else 0.4, metrics), NOW)
@@ -801,3 +805,17 @@ def test_the_heatmap_leaves_zero_cells_white_and_the_quality_floor_is_marked(app
     label = next(k for k in metrics if k.startswith("Dataset drift, latest window"))
     assert metrics[label] == ("drifted" if latest["dataset_drift"] else "no drift")
     assert metrics[next(k for k in metrics if k.startswith("Dataset drift in 2026-W12"))] == "7 of 7 windows"
+
+
+def test_models_page_draws_the_estimate_band_beside_the_realized_quality(app_env):
+    """Pending windows carry an estimate (band and dashed line), matured ones also their realized
+    value; the caption says it is an estimate and how far past estimates were."""
+    at = _models_page(week=W3.date().isoformat())
+    body = texts(at)
+    assert "Estimated before the labels, realized after" in body
+    assert "labelled as an estimate until the window's labels mature" in body
+    assert "Mean absolute error of the last" in body
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    marks = [layer.get("mark", {}).get("type") if isinstance(layer.get("mark"), dict) else layer.get("mark")
+             for c in charts for layer in c.get("layer", [])]
+    assert "area" in marks

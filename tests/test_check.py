@@ -121,7 +121,7 @@ def test_check_tries_the_results_store_and_says_so_in_one_line(tmp_path, db_url,
     path = write_config(tmp_path, db_url, extra="results_url: postgresql+psycopg2://nobody@127.0.0.1:1/none\n")
     code = main(["check", "--config", path, "--now", "2026-09-02"])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and "results_url: cannot connect" in err
 
 

@@ -8,7 +8,9 @@ without them, show a large estimation error once its labels mature.
 """
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -449,3 +451,31 @@ def test_no_estimate_from_scores_out_of_range(db_url, tmp_path):
     assert not rows_of(result, names.ESTIMATE_KIND)
     fine, _ = modeljobs.compute(eng, store, model(), day(REF_DAYS + 2), utc(REF_DAYS + 5))
     assert rows_of(fine, names.ESTIMATE_KIND)
+
+
+def test_goal_card_shows_the_expected_value_of_a_provisional_week(tmp_path):
+    """A provisional week with an estimate: the review app's card carries it; a mature week does not."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from app_streamlit import data
+
+    from monitor.config import parse_config
+    from monitor.store import GoalWindow
+
+    (tmp_path / "rate.sql").write_text(GOAL_SQL)
+    (tmp_path / "rate_estimate.sql").write_text(ESTIMATE_SQL)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = parse_config({"database_url": url, "goals": [{
+        "name": "bad_rate", "sql": "rate.sql", "estimate": {"sql": "rate_estimate.sql"}, "direction": "at_most",
+        "target": 0.02, "window": "1d", "start": utc(0).isoformat(), "maturity": "30d"}]}, tmp_path / "monitor.yaml")
+    store = Store(url)
+    store.migrate()
+    est = {"value": 0.018, "numerator": 18.0, "denominator": 1000.0, "variance": 17.0, "ci_low": 0.01,
+           "ci_high": 0.026, "status": "insufficient_data", "realized": None, "error": None}
+    for week, provisional in ((utc(0), False), (utc(7), True)):
+        store.save_goal_window(GoalWindow("bad_rate", 7 * 86400, week, week + 7 * DAY, 0.001, 1.0, 1000.0,
+                                          status="met", provisional=provisional, estimate=est), utc(20))
+    g = cfg.goal("bad_rate")
+    card = data.goal_card(cfg, data.Reader(url), g, utc(7))
+    assert card["provisional"] and card["estimate"] == {"value": 0.018, "ci_low": 0.01, "ci_high": 0.026,
+                                                        "status": "insufficient_data"}
+    assert data.goal_card(cfg, data.Reader(url), g, utc(0))["estimate"] is None

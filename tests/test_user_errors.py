@@ -26,12 +26,12 @@ def _one_line(err: str) -> str:
 
 @pytest.mark.parametrize("results", sorted(DEAD_RESULTS))
 @pytest.mark.parametrize("command", ["run-once", "backfill", "metrics", "check"])
-def test_an_unusable_results_store_is_one_line_and_exit_1(tmp_path, db_url, capsys, results, command):
+def test_an_unusable_results_store_is_one_line_and_exit_2(tmp_path, db_url, capsys, results, command):
     make_events(db_url, days=2)
     path = write_config(tmp_path, db_url, extra=f"results_url: {DEAD_RESULTS[results]}\n")
     args = {"run-once": ["run-once", "--now", "2026-09-02"], "backfill": ["backfill", "--from", "2026-09-01", "--to", "2026-09-02"],
             "metrics": ["metrics"], "check": ["check", "--now", "2026-09-02"]}[command]
-    assert main([*args, "--config", path]) == 1
+    assert main([*args, "--config", path]) == 2
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("error: ") and ("results_url" in line or "results store" in line)
 
@@ -46,12 +46,12 @@ def role(pg_cluster, pg_url):
     return name, pg_cluster.url(db, user=name)
 
 
-def test_a_results_store_the_role_cannot_write_is_one_line_and_exit_1(tmp_path, pg_url, pg_cluster, role, capsys):
+def test_a_results_store_the_role_cannot_write_is_one_line_and_exit_2(tmp_path, pg_url, pg_cluster, role, capsys):
     make_events(pg_url, days=2)
     name, url = role
     pg_cluster.psql(f"GRANT SELECT ON events TO {name}", db=sa.engine.make_url(pg_url).database)
     path = write_config(tmp_path, url)  # results go to the source database, where this role may not create tables
-    assert main(["run-once", "--config", path, "--now", "2026-09-02"]) == 1
+    assert main(["run-once", "--config", path, "--now", "2026-09-02"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "database_url (results_url is empty" in line and "permission denied" in line
 
