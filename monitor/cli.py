@@ -145,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
                                    "timestamp column, warns on id-like categorical features and on goal SQL that never "
                                    "uses the window parameters, runs each goal's SQL read-only on its latest due window "
                                    "and checks what it returns; tries results_url. Exit 0: ok (warnings allowed), "
-                                   "1: a database cannot be reached, 2: the config or a SQL file is wrong.")
+                                   "2: the config or a SQL file is wrong, or a database cannot be reached.")
     _config_arg(p)
     p.add_argument("--now", type=_timestamp, help="pin the clock: the latest due window is the one before it")
 
