@@ -204,7 +204,7 @@ def test_a_database_that_is_down_fails_the_jobs_with_a_clear_message(tmp_path, c
     assert main(["run-once", "--config", cfg_path, "--now", "2026-09-03"]) == 1
     err = capsys.readouterr().err
     assert "connection" in err.lower() and "Traceback" not in err
-    assert main(["check", "--config", cfg_path]) == 1
+    assert main(["check", "--config", cfg_path]) == 2  # check itself cannot run: like a usage error
     assert "cannot connect" in capsys.readouterr().err
 
 
