@@ -112,6 +112,13 @@ def _quality_text(r: dict) -> str:
     return q or r["quality_status"]
 
 
+def _print_aligned(lines: list[tuple], out) -> None:
+    """Rows as columns padded to their widest cell."""
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
+
+
 def print_model_table(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
     head = ("model", "computed", "latest window", "rows", "drifted features", "quality", "data checks")
@@ -126,9 +133,7 @@ def print_model_table(rows: list[dict], out=None) -> None:
         checks = ("failing: " + ", ".join(r["data_checks_failed"])) if r["data_checks_failed"] else "-"
         lines.append((r["model"], str(r["computed"]), window, "-" if r["rows"] is None else f"{r['rows']:,}",
                       drifted, _quality_text(r), checks))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    for line in lines:
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
+    _print_aligned(lines, out)
 
 
 def print_goal_table(rows: list[dict], out=None) -> None:
@@ -144,9 +149,7 @@ def print_goal_table(rows: list[dict], out=None) -> None:
         sign = "≤" if r["direction"] == "at_most" else "≥"
         lines.append((r["goal"], window, fmt_value(r["value"], r["unit"]), f"{sign} {fmt_value(r['target'], r['unit'])}",
                       status, r["trajectory"], fmt_value(r["projected"], r["unit"])))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    for line in lines:
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
+    _print_aligned(lines, out)
 
 
 def print_failures(report) -> None:

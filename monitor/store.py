@@ -461,7 +461,9 @@ class Store:
 
     def goal_series(self, goal: str, size_seconds: int | None = None) -> list[dict]:
         """Every stored window of a goal, oldest first."""
-        t = goal_results
+        return self._goal_rows(goal_results, goal, size_seconds)
+
+    def _goal_rows(self, t: sa.Table, goal: str, size_seconds: int | None) -> list[dict]:
         q = sa.select(t).where(t.c.goal == goal)
         if size_seconds is not None:
             q = q.where(t.c.size_seconds == size_seconds)
@@ -480,12 +482,7 @@ class Store:
 
     def goal_estimates(self, goal: str, size_seconds: int | None = None) -> list[dict]:
         """Every stored estimate of a goal, oldest first."""
-        t = goal_estimates
-        q = sa.select(t).where(t.c.goal == goal)
-        if size_seconds is not None:
-            q = q.where(t.c.size_seconds == size_seconds)
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.size_seconds, t.c.window_start))]
+        return self._goal_rows(goal_estimates, goal, size_seconds)
 
     def goal_estimate(self, goal: str, size_seconds: int, window_start: datetime) -> dict | None:
         t = goal_estimates
