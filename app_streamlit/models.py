@@ -214,11 +214,12 @@ else:
         default = next((k for k in floors if k in names_), names_[0])
         pick = st.selectbox("metric", names_, index=names_.index(default), key="estimate_metric")
         cells = [c for c in est if c["metric"] == pick]
-        st.altair_chart(ui.estimate_chart(cells), width="stretch")
+        st.altair_chart(ui.estimate_chart(cells, versions=marks), width="stretch")
         errors = [abs(c["estimate"] - c["realized"]) for c in cells if c["realized"] is not None][-8:]
         latest = cells[-1]
         st.caption(f"Blue: estimated from the scores (band: 95 % interval; calibration `{latest['method']}`), "
                    "labelled as an estimate until the window's labels mature; green: realized. "
+                   + ("Dotted: where a new model version starts. " if marks else "")
                    + (f"Mean absolute error of the last {len(errors)} matured estimates: {sum(errors) / len(errors):.4f}."
                       if errors else "No estimate has matured yet."))
 

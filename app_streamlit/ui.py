@@ -440,13 +440,18 @@ def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | No
     layers = [alt.Chart(df).mark_line(point=len(df) < 60).encode(**enc)]
     if rule is not None:
         layers.append(alt.Chart(pd.DataFrame({"r": [rule]})).mark_rule(color="#cf222e", strokeDash=[5, 4]).encode(y="r:Q"))
-    if versions:
-        marks = _frame(versions)
-        layers.append(alt.Chart(marks).mark_rule(color="#bc4c00", strokeDash=[2, 2]).encode(
-            x="window_start:T", tooltip=[alt.Tooltip("window_start:T", title="from"), alt.Tooltip("version:N", title="version")]))
-        layers.append(alt.Chart(marks).mark_text(align="left", dx=3, dy=-4, color="#bc4c00", fontSize=10).encode(
-            x="window_start:T", y=alt.value(0), text="label:N"))
-    return alt.layer(*layers).properties(height=height)
+    return alt.layer(*layers, *version_marks(versions)).properties(height=height)
+
+
+def version_marks(versions: list[dict] | None) -> list[alt.Chart]:
+    """Layers that mark where a new model version starts ({window_start, version, label}): a dotted rule and its label."""
+    if not versions:
+        return []
+    marks = _frame(versions)
+    return [alt.Chart(marks).mark_rule(color="#bc4c00", strokeDash=[2, 2]).encode(
+                x="window_start:T", tooltip=[alt.Tooltip("window_start:T", title="from"), alt.Tooltip("version:N", title="version")]),
+            alt.Chart(marks).mark_text(align="left", dx=3, dy=-4, color="#bc4c00", fontSize=10).encode(
+                x="window_start:T", y=alt.value(0), text="label:N")]
 
 
 def quality_chart(long: list[dict], floors: dict[str, float | None]) -> alt.LayerChart:
@@ -469,9 +474,9 @@ def quality_chart(long: list[dict], floors: dict[str, float | None]) -> alt.Laye
     return alt.layer(*layers).properties(height=220)
 
 
-def estimate_chart(cells: list[dict]) -> alt.LayerChart:
+def estimate_chart(cells: list[dict], versions: list[dict] | None = None) -> alt.LayerChart:
     """One metric over the windows: the estimate from the scores as a band (its 95 % interval) and a
-    dashed line, the realized value (once the labels matured) as a solid line."""
+    dashed line, the realized value (once the labels matured) as a solid line; `versions` as in `line`."""
     df = _frame(cells)
     tip = [alt.Tooltip("window_start:T", title="window"), alt.Tooltip("estimate:Q", format=".4f"),
            alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"),
@@ -484,7 +489,8 @@ def estimate_chart(cells: list[dict]) -> alt.LayerChart:
     real = df[df["realized"].notna()]
     if len(real):
         layers.append(alt.Chart(real).mark_line(color="#1a7f37", point=len(real) < 120).encode(x=x, y="realized:Q", tooltip=tip))
-    return alt.layer(*layers).properties(height=220)
+    first, last = cells[0]["window_start"], cells[-1]["window_start"]  # a version older than the estimates stretches no axis
+    return alt.layer(*layers, *version_marks([v for v in versions or () if first <= v["window_start"] <= last])).properties(height=220)
 
 
 def now() -> datetime:
