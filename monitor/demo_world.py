@@ -716,12 +716,22 @@ def manifest(*, seed: int = 7, days: int = 56, scale: float = 1.0, as_of: dateti
                 "new_categories": {"sender_country": ["ID", "VN"]},
                 "prediction_drift": True,
                 "dataset_drift": False,
-                "quality": {"recall": "below 0.90 on campaign days (about 0.8)", "roc_auc": "stays above 0.95"},
+                "quality": {"recall": "below its learned floor (about 0.94) on campaign days (about 0.8)",
+                            "roc_auc": "stays above 0.95"},
                 "elsewhere": "no feature and no prediction drift against the reference on any other day",
             },
             "description": ("Campaign messages carry many links (3 + Poisson(2.5)) and come from "
                             "countries never seen before; sender age, text length and client follow "
                             "ordinary mail, so they do not drift."),
+        })
+        episodes.append({
+            "name": "spam_campaign", "kind": "quality_floor", "subject": "spam_classifier",
+            "subject_type": "model", "start": camp[0], "end": camp[1],
+            "expected": {"below_floor": ["recall"],
+                         "elsewhere": "every other judged window at or above its floors"},
+            "description": ("The campaign's messages slip past the classifier: its recall (about 0.98 on the "
+                            "reference's days, sd about 0.014) falls to about 0.8, below the floor learned from "
+                            "the reference (their mean minus 3 standard deviations, about 0.94), on these days only."),
         })
     policy = clip(POLICY_DAY, days)
     if policy:
@@ -902,7 +912,7 @@ models:
       max_delay: 2d                      # reports, moderation and the nightly review
     reference: {ref}
     drift: {{method: auto, threshold: null, dataset_share: 0.5, alert_features: [links_count]}}
-    quality: {{roc_auc: {{min: 0.95}}, recall: {{min: 0.90}}}}
+    quality: {{roc_auc: {{min: 0.95}}, recall: {{min: {{sd: 3}}}}}}   # recall: learned from the reference's days
     segments: [client]
     recompute: 3
     owner: trust-and-safety-ml
