@@ -65,6 +65,9 @@ JOB_LAST_STATUS = f"{PREFIX}_job_last_run_ok"
 
 TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
 STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2, "no_data": 3}
+# How a goal's status and trajectory read in words: the app, the review export and the dashboards.
+STATUS_TEXT = {"met": "met", "missed": "missed", "insufficient_data": "insufficient data", "no_data": "no data"}
+TRAJECTORY_TEXT = {"on_track": "on track", "at_risk": "at risk", "off_track": "off track", "unknown": "unknown"}
 # Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
 DATA_CHECK_KIND = "data_check"
 DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",

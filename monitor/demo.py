@@ -27,21 +27,15 @@ def _review_rows(url: str) -> dict[str, list[dict]]:
     """The review tables' rows (notes, decisions, actions, closed weeks) of an earlier demo, if any."""
     import sqlalchemy as sa
 
-    from .store import review_items, review_weeks
+    from .store import Store
 
-    engine = sa.create_engine(url)
+    store = Store(url)
     try:
-        insp = sa.inspect(engine)
-        out = {}
-        with engine.connect() as conn:
-            for t in (review_items, review_weeks):
-                if insp.has_table(t.name):
-                    out[t.name] = [dict(r._mapping) for r in conn.execute(sa.select(t))]
-        return out
+        return store.review_rows()
     except sa.exc.SQLAlchemyError:
         return {}
     finally:
-        engine.dispose()
+        store.engine.dispose()
 
 
 def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0, database_url: str | None = None,
@@ -55,7 +49,7 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
     from .durations import utcnow
     from .jobs import run_cycle
     from .report import goal_table, model_table, print_failures, print_goal_table, print_model_table
-    from .store import Store, metadata
+    from .store import Store
 
     t0 = time.perf_counter()
     folder = folder.resolve()
@@ -84,9 +78,7 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
     cfg = load_config(config_path)
     store = Store(cfg.store_url)
     if database_url:  # a fresh world: results of an earlier demo in the same database would not match it
-        metadata.drop_all(store.engine)
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS monitor_alembic_version")
+        store.drop_all()
     n_kept = _restore_review(store, kept)
     print(f"Computing every window up to {now:%Y-%m-%d} ...", flush=True)
     report = run_cycle(cfg, now, store=store, progress=True)
@@ -127,12 +119,7 @@ def _restore_review(store, kept: dict[str, list[dict]]) -> str:
     items, weeks = kept.get(review_items.name, []), kept.get(review_weeks.name, [])
     if not items and not weeks:
         return ""
-    store.migrate()
-    with store.engine.begin() as conn:
-        for t, rows in ((review_items, items), (review_weeks, weeks)):
-            cols = set(t.c.keys())
-            if rows:
-                conn.execute(t.insert(), [{k: v for k, v in r.items() if k in cols} for r in rows])
+    store.restore_review_rows(kept)
     parts = [f"{len(items)} note{'s' if len(items) != 1 else ''}, decisions and actions" if items else "",
              f"{len(weeks)} closed week{'s' if len(weeks) != 1 else ''}" if weeks else ""]
     return " and ".join(p for p in parts if p)

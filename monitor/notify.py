@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 
-import sqlalchemy as sa
-
 from . import alerts as al
 from .config import Config, Notify
 from .exporter import ResultsCollector
 from .spec import Samples
-from .store import Store, notify_state
+from .store import Store
 
 log = logging.getLogger("monitor.notify")
 
@@ -90,15 +88,11 @@ def channel_id(ch: Notify, index: int) -> str:
 # --- state ------------------------------------------------------------------------------------
 
 def load_state(store: Store) -> dict[str, dict]:
-    with store.engine.connect() as conn:
-        return {r.key: dict(r._mapping) for r in conn.execute(sa.select(notify_state))}
+    return store.notify_state()
 
 
 def save_state(store: Store, key: str, state: str, at: datetime, detail: str | None = None) -> None:
-    t = notify_state
-    with store.engine.begin() as conn:
-        conn.execute(t.delete().where(t.c.key == key))
-        conn.execute(t.insert().values(key=key[:300], state=state, changed_at=at, detail=detail))
+    store.save_notify_state(key, state, at, detail)
 
 
 def evaluate(cfg: Config, store: Store, now: datetime, state: dict[str, dict]) -> list[tuple[al.Alert, str, float | None, Samples]]:

@@ -116,3 +116,49 @@ def test_the_model_page_shows_the_registered_version_the_split_by_version_and_ma
     split = at.dataframe[0].value
     assert list(split["window"]) == ["2026-03-05 00:00", "2026-03-05 00:00"]  # the rollout day, both versions
     assert sorted(split["version"]) == ["1", "2"] and sorted(split["roc_auc"]) == pytest.approx([0.85, 0.9])
+
+
+def test_the_estimated_quality_chart_marks_where_the_version_changes(tmp_path, monkeypatch):
+    """The model page's estimated/realized chart carries the version marks the other model charts have:
+    a rule at the first window of version 2, labelled v2."""
+    import json
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+
+    import pyarrow as pa
+    from streamlit.testing.v1 import AppTest
+
+    from app_streamlit import ui
+    from monitor.store import ModelWindow, Store
+
+    start = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    results = f"sqlite:///{tmp_path / 'results.db'}"
+    (tmp_path / "monitor.yaml").write_text(
+        f"database_url: sqlite:///{tmp_path / 'src.db'}\nresults_url: {results}\nmodels:\n"
+        "  - {name: clf, task: binary_classification, start: 2026-03-02,\n"
+        "     source: {table: t, id: id, timestamp: ts, score: s},\n"
+        "     labels: {table: l, id: id, label: y},\n"
+        "     mlflow: {tracking_uri: 'http://127.0.0.1:5000', name: clf-registry}}\n")
+    store = Store(results)
+    store.migrate()
+    for d in range(6):
+        ws = start + timedelta(days=d)
+        metrics = [{"kind": "quality", "name": "roc_auc", "value": 0.9},
+                   {"kind": "quality_estimated", "name": "roc_auc", "value": 0.88, "method": "isotonic"},
+                   {"kind": "quality_estimated_ci_low", "name": "roc_auc", "value": 0.85},
+                   {"kind": "quality_estimated_ci_high", "name": "roc_auc", "value": 0.91},
+                   {"kind": "version", "name": "version", "method": "r" * 32, "value": 1.0 if d < 3 else 2.0}]
+        store.save_model_window(ModelWindow("clf", ws, ws + timedelta(days=1), 100, 0.0, False, "ok", 1.0, metrics), ws)
+    store.engine.dispose()
+    monkeypatch.setenv("MONITOR_CONFIG", str(tmp_path / "monitor.yaml"))
+    ui._read.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"), default_timeout=30).run()
+    at = at.switch_page("models.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    charts = [c.proto for c in at.get("vega_lite_chart")]
+    (chart,) = [c for c in charts if any(layer.get("mark", {}).get("type") == "area" for layer in json.loads(c.spec)["layer"])]
+    marks = [layer["mark"]["type"] for layer in json.loads(chart.spec)["layer"] if layer["mark"].get("color") == "#bc4c00"]
+    assert marks == ["rule", "text"]
+    rows = [r for d in chart.datasets for r in pa.ipc.open_stream(d.data.data).read_all().to_pylist() if "version" in r]
+    assert [(r["window_start"].date().isoformat(), r["version"], r["label"]) for r in rows] == [("2026-03-05", "2", "v2")]
+    assert "Dotted: where a new model version starts." in "\n".join(c.value for c in at.caption)
