@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures.alerting_world import FIXTURE, config, write_config
-from test_check import NOW, WINDOWED, _check, _with_goal
+from test_check import WINDOWED, _check, _with_goal
 from test_goal_jobs import make_events
 
 from monitor import alerts, spec
