@@ -454,7 +454,7 @@ def registered(model: Model, r: Reader) -> dict | None:
 
 
 def class_quality(model: Model, r: Reader) -> dict | None:
-    """A multiclass model's latest judged window: per-class quality rows and the confusion matrix cells."""
+    """A classifier's latest judged window: per-class quality rows (multiclass) and the confusion matrix cells."""
     judged = [w for w in r.model_series(model.name) if w["quality_status"] == "ok"]
     if not judged:
         return None

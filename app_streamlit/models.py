@@ -263,6 +263,13 @@ if model.task == "multiclass_classification" and model.labels is not None:
         st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
     else:
         st.caption("No window of this model is judged yet.")
+elif model.task == "binary_classification" and model.labels is not None:
+    per = data.class_quality(model, ctx.reader)
+    if per and per["confusion"]:
+        st.subheader("Confusion matrix")
+        st.caption(f"The latest judged window, from {per['window_start']:%Y-%m-%d %H:%M}: labelled predictions by "
+                   "true class (1 positive) and decision; accuracy and specificity above follow from it.")
+        st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
 
 # --- Evidently ---
 st.header("Evidently report")

@@ -45,6 +45,7 @@ MODEL_QUALITY_ESTIMATED_CI_LOW = f"{PREFIX}_model_quality_estimated_ci_low"
 MODEL_QUALITY_ESTIMATED_CI_HIGH = f"{PREFIX}_model_quality_estimated_ci_high"
 MODEL_ESTIMATION_ERROR = f"{PREFIX}_model_estimation_error"
 MODEL_CLASS_QUALITY = f"{PREFIX}_model_class_quality"
+MODEL_CONFUSION = f"{PREFIX}_model_confusion"  # {model, actual, predicted}: rows in a cell of the confusion matrix
 MODEL_QUALITY_THRESHOLD = f"{PREFIX}_model_quality_threshold"
 MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
 MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
@@ -72,6 +73,9 @@ TRAJECTORY_TEXT = {"on_track": "on track", "at_risk": "at risk", "off_track": "o
 DATA_CHECK_KIND = "data_check"
 DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",
                "non_finite")
+# The confusion matrix of a classifier's window: monitor_model_metrics rows (kind CONFUSION_KIND,
+# name "<actual>|<predicted>", segment ""), value = labelled predictions in that cell.
+CONFUSION_KIND = "confusion"
 # Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
 FRESHNESS_KIND = "source"
 FRESHNESS_NAME = "newest_row_timestamp"

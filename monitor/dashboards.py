@@ -29,6 +29,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from . import conventions as n
 from .config import Config, Goal
@@ -420,6 +421,18 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                               "to trust the current estimate.")
                  .span(12).height(8).unit("short").decimals(4).min(0)
                  .with_target(prom(sel(n.MODEL_ESTIMATION_ERROR, **m), "{{metric}}")))
+    d.with_panel(timeseries.Panel().title("Quality per class (multiclass models)").datasource(PROM)
+                 .description("Precision, recall and F1 of each class in the latest judged window (the "
+                              "max_segments classes with the most labels); empty for other models.")
+                 .span(12).height(8).unit("short").decimals(3).min(0).max(1)
+                 .with_target(prom(sel(n.MODEL_CLASS_QUALITY, metric="~precision|recall|f1", **m), "{{class}} {{metric}}")))
+    d.with_panel(table.Panel().title("Confusion matrix (latest judged window)").datasource(PROM)
+                 .description("Labelled predictions of the latest window whose labels are mature: true class down, "
+                              "predicted class across (binary: 1 is the positive class; multiclass: classes past "
+                              "max_segments pooled as other).").span(12).height(8).unit("short")
+                 .with_target(prom(sel(n.MODEL_CONFUSION, **m), "", instant=True).format(PromQueryFormat.TABLE))
+                 .with_transformation(dm.DataTransformerConfig(id_val="groupingToMatrix", options={
+                     "rowField": "actual", "columnField": "predicted", "valueField": "Value"})))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)
                  .description("Windows whose labels have not matured yet: their quality is pending, never partial.")
                  .span(4).height(4).unit("none").thresholds(thresholds((None, GREEN), (1, BLUE)))

@@ -205,6 +205,9 @@ class ResultsCollector:
         klass = GaugeMetricFamily(n.MODEL_CLASS_QUALITY, "Per-class quality of a multiclass model in the latest window "
                                   "whose labels are mature (classes beyond max_segments are left out).",
                                   labels=["model", "class", "metric"])
+        cm = GaugeMetricFamily(n.MODEL_CONFUSION, "Labelled predictions of the latest window whose labels are mature, "
+                               "by true (actual) and predicted class; classes beyond max_segments pooled as other.",
+                               labels=["model", "actual", "predicted"])
         mv_score = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_SCORE, "Mean PCA reconstruction error of the numeric features "
                                      "in the latest window (standardised by the reference).", labels=["model"])
         mv_detected = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_DETECTED, "1 when the reconstruction error crosses its threshold.",
@@ -283,8 +286,11 @@ class ResultsCollector:
                 qend.add_metric([m.name], _ts(judged["window_end"]))
                 if judged["label_coverage"] is not None:
                     coverage.add_metric([m.name], judged["label_coverage"])
-                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality", "quality_threshold")):
-                    if r["kind"] == "quality_threshold":  # the floor (min) or ceiling (max), fixed or learned
+                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality", "quality_threshold", n.CONFUSION_KIND)):
+                    if r["kind"] == n.CONFUSION_KIND:
+                        actual, _, predicted = r["name"].partition("|")
+                        cm.add_metric([m.name, actual, predicted], _num(r["value"]))
+                    elif r["kind"] == "quality_threshold":  # the floor (min) or ceiling (max), fixed or learned
                         quality_thr.add_metric([m.name, r["name"], r["segment"]], _num(r["value"]))
                     elif not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
@@ -299,7 +305,7 @@ class ResultsCollector:
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
         yield from (score, detected, feature_thr, share, share_thr, pred, pred_detected, online, quality, quality_thr,
-                    klass, mv_score, mv_detected, mv_thr, coverage, pending, end, qend, info,
+                    klass, cm, mv_score, mv_detected, mv_thr, coverage, pending, end, qend, info,
                     est, est_lo, est_hi, est_err, checks, newest, volume, version, validation)
 
     def _version(self, m, version, validation):

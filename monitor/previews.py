@@ -199,12 +199,29 @@ def panel_series(panel: dict, prom: Backfilled, store_engine, values: dict[str, 
     """[{name, points: [(t, v)]}] for a Prometheus panel; [{name, rows}] tables for SQL panels."""
     out = []
     for t in panel.get("targets", []):
-        if "expr" in t:
+        if "expr" in t and t.get("format") == "table":
+            out.append({"name": "table", "table": prom_table(panel, prom.range(expand(t["expr"], values), start, end))})
+        elif "expr" in t:
             for s in prom.range(expand(t["expr"], values), start, end):
                 out.append({"name": legend(t.get("legendFormat", ""), s["metric"]), "points": s["points"]})
         elif "rawSql" in t:
             out += sql_series(t, store_engine, values, start, end)
     return out
+
+
+def prom_table(panel: dict, series: list[dict]):
+    """A Prometheus table target at the end of the range: each series' labels and last value, turned
+    into a matrix as the panel's `groupingToMatrix` transformation does."""
+    import pandas as pd
+
+    df = pd.DataFrame([{**{k: v for k, v in s["metric"].items() if k not in ("job", "instance", "__name__")},
+                        "Value": s["points"][-1][1]} for s in series if s["points"]])
+    for tr in panel.get("transformations", []):
+        if tr["id"] == "groupingToMatrix" and not df.empty:
+            o = tr["options"]
+            df = (df.pivot_table(index=o["rowField"], columns=o["columnField"], values=o["valueField"], aggfunc="last")
+                  .reset_index().rename_axis(columns=None))
+    return df
 
 
 def sql_series(t: dict, engine, values: dict[str, str], start: float, end: float) -> list[dict]:
