@@ -90,6 +90,26 @@ ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "n
 ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 
 
+# How Prometheus reaches the monitor: the scrape job's name (also the Pushgateway group of
+# `run-once --push`), the port `monitor serve` listens on, and its address in docker-compose.
+SCRAPE_JOB = "monitor"
+PORT = 9108
+SCRAPE_TARGET = f"monitor:{PORT}"
+
+
+def sel(metric: str, /, **labels: str) -> str:
+    """A PromQL selector, `metric{a="x",b="y"}`; a value starting with `~` is a regex match, with `!` a negative one."""
+    parts = []
+    for k, v in labels.items():
+        op = "="
+        if v.startswith("~"):
+            op, v = "=~", v[1:]
+        elif v.startswith("!"):
+            op, v = "!=", v[1:]
+        parts.append(f'{k}{op}"{v}"')
+    return metric + ("{" + ",".join(parts) + "}" if parts else "")
+
+
 def goal_job(name: str) -> str:
     return f"goal:{name}"
 
