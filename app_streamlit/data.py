@@ -8,9 +8,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from monitor import formatting
+from monitor import formatting, spec
 from monitor.config import Config, Goal, Model
-from monitor.goals import strip_comments
 from monitor.smart import planned
 from monitor.versions import version_text
 from monitor.store import Store
@@ -134,34 +133,9 @@ class Link:
     reason: str
 
 
-def _owners_match(a: str, b: str) -> bool:
-    a, b = a.strip().lower(), b.strip().lower()
-    if not a or not b:
-        return False
-    short, long_ = sorted((a, b), key=len)
-    return a == b or (long_.startswith(short) and long_[len(short)] in "-_ /.")
-
-
 def links(cfg: Config) -> list[Link]:
-    """Which model is behind which goal, derived from the config: the goal's SQL reads the model's
-    prediction or label table, or the two are owned by the same team (`feed` and `feed-ml` count)."""
-    out = []
-    for g in cfg.goals:
-        try:
-            sql = strip_comments(g.sql_text).lower()
-        except OSError:
-            sql = ""
-        for m in cfg.models:
-            tables = [(m.source.table, "prediction")] + ([(m.labels.table, "label")] if m.labels else [])
-            read = [(t, what) for t, what in tables if re.search(rf"(?<![\w.]){re.escape(t.lower())}(?!\w)", sql)]
-            if read:
-                t, what = read[0]
-                out.append(Link(g.name, m.name, f"the goal's SQL reads `{t}`, the model's {what} table"))
-            elif _owners_match(g.owner, m.owner):
-                same = g.owner == m.owner
-                out.append(Link(g.name, m.name, f"same owner `{g.owner}`" if same else
-                                f"owners `{g.owner}` and `{m.owner}` are the same team"))
-    return out
+    """Which model is behind which goal: the goal's `models`, declared or found when the config was loaded."""
+    return [Link(g.name, model, why) for g in cfg.goals for model, why in spec.goal_models(cfg, g).items()]
 
 
 # --- this week's cards ---

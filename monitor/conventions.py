@@ -76,6 +76,17 @@ DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label
 # The confusion matrix of a classifier's window: monitor_model_metrics rows (kind CONFUSION_KIND,
 # name "<actual>|<predicted>", segment ""), value = labelled predictions in that cell.
 CONFUSION_KIND = "confusion"
+# What each data check finds, for alert texts and the app.
+DATA_CHECK_TEXT = {
+    "timestamp": "rows with a NULL or unparseable timestamp",
+    "score_range": "classifier scores outside [0, 1]",
+    "score_nulls": "rows with a NULL score",
+    "label_values": "labels outside {0, 1}",
+    "label_duplicates": "predictions with more than one label",
+    "reference": "the reference has no rows, or too few to judge drift",
+    "schema": "a configured column is missing or of an unusable type",
+    "non_finite": "NaN or infinite values",
+}
 # Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
 FRESHNESS_KIND = "source"
 FRESHNESS_NAME = "newest_row_timestamp"
@@ -88,6 +99,26 @@ ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall",
                      "regression": ("mae", "rmse")}
 ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "no_data")
 ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
+
+
+# How Prometheus reaches the monitor: the scrape job's name (also the Pushgateway group of
+# `run-once --push`), the port `monitor serve` listens on, and its address in docker-compose.
+SCRAPE_JOB = "monitor"
+PORT = 9108
+SCRAPE_TARGET = f"monitor:{PORT}"
+
+
+def sel(metric: str, /, **labels: str) -> str:
+    """A PromQL selector, `metric{a="x",b="y"}`; a value starting with `~` is a regex match, with `!` a negative one."""
+    parts = []
+    for k, v in labels.items():
+        op = "="
+        if v.startswith("~"):
+            op, v = "=~", v[1:]
+        elif v.startswith("!"):
+            op, v = "!=", v[1:]
+        parts.append(f'{k}{op}"{v}"')
+    return metric + ("{" + ",".join(parts) + "}" if parts else "")
 
 
 def goal_job(name: str) -> str:

@@ -28,6 +28,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from . import conventions as n
 from . import dashboards
 from .config import Config, load_config
 from .formatting import grafana_value
@@ -69,12 +70,12 @@ def replay(cfg: Config, start: datetime, end: datetime, results_url: str, progre
     return snapshots
 
 
-def openmetrics(snapshots: list[tuple], until: float, job: str = dashboards.SCRAPE_JOB) -> str:
+def openmetrics(snapshots: list[tuple], until: float, job: str = n.SCRAPE_JOB) -> str:
     """The recorded families as one OpenMetrics text with timestamps, each snapshot repeated until the next.
 
     Labels are what Prometheus would store scraping the monitor with honor_labels: the monitor's own
     `job` label wins, every other series gets the scrape's job and instance; `up` is 1."""
-    instance = "monitor:9108"
+    instance = n.SCRAPE_TARGET
     types: dict[str, str] = {}
     points: dict[tuple[str, tuple], list[tuple[float, float]]] = defaultdict(list)
     bounds = [s[0] for s in snapshots[1:]] + [until]
@@ -191,6 +192,7 @@ def legend(fmt: str, metric: dict) -> str:
 
 def expand(text: str, values: dict[str, str]) -> str:
     for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f"${{{name}:sqlstring}}", "'" + value.replace("'", "''") + "'")
         text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
     return text
 
@@ -482,7 +484,7 @@ def previews(out: Path, config: str | None = None, days: int = 56, scale: float 
         written = []
         try:
             for stem, model_json in dashboards.dashboards(cfg).items():
-                values = {"scrape_job": dashboards.SCRAPE_JOB}
+                values = {"scrape_job": n.SCRAPE_JOB}
                 if any(v["name"] == "model" for v in model_json["templating"]["list"]):
                     values["model"] = model or (cfg.models[0].name if cfg.models else "")
                 path = out / f"dashboard-{stem}.png"

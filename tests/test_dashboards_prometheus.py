@@ -83,12 +83,12 @@ def prom(world, tmp_path_factory):
     """A real Prometheus scraping the monitor's exporter every second."""
     cfg, store = world
     httpd, _ = start_http_server(0, addr="127.0.0.1", registry=registry(cfg, store))
-    target = {"job": dashboards.SCRAPE_JOB, "address": f"127.0.0.1:{httpd.server_port}", "honor_labels": True}
+    target = {"job": n.SCRAPE_JOB, "address": f"127.0.0.1:{httpd.server_port}", "honor_labels": True}
     p = Prometheus(tmp_path_factory.mktemp("prom"), scrape_targets=[target])
     try:
-        wait_target_up(p.url, dashboards.SCRAPE_JOB)
+        wait_target_up(p.url, n.SCRAPE_JOB)
         # two scrapes at least, so that increase() over a range has something to compare
-        wait_until(lambda: query(p.url, f'count_over_time(up{{job="{dashboards.SCRAPE_JOB}"}}[1m]) >= 2'),
+        wait_until(lambda: query(p.url, f'count_over_time(up{{job="{n.SCRAPE_JOB}"}}[1m]) >= 2'),
                    timeout=20, what="two scrapes")
         yield p.url
     finally:
@@ -121,6 +121,7 @@ def current_values(url: str, model: dict) -> dict[str, str]:
 
 def expand(text: str, values: dict[str, str]) -> str:
     for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f"${{{name}:sqlstring}}", "'" + value.replace("'", "''") + "'")
         text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
     assert "$" not in re.sub(r"\$__timeFilter", "", text), f"unexpanded variable in {text!r}"
     return text
