@@ -6,7 +6,7 @@ import streamlit as st
 
 from app_streamlit import data, ui
 from monitor import formatting
-from monitor.alerts import CHECK_TEXT
+from monitor.conventions import DATA_CHECK_TEXT
 from monitor.durations import format_duration
 
 ctx = st.session_state["_ctx"]
@@ -61,7 +61,7 @@ c3.metric("Data checks of the latest window", f"{len(failing_now)} failing" if h
           help="Timestamps, score range and nulls, label values and duplicates, the reference, the schema.")
 when = formatting.fmt_time(latest["window_start"])
 if failing_now:
-    what = "; ".join(f"**{c['name']}** ({CHECK_TEXT.get(c['name'], 'invalid inputs')}"
+    what = "; ".join(f"**{c['name']}** ({DATA_CHECK_TEXT.get(c['name'], 'invalid inputs')}"
                      + (f", {c['value']:,.0f} rows" if c["value"] else "") + ")" for c in failing_now)
     st.warning(f"Failing in the latest window ({when}): {what}. Quality from such inputs is withheld.",
                icon=":material/report:")

@@ -37,16 +37,6 @@ RUNBOOK_FILE = "alerts/RUNBOOK.md"
 ALERTMANAGER_FILE = "alerts/alertmanager.yml"
 TEMPLATE_FILE = "alerts/templates/monitor.tmpl"
 
-CHECK_TEXT = {
-    "timestamp": "rows with a NULL or unparseable timestamp",
-    "score_range": "classifier scores outside [0, 1]",
-    "score_nulls": "rows with a NULL score",
-    "label_values": "labels outside {0, 1}",
-    "label_duplicates": "predictions with more than one label",
-    "reference": "the reference has no rows, or too few to judge drift",
-    "schema": "a configured column is missing or of an unusable type",
-    "non_finite": "NaN or infinite values",
-}
 
 
 class Fmt:
@@ -637,7 +627,7 @@ def pipeline_alerts(cfg: Config, m: Model) -> list[Alert]:
     for check in n.DATA_CHECKS:
         def failing(f: Fmt, check=check):
             return {"summary": (f"{m.name}: the {check} check fails in the {win} window ending {f.timestamp(end_sel)}: "
-                                f"{CHECK_TEXT.get(check, 'invalid inputs')}."),
+                                f"{n.DATA_CHECK_TEXT.get(check, 'invalid inputs')}."),
                     "description": ("Results computed from invalid inputs are withheld (quality_status invalid) or "
                                     "computed without the offending rows; see the model's page in the review app."),
                     **_model_common(cfg, m, "failing", "passing", f"{win} ending {f.timestamp(end_sel)}")}

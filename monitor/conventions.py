@@ -76,6 +76,17 @@ DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label
 # The confusion matrix of a classifier's window: monitor_model_metrics rows (kind CONFUSION_KIND,
 # name "<actual>|<predicted>", segment ""), value = labelled predictions in that cell.
 CONFUSION_KIND = "confusion"
+# What each data check finds, for alert texts and the app.
+DATA_CHECK_TEXT = {
+    "timestamp": "rows with a NULL or unparseable timestamp",
+    "score_range": "classifier scores outside [0, 1]",
+    "score_nulls": "rows with a NULL score",
+    "label_values": "labels outside {0, 1}",
+    "label_duplicates": "predictions with more than one label",
+    "reference": "the reference has no rows, or too few to judge drift",
+    "schema": "a configured column is missing or of an unusable type",
+    "non_finite": "NaN or infinite values",
+}
 # Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
 FRESHNESS_KIND = "source"
 FRESHNESS_NAME = "newest_row_timestamp"

@@ -33,7 +33,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from . import conventions as n
 from . import spec
 from .config import Config, Goal
-from .conventions import SCRAPE_JOB
+from .conventions import SCRAPE_JOB, sel
 from .durations import format_duration
 from .formatting import fmt_number, grafana_unit
 
@@ -52,19 +52,6 @@ TRAJECTORY_COLOUR = {"on_track": GREEN, "at_risk": ORANGE, "off_track": RED, "un
 
 
 # --- PromQL -----------------------------------------------------------------------------------
-
-def sel(metric: str, /, **labels: str) -> str:
-    """`metric{a="b"}`; a value starting with `~` is a regex match, with `!` a negative match."""
-    parts = []
-    for k, v in labels.items():
-        op = "="
-        if v.startswith("~"):
-            op, v = "=~", v[1:]
-        elif v.startswith("!"):
-            op, v = "!=", v[1:]
-        parts.append(f'{k}{op}"{v}"')
-    return metric + ("{" + ", ".join(parts) + "}" if parts else "")
-
 
 def coded(metric: str, label: str, codes: dict[str, int], by: str, /, **match: str) -> str:
     """One number per `by` from a one-hot state gauge: the code of the state whose series is 1."""
@@ -440,7 +427,7 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .with_target(SQL("""
                     SELECT window_end AS "time", rows, drift_share, quality_status, label_coverage
                     FROM monitor_model_windows
-                    WHERE model = '$model' AND $__timeFilter(window_end)
+                    WHERE model = ${model:sqlstring} AND $__timeFilter(window_end)
                     ORDER BY window_end DESC""", fmt="table"))
                  .override_by_name("drift_share", [dm.DynamicConfigValue(id_val="unit", value="percentunit")])
                  .override_by_name("label_coverage", [dm.DynamicConfigValue(id_val="unit", value="percentunit")]))
@@ -479,7 +466,7 @@ def pipeline_row(d: db.Dashboard, cfg: Config, m: dict[str, str]) -> None:
                            CASE WHEN c.detected THEN 'failing' ELSE 'passing' END AS status,
                            c.value AS "offending rows", w.rows, w.quality_status
                     FROM monitor_model_metrics c
-                    JOIN (SELECT * FROM monitor_model_windows WHERE model = '$model' AND $__timeFilter(window_end)) w
+                    JOIN (SELECT * FROM monitor_model_windows WHERE model = ${{model:sqlstring}} AND $__timeFilter(window_end)) w
                       ON w.model = c.model AND w.window_start = c.window_start
                     WHERE c.kind = '{n.DATA_CHECK_KIND}' AND c.segment = ''
                     ORDER BY c.detected DESC, w.window_end DESC, c.name""", fmt="table")))

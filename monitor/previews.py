@@ -192,6 +192,7 @@ def legend(fmt: str, metric: dict) -> str:
 
 def expand(text: str, values: dict[str, str]) -> str:
     for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f"${{{name}:sqlstring}}", "'" + value.replace("'", "''") + "'")
         text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
     return text
 

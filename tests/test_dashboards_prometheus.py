@@ -121,6 +121,7 @@ def current_values(url: str, model: dict) -> dict[str, str]:
 
 def expand(text: str, values: dict[str, str]) -> str:
     for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f"${{{name}:sqlstring}}", "'" + value.replace("'", "''") + "'")
         text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
     assert "$" not in re.sub(r"\$__timeFilter", "", text), f"unexpanded variable in {text!r}"
     return text
