@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 from app_streamlit import data, drift_report, ui
-from monitor import review
+from monitor import formatting, review
 from monitor.app_launcher import command, entry_point, oidc_secrets
 from monitor.config import ConfigError, load_config, parse_config
 from monitor.jobs import run_cycle
@@ -648,7 +648,7 @@ def test_the_card_shows_the_stored_trajectory_as_run_once_does(app_env):
         assert (t["status"], t["projected"]) == (cli[g.name]["trajectory"], cli[g.name]["projected"]), g.name
     ui._read.clear()
     at = clean(app(week=W4.date().isoformat()).run())
-    assert review.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
+    assert formatting.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
 
 
 @pytest.mark.parametrize("param,value,says", [
