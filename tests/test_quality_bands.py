@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from stack import binary
 from test_modeljobs import REF_DAYS, by_key, day, make_world, model, rows_in, utc
 
+from apppage import models_page
 from monitor import alerts
 from monitor import conventions as n
 from monitor import modeljobs
@@ -83,12 +84,8 @@ def test_learned_floors_are_exported_and_alerted_on(tmp_path):
 
 
 def test_the_models_page_shows_learned_floors_and_the_windows_past_them(tmp_path, monkeypatch):
-    from pathlib import Path
 
     import yaml
-    from streamlit.testing.v1 import AppTest
-
-    from app_streamlit import ui
 
     src = f"sqlite:///{tmp_path / 'src.db'}"
     make_world(src, per_day=600, days=REF_DAYS + 2)
@@ -106,12 +103,7 @@ def test_the_models_page_shows_learned_floors_and_the_windows_past_them(tmp_path
         result, _ = modeljobs.compute(make_engine(src), store, cfg.models[0], day(d), utc(9))
         store.save_model_window(result, utc(9))
     floor = by_key(result)[("quality_threshold", "roc_auc", "min")]["value"]
-    monkeypatch.setenv("MONITOR_CONFIG", str(path))
-    monkeypatch.delenv("MONITOR_APP_PASSWORD", raising=False)
-    ui._read.clear()
-    home = Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"
-    at = AppTest.from_file(str(home), default_timeout=30).run().switch_page("models.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = models_page(path, monkeypatch)
     caption = next(c.value for c in at.caption if c.value.startswith("Floors that alert"))
     assert f"roc_auc ≥ reference mean − 3 sd (now {floor:.4g})" in caption and "accuracy ≥ 0.99" in caption
     table = next(df.value for df in at.dataframe if "roc_auc" in df.value.columns)
