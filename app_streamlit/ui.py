@@ -526,11 +526,9 @@ def _html_of(report) -> str:
 @st.cache_data(ttl=3600, show_spinner="Building the Evidently report on a sample of the window ...", max_entries=16)
 def evidently_html(cfg_key: tuple, model: str, window_start: datetime, window_end: datetime, _cfg: Config) -> tuple[str | None, str | None]:
     """(html, None), or (None, why it is not available)."""
-    try:
-        from monitor.modeljobs import evidently_report
-    except ImportError:
-        return None, "this installation has no Evidently report builder (`monitor.modeljobs.evidently_report`)."
     from monitor.db import describe_error, make_engine
+
+    from .drift_report import evidently_report
     from monitor.windows import Window
 
     try:

@@ -21,36 +21,33 @@ def _missing(x) -> bool:
 
 # --- the app and the review export ------------------------------------------------------------
 
+def _in_unit(x: float, unit: str, sign: str) -> str | None:
+    """Ratios as percentages (a change, `sign` "+", in percentage points), minutes, roubles; None for other units."""
+    if unit == "ratio":
+        pct = x * 100
+        digits = 2 if abs(pct) >= 0.1 or pct == 0 else 3
+        return f"{pct:{sign}.{digits}f} " + ("pp" if sign else "%")
+    if unit == "minutes":
+        return f"{x:{sign},.1f} min"
+    if unit == "rub":
+        return f"{x:{sign},.0f} RUB"
+    return None
+
+
 def fmt_value(x: float | None, unit: str) -> str:
     """A goal value in its unit: ratios as percentages, minutes, roubles, counts."""
     if _missing(x):
         return "–"
-    if unit == "ratio":
-        pct = x * 100
-        digits = 2 if abs(pct) >= 0.1 or pct == 0 else 3
-        return f"{pct:.{digits}f} %"
-    if unit == "minutes":
-        return f"{x:,.1f} min"
-    if unit == "rub":
-        return f"{x:,.0f} RUB"
     if unit == "count":
         return f"{x:,.0f}"
-    return f"{x:,.4g} {unit}".strip()
+    return _in_unit(x, unit, "") or f"{x:,.4g} {unit}".strip()
 
 
 def fmt_delta(x: float | None, unit: str) -> str | None:
     """A change between two values: ratios in percentage points."""
     if _missing(x):
         return None
-    if unit == "ratio":
-        pp = x * 100
-        digits = 2 if abs(pp) >= 0.1 or pp == 0 else 3
-        return f"{pp:+.{digits}f} pp"
-    if unit == "minutes":
-        return f"{x:+,.1f} min"
-    if unit == "rub":
-        return f"{x:+,.0f} RUB"
-    return f"{x:+,.4g}"
+    return _in_unit(x, unit, "+") or f"{x:+,.4g}"
 
 
 def direction_sign(direction: str) -> str:
