@@ -173,13 +173,13 @@ def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
         if card["value"] is not None:
             card["change"] = card["value"] - prev["value"]
     card["trend"] = [row["value"] for row in series[-TREND_WEEKS:] if _finite(row["value"]) is not None]
-    card["trajectory"] = week_trajectory(cfg, r, goal, week, series)
+    card["trajectory"] = week_trajectory(r, goal, week)
     if card["status"] == "no_data" and card["trajectory"]["status"] == "on_track":
         card["trajectory"]["status"] = "unknown"  # a week without data is never on track
     return card
 
 
-def week_trajectory(cfg: Config, r: Reader, goal: Goal, week: datetime, weekly: list[dict] | None = None) -> dict:
+def week_trajectory(r: Reader, goal: Goal, week: datetime) -> dict:
     """The trajectory the monitor stored as of the week's end (the newest one fitted from values up to
     then), exactly as `run-once` and `/metrics` report it: never refitted here."""
     end = week + WEEK
