@@ -934,9 +934,9 @@ _WHAT_TO_DO = {
     "data_check": ("A validity check of the model's inputs fails in its latest window (the `check` label says which).",
                    ["Open the model's page in the review app: it names the check and the offending rows' count.",
                     "Quality computed from invalid inputs is withheld until the inputs are fixed and the window recomputed."]),
-    "exporter_down": ("Prometheus cannot scrape the monitor (scrape job `monitor`): no other alert can fire.",
-                      ["Is `monitor serve` running and listening? `curl http://HOST:9108/healthz`.",
-                       "Check the scrape config: job_name `monitor`, `honor_labels: true`."]),
+    "exporter_down": (f"Prometheus cannot scrape the monitor (scrape job `{SCRAPE_JOB}`): no other alert can fire.",
+                      [f"Is `monitor serve` running and listening? `curl http://HOST:{n.PORT}/healthz`.",
+                       f"Check the scrape config: job_name `{SCRAPE_JOB}`, `honor_labels: true`."]),
 }
 
 
@@ -944,7 +944,7 @@ def runbook(cfg: Config) -> str:
     """The runbook: one section per alert, each with an anchor named after the alert."""
     lines = [f"<!-- {HEADER} -->", "", "# Runbook of the monitor's alerts", "",
              "Every alert links here. Labels: `severity` (page or ticket), `owner` (routes to a team), `kind`,",
-             "and `goal` or `model`. Prometheus scrapes the monitor as job `monitor` with `honor_labels: true`,",
+             f"and `goal` or `model`. Prometheus scrapes the monitor as job `{SCRAPE_JOB}` with `honor_labels: true`,",
              "or a Pushgateway fed by `monitor run-once --push` (one group per monitor instance).", "",
              "Error budgets of rate goals (those whose SQL returns `numerator` and `denominator`): the period runs",
              "from the baseline date (else the goal's `start`) to the deadline (burn thresholds assume 28 days without",

@@ -7,6 +7,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from .conventions import PORT
 from .durations import parse_timestamp
 
 
@@ -103,7 +104,7 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
     hints = (
         (f"{exe} metrics --config {rel}", "the Prometheus exposition of the latest results"),
         (f"{exe} app --config {rel}", "the weekly review app on http://localhost:8501"),
-        (f"{exe} serve --config {rel}", "the scheduler with /metrics on :9108"),
+        (f"{exe} serve --config {rel}", f"the scheduler with /metrics on :{PORT}"),
         (f"{exe} run-once --config {rel} --json", "one more cycle, as JSON"),
     )
     width = max(len(cmd) for cmd, _ in hints)
