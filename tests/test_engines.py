@@ -292,3 +292,22 @@ def test_source_sql_outside_the_engine_modules_is_portable():
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
                 found += [(f.name, n.lineno, w) for w in lacking if w in n.value]
     assert found == []
+
+
+def test_a_duckdb_statement_is_cut_after_the_statement_timeout_and_the_next_one_runs():
+    """DuckDB has no statement timeout: a timer interrupts the statement; one that ends in time is left alone."""
+    import time
+
+    from monitor.db import describe_error
+
+    eng = make_engine("duckdb:///:memory:", timedelta(seconds=1))
+    with eng.connect() as c:
+        assert c.execute(sa.text("SELECT COUNT(*) FROM range(1000)")).scalar() == 1000
+        time.sleep(1.5)  # the first statement's timer, had it been left running, would fire now
+        with pytest.raises(sa.exc.DBAPIError) as err:
+            c.execute(sa.text("SELECT COUNT(*) FROM range(100000000000) a, range(10) b"))
+        assert describe_error(err.value) == "statement timeout: cut after 1 s"
+        c.rollback()
+        assert c.execute(sa.text("SELECT COUNT(*) FROM range(2000000)")).scalar() == 2000000
+    with make_engine("duckdb:///:memory:", None).connect() as c:  # no timeout: nothing is cut
+        assert c.execute(sa.text("SELECT COUNT(*) FROM range(1000)")).scalar() == 1000
