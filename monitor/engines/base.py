@@ -233,6 +233,11 @@ class Engine:
         except sa.exc.NoSuchTableError:
             return None
 
+    def readable_as(self, column_type, types: tuple) -> bool:
+        """Whether a column of `column_type` (as `column_types` gives it) can be read as one of
+        `types` (SQLAlchemy type classes: numbers, booleans)."""
+        return isinstance(column_type, types)
+
     def columns(self, conn, table: str) -> set[str] | None:
         """The table's column names in lower case, or None when it does not exist."""
         import sqlalchemy as sa

@@ -101,6 +101,12 @@ class SQLite(Engine):
         plain = declared in ("auto", "timestamp") and len(seps) <= 1 and utc
         return ("timestamp" if declared == "timestamp" else "iso"), ((seps.pop() if seps else " ") if plain else None)
 
+    def readable_as(self, column_type, types: tuple) -> bool:
+        # a declared type is only an affinity: any column may hold numbers, except one of text
+        # affinity, which stores them as text (SQLite's rule: the type names CHAR, CLOB or TEXT)
+        name = str(column_type).upper() if not isinstance(column_type, sa.types.NullType) else ""
+        return isinstance(column_type, types) or not any(t in name for t in ("CHAR", "CLOB", "TEXT"))
+
     def begin_read_only(self, conn) -> None:
         conn.exec_driver_sql("PRAGMA query_only = ON")
 
