@@ -140,6 +140,11 @@ def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
     samples = Samples([("monitor_model_volume_ratio", {"model": "scorer"}, 0.3)])
     assert a[drop].value(samples, 0.0) == 0.3 and b[drop].value(samples, 0.0) is None
     assert "0.05" in b[("ScorerLabelStarvation", (("model", "scorer"),))].expr
+    # the texts say the same thresholds
+    book = alerts.runbook(moved)
+    assert "No new window has been stored for 3 times the window size." in book
+    assert "under 25 % of the rows of comparable windows" in book and "under 5 % of its predictions" in book
+    assert "under half the rows" in alerts.runbook(base) and "twice the window size" in alerts.runbook(base)
 
 
 def test_a_condition_renders_promql_and_evaluates_the_same_tree():
