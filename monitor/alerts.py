@@ -393,6 +393,8 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                 continue
             if not isinstance(limit, (int, float)):  # {sd: N}: the bound is learned, and exported
                 out.append(_learned_quality_alert(m, C, metric, bound, limit.sd, qend_sel, url, win))
+                if m.labels is not None and metric in n.ESTIMATED_METRICS.get(m.task, ()):
+                    out.append(_learned_quality_alert(m, C, metric, bound, limit.sd, end_sel, url, win, estimated=True))
                 continue
             word = "BelowFloor" if bound == "min" else "AboveCeiling"
             opq, bad = ("<", limit * 0.8 if limit else -1.0) if bound == "min" else (">", limit * 1.25 if limit else 1.0)
@@ -474,10 +476,12 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
 
 
 def _learned_quality_alert(m: Model, C: str, metric: str, bound: str, sd: float, qend_sel: str, url: str,
-                           win: str) -> Alert:
-    """A floor or ceiling learned from the reference's windows: compared with its exported value."""
-    word = "BelowFloor" if bound == "min" else "AboveCeiling"
-    sq = sel(n.MODEL_QUALITY, model=m.name, metric=metric)
+                           win: str, estimated: bool = False) -> Alert:
+    """A floor or ceiling learned from the reference's windows: compared with its exported value.
+    `estimated`: the estimate of the latest window still waiting for labels (`qend_sel` its end)."""
+    word = ("Estimated" if estimated else "") + ("BelowFloor" if bound == "min" else "AboveCeiling")
+    series = n.MODEL_QUALITY_ESTIMATED if estimated else n.MODEL_QUALITY
+    sq = sel(series, model=m.name, metric=metric)
     st = sel(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound)
     op = "<" if bound == "min" else ">"
     side = "below" if bound == "min" else "above"
@@ -486,19 +490,23 @@ def _learned_quality_alert(m: Model, C: str, metric: str, bound: str, sd: float,
 
     def annotations(f: Fmt):
         v = f.value("number")
-        return {"summary": (f"{m.name}: {metric} is {v} in the latest window with mature labels "
-                            f"(ending {f.timestamp(qend_sel)}), {side} its band learned from the reference."),
-                "description": f"Should be {lim_text} (`{n.MODEL_QUALITY_THRESHOLD}`). Owner: {m.owner or 'unowned'}.",
-                "title": m.name, "value": v, "target": lim_text,
+        what = (f"estimated {metric} is {v} in the latest window still waiting for its labels" if estimated else
+                f"{metric} is {v} in the latest window with mature labels")
+        trust = (f"An estimate from the scores, before the labels arrive (see {n.MODEL_ESTIMATION_ERROR} for how far "
+                 "to trust it). " if estimated else "")
+        return {"summary": f"{m.name}: {what} (ending {f.timestamp(qend_sel)}), {side} its band learned from the reference.",
+                "description": f"{trust}Should be {lim_text} (`{n.MODEL_QUALITY_THRESHOLD}`). Owner: {m.owner or 'unowned'}.",
+                "title": m.name, "value": f"{v} (estimated)" if estimated else v, "target": lim_text,
                 "window": f"{win} ending {f.timestamp(qend_sel)}", "review_url": url}
 
     good, bad = (0.9, 0.5) if bound == "min" else (0.5, 0.9)
+    kind = "quality_estimated" if estimated else "quality"
     return Alert(
-        alert=f"{C}{n.camel(metric)}{word}", kind="quality", group="monitor-models",
+        alert=f"{C}{n.camel(metric)}{word}", kind=kind, group="monitor-models",
         subject={"model": m.name, "metric": metric},
-        cond=Cmp(Sel.of(n.MODEL_QUALITY, model=m.name, metric=metric), op,
+        cond=Cmp(Sel.of(series, model=m.name, metric=metric), op,
                  Sel.of(n.MODEL_QUALITY_THRESHOLD, model=m.name, metric=metric, bound=bound), on=("model", "metric")),
-        for_=timedelta(0), labels=_model_base(m, "quality"), annotations=annotations,
+        for_=timedelta(0), labels=_model_base(m, kind), annotations=annotations,
         case=Case(series={sq: f"{good:g}x9 {bad:g}x9 {good:g}x9", st: "0.7x30", qend_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"},
                   value=bad, labels={"model": m.name, "metric": metric}, timestamps={qend_sel: WINDOW_END_AT_FIRING}))
 
@@ -926,9 +934,9 @@ _WHAT_TO_DO = {
     "data_check": ("A validity check of the model's inputs fails in its latest window (the `check` label says which).",
                    ["Open the model's page in the review app: it names the check and the offending rows' count.",
                     "Quality computed from invalid inputs is withheld until the inputs are fixed and the window recomputed."]),
-    "exporter_down": ("Prometheus cannot scrape the monitor (scrape job `monitor`): no other alert can fire.",
-                      ["Is `monitor serve` running and listening? `curl http://HOST:9108/healthz`.",
-                       "Check the scrape config: job_name `monitor`, `honor_labels: true`."]),
+    "exporter_down": (f"Prometheus cannot scrape the monitor (scrape job `{SCRAPE_JOB}`): no other alert can fire.",
+                      [f"Is `monitor serve` running and listening? `curl http://HOST:{n.PORT}/healthz`.",
+                       f"Check the scrape config: job_name `{SCRAPE_JOB}`, `honor_labels: true`."]),
 }
 
 
@@ -936,7 +944,7 @@ def runbook(cfg: Config) -> str:
     """The runbook: one section per alert, each with an anchor named after the alert."""
     lines = [f"<!-- {HEADER} -->", "", "# Runbook of the monitor's alerts", "",
              "Every alert links here. Labels: `severity` (page or ticket), `owner` (routes to a team), `kind`,",
-             "and `goal` or `model`. Prometheus scrapes the monitor as job `monitor` with `honor_labels: true`,",
+             f"and `goal` or `model`. Prometheus scrapes the monitor as job `{SCRAPE_JOB}` with `honor_labels: true`,",
              "or a Pushgateway fed by `monitor run-once --push` (one group per monitor instance).", "",
              "Error budgets of rate goals (those whose SQL returns `numerator` and `denominator`): the period runs",
              "from the baseline date (else the goal's `start`) to the deadline (burn thresholds assume 28 days without",

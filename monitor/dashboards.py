@@ -126,12 +126,6 @@ def unit_of(goal: Goal) -> str:
     return grafana_unit(goal.unit)
 
 
-def fmt_value(goal: Goal, x: float) -> str:
-    if goal.unit.lower() == "ratio":
-        return f"{x * 100:g} %"
-    return f"{x:g} {goal.unit}"
-
-
 def target_steps(goal: Goal) -> tuple[tuple[float | None, str], ...]:
     """Threshold steps coloured from the target in the goal's direction.
 

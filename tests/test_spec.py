@@ -4,6 +4,7 @@ and evaluates in the notifier."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,16 @@ def test_check_refuses_a_declared_kind_the_sql_does_not_return(tmp_path, capsys,
     assert f"goal probe: its kind is {kind} (declared)" in line and column in line
 
 
+def test_check_warns_when_the_kind_read_from_the_sql_text_does_not_fit_its_columns(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    make_events(url)
+    sql = f"-- no numerator here\nSELECT AVG(minutes) AS value {WINDOWED}"
+    code, _, err = _check(_with_goal(tmp_path, url, sql, "unit: minutes, direction: at_least, target: 100"), capsys)
+    assert code == 0
+    line = next(x for x in err.splitlines() if "goals[3](probe).kind" in x)
+    assert line.startswith("warning:") and "read from its SQL text (declare `kind`" in line and "`numerator`" in line
+
+
 def test_check_passes_a_declared_kind_that_fits(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'src.db'}"
     make_events(url)
@@ -162,3 +173,14 @@ def test_the_demo_config_loads_with_every_goal_kind_inferred():
     cfg = load_config(Path(__file__).parent.parent / "examples" / "monitor.yaml")
     assert {g.name: g.kind for g in cfg.goals} == {"spam_exposure_rate": "rate", "large_loan_default_rate": "rate",
                                                    "minutes_per_active_user": "rate"}
+
+
+def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
+    """The generators read the spec layer: rendering every file of the demo loads no exporter, notifier or scheduler."""
+    examples = Path(__file__).parent.parent / "examples" / "monitor.yaml"
+    code = ("import sys; from monitor.build import render_all; from monitor.config import load_config; "
+            f"files = render_all(load_config({str(examples)!r})); "
+            "bad = [m for m in ('monitor.exporter', 'monitor.notify', 'monitor.serve') if m in sys.modules]; "
+            "print(len(files), bad); sys.exit(1 if bad or len(files) < 10 else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
