@@ -124,10 +124,9 @@ class Multivariate(Strict):
 
 
 def _method(name: str) -> str:
-    from .drift import METHOD_NAMES
+    from .drift import validate_method  # the registry of methods (`monitor.drift.REGISTRY`)
 
-    if name not in METHOD_NAMES:
-        raise ValueError(f"unknown drift method {name!r}; expected one of {', '.join(METHOD_NAMES)}")
+    validate_method(name)
     return name
 
 
