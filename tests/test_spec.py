@@ -29,6 +29,14 @@ def test_a_goal_without_kind_gets_it_from_its_sql_once_at_load_time(tmp_path):
     assert not cfg.goal("bad_session_share").kind_declared
 
 
+def test_a_word_in_a_comment_does_not_make_a_goal_a_rate():
+    from monitor.config import infer_kind
+
+    assert infer_kind("-- for rates, `numerator` and `denominator`; a `segment` column\nSELECT AVG(x) AS value FROM t") == "value"
+    assert infer_kind("SELECT SUM(bad) AS numerator, COUNT(*) AS denominator, AVG(bad) AS value FROM t") == "rate"
+    assert infer_kind("SELECT s AS segment, SUM(bad) AS Numerator, COUNT(*) AS denominator FROM t GROUP BY s") == "segmented"
+
+
 def test_a_declared_kind_wins_over_the_sql_text():
     data = _data()
     data["goals"][0]["kind"] = "value"  # its SQL also returns numerator and denominator
@@ -102,7 +110,7 @@ def test_check_refuses_a_declared_kind_the_sql_does_not_return(tmp_path, capsys,
 def test_check_warns_when_the_kind_read_from_the_sql_text_does_not_fit_its_columns(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'src.db'}"
     make_events(url)
-    sql = f"-- no numerator here\nSELECT AVG(minutes) AS value {WINDOWED}"
+    sql = f"SELECT AVG(minutes) AS value FROM (SELECT minutes, 1 AS numerator {WINDOWED}) t"
     code, _, err = _check(_with_goal(tmp_path, url, sql, "unit: minutes, direction: at_least, target: 100"), capsys)
     assert code == 0
     line = next(x for x in err.splitlines() if "goals[3](probe).kind" in x)
@@ -132,6 +140,11 @@ def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
     samples = Samples([("monitor_model_volume_ratio", {"model": "scorer"}, 0.3)])
     assert a[drop].value(samples, 0.0) == 0.3 and b[drop].value(samples, 0.0) is None
     assert "0.05" in b[("ScorerLabelStarvation", (("model", "scorer"),))].expr
+    # the texts say the same thresholds
+    book = alerts.runbook(moved)
+    assert "No new window has been stored for 3 times the window size." in book
+    assert "under 25 % of the rows of comparable windows" in book and "under 5 % of its predictions" in book
+    assert "under half the rows" in alerts.runbook(base) and "twice the window size" in alerts.runbook(base)
 
 
 def test_a_condition_renders_promql_and_evaluates_the_same_tree():
