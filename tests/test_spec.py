@@ -197,3 +197,26 @@ def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
             "print(len(files), bad); sys.exit(1 if bad or len(files) < 10 else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("kind, columns, ok", [
+    ("rate", ["value", "numerator", "denominator"], True),
+    ("rate", ["value"], False),
+    ("value", ["value", "numerator", "denominator"], False),
+    ("segmented", ["segment", "value", "numerator", "denominator"], True),
+    ("segmented", ["value", "numerator", "denominator"], False),
+])
+def test_a_goal_job_holds_a_declared_kind_to_the_columns_its_sql_returns(kind, columns, ok):
+    from monitor.config import Goal
+    from monitor.goals import GoalDataError, shape
+
+    goal = Goal(name="g", sql=Path("/cfg/g.sql"), direction="at_most", target=0.5, start="2026-09-01",
+                kind=kind, kind_declared=True)
+    row = tuple({"segment": "a", "value": 0.25, "numerator": 1.0, "denominator": 4.0}[c] for c in columns)
+    if ok:
+        assert shape(goal, columns, [row])[0] == 0.25
+    else:
+        with pytest.raises(GoalDataError, match=rf"goal g: its kind is {kind} \(declared\).*g\.sql"):
+            shape(goal, columns, [row])
+    undeclared = goal.model_copy(update={"kind": None, "kind_declared": False})
+    assert shape(undeclared, columns, [row])[0] == 0.25  # an inferred kind never fails a job that ran before
