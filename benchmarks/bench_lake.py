@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, action="append", help="rows per day (repeatable); default 1000000")
     ap.add_argument("--engine", action="append", choices=["duckdb", "spark"], help="repeatable; default both")
     ap.add_argument("--spark-url", help="a running Spark Connect server (sc://...); default: a local cluster")
+    ap.add_argument("--duckdb-url", default="duckdb:///:memory:",
+                    help="the DuckDB URL, e.g. with a memory cap: duckdb:///:memory:?memory_limit=256MB")
     ap.add_argument("--repeat", type=int, default=2, help="runs of floor and monitor (the best is kept)")
     ap.add_argument("--dir", help="where the Parquet files go (default: a temporary folder)")
     ap.add_argument("--keep", help="a folder for the Parquet files that is kept and reused by later runs")
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"wrote {2 * n:,} rows as Parquet in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
                 first = None
                 for engine in engines:
-                    url = "duckdb:///:memory:" if engine == "duckdb" else spark_url
+                    url = args.duckdb_url if engine == "duckdb" else spark_url
                     store = Path(tmp) / f"results-{engine}-{n}.db"
                     store_url = f"sqlite:///{store}"
                     load = os.getloadavg()[0]
@@ -236,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                     if ref is not None:
                         shutil.copy(store, first)
                     load = max(load, os.getloadavg()[0])
-                    results.append({"rows": n, "engine": engine, "floor": floor, "reference": ref, "monitor": mon,
-                                    "load": load})
+                    results.append({"rows": n, "engine": engine, "url": url, "floor": floor, "reference": ref,
+                                    "monitor": mon, "load": load})
                     print(f"{engine} {n:,}: floor {floor['wall']:.2f} s, monitor {mon['wall']:.2f} s "
                           f"({mon['peak_mb']:.0f} MB), reference once {ref['wall'] if ref else float('nan'):.1f} s; "
                           f"drifted {mon['drifted']}, load {load:.1f}", file=sys.stderr)
