@@ -29,6 +29,14 @@ def test_a_goal_without_kind_gets_it_from_its_sql_once_at_load_time(tmp_path):
     assert not cfg.goal("bad_session_share").kind_declared
 
 
+def test_a_word_in_a_comment_does_not_make_a_goal_a_rate():
+    from monitor.config import infer_kind
+
+    assert infer_kind("-- for rates, `numerator` and `denominator`; a `segment` column\nSELECT AVG(x) AS value FROM t") == "value"
+    assert infer_kind("SELECT SUM(bad) AS numerator, COUNT(*) AS denominator, AVG(bad) AS value FROM t") == "rate"
+    assert infer_kind("SELECT s AS segment, SUM(bad) AS Numerator, COUNT(*) AS denominator FROM t GROUP BY s") == "segmented"
+
+
 def test_a_declared_kind_wins_over_the_sql_text():
     data = _data()
     data["goals"][0]["kind"] = "value"  # its SQL also returns numerator and denominator
@@ -102,7 +110,7 @@ def test_check_refuses_a_declared_kind_the_sql_does_not_return(tmp_path, capsys,
 def test_check_warns_when_the_kind_read_from_the_sql_text_does_not_fit_its_columns(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'src.db'}"
     make_events(url)
-    sql = f"-- no numerator here\nSELECT AVG(minutes) AS value {WINDOWED}"
+    sql = f"SELECT AVG(minutes) AS value FROM (SELECT minutes, 1 AS numerator {WINDOWED}) t"
     code, _, err = _check(_with_goal(tmp_path, url, sql, "unit: minutes, direction: at_least, target: 100"), capsys)
     assert code == 0
     line = next(x for x in err.splitlines() if "goals[3](probe).kind" in x)
@@ -132,6 +140,11 @@ def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
     samples = Samples([("monitor_model_volume_ratio", {"model": "scorer"}, 0.3)])
     assert a[drop].value(samples, 0.0) == 0.3 and b[drop].value(samples, 0.0) is None
     assert "0.05" in b[("ScorerLabelStarvation", (("model", "scorer"),))].expr
+    # the texts say the same thresholds
+    book = alerts.runbook(moved)
+    assert "No new window has been stored for 3 times the window size." in book
+    assert "under 25 % of the rows of comparable windows" in book and "under 5 % of its predictions" in book
+    assert "under half the rows" in alerts.runbook(base) and "twice the window size" in alerts.runbook(base)
 
 
 def test_a_condition_renders_promql_and_evaluates_the_same_tree():
@@ -184,3 +197,26 @@ def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
             "print(len(files), bad); sys.exit(1 if bad or len(files) < 10 else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("kind, columns, ok", [
+    ("rate", ["value", "numerator", "denominator"], True),
+    ("rate", ["value"], False),
+    ("value", ["value", "numerator", "denominator"], False),
+    ("segmented", ["segment", "value", "numerator", "denominator"], True),
+    ("segmented", ["value", "numerator", "denominator"], False),
+])
+def test_a_goal_job_holds_a_declared_kind_to_the_columns_its_sql_returns(kind, columns, ok):
+    from monitor.config import Goal
+    from monitor.goals import GoalDataError, shape
+
+    goal = Goal(name="g", sql=Path("/cfg/g.sql"), direction="at_most", target=0.5, start="2026-09-01",
+                kind=kind, kind_declared=True)
+    row = tuple({"segment": "a", "value": 0.25, "numerator": 1.0, "denominator": 4.0}[c] for c in columns)
+    if ok:
+        assert shape(goal, columns, [row])[0] == 0.25
+    else:
+        with pytest.raises(GoalDataError, match=rf"goal g: its kind is {kind} \(declared\).*g\.sql"):
+            shape(goal, columns, [row])
+    undeclared = goal.model_copy(update={"kind": None, "kind_declared": False})
+    assert shape(undeclared, columns, [row])[0] == 0.25  # an inferred kind never fails a job that ran before

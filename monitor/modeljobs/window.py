@@ -96,8 +96,9 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             # Side queries over the same rows (counted once, by the pass above): the predicted class
             # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
             classes = multivariate = None
+            known: set[str] = set()  # the classes a multiclass model predicts, here or in its reference
             if MC.is_multiclass(model) and rows:
-                classes = MC.prediction_drift(
+                classes, known = MC.prediction_drift(
                     conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
                     _model_hash(model), now, _where(conn, model), lambda w: _bounds(conn, model, w))
             if MV.enabled(model) and spec is not None and rows:
@@ -110,7 +111,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         checks += _source_checks(conn, model, window, allc, now)
         if quality:
             distinct, duplicated = quality.pop("_ids")
-            invalid = quality.pop("_invalid_labels", None)
+            invalid = MC.unknown_labels(model, quality, known) if MC.is_multiclass(model) else quality.pop("_invalid_labels", None)
             quality.pop("_non_finite", None)
             if invalid is not None:
                 checks.append(_check("label_values", invalid, invalid > 0))
