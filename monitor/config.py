@@ -45,10 +45,11 @@ Name = Ident  # goal and model names are identifiers too: they become metric lab
 
 
 def _qualified(value: str) -> str:
-    """A table name, optionally schema-qualified (`schema.table`)."""
+    """A table name, optionally qualified: `schema.table`, or `catalog.schema.table` (Spark's
+    catalogs, Databricks' Unity Catalog)."""
     parts = str(value).split(".")
-    if len(parts) > 2:
-        raise ValueError(f"expected a table name or schema.table, got {value!r}")
+    if len(parts) > 3:
+        raise ValueError(f"expected a table name, schema.table or catalog.schema.table, got {value!r}")
     for p in parts:
         _ident(p)
     return value
@@ -504,8 +505,9 @@ def _resolve_sqlite(url: str, base: Path) -> str:
 
 
 def _resolve_path(p: str, base: Path) -> str:
-    """A relative local path (or glob) is relative to the config file's folder; URLs stay as they are."""
-    if "://" in p or Path(p).is_absolute():
+    """A relative local path (or glob) is relative to the config file's folder; URLs stay as they
+    are (`s3://...`, and `dbfs:/...` with one slash)."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", p) or Path(p).is_absolute():
         return p
     return str(base / p)
 
