@@ -1,5 +1,6 @@
 """The declared spec: what the config means for every output, read by the exporter, the alerts, the
-notifier, the dashboards and the app (which never read each other).
+dashboards and the app (which never read each other), and by the notifier, which evaluates the
+alerts' conditions over the exporter's samples.
 
 - Subjects: each goal with its kind (rate, value, segmented), the models behind it, its error
   budget's period and burn thresholds; each model with its staleness and starvation spans. The
