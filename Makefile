@@ -43,11 +43,13 @@ bench: venv deb
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_faults.py
 
+# the only writer of docs/*.png: the dashboards drawn from their own queries, then the app's pages in chromium
 previews: venv deb
-	$(BIN)/python -m monitor.previews --out docs/
+	$(BIN)/python tools/previews.py --out docs/
+	MONITOR_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_app_browser.py
 
 lint: venv
-	$(BIN)/ruff check monitor app_streamlit tests benchmarks
+	$(BIN)/ruff check monitor app_streamlit tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) monitor-demo .pytest_cache

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fixtures.alerting_world import START, World, config, write_config
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import conventions as n
@@ -151,17 +152,29 @@ def test_the_scrape_reads_rows_and_computes_nothing(world, monkeypatch):
     cfg, store, _ = world
     reg = registry(cfg, store)  # reads the SQL files once, to know the rate goals
 
+    calls = []
+
     def forbidden(*a, **k):
+        calls.append(a)
         raise AssertionError("computed on the scrape path")
 
     import monitor.goals
     import monitor.jobs
     import monitor.smart
-    for mod, name in [(monitor.goals, "compute"), (monitor.goals, "run_sql"), (monitor.smart, "judge"),
-                      (monitor.smart, "trajectory"), (monitor.jobs, "run_cycle")]:
-        monkeypatch.setattr(mod, name, forbidden)
+    computing = [monitor.goals.compute, monitor.goals.run_sql, monitor.jobs.run_cycle]
+    computing += [f for f in vars(monitor.smart).values() if callable(f) and getattr(f, "__module__", "") == "monitor.smart"]
+    # replaced under every name that holds them, so `from .smart import judge` in a reader is caught too
+    for mod in [m for name, m in sys.modules.items() if name == "monitor" or name.startswith("monitor.")]:
+        for name, value in list(vars(mod).items()):
+            if any(value is f for f in computing) and not isinstance(value, type):
+                monkeypatch.setattr(mod, name, forbidden)
     monkeypatch.setattr(type(cfg.goals[0]), "sql_text", property(forbidden))
-    assert reg.get_sample_value(n.GOAL_BURN_RATE, {"goal": "bad_session_share", "window": "1d"}) is not None
+    assert reg.get_sample_value(n.GOAL_BURN_RATE, {"goal": "bad_session_share", "window": "1d"}) == pytest.approx(10 / 20)
+    text = generate_latest(reg).decode()
+    assert f'{n.GOAL_STATUS}{{goal="bad_session_share",status="met"}} 1.0' in text  # 10 of 1000, target 2 %
+    assert f'{n.GOAL_STATUS}{{goal="minutes_per_user",status="missed"}} 1.0' in text  # 99 min, target 100
+    assert n.GOAL_TRAJECTORY in text
+    assert calls == []
 
 
 def test_monitor_metrics_prints_an_exposition_prometheus_client_parses(tmp_path):
