@@ -30,7 +30,7 @@ demo: venv
 test: venv deb
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
-# the fast tier: pure logic on SQLite, no services, no subprocess worlds
+# the fast tier: pure logic on SQLite, in process (tests/conftest.py fails an unmarked test that starts a process)
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not postgres and not stack and not browser and not slow" $(PYTEST_ARGS)
 

@@ -23,6 +23,8 @@ from monitor.config import ConfigError, load_config, parse_config
 from monitor.jobs import run_cycle
 from monitor.store import ModelWindow, Store, goal_results
 
+pytestmark = pytest.mark.slow  # the Streamlit app run page by page (AppTest) over computed worlds
+
 UTC = timezone.utc
 HOME = Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday

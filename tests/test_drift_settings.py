@@ -60,6 +60,7 @@ def world(db_url, tmp_path):
     return df, make_engine(db_url), store
 
 
+@pytest.mark.slow
 def test_each_feature_takes_its_own_method_and_threshold_and_compared_methods_come_in_the_same_pass(world):
     df, eng, store = world
     m = model(drift={"features": {"n_shift": {"method": "ks"}, "n_scale": {"method": "psi", "threshold": 0.5},
@@ -90,6 +91,7 @@ def test_each_feature_takes_its_own_method_and_threshold_and_compared_methods_co
         assert compared[col]["value"] == pytest.approx(_psi(r, c), rel=1e-9), col
 
 
+@pytest.mark.slow
 def test_thresholds_learned_from_the_reference_windows(world, tmp_path):
     df, eng, store = world
     m = model(drift={"threshold": {"sd": 3}})

@@ -213,6 +213,7 @@ def _check_sample(eng, df: pd.DataFrame, tmp_path, monkeypatch) -> None:
     assert first[("online", "predictions", "")]["value"] == len(cur)
 
 
+@pytest.mark.slow
 def test_duckdb_sample_is_numpy_on_exactly_its_rows(lake, tmp_path, monkeypatch):
     root, df, _ = lake
     _check_sample(make_engine("duckdb:///:memory:", None, _parquet(root)), df, tmp_path, monkeypatch)
@@ -271,6 +272,7 @@ def test_every_engine_module_is_found_by_its_url_and_dialect():
     assert engines.for_url("sc://h:1").quote(None, "a`b") == "`a``b`"
 
 
+@pytest.mark.slow
 def test_source_sql_outside_the_engine_modules_is_portable():
     """Spellings one engine lacks live in monitor/engines/ only (Spark has no DOUBLE PRECISION,
     hashtext is PostgreSQL's): SQL sent to a source elsewhere runs on every engine."""

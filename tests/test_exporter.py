@@ -42,6 +42,7 @@ def world(tmp_path):
     return cfg, store, w
 
 
+@pytest.mark.slow
 def test_goal_values_come_from_the_latest_stored_window(world):
     cfg, store, _ = world
     reg = registry(cfg, store)
@@ -53,6 +54,7 @@ def test_goal_values_come_from_the_latest_stored_window(world):
     assert reg.get_sample_value(n.GOAL_WINDOW_END, {"goal": "bad_session_share"}) == end
 
 
+@pytest.mark.slow
 def test_error_budget_of_a_rate_goal_sums_stored_numerators_and_denominators(world):
     cfg, store, _ = world
     reg = registry(cfg, store)
@@ -63,6 +65,7 @@ def test_error_budget_of_a_rate_goal_sums_stored_numerators_and_denominators(wor
     assert reg.get_sample_value(n.GOAL_BURN_RATE, {"goal": "bad_session_share", "window": "1w"}) == pytest.approx(sum(bad[-7:]) / (0.02 * 7000))
 
 
+@pytest.mark.slow
 def test_a_goal_that_is_not_a_rate_has_no_error_budget(world):
     cfg, store, _ = world
     reg = registry(cfg, store)
@@ -111,6 +114,7 @@ def test_the_budget_period_runs_from_the_baseline_to_the_deadline(tmp_path):
     assert burn["1d"] == pytest.approx(500 / 20)  # burn rates look at the latest windows, period or not
 
 
+@pytest.mark.slow
 def test_series_of_a_goal_removed_from_the_config_disappear(world, tmp_path):
     _, store, _ = world
     smaller = config(tmp_path, models=False, drop_goals=("minutes_per_user",))
@@ -148,6 +152,7 @@ def test_model_series_and_no_label_holds_an_id(tmp_path):
     assert labels <= ALLOWED_LABELS, labels - ALLOWED_LABELS
 
 
+@pytest.mark.slow
 def test_the_scrape_reads_rows_and_computes_nothing(world, monkeypatch):
     cfg, store, _ = world
     reg = registry(cfg, store)  # reads the SQL files once, to know the rate goals
@@ -177,6 +182,7 @@ def test_the_scrape_reads_rows_and_computes_nothing(world, monkeypatch):
     assert calls == []
 
 
+@pytest.mark.slow
 def test_monitor_metrics_prints_an_exposition_prometheus_client_parses(tmp_path):
     w = World(tmp_path, days=9)
     w.set_day(8, bad=100)
@@ -200,6 +206,7 @@ def test_monitor_metrics_prints_an_exposition_prometheus_client_parses(tmp_path)
             assert set(s.labels) <= ALLOWED_LABELS
 
 
+@pytest.mark.slow
 def test_the_textfile_is_written_atomically(world, tmp_path):
     cfg, store, _ = world
     target = tmp_path / "monitor.prom"

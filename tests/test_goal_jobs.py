@@ -76,6 +76,7 @@ def world(tmp_path, db_url):
     return df, load_config(write_config(tmp_path, db_url))
 
 
+@pytest.mark.slow
 def test_goal_values_match_pandas_on_every_daily_and_weekly_window(world):
     df, cfg = world
     now = START + timedelta(days=20)
@@ -100,6 +101,7 @@ def test_goal_values_match_pandas_on_every_daily_and_weekly_window(world):
         assert week.weekday() == 0 and r["window_end"] - r["window_start"] == timedelta(weeks=1)
 
 
+@pytest.mark.slow
 def test_a_rerun_stores_nothing_twice_and_changes_nothing(world):
     _, cfg = world
     now = START + timedelta(days=20)
@@ -119,6 +121,7 @@ def test_a_rerun_stores_nothing_twice_and_changes_nothing(world):
     assert dict(runs)["goal:bad_rate"] == 2  # recompute: the last windows run again, and are replaced, not added
 
 
+@pytest.mark.slow
 def test_catch_up_fills_every_missed_window_and_then_only_recomputes_the_tail(world):
     _, cfg = world
     store = Store(cfg.store_url)
@@ -172,6 +175,7 @@ def _projected_status(points: list[tuple[datetime, float]], target: float, deadl
     return "on_track" if projected >= target else "off_track"
 
 
+@pytest.mark.slow
 def test_status_met_flag_and_trajectory_are_stored(world):
     df, cfg = world
     run_cycle(cfg, START + timedelta(days=20))
@@ -204,6 +208,7 @@ BAD_SHAPES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_SHAPES))
 def test_a_broken_goal_fails_alone_recorded_with_its_error_and_the_others_go_on(tmp_path, db_url, case, capsys):
     make_events(db_url, days=3)
@@ -222,6 +227,7 @@ def test_a_broken_goal_fails_alone_recorded_with_its_error_and_the_others_go_on(
     assert len(store.goal_windows("bad_rate", 86400)) == 2
 
 
+@pytest.mark.slow
 def test_run_once_prints_the_goal_table_and_json(world, capsys):
     df, cfg = world
     path = str(cfg.path)

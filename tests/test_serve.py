@@ -92,6 +92,7 @@ def start_serve(cfg: Path, port: int, log, now: datetime = NOW) -> subprocess.Po
                              "--now", now.isoformat()], stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_serve_answers_metrics_and_healthz_and_stops_cleanly_on_sigterm(tmp_path):
     cfg, start = hourly_world(tmp_path, f"sqlite:///{tmp_path / 'src.db'}")
     port = free_port()

@@ -31,6 +31,7 @@ def test_a_relative_floor_without_mlflow_is_a_config_error_naming_the_model(tmp_
         parse_config(data, FIXTURE)
 
 
+@pytest.mark.stack
 def test_relative_floors_compare_quality_with_the_exported_threshold_and_pass_promtool(tmp_path):
     cfg = _relative(tmp_path)
     rules = {a.alert: a for a in alerts.all_alerts(cfg)}
@@ -47,6 +48,7 @@ def test_relative_floors_compare_quality_with_the_exported_threshold_and_pass_pr
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.stack
 def test_the_model_health_dashboard_marks_where_the_version_changes(tmp_path):
     """The annotation's query, run by promtool on a version 1 that gives way to a version 2 at 10m."""
     from pathlib import Path
