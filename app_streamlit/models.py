@@ -5,8 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from app_streamlit import data, ui
-from monitor import review
-from monitor.alerts import CHECK_TEXT
+from monitor import formatting
+from monitor.config import Learned
+from monitor.conventions import DATA_CHECK_TEXT
 from monitor.durations import format_duration
 
 ctx = st.session_state["_ctx"]
@@ -39,7 +40,7 @@ if not series:
     run = ctx.reader.last_run(f"model:{model.name}")
     st.info(f"No window of {model.name} is stored yet.")
     if run and run["status"] == "failed":
-        st.error(f"Its last run failed ({review.fmt_time(run['started_at'])}): `{run['error']}`")
+        st.error(f"Its last run failed ({formatting.fmt_time(run['started_at'])}): `{run['error']}`")
     st.stop()
 
 # --- inputs: are the numbers below computed from sound data? ---
@@ -48,7 +49,7 @@ health = data.input_health(model, ctx.reader)
 latest = health["latest"]
 c1, c2, c3 = st.columns(3)
 newest = health["newest_row"]
-c1.metric("Newest source row", review.fmt_time(newest) if newest else "–",
+c1.metric("Newest source row", formatting.fmt_time(newest) if newest else "–",
           help=f"The newest row of {model.source.table} over the stored windows; its alert fires when it is older "
                f"than two windows.")
 ratio = health["volume_ratio"]
@@ -59,9 +60,9 @@ c2.metric("Rows in the latest window", f"{latest['rows']:,}", delta=f"{ratio:.0%
 failing_now = [c for c in health["checks"] if c["detected"]]
 c3.metric("Data checks of the latest window", f"{len(failing_now)} failing" if health["checks"] else "–",
           help="Timestamps, score range and nulls, label values and duplicates, the reference, the schema.")
-when = review.fmt_time(latest["window_start"])
+when = formatting.fmt_time(latest["window_start"])
 if failing_now:
-    what = "; ".join(f"**{c['name']}** ({CHECK_TEXT.get(c['name'], 'invalid inputs')}"
+    what = "; ".join(f"**{c['name']}** ({DATA_CHECK_TEXT.get(c['name'], 'invalid inputs')}"
                      + (f", {c['value']:,.0f} rows" if c["value"] else "") + ")" for c in failing_now)
     st.warning(f"Failing in the latest window ({when}): {what}. Quality from such inputs is withheld.",
                icon=":material/report:")
@@ -75,7 +76,7 @@ if not latest["rows"]:
 earlier = [(ws, cs) for ws, cs in sorted(health["failing"].items(), reverse=True) if ws != latest["window_start"]]
 if earlier:
     st.caption("Earlier windows with failing checks: " + "; ".join(
-        f"{review.fmt_time(ws)} ({', '.join(c['name'] for c in cs)})" for ws, cs in earlier[:10])
+        f"{formatting.fmt_time(ws)} ({', '.join(c['name'] for c in cs)})" for ws, cs in earlier[:10])
         + (f"; and {len(earlier) - 10} more" if len(earlier) > 10 else ""))
 
 # --- the model version: the registry's (MLflow), the log's version column ---
@@ -112,7 +113,7 @@ if shared:
     last = shared[-1]
     in_week = [w for w in shared if week and week <= w["window_start"] < week + data.WEEK]
     c1, c2 = st.columns(2)
-    c1.metric(f"Dataset drift, latest window ({review.fmt_time(last['window_start'])})",
+    c1.metric(f"Dataset drift, latest window ({formatting.fmt_time(last['window_start'])})",
               "drifted" if last["dataset_drift"] else "no drift", delta=f"{last['drift_share']:.0%} of features drifted",
               delta_color="inverse" if last["dataset_drift"] else "off", delta_arrow="off",
               help=f"The dataset drifts when the share of drifted features reaches drift.dataset_share "
@@ -186,27 +187,34 @@ if model.labels is None:
     st.info("This model has no labels configured: offline quality is not computed. Add `labels:` to its config.")
 else:
     metric_names = sorted({k for row in q for k in row} - {"window_start", "window_end", "rows", "quality_status",
-                                                           "label_coverage", "judged_from"})
+                                                           "label_coverage", "judged_from", "past_floor"})
     judged = [row for row in q if row["quality_status"] == "ok"]
     pending = [row for row in q if row["quality_status"] == "pending"]
     st.caption(f"{len(judged)} windows judged, {len(pending)} pending: a window is judged once its end is "
                f"{format_duration(model.labels.max_delay)} old, never from partial labels.")
     floors = dict(model.quality)
+    stored = data.quality_bounds(model, ctx.reader)  # fixed, learned from the reference, or relative to validation
 
     def number(b):  # a fixed bound; learned and relative ones are in the stored threshold
         return b if isinstance(b, (int, float)) else None
 
-    def below(metric: str, v) -> bool:
+    def limit(metric: str, bound: str):
         f = floors.get(metric)
-        lo, hi = (number(f.min), number(f.max)) if f is not None else (None, None)
+        fixed = number(getattr(f, bound)) if f is not None else None
+        return fixed if fixed is not None else stored.get(metric, {}).get(bound)
+
+    def below(metric: str, v, row: dict | None = None) -> bool:
+        if row is not None and metric in row["past_floor"]:
+            return True
+        lo, hi = (number(floors[metric].min), number(floors[metric].max)) if metric in floors else (None, None)
         return v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi))
 
     if judged and metric_names:
         long = [{"window_start": row["window_start"], "metric": k, "value": row[k],
-                 "floor": "breached" if below(k, row[k]) else "ok"} for row in judged for k in metric_names if row.get(k) is not None]
+                 "floor": "breached" if below(k, row[k], row) else "ok"} for row in judged for k in metric_names if row.get(k) is not None]
         if long:
-            st.altair_chart(ui.quality_chart(long, {k: (number(f.min) if number(f.min) is not None else number(f.max)) for k, f in floors.items()}),
-                            width="stretch")
+            st.altair_chart(ui.quality_chart(long, {k: (limit(k, "min") if limit(k, "min") is not None else limit(k, "max"))
+                                                    for k in floors}), width="stretch")
     est = data.estimated_quality(model, ctx.reader)
     if est:
         st.subheader("Estimated before the labels, realized after")
@@ -214,18 +222,22 @@ else:
         default = next((k for k in floors if k in names_), names_[0])
         pick = st.selectbox("metric", names_, index=names_.index(default), key="estimate_metric")
         cells = [c for c in est if c["metric"] == pick]
-        st.altair_chart(ui.estimate_chart(cells), width="stretch")
+        st.altair_chart(ui.estimate_chart(cells, versions=marks), width="stretch")
         errors = [abs(c["estimate"] - c["realized"]) for c in cells if c["realized"] is not None][-8:]
         latest = cells[-1]
         st.caption(f"Blue: estimated from the scores (band: 95 % interval; calibration `{latest['method']}`), "
                    "labelled as an estimate until the window's labels mature; green: realized. "
+                   + ("Dotted: where a new model version starts. " if marks else "")
                    + (f"Mean absolute error of the last {len(errors)} matured estimates: {sum(errors) / len(errors):.4f}."
                       if errors else "No estimate has matured yet."))
 
-    def cell(k, v) -> str:
+    def cell(k, v, row) -> str:
         if v is None:
             return "–"
-        return f"{v:.4f}" + (" ▼ below floor" if below(k, v) and number(floors[k].min) is not None else " ▲ above floor" if below(k, v) else "")
+        if not below(k, v, row):
+            return f"{v:.4f}"
+        lo = limit(k, "min") if k in floors else None
+        return f"{v:.4f}" + (" ▼ below floor" if lo is not None and v < lo else " ▲ above floor")
 
     rows = [{
         "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
@@ -234,7 +246,7 @@ else:
         .get(row["quality_status"], row["quality_status"]),
         "label coverage": f"{row['label_coverage']:.1%}" if row["label_coverage"] is not None else "–",
         "rows": f"{row['rows']:,}" if row["rows"] is not None else "–",
-        **{k: cell(k, row.get(k)) for k in metric_names}} for row in reversed(q)]
+        **{k: cell(k, row.get(k), row) for k in metric_names}} for row in reversed(q)]
     table = pd.DataFrame(rows)
     styled = table.style.map(lambda v: "background-color: #ffebe9; color: #cf222e; font-weight: 600"
                              if isinstance(v, str) and "floor" in v else "", subset=[k for k in metric_names if k in table])
@@ -246,8 +258,14 @@ else:
                 return ""
             if isinstance(b, (int, float)):
                 return f"{sign} {b:g}"
+            if isinstance(b, Learned):
+                return f"{sign} reference mean {'−' if sign == '≥' else '+'} {b.sd:g} sd"
             return f"{sign} validation {'−' if b.below_validation is not None else '+'} {b.offset if b.offset > 0 else -b.offset:g}"
-        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}" for k, v in floors.items())
+        def now(k):
+            got = {b: v for b, v in stored.get(k, {}).items() if not isinstance(getattr(floors[k], b), (int, float))}
+            return f" (now {', '.join(f'{v:.4g}' for v in got.values())})" if got else ""
+        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}{now(k)}"
+                                                     for k, v in floors.items())
                    + "; a window past its floor is marked in red in the chart and the table.")
 
 if model.task == "multiclass_classification" and model.labels is not None:
@@ -262,6 +280,13 @@ if model.task == "multiclass_classification" and model.labels is not None:
         st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
     else:
         st.caption("No window of this model is judged yet.")
+elif model.task == "binary_classification" and model.labels is not None:
+    per = data.class_quality(model, ctx.reader)
+    if per and per["confusion"]:
+        st.subheader("Confusion matrix")
+        st.caption(f"The latest judged window, from {per['window_start']:%Y-%m-%d %H:%M}: labelled predictions by "
+                   "true class (1 positive) and decision; accuracy and specificity above follow from it.")
+        st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
 
 # --- Evidently ---
 st.header("Evidently report")

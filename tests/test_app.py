@@ -3,9 +3,7 @@ bad config, password, OIDC), the review stored and closed, and what it exports."
 import json
 import re
 import shutil
-import sys
 import textwrap
-import types
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import sqlalchemy as sa
 from scipy.stats import binomtest
 from streamlit.testing.v1 import AppTest
 
-from app_streamlit import data, ui
-from monitor import review
+from app_streamlit import data, drift_report, ui
+from monitor import formatting, review
 from monitor.app_launcher import command, entry_point, oidc_secrets
 from monitor.config import ConfigError, load_config, parse_config
 from monitor.jobs import run_cycle
@@ -326,22 +324,13 @@ def test_evidently_report_is_embedded_when_the_builder_exists(app_env, monkeypat
         calls.append((model.name, window.start))
         return "<html><body><h1>Evidently report</h1></body></html>"
 
-    monkeypatch.setitem(sys.modules, "monitor.modeljobs", types.SimpleNamespace(evidently_report=evidently_report))
+    monkeypatch.setattr(drift_report, "evidently_report", evidently_report)
     ui.evidently_html.clear()
     at = _models_page(week=W3.date().isoformat())
     at.button(key="ev_go").click().run()
     clean(at)
     assert calls == [("clf", W3 + timedelta(days=6))]  # the last window of the chosen week
     assert "Evidently report" in at.get("iframe")[0].proto.srcdoc
-
-
-def test_evidently_report_missing_is_said_not_raised(app_env, monkeypatch):
-    monkeypatch.setitem(sys.modules, "monitor.modeljobs", types.SimpleNamespace())
-    ui.evidently_html.clear()
-    at = _models_page()
-    at.button(key="ev_go").click().run()
-    clean(at)
-    assert any("The Evidently report is not available" in i.value for i in at.info)
 
 
 # --- Review ---
@@ -669,11 +658,11 @@ def test_the_card_shows_the_stored_trajectory_as_run_once_does(app_env):
     cli = {r["goal"]: r for r in goal_table(cfg, store)}
     r = data.Reader(cfg.store_url)
     for g in cfg.goals:
-        t = data.week_trajectory(cfg, r, g, W4, r.goal_series(g.name, 604800))
+        t = data.week_trajectory(r, g, W4)
         assert (t["status"], t["projected"]) == (cli[g.name]["trajectory"], cli[g.name]["projected"]), g.name
     ui._read.clear()
     at = clean(app(week=W4.date().isoformat()).run())
-    assert review.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
+    assert formatting.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
 
 
 @pytest.mark.parametrize("param,value,says", [
