@@ -315,7 +315,7 @@ def test_a_duckdb_statement_is_cut_after_the_statement_timeout_and_the_next_one_
         assert c.execute(sa.text("SELECT COUNT(*) FROM range(1000)")).scalar() == 1000
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "duckdb", "postgresql"])
+@pytest.mark.parametrize("engine", ["sqlite", "duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_a_column_of_text_where_a_number_is_configured_fails_the_schema_check_on_every_engine(engine, tmp_path, request):
     """The type check goes through the engine: a score or feature stored as text is a failing
     `schema` check naming the column and its type; numeric, boolean and untyped columns pass."""

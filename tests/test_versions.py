@@ -101,6 +101,7 @@ def _models_page(tmp_path, monkeypatch, model_yaml: str, windows: list[list[dict
     return at
 
 
+@pytest.mark.slow
 def test_the_model_page_shows_the_registered_version_the_split_by_version_and_marks_the_change(tmp_path, monkeypatch):
     windows = []
     for d in range(6):
@@ -130,6 +131,7 @@ def test_the_model_page_shows_the_registered_version_the_split_by_version_and_ma
     assert sorted(split["version"]) == ["1", "2"] and sorted(split["roc_auc"]) == pytest.approx([0.85, 0.9])
 
 
+@pytest.mark.slow
 def test_the_estimated_quality_chart_marks_where_the_version_changes(tmp_path, monkeypatch):
     """The model page's estimated/realized chart carries the version marks the other model charts have:
     a rule at the first window of version 2, labelled v2."""
