@@ -243,9 +243,10 @@ def goal_row(d: db.Dashboard, cfg: Config, g: Goal) -> None:
                  .override_by_name("window", [dm.DynamicConfigValue(id_val="mappings", value=binary_mapping(("final", GREEN), ("provisional", ORANGE)))]))
 
     if spec.has_budget(g):
+        fb, sb = spec.burns(cfg.defaults)
         d.with_panel(timeseries.Panel().title("Error budget").datasource(PROM)
                      .description("Share of the period's error budget spent so far, and the burn rate "
-                                  "(1 = spending exactly the budget) over the last day and week.")
+                                  f"(1 = spending exactly the budget) over the last {fb.words[0]} and {sb.words[0]}.")
                      .span(12).height(7).links(links).unit("percentunit").min(0)
                      .with_target(prom(sel(n.GOAL_BUDGET_SPENT, **m), "budget spent", "A"))
                      .with_target(prom(sel(n.GOAL_BURN_RATE, **m), "burn rate {{window}}", "B"))

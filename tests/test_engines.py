@@ -251,9 +251,21 @@ def test_parquet_tables_need_duckdb_or_spark_and_resolve_against_the_config(tmp_
     with pytest.raises(ConfigError, match="parquet: .* need a DuckDB"):
         parse_config({"database_url": "sqlite:///a.db", "parquet": {"preds": "logs/*.parquet"}}, tmp_path / "m.yaml")
     cfg = parse_config({"database_url": "duckdb:///lake.duckdb", "results_url": "sqlite:///r.db",
-                        "parquet": {"preds": "logs/*.parquet", "far": "s3://bucket/x"}}, tmp_path / "m.yaml")
-    assert cfg.parquet == {"preds": str(tmp_path / "logs/*.parquet"), "far": "s3://bucket/x"}
+                        "parquet": {"preds": "logs/*.parquet", "far": "s3://bucket/x", "dbfs": "dbfs:/mnt/logs"}},
+                       tmp_path / "m.yaml")
+    assert cfg.parquet == {"preds": str(tmp_path / "logs/*.parquet"), "far": "s3://bucket/x", "dbfs": "dbfs:/mnt/logs"}
     assert cfg.database_url == f"duckdb:///{tmp_path / 'lake.duckdb'}"
+
+
+def test_a_table_may_be_named_with_its_catalog_and_schema(tmp_path):
+    """Spark catalogs and Databricks' Unity Catalog name tables `catalog.schema.table`."""
+    m = _model()
+    m["source"] = {**m["source"], "table": "main.ml.preds"}
+    cfg = parse_config({"database_url": "sc://h:443", "results_url": "sqlite:///r.db", "models": [m]}, tmp_path / "m.yaml")
+    assert engines.for_url(cfg.database_url).quote_table(None, cfg.models[0].source.table) == "`main`.`ml`.`preds`"
+    m["source"] = {**m["source"], "table": "a.b.c.d"}
+    with pytest.raises(ConfigError, match="catalog.schema.table"):
+        parse_config({"database_url": "sc://h:443", "results_url": "sqlite:///r.db", "models": [m]}, tmp_path / "m.yaml")
 
 
 def test_an_unreachable_spark_is_a_database_error_in_one_line(tmp_path):
