@@ -335,9 +335,13 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .with_target(prom(sel(n.FEATURE_DRIFT_DETECTED, **m), "{{feature}}"))
                  .mappings(binary_mapping(("no drift", GREEN), ("drift", RED))))
     d.with_panel(timeseries.Panel().title("Feature drift scores").datasource(PROM)
-                 .description("Each feature's drift score against the reference, by the method `auto` picked.")
+                 .description("Each feature's drift score against the reference, by its method (`auto` picks one), "
+                              "and dashed the threshold it is held to: fixed, the method's default, or learned from "
+                              "the reference's windows (`{sd: N}`).")
                  .span(8).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})")))
+                 .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})", "A"))
+                 .with_target(prom(sel(n.FEATURE_DRIFT_THRESHOLD, **m), "{{feature}} ({{method}}) threshold", "B"))
+                 .override_by_regexp(".* threshold$", [dashed()]))
     d.with_panel(timeseries.Panel().title("Prediction drift").datasource(PROM)
                  .description("Drift of the score column (of a multiclass model: of the predicted class "
                               "distribution) against the reference.")
