@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,11 @@ def test_the_config_version_is_validated(version, ok):
     else:
         with pytest.raises(ConfigError, match=r"version: .* is not a config version this monitor reads \(it reads version 1\)"):
             parse_config(data, FIXTURE)
+
+
+def test_the_slow_burn_window_must_be_longer_than_the_fast_one():
+    with pytest.raises(ConfigError, match=r"defaults: slow_burn_window: must be longer than fast_burn_window"):
+        parse_config(_data() | {"defaults": {"fast_burn_window": "1w", "slow_burn_window": "1d"}}, FIXTURE)
 
 
 def test_an_unknown_version_exits_2(tmp_path, capsys):
@@ -170,10 +176,13 @@ def test_a_condition_renders_promql_and_evaluates_the_same_tree():
 
 def test_rules_from_declared_kinds_and_defaults_pass_promtool(tmp_path):
     """A config with every key of the spec declared renders rules whose promtool cases pass."""
-    data = _data() | {"version": 1, "defaults": {"stale_factor": 3, "fast_burn_budget": 0.1}}
+    data = _data() | {"version": 1, "defaults": {"stale_factor": 3, "fast_burn_budget": 0.1, "slow_burn_window": "3d"}}
     data["goals"][0] |= {"kind": "rate", "models": ["scorer"]}
     data["goals"][1] |= {"kind": "value", "models": []}
     cfg = parse_config(data, FIXTURE)
+    slow = next(a for a in alerts.all_alerts(cfg) if a.kind == "slow_burn")
+    assert 'window="3d"' in slow.expr and "over the last 3d" in slow.record()["annotations"]["summary"]
+    assert spec.burn_windows(cfg.goal("bad_session_share"), cfg.defaults) == {"1d": timedelta(days=1), "3d": timedelta(days=3)}
     for rel, text in alerts.render(cfg).items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
