@@ -56,12 +56,14 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
 
         def job(c):
             if binary:
-                q = quality_binary(c, model, window, fold_p95, window_ids)
+                q = quality_binary(c, model, window, fold_p95, window_ids, distinct=not unique)
             elif MC.is_multiclass(model):
                 q = quality_multiclass(c, model, window, window_ids)
             else:
                 q = quality_regression(c, model, window, window_ids)
-            q["_ids"] = (q["labelled"], 0) if unique else _label_ids(c, model, window, window_ids)
+            # each labelled row its own label id: no id labelled twice, and as many ids as rows
+            once = unique or q.pop("_distinct", None) == q["labelled"]
+            q["_ids"] = (q["labelled"], 0) if once else _label_ids(c, model, window, window_ids)
             return q
 
         narrow = mature and _integer_ids(conn, model)
