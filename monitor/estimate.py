@@ -382,22 +382,50 @@ def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple
     return {}, ""
 
 
-def metrics(conn, store, model: Model, window: Window, now: datetime, quality: dict | None) -> list[dict]:
-    """The window's estimate rows, and once its labels are mature (`quality`), the estimate's error."""
-    est, method = estimates(conn, store, model, window, now)
-    from .modeljobs import _breach, _floor
+ESTIMATE_KINDS = (names.ESTIMATE_KIND, names.ESTIMATE_CI_LOW_KIND, names.ESTIMATE_CI_HIGH_KIND)
 
-    rows = []
-    for k, (v, lo, hi) in est.items():
-        rows += [{"kind": names.ESTIMATE_KIND, "name": k, "method": method, "value": v,
-                  "threshold": _floor(model, k), "detected": _breach(model, k, v)},
-                 {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "method": method, "value": lo},
-                 {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "method": method, "value": hi}]
-        real = (quality or {}).get(k)
-        if real is not None:
-            rows.append({"kind": names.ESTIMATION_ERROR_KIND, "name": k, "method": method,
-                         "value": abs(v - real), "detected": not (lo <= real <= hi)})
-    return rows
+
+def kept_rows(store, model: Model, window: Window) -> list[dict]:
+    """The estimate rows stored for the window (made while its labels were pending), if any."""
+    return [{k: r[k] for k in ("kind", "name", "segment", "method", "value", "threshold", "detected")}
+            for r in store.model_metrics(model.name, window.start, kinds=ESTIMATE_KINDS)]
+
+
+def metrics(conn, store, model: Model, window: Window, now: datetime, quality: dict | None) -> list[dict]:
+    """The window's estimate rows, and once its labels are mature (`quality`), the estimate's error.
+
+    A mature window keeps the estimate made while its labels were pending (the one users saw, and
+    the one whose error tells how far to trust the next); it is computed now only for a window
+    that was never estimated before (a backfill)."""
+    kept = kept_rows(store, model, window) if quality is not None else []
+    if kept:
+        rows = kept
+    else:
+        from .modeljobs import _breach, _floor
+
+        est, method = estimates(conn, store, model, window, now)
+        rows = []
+        for k, (v, lo, hi) in est.items():
+            rows += [{"kind": names.ESTIMATE_KIND, "name": k, "segment": "", "method": method, "value": v,
+                      "threshold": _floor(model, k), "detected": _breach(model, k, v)},
+                     {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "segment": "", "method": method, "value": lo},
+                     {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "segment": "", "method": method, "value": hi}]
+    return rows + errors(rows, quality or {})
+
+
+def errors(rows: list[dict], quality: dict) -> list[dict]:
+    """|estimate - realized| per estimated metric with a realized value (`detected`: outside the interval)."""
+    by = {(r["kind"], r["name"], r.get("segment", "")): r for r in rows}
+    out = []
+    for (kind, k, seg), r in by.items():
+        real = quality.get(k) if not seg else None
+        lo, hi = by.get((names.ESTIMATE_CI_LOW_KIND, k, seg)), by.get((names.ESTIMATE_CI_HIGH_KIND, k, seg))
+        if kind != names.ESTIMATE_KIND or real is None or r["value"] is None:
+            continue
+        inside = (lo is None or lo["value"] is None or lo["value"] <= real) and (hi is None or hi["value"] is None or real <= hi["value"])
+        out.append({"kind": names.ESTIMATION_ERROR_KIND, "name": k, "segment": seg, "method": r["method"],
+                    "value": abs(r["value"] - real), "detected": not inside})
+    return out
 
 
 # --------------------------------------------------------------------------- goals
@@ -444,10 +472,16 @@ def goal_interval(goal, value: float | None, numerator: float | None, denominato
     return value, lo, hi, "expected_met" if good else "expected_missed" if bad else "insufficient_data"
 
 
-def goal_estimate(conn, goal, window: Window, realized: float | None) -> dict:
+def goal_estimate(conn, goal, window: Window, realized: float | None, kept: dict | None = None) -> dict:
     """The goal's `estimate` SQL on one window: value, interval, expected status; with `realized`
-    (a mature window), the estimate's absolute error."""
+    (a mature window), the estimate's absolute error. `kept`: the window's stored estimate; a
+    mature window keeps the one made while it was provisional rather than rerun the SQL on
+    scores that may have been rewritten since."""
     from .goals import GoalDataError, run_sql
+
+    if realized is not None and kept is not None and kept.get("value") is not None:
+        got = {k: kept.get(k) for k in ("value", "numerator", "denominator", "variance", "ci_low", "ci_high", "status")}
+        return got | {"realized": realized, "error": abs(got["value"] - realized)}
 
     columns, rows = run_sql(conn, goal, window, goal.estimate.sql_text)
     cols = [c.lower() for c in columns]

@@ -252,6 +252,36 @@ def test_mature_windows_keep_the_estimate_error(db_url, tmp_path):
     assert store.load_reference("m", next(k for k in _ref_keys(store) if k.startswith("calib:")))["method"] == "none"
 
 
+def test_a_mature_window_keeps_the_estimate_made_while_it_was_pending(db_url, tmp_path):
+    """The estimate users saw while the labels were pending is the one kept once they mature, and
+    its error is measured against it: the window's scores are rewritten in between (a re-score), so
+    an estimate recomputed at maturity would differ from the kept one."""
+    make_world(db_url)
+    eng, store = make_engine(db_url), Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    m, w = model(), day(REF_DAYS + 3)
+    pending, _ = modeljobs.compute(eng, store, m, w, utc(REF_DAYS + 5))
+    assert pending.quality_status == "pending"
+    store.save_model_window(pending, utc(REF_DAYS + 5))
+    seen = {(r["kind"], r["name"]): r["value"] for r in pending.metrics if r["kind"] in E.ESTIMATE_KINDS}
+    with eng.begin() as c:
+        c.execute(sa.text("UPDATE preds SET score = score * 0.8 WHERE at >= :a AND at < :b"),
+                  {"a": w.start.replace(tzinfo=None), "b": w.end.replace(tzinfo=None)})
+    mature, _ = modeljobs.compute(eng, store, m, w, utc(30))
+    assert mature.quality_status == "ok"
+    kept = {(r["kind"], r["name"]): r["value"] for r in mature.metrics if r["kind"] in E.ESTIMATE_KINDS}
+    assert kept == seen
+    fresh, _ = E.estimates(eng.connect(), store, m, w, utc(30))
+    assert abs(fresh["roc_auc"][0] - seen[(names.ESTIMATE_KIND, "roc_auc")]) > 1e-3  # recomputing would differ
+    q, err = rows_of(mature, "quality"), rows_of(mature, names.ESTIMATION_ERROR_KIND)
+    assert set(err) == set(E.BINARY_METRICS)
+    for k in err:
+        assert err[k]["value"] == pytest.approx(abs(seen[(names.ESTIMATE_KIND, k)] - q[k]["value"]), abs=1e-12)
+    store.save_model_window(mature, utc(30))  # recomputed again: still the same estimate
+    again, _ = modeljobs.compute(eng, store, m, w, utc(31))
+    assert {(r["kind"], r["name"]): r["value"] for r in again.metrics if r["kind"] in E.ESTIMATE_KINDS} == seen
+
+
 def _ref_keys(store: Store) -> list[str]:
     from monitor.store import reference_summaries as t
 
@@ -421,6 +451,33 @@ def test_goal_estimate_interval_holds_the_realized_rate_and_is_replaced_once_mat
     assert reg.get_sample_value(names.GOAL_ESTIMATED_STATUS, {**g, "status": last["status"]}) == 1.0
     want = np.mean([r["error"] for r in mature[-names.ESTIMATION_ERROR_WINDOWS:]])
     assert reg.get_sample_value(names.GOAL_ESTIMATION_ERROR, g) == pytest.approx(want)
+
+
+def test_goal_keeps_the_provisional_estimate_once_mature(db_url, tmp_path):
+    """The goal's estimate of a provisional window is kept when the window matures (the scores
+    are rewritten in between: rerunning the estimate SQL would give another value), and its error
+    is measured against the realized rate."""
+    from monitor.jobs import run_cycle
+
+    cfg = goal_world(db_url, tmp_path, days=12)
+    store = Store(cfg.store_url)
+    assert run_cycle(cfg, utc(12) + timedelta(hours=1), store=store).ok  # days 9..11 provisional
+    seen = {r["window_start"]: r for r in store.goal_estimates("bad_rate", 86400)}
+    with sa.create_engine(db_url).begin() as c:
+        c.execute(sa.text("UPDATE loans SET pd = pd * 2"))
+    assert run_cycle(cfg, utc(20), store=store).ok
+    results = {r["window_start"]: r for r in store.goal_series("bad_rate", 86400)}
+    were_provisional = {s for s, r in seen.items() if r["realized"] is None}
+    assert len(were_provisional) == 3
+    for r in store.goal_estimates("bad_rate", 86400):
+        if r["window_start"] not in seen:
+            continue
+        before = seen[r["window_start"]]
+        assert not results[r["window_start"]]["provisional"]
+        for k in ("value", "numerator", "denominator", "variance", "ci_low", "ci_high", "status"):
+            assert r[k] == before[k], (r["window_start"], k)
+        real = results[r["window_start"]]["value"]
+        assert r["realized"] == pytest.approx(real) and r["error"] == pytest.approx(abs(before["value"] - real))
 
 
 @pytest.mark.parametrize("target, want", [(0.5, "expected_met"), (0.0001, "expected_missed"), (None, "insufficient_data")])
