@@ -36,6 +36,8 @@ MODEL_LABEL_COVERAGE = f"{PREFIX}_model_label_coverage_ratio"
 MODEL_QUALITY_PENDING = f"{PREFIX}_model_quality_pending_windows"
 MODEL_WINDOW_END = f"{PREFIX}_model_window_end_timestamp_seconds"
 MODEL_QUALITY_WINDOW_END = f"{PREFIX}_model_quality_window_end_timestamp_seconds"
+MODEL_LABEL_COVERAGE_SO_FAR = f"{PREFIX}_model_label_coverage_so_far_ratio"  # of the latest pending window
+MODEL_ESTIMATED_WINDOW_END = f"{PREFIX}_model_estimated_window_end_timestamp_seconds"  # the estimate's window
 MODEL_INFO = f"{PREFIX}_model"
 MODEL_NEWEST_ROW = f"{PREFIX}_model_newest_row_timestamp_seconds"
 MODEL_VOLUME_RATIO = f"{PREFIX}_model_volume_ratio"
@@ -77,6 +79,7 @@ ESTIMATE_KIND = "quality_estimated"
 ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
 ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
 ESTIMATION_ERROR_KIND = "estimation_error"
+LABELS_SO_FAR_KIND = "labels_so_far"  # a pending window's label coverage so far (name "label_coverage")
 ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall", "f1", "accuracy"),
                      "regression": ("mae", "rmse")}
 ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "no_data")

@@ -419,22 +419,31 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
     for metric in sorted(_estimated()):
         _band(est, f"{metric} estimated low", f"{metric} estimated high", BLUE)
     d.with_panel(est)
+    half = (f"({sel(n.MODEL_QUALITY_ESTIMATED_CI_HIGH, **m)} - on(model, metric) "
+            f"{sel(n.MODEL_QUALITY_ESTIMATED_CI_LOW, **m)}) / 2")
     d.with_panel(_bars().title("Estimation error (mean absolute, latest 8 matured windows)").datasource(PROM)
                  .description("How far the estimates were from the realized values once labels matured: how far "
-                              "to trust the current estimate.")
+                              "to trust the current estimate. Beside it, the current estimate's own 95 % half-width "
+                              "(what its interval promises, and all there is before any window has matured).")
                  .span(12).height(8).unit("short").decimals(4).min(0)
-                 .with_target(prom(sel(n.MODEL_ESTIMATION_ERROR, **m), "{{metric}}")))
+                 .with_target(prom(sel(n.MODEL_ESTIMATION_ERROR, **m), "{{metric}}", "A"))
+                 .with_target(prom(half, "{{metric}} 95 % half-width (labels pending)", "B")))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)
                  .description("Windows whose labels have not matured yet: their quality is pending, never partial.")
                  .span(4).height(4).unit("none").thresholds(thresholds((None, GREEN), (1, BLUE)))
                  .with_target(prom(sel(n.MODEL_QUALITY_PENDING, **m), "pending windows")))
     d.with_panel(_stat().title("Label coverage").datasource(PROM)
-                 .description("Share of the quality window's predictions that got a label.")
+                 .description("Share of the judged window's predictions that got a label; and of the latest window "
+                              "still waiting for its labels, the share labelled so far (pending: more may come).")
                  .span(4).height(4).unit("percentunit").thresholds(thresholds((None, RED), (0.5, ORANGE), (0.8, GREEN)))
-                 .with_target(prom(sel(n.MODEL_LABEL_COVERAGE, **m), "coverage")))
+                 .with_target(prom(sel(n.MODEL_LABEL_COVERAGE, **m), "judged window", "A"))
+                 .with_target(prom(sel(n.MODEL_LABEL_COVERAGE_SO_FAR, **m), "so far (labels pending)", "B")))
     d.with_panel(_stat().title("Age of the judged window").datasource(PROM)
-                 .description("How long ago the latest window with mature labels ended; the label delay shows here.")
-                 .span(4).height(4).unit("s").with_target(prom(age(sel(n.MODEL_QUALITY_WINDOW_END, **m)), "judged window")))
+                 .description("How long ago the latest window with mature labels ended (the label delay shows here); "
+                              "and the window whose quality is shown as estimated, while its labels are pending.")
+                 .span(4).height(4).unit("s")
+                 .with_target(prom(age(sel(n.MODEL_QUALITY_WINDOW_END, **m)), "judged window", "A"))
+                 .with_target(prom(age(sel(n.MODEL_ESTIMATED_WINDOW_END, **m)), "estimated window (labels pending)", "B")))
     d.with_panel(_stat().title("Age of the latest window").datasource(PROM)
                  .span(4).height(4).unit("s").with_target(prom(age(sel(n.MODEL_WINDOW_END, **m)), "latest window")))
     d.with_panel(table.Panel().title("Label coverage by window (results store)").datasource(RESULTS)

@@ -18,8 +18,9 @@ rows, whatever the window's size.
 - Expected positives per group: the sum of calibrated probabilities; its variance, for independent
   outcomes, the Poisson-binomial ``sum p (1 - p)``. ROC AUC from expected positives and negatives
   per bin (pairs within a bin count one half); precision, recall, F1 and accuracy from the expected
-  confusion matrix at the decision. 95 % intervals by the delta method: label noise of the window,
-  plus the isotonic map's own sampling error (per pooled block of the reference).
+  confusion matrix at the decision. 95 % intervals: the window's label noise by the delta method,
+  plus the isotonic map's own sampling error, the estimate's spread over BOOT refits of the map on
+  the reference's labels redrawn (`bootstrap_maps`).
 
 **Regression models**: the reference's labelled rows, cut into REG_BINS equal-mass bins of the
 score, give the mean absolute and squared error per bin; a window's estimate weighs them by its
@@ -53,7 +54,8 @@ HL_ALPHA = 0.05
 Z95 = 1.959963984540054  # the normal's 97.5 % quantile
 BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
 REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: the reference's bins are kept, for the calibration's bootstrap
+BOOT = 200  # refits of the isotonic map on the reference's labels redrawn: the calibration's own error
 
 
 # --------------------------------------------------------------------------- SQL
@@ -125,14 +127,45 @@ def isotonic(counts: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.
         fitted[first:last + 1] = p / n
         block_of[first:last + 1] = b
         sizes[b] = n
-    centers = (np.arange(BINS) + 0.5) / BINS
-    probs = np.interp(centers, centers[idx], fitted)
+    probs = _spread(idx, fitted)
     # an empty bin belongs to the block of the nearest filled bin
     nearest = np.clip(np.searchsorted(idx, np.arange(BINS)), 0, len(idx) - 1)
     left = np.clip(nearest - 1, 0, len(idx) - 1)
     closer_left = np.abs(idx[left] - np.arange(BINS)) < np.abs(idx[nearest] - np.arange(BINS))
     block = block_of[np.where(closer_left, left, nearest)]
     return probs, block, sizes
+
+
+def _spread(idx: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """Values at the filled bins `idx` to every bin (linear in between, flat beyond the ends)."""
+    centers = (np.arange(BINS) + 0.5) / BINS
+    return np.interp(centers, centers[idx], fitted)
+
+
+def bootstrap_maps(cal: dict, draws: int = BOOT) -> np.ndarray:
+    """(draws, BINS) isotonic maps refitted on the reference's labels redrawn, each bin's positives
+    ~ Binomial(rows, observed share): the spread of a window's estimate over these maps is the
+    calibration's sampling error, blocks chosen by the data included (a per-block binomial term,
+    blocks taken as fixed, misses that part and undercovers on small references). Seeded: the same
+    calibration gives the same intervals."""
+    c, y = np.asarray(cal["ref_counts"], dtype=float), np.asarray(cal["ref_positives"], dtype=float)
+    idx = np.nonzero(c > 0)[0]
+    rng = np.random.default_rng(20261201)
+    fitted = np.asarray(cal["map"], dtype=float)[idx]  # not the raw shares: a bin of one row has share 0 or 1
+    redrawn = rng.binomial(c[idx].astype(np.int64), np.clip(fitted, 0, 1), size=(draws, idx.size))
+    return np.array([_spread(idx, _pav(r / c[idx], c[idx])) for r in redrawn])
+
+
+def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted isotonic regression of `y` in its order (scikit-learn's compiled pool-adjacent-violators)."""
+    try:
+        from sklearn._isotonic import _inplace_contiguous_isotonic_regression as inplace
+    except ImportError:  # a private name: the public function is 300 times slower but the same
+        from sklearn.isotonic import isotonic_regression
+        return isotonic_regression(y, sample_weight=w)
+    out = np.ascontiguousarray(y, dtype=np.float64).copy()
+    inplace(out, np.ascontiguousarray(w, dtype=np.float64).copy())
+    return out
 
 
 def hosmer_lemeshow(counts: np.ndarray, positives: np.ndarray, scores: np.ndarray, groups: int = HL_GROUPS) -> float:
@@ -163,7 +196,7 @@ def fit_calibration(counts: np.ndarray, positives: np.ndarray, scores: np.ndarra
     """The calibration of a binary model from its reference's labelled bins (JSON-serialisable)."""
     n, p = float(counts.sum()), float(positives.sum())
     out = {"version": CALIBRATION_VERSION, "labelled": int(n), "positives": int(p), "hl_p": None,
-           "method": "none", "map": None, "block": None, "block_rows": None}
+           "method": "none", "map": None}
     if min(p, n - p) < MIN_LABELLED:
         out["reason"] = f"fewer than {MIN_LABELLED} labelled reference rows of each class"
         return out
@@ -171,9 +204,9 @@ def fit_calibration(counts: np.ndarray, positives: np.ndarray, scores: np.ndarra
     if out["hl_p"] >= HL_ALPHA:
         out["reason"] = "the reference's scores pass the calibration test"
         return out
-    probs, block, sizes = isotonic(counts, positives)
-    out.update(method="isotonic", map=probs.round(8).tolist(), block=block.tolist(), block_rows=sizes.tolist(),
-               reason="the reference's scores fail the calibration test")
+    probs, _, _ = isotonic(counts, positives)
+    out.update(method="isotonic", map=probs.round(8).tolist(), ref_counts=counts.astype(int).tolist(),
+               ref_positives=positives.astype(int).tolist(), reason="the reference's scores fail the calibration test")
     return out
 
 
@@ -226,12 +259,9 @@ def _groups_arrays(groups: list[tuple], cal: dict):
     return b, pr, c, e, v
 
 
-def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, float]]:
-    """{metric: (estimate, standard error)} from a window's groups and the model's calibration."""
-    if not groups:
-        return {}
-    b, pr, c, e, v = _groups_arrays(groups, cal)
-    out: dict[str, tuple[float, list]] = {}  # metric -> (value, gradient over groups)
+def _binary_values(b: np.ndarray, pr: np.ndarray, c: np.ndarray, e: np.ndarray, gradients: bool = True) -> dict:
+    """{metric: (value, gradient over groups)} from the expected positives `e` of each group."""
+    out: dict[str, tuple[float, np.ndarray | None]] = {}
     # ROC AUC over bins
     cb = np.bincount(b, weights=c, minlength=BINS)
     yb = np.bincount(b, weights=e, minlength=BINS)
@@ -239,41 +269,56 @@ def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, fl
     P, N = yb.sum(), nb.sum()
     if P > 1e-9 and N > 1e-9:
         below = np.cumsum(nb) - nb  # expected negatives in lower bins
-        above = yb.sum() - np.cumsum(yb)  # expected positives in higher bins
         U = float(np.sum(yb * (below + 0.5 * nb)))
         PN = P * N
-        dU = below + 0.5 * nb - 0.5 * yb - above
-        grad_bin = (dU * PN - U * (N - P)) / PN ** 2
-        out["roc_auc"] = (U / PN, grad_bin[b])
+        grad = None
+        if gradients:
+            above = yb.sum() - np.cumsum(yb)  # expected positives in higher bins
+            dU = below + 0.5 * nb - 0.5 * yb - above
+            grad = ((dU * PN - U * (N - P)) / PN ** 2)[b]
+        out["roc_auc"] = (U / PN, grad)
     one, zero = pr == 1, pr == 0
     PP, PNeg = c[one].sum(), c[zero].sum()
     TP, FN = e[one].sum(), e[zero].sum()
     rows = PP + PNeg
     if rows > 0:
-        g = np.zeros(len(c))
-        if PP > 0:
-            out["precision"] = (TP / PP, np.where(one, 1 / PP, 0.0))
-        else:
-            out["precision"] = (0.0, g)
+        g = np.zeros(len(c)) if gradients else None
+        out["precision"] = (TP / PP, np.where(one, 1 / PP, 0.0) if gradients else None) if PP > 0 else (0.0, g)
         pos = TP + FN
         if pos > 1e-12:
-            out["recall"] = (TP / pos, np.where(one, FN / pos ** 2, np.where(zero, -TP / pos ** 2, 0.0)))
+            out["recall"] = (TP / pos, np.where(one, FN / pos ** 2, np.where(zero, -TP / pos ** 2, 0.0))
+                             if gradients else None)
         D = PP + TP + FN
         if D > 1e-12:
-            out["f1"] = (2 * TP / D, np.where(one, 2 * (PP + FN) / D ** 2, np.where(zero, -2 * TP / D ** 2, 0.0)))
-        out["accuracy"] = ((TP + PNeg - FN) / rows, np.where(one, 1 / rows, np.where(zero, -1 / rows, 0.0)))
-    block = np.asarray(cal["block"])[b] if cal.get("map") is not None else None
-    result = {}
-    for k, (val, grad) in out.items():
-        var = float(np.sum(grad ** 2 * v))
-        if block is not None:  # the isotonic map's own error: one probability per pooled block
-            m = np.asarray(cal["map"])[b]
-            per_block = np.bincount(block, weights=grad * c, minlength=len(cal["block_rows"]))
-            pb = np.bincount(block, weights=m * c, minlength=len(per_block)) / np.maximum(
-                np.bincount(block, weights=c, minlength=len(per_block)), 1e-12)
-            var += float(np.sum(per_block ** 2 * pb * (1 - pb) / np.asarray(cal["block_rows"])))
-        result[k] = (float(val), math.sqrt(max(var, 0.0)))
-    return result
+            out["f1"] = (2 * TP / D, np.where(one, 2 * (PP + FN) / D ** 2, np.where(zero, -2 * TP / D ** 2, 0.0))
+                         if gradients else None)
+        out["accuracy"] = ((TP + PNeg - FN) / rows, np.where(one, 1 / rows, np.where(zero, -1 / rows, 0.0))
+                           if gradients else None)
+    return out
+
+
+def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, float]]:
+    """{metric: (estimate, standard error)} from a window's groups and the model's calibration.
+
+    The variance is the window's label noise (delta method over the Poisson-binomial variance of
+    each group's positives) plus, for an isotonic calibration, the estimate's variance over the
+    calibration's bootstrap maps (`bootstrap_maps`)."""
+    if not groups:
+        return {}
+    b, pr, c, e, v = _groups_arrays(groups, cal)
+    out = _binary_values(b, pr, c, e)
+    value = {k: val for k, (val, _) in out.items()}
+    var = {k: float(np.sum(grad ** 2 * v)) for k, (_, grad) in out.items()}
+    if cal.get("map") is not None and cal.get("ref_counts") is not None:
+        boot = [_binary_values(b, pr, c, c * m[b], gradients=False) for m in bootstrap_maps(cal)]
+        for k in var:
+            got = np.array([x[k][0] for x in boot if k in x])
+            if got.size > 1:
+                # pool-adjacent-violators overshoots at the ends on small references; the refits'
+                # mean shows by how much, and is taken off
+                value[k] = float(np.clip(2 * value[k] - got.mean(), 0.0, 1.0))
+                var[k] += float(np.var(got, ddof=1))
+    return {k: (float(value[k]), math.sqrt(max(var[k], 0.0))) for k in out}
 
 
 # --------------------------------------------------------------------------- regression estimates
@@ -398,6 +443,7 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
     the one whose error tells how far to trust the next); it is computed now only for a window
     that was never estimated before (a backfill)."""
     kept = kept_rows(store, model, window) if quality is not None else []
+    so_far = [] if quality is not None or model.labels is None else labels_so_far(conn, model, window)
     if kept:
         rows = kept
     else:
@@ -410,7 +456,24 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
                       "threshold": _floor(model, k), "detected": _breach(model, k, v)},
                      {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "segment": "", "method": method, "value": lo},
                      {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "segment": "", "method": method, "value": hi}]
-    return rows + errors(rows, quality or {})
+    return rows + errors(rows, quality or {}) + so_far
+
+
+def labels_so_far(conn, model: Model, window: Window) -> list[dict]:
+    """A pending window's label coverage so far: its predictions with a label already, over its rows
+    (the labels still to come may change it; the judged coverage is the mature window's)."""
+    from .modeljobs import _bounds, _joined, _where
+
+    s = model.source
+    params = _bounds(conn, model, window)
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)}"),
+                        params).scalar() or 0
+    if not rows:
+        return []
+    got = conn.execute(sa.text(f"SELECT COUNT(DISTINCT i) FROM ({_joined(conn, model, f's.{quote(conn, s.id)} AS i')}) j"),
+                       params).scalar() or 0
+    return [{"kind": names.LABELS_SO_FAR_KIND, "name": "label_coverage", "segment": "", "method": None,
+             "value": min(1.0, got / rows)}]
 
 
 def errors(rows: list[dict], quality: dict) -> list[dict]:
