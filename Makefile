@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := postgresql prometheus prometheus-alertmanager prometheus-pushgateway chromium openjdk-17-jre-headless
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit venv deb bench build previews lint clean
+.PHONY: demo test test-unit venv deb bench build golden previews lint clean
 
 $(BIN)/monitor: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: venv deb
 	$(BIN)/python benchmarks/bench_app.py
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_faults.py
+
+# rewrite tests/golden/out-*/ from the current code (after an intended change of an output)
+golden: venv
+	cd tests && ../$(BIN)/python -m golden --update
 
 previews: venv deb
 	$(BIN)/python -m monitor.previews --out docs/

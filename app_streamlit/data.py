@@ -7,17 +7,12 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import sqlalchemy as sa
-
-from monitor import review
+from monitor import formatting, spec
 from monitor.config import Config, Goal, Model
-from monitor.goals import strip_comments
 from monitor.smart import planned
 from monitor.versions import version_text
-from monitor.store import (Store, goal_results, goal_segments, goal_trajectory, job_runs, model_metrics,
-                           model_windows)
+from monitor.store import Store
 from monitor.windows import floor
 
 UTC = timezone.utc
@@ -62,7 +57,8 @@ def weekly_size(goal: Goal) -> int | None:
 # --- reading the results store ---
 
 class Reader:
-    """Reads the results store; every method returns plain, picklable data, so the app can cache it."""
+    """The app's questions to the results store (every one a Store method, no SQL here), answered with
+    plain, picklable data, so the app can cache them."""
 
     def __init__(self, url: str):
         self.url = url
@@ -70,27 +66,15 @@ class Reader:
 
     def state(self) -> str:
         """`ok`, `empty` (tables but no results) or `no_tables`; raises when the database is unreachable."""
-        url = sa.engine.make_url(self.url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
-            return "no_tables"  # connecting would create an empty file
-        with self.store.engine.connect() as conn:
-            if not sa.inspect(conn).has_table(goal_results.name):
-                return "no_tables"
-            any_goal = conn.execute(sa.select(goal_results.c.goal).limit(1)).first()
-            any_model = conn.execute(sa.select(model_windows.c.model).limit(1)).first()
-        return "ok" if any_goal or any_model else "empty"
+        return self.store.state()
 
     def weeks(self) -> list[datetime]:
-        """Every week with a stored weekly goal value, else every week with a daily one; newest first."""
-        t = goal_results
-        with self.store.engine.connect() as conn:
-            weekly = [r[0] for r in conn.execute(sa.select(t.c.window_start).where(t.c.size_seconds == WEEK_S).distinct())]
-            if weekly:
-                return sorted({week_of(w) for w in weekly}, reverse=True)
-            first, last = conn.execute(sa.select(sa.func.min(t.c.window_start), sa.func.max(t.c.window_start))).one()
-            if first is None:
-                mw = model_windows
-                first, last = conn.execute(sa.select(sa.func.min(mw.c.window_start), sa.func.max(mw.c.window_start))).one()
+        """Every week with a stored weekly goal value, else every week from the first stored window
+        (a goal's, else a model's) to the last; newest first."""
+        weekly = self.store.goal_window_starts(WEEK_S)
+        if weekly:
+            return sorted({week_of(w) for w in weekly}, reverse=True)
+        first, last = self.store.window_span()
         if first is None:
             return []
         out, w = [], week_of(first)
@@ -100,21 +84,13 @@ class Reader:
         return out[::-1]
 
     def goal_series(self, goal: str, size: int) -> list[dict]:
-        t = goal_results
-        q = sa.select(t).where(t.c.goal == goal, t.c.size_seconds == size).order_by(t.c.window_start)
-        with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        return self.store.goal_series(goal, size)
 
     def trajectories(self, goal: str) -> list[dict]:
-        t = goal_trajectory
-        with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.goal == goal).order_by(t.c.as_of))]
+        return self.store.trajectories(goal)
 
     def segments(self, goal: str, size: int, starts: tuple[datetime, ...]) -> list[dict]:
-        t = goal_segments
-        q = sa.select(t).where(t.c.goal == goal, t.c.size_seconds == size, t.c.window_start.in_(list(starts)))
-        with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        return self.store.goal_segments(goal, size, starts)
 
     def model_series(self, model: str) -> list[dict]:
         return self.store.model_series(model)
@@ -123,13 +99,7 @@ class Reader:
         return self.store.goal_estimate(goal, size, start)
 
     def model_metrics(self, model: str, kinds: tuple[str, ...], overall_only: bool = True) -> list[dict]:
-        t = model_metrics
-        q = sa.select(t.c.window_start, t.c.kind, t.c.name, t.c.segment, t.c.method, t.c.value, t.c.threshold,
-                      t.c.detected).where(t.c.model == model, t.c.kind.in_(kinds))
-        if overall_only:
-            q = q.where(t.c.segment == "")
-        with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.name))]
+        return self.store.model_metrics(model, kinds=tuple(kinds), segment="" if overall_only else None)
 
     def volume_ratio(self, model: str, window_seconds: int) -> float | None:
         """Rows of the model's latest window against the median of its comparable windows (see Store.volume_ratio)."""
@@ -138,26 +108,19 @@ class Reader:
 
     def last_run(self, job: str) -> dict | None:
         """The job's latest recorded run (status, error, when)."""
-        t = job_runs
-        q = sa.select(t.c.status, t.c.error, t.c.started_at, t.c.window_start).where(t.c.job == job).order_by(t.c.id.desc()).limit(1)
-        with self.store.engine.connect() as conn:
-            row = conn.execute(q).first()
-        return dict(row._mapping) if row else None
+        return self.store.last_run(job)
 
     def drift_weeks(self, model: str) -> dict[datetime, dict]:
         """Per week: the features and the score whose drift was detected in any of its windows."""
-        t = model_metrics
-        q = (sa.select(t.c.window_start, t.c.kind, t.c.name)
-             .where(t.c.model == model, t.c.segment == "", t.c.detected.is_(True),
-                    t.c.kind.in_(("feature_drift", "prediction_drift"))))
         out: dict[datetime, dict] = {}
-        with self.store.engine.connect() as conn:
-            for ws, kind, name in conn.execute(q):
-                w = out.setdefault(week_of(ws), {"features": set(), "prediction": False})
-                if kind == "feature_drift":
-                    w["features"].add(name)
-                else:
-                    w["prediction"] = True
+        for m in self.model_metrics(model, ("feature_drift", "prediction_drift")):
+            if not m["detected"]:
+                continue
+            w = out.setdefault(week_of(m["window_start"]), {"features": set(), "prediction": False})
+            if m["kind"] == "feature_drift":
+                w["features"].add(m["name"])
+            else:
+                w["prediction"] = True
         return {k: {"features": sorted(v["features"]), "prediction": v["prediction"]} for k, v in out.items()}
 
 
@@ -170,34 +133,9 @@ class Link:
     reason: str
 
 
-def _owners_match(a: str, b: str) -> bool:
-    a, b = a.strip().lower(), b.strip().lower()
-    if not a or not b:
-        return False
-    short, long_ = sorted((a, b), key=len)
-    return a == b or (long_.startswith(short) and long_[len(short)] in "-_ /.")
-
-
 def links(cfg: Config) -> list[Link]:
-    """Which model is behind which goal, derived from the config: the goal's SQL reads the model's
-    prediction or label table, or the two are owned by the same team (`feed` and `feed-ml` count)."""
-    out = []
-    for g in cfg.goals:
-        try:
-            sql = strip_comments(g.sql_text).lower()
-        except OSError:
-            sql = ""
-        for m in cfg.models:
-            tables = [(m.source.table, "prediction")] + ([(m.labels.table, "label")] if m.labels else [])
-            read = [(t, what) for t, what in tables if re.search(rf"(?<![\w.]){re.escape(t.lower())}(?!\w)", sql)]
-            if read:
-                t, what = read[0]
-                out.append(Link(g.name, m.name, f"the goal's SQL reads `{t}`, the model's {what} table"))
-            elif _owners_match(g.owner, m.owner):
-                same = g.owner == m.owner
-                out.append(Link(g.name, m.name, f"same owner `{g.owner}`" if same else
-                                f"owners `{g.owner}` and `{m.owner}` are the same team"))
-    return out
+    """Which model is behind which goal: the goal's `models`, declared or found when the config was loaded."""
+    return [Link(g.name, model, why) for g in cfg.goals for model, why in spec.goal_models(cfg, g).items()]
 
 
 # --- this week's cards ---
@@ -298,7 +236,7 @@ def changes_since(then: list[dict], now: list[dict]) -> list[dict]:
 
 
 def _show(field: str, v, unit: str) -> str:
-    return review.fmt_value(v, unit) if field == "value" else ("–" if v is None else str(v))
+    return formatting.fmt_value(v, unit) if field == "value" else ("–" if v is None else str(v))
 
 
 def snapshot(cards: list[dict], items: list[dict], carried: list[dict], alerts: list[dict]) -> dict:
@@ -490,7 +428,7 @@ def registered(model: Model, r: Reader) -> dict | None:
 
 
 def class_quality(model: Model, r: Reader) -> dict | None:
-    """A multiclass model's latest judged window: per-class quality rows and the confusion matrix cells."""
+    """A classifier's latest judged window: per-class quality rows (multiclass) and the confusion matrix cells."""
     judged = [w for w in r.model_series(model.name) if w["quality_status"] == "ok"]
     if not judged:
         return None

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from app_streamlit import data, ui
-from monitor import review
+from monitor import formatting
 from monitor.durations import format_duration
 
 ctx = st.session_state["_ctx"]
@@ -33,7 +33,7 @@ with left:
         projected = (c or {}).get("trajectory", {}).get("projected")
         st.caption("Blue: the weekly value (its SQL run on the week) with its 95 % Wilson band for rates; red: the target; "
                    "grey: the planned path from the baseline to the target at the deadline; amber: the projection, heading "
-                   "to the deadline" + (f" ({review.fmt_value(projected, unit)} on {goal.deadline:%Y-%m-%d})"
+                   "to the deadline" + (f" ({formatting.fmt_value(projected, unit)} on {goal.deadline:%Y-%m-%d})"
                                         if projected is not None and goal.deadline else "") + ".")
     else:
         st.info("No weekly values stored for this goal." if not size else "No weekly value has data yet.")
@@ -53,8 +53,8 @@ with right:
         ("Owner", goal.owner or "–"),
         ("Measurable", f"{goal.unit}, computed on {format_duration(goal.window)} windows"
                    + (f" and reviewed on {format_duration(goal.review)} windows" if goal.review else "")),
-        ("Baseline", f"{review.fmt_value(goal.baseline.value, unit)} on {goal.baseline.at:%Y-%m-%d}" if goal.baseline else "–"),
-        ("Target", f"{sign} {review.fmt_value(goal.target, unit)}"),
+        ("Baseline", f"{formatting.fmt_value(goal.baseline.value, unit)} on {goal.baseline.at:%Y-%m-%d}" if goal.baseline else "–"),
+        ("Target", f"{sign} {formatting.fmt_value(goal.target, unit)}"),
         ("Time-bound", f"by {goal.deadline:%Y-%m-%d}" if goal.deadline else "no deadline"),
         ("Alert", f"{goal.severity}; a window is provisional for {format_duration(goal.maturity)} after it ends"),
     ]
@@ -75,10 +75,10 @@ if week:
     st.subheader(f"Segments, {data.week_label(week)} against the week before")
     movers, scope = data.segment_movers(ctx.reader, goal, week)
     if movers:
-        df = pd.DataFrame([{"segment": m["segment"], "value": review.fmt_value(m["value"], unit),
-                            "last week": review.fmt_value(m["previous"], unit),
-                            "change": review.fmt_delta(m["change"], unit) or "–",
-                            "contribution to the change": review.fmt_delta(m["contribution"], "ratio" if unit == "ratio" else "") or "–",
+        df = pd.DataFrame([{"segment": m["segment"], "value": formatting.fmt_value(m["value"], unit),
+                            "last week": formatting.fmt_value(m["previous"], unit),
+                            "change": formatting.fmt_delta(m["change"], unit) or "–",
+                            "contribution to the change": formatting.fmt_delta(m["contribution"], "ratio" if unit == "ratio" else "") or "–",
                             "share of the denominator": f"{m['share']:.1%}" if m["share"] is not None else "–"} for m in movers])
         st.dataframe(df, hide_index=True)
         st.caption(f"Biggest movers first, from {scope}. A segment's contribution is its numerator over this week's total "
@@ -92,7 +92,7 @@ with st.expander("Every window"):
         sizes[size] = "weekly (review)"
     series = sorted(daily + (weekly if size != own else []), key=lambda r: (r["window_start"], -r["size_seconds"]), reverse=True)
     rows = [{"window": r["window_start"].strftime("%Y-%m-%d %H:%M"), "size": sizes.get(r["size_seconds"], str(r["size_seconds"])),
-             "value": review.fmt_value(r["value"], unit),
+             "value": formatting.fmt_value(r["value"], unit),
              "numerator": "–" if r["numerator"] is None else f"{r['numerator']:,.0f}",
              "denominator": "–" if r["denominator"] is None else f"{r['denominator']:,.0f}", "status": r["status"],
              "needed n": "–" if not r["needed"] else f"{r['needed']:,}", "provisional": "yes" if r["provisional"] else ""}

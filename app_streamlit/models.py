@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from app_streamlit import data, ui
-from monitor import review
-from monitor.alerts import CHECK_TEXT
+from monitor import formatting
+from monitor.conventions import DATA_CHECK_TEXT
 from monitor.durations import format_duration
 
 ctx = st.session_state["_ctx"]
@@ -39,7 +39,7 @@ if not series:
     run = ctx.reader.last_run(f"model:{model.name}")
     st.info(f"No window of {model.name} is stored yet.")
     if run and run["status"] == "failed":
-        st.error(f"Its last run failed ({review.fmt_time(run['started_at'])}): `{run['error']}`")
+        st.error(f"Its last run failed ({formatting.fmt_time(run['started_at'])}): `{run['error']}`")
     st.stop()
 
 # --- inputs: are the numbers below computed from sound data? ---
@@ -48,7 +48,7 @@ health = data.input_health(model, ctx.reader)
 latest = health["latest"]
 c1, c2, c3 = st.columns(3)
 newest = health["newest_row"]
-c1.metric("Newest source row", review.fmt_time(newest) if newest else "–",
+c1.metric("Newest source row", formatting.fmt_time(newest) if newest else "–",
           help=f"The newest row of {model.source.table} over the stored windows; its alert fires when it is older "
                f"than two windows.")
 ratio = health["volume_ratio"]
@@ -59,9 +59,9 @@ c2.metric("Rows in the latest window", f"{latest['rows']:,}", delta=f"{ratio:.0%
 failing_now = [c for c in health["checks"] if c["detected"]]
 c3.metric("Data checks of the latest window", f"{len(failing_now)} failing" if health["checks"] else "–",
           help="Timestamps, score range and nulls, label values and duplicates, the reference, the schema.")
-when = review.fmt_time(latest["window_start"])
+when = formatting.fmt_time(latest["window_start"])
 if failing_now:
-    what = "; ".join(f"**{c['name']}** ({CHECK_TEXT.get(c['name'], 'invalid inputs')}"
+    what = "; ".join(f"**{c['name']}** ({DATA_CHECK_TEXT.get(c['name'], 'invalid inputs')}"
                      + (f", {c['value']:,.0f} rows" if c["value"] else "") + ")" for c in failing_now)
     st.warning(f"Failing in the latest window ({when}): {what}. Quality from such inputs is withheld.",
                icon=":material/report:")
@@ -75,7 +75,7 @@ if not latest["rows"]:
 earlier = [(ws, cs) for ws, cs in sorted(health["failing"].items(), reverse=True) if ws != latest["window_start"]]
 if earlier:
     st.caption("Earlier windows with failing checks: " + "; ".join(
-        f"{review.fmt_time(ws)} ({', '.join(c['name'] for c in cs)})" for ws, cs in earlier[:10])
+        f"{formatting.fmt_time(ws)} ({', '.join(c['name'] for c in cs)})" for ws, cs in earlier[:10])
         + (f"; and {len(earlier) - 10} more" if len(earlier) > 10 else ""))
 
 # --- the model version: the registry's (MLflow), the log's version column ---
@@ -112,7 +112,7 @@ if shared:
     last = shared[-1]
     in_week = [w for w in shared if week and week <= w["window_start"] < week + data.WEEK]
     c1, c2 = st.columns(2)
-    c1.metric(f"Dataset drift, latest window ({review.fmt_time(last['window_start'])})",
+    c1.metric(f"Dataset drift, latest window ({formatting.fmt_time(last['window_start'])})",
               "drifted" if last["dataset_drift"] else "no drift", delta=f"{last['drift_share']:.0%} of features drifted",
               delta_color="inverse" if last["dataset_drift"] else "off", delta_arrow="off",
               help=f"The dataset drifts when the share of drifted features reaches drift.dataset_share "
@@ -214,11 +214,12 @@ else:
         default = next((k for k in floors if k in names_), names_[0])
         pick = st.selectbox("metric", names_, index=names_.index(default), key="estimate_metric")
         cells = [c for c in est if c["metric"] == pick]
-        st.altair_chart(ui.estimate_chart(cells), width="stretch")
+        st.altair_chart(ui.estimate_chart(cells, versions=marks), width="stretch")
         errors = [abs(c["estimate"] - c["realized"]) for c in cells if c["realized"] is not None][-8:]
         latest = cells[-1]
         st.caption(f"Blue: estimated from the scores (band: 95 % interval; calibration `{latest['method']}`), "
                    "labelled as an estimate until the window's labels mature; green: realized. "
+                   + ("Dotted: where a new model version starts. " if marks else "")
                    + (f"Mean absolute error of the last {len(errors)} matured estimates: {sum(errors) / len(errors):.4f}."
                       if errors else "No estimate has matured yet."))
 
@@ -262,6 +263,13 @@ if model.task == "multiclass_classification" and model.labels is not None:
         st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
     else:
         st.caption("No window of this model is judged yet.")
+elif model.task == "binary_classification" and model.labels is not None:
+    per = data.class_quality(model, ctx.reader)
+    if per and per["confusion"]:
+        st.subheader("Confusion matrix")
+        st.caption(f"The latest judged window, from {per['window_start']:%Y-%m-%d %H:%M}: labelled predictions by "
+                   "true class (1 positive) and decision; accuracy and specificity above follow from it.")
+        st.altair_chart(ui.confusion(per["confusion"]), width="stretch")
 
 # --- Evidently ---
 st.header("Evidently report")

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from app_streamlit import data, ui
-from monitor import review
+from monitor import formatting, review
 
 ctx = st.session_state["_ctx"]
 store = ctx.reader.store
@@ -23,11 +23,11 @@ else:
     items, carried = review.week_items(store, week), review.carried_actions(store, week)
 
 st.dataframe(pd.DataFrame([{
-    "goal": c["title"], "value": review.fmt_value(c["value"], c["unit"]),
-    "target": review.fmt_target(c["direction"], c["target"], c["unit"]),
-    "change": review.fmt_delta(c["change"], c["unit"]) or "–", "status": review.status_text(c),
-    "trajectory": (c.get("trajectory") or {}).get("status", "unknown").replace("_", " "),
-    "projected": review.fmt_value((c.get("trajectory") or {}).get("projected"), c["unit"])} for c in cards]), hide_index=True)
+    "goal": c["title"], "value": formatting.fmt_value(c["value"], c["unit"]),
+    "target": formatting.fmt_target(c["direction"], c["target"], c["unit"]),
+    "change": formatting.fmt_delta(c["change"], c["unit"]) or "–", "status": review.status_text(c),
+    "trajectory": review.trajectory_text(c.get("trajectory")),
+    "projected": formatting.fmt_value((c.get("trajectory") or {}).get("projected"), c["unit"])} for c in cards]), hide_index=True)
 for a in alerts:
     st.warning(a["text"], icon=":material/warning:")
 
@@ -67,10 +67,10 @@ def _change(fn, *args, **kwargs) -> None:
 def show_items(rows: list[dict], editable: bool, where: str, edit: bool = False) -> None:
     m, today = review.md_escape, ui.now().date()
     for it in rows:
-        meta = " · ".join(x for x in (m(it.get("author") or "anonymous"), review.fmt_time(it.get("created_at"))) if x)
+        meta = " · ".join(x for x in (m(it.get("author") or "anonymous"), formatting.fmt_time(it.get("created_at"))) if x)
         if it["kind"] == "action":
             extra = ", ".join(x for x in (f"owner **{m(it['owner'])}**" if it.get("owner") else "",
-                                          f"due {review.fmt_date(it['due'])}" if it.get("due") else "") if x)
+                                          f"due {formatting.fmt_date(it['due'])}" if it.get("due") else "") if x)
             late = " :red[**overdue**]" if review.is_overdue(it, today) else ""
             key = f"done-{where}-{it['id']}"
             st.checkbox(f"{m(it['text'])}" + (f" ({extra})" if extra else "") + late, value=bool(it["done"]), key=key,
@@ -89,7 +89,7 @@ def show_items(rows: list[dict], editable: bool, where: str, edit: bool = False)
 
 st.subheader("Open action items from earlier weeks")
 if carried:
-    show_items([{**it, "author": f"{it.get('author') or 'anonymous'} · week of {review.fmt_date(it['week_start'])}"
+    show_items([{**it, "author": f"{it.get('author') or 'anonymous'} · week of {formatting.fmt_date(it['week_start'])}"
                  + (f" · {names.get(it['goal'], it['goal'])}" if it.get("goal") else "")} for it in carried],
                editable=not closed, where="carried")
 else:
@@ -152,11 +152,11 @@ history = review.reopenings(store, week)
 if history:
     with st.expander(f"Reopened {len(history)} time(s): the snapshots taken at each closing are kept"):
         for h in history:
-            st.markdown(f"- reopened by **{review.md_escape(h['reopened_by'] or 'someone')}** at {review.fmt_time(h['reopened_at'])}; "
-                        f"it had been closed by {review.md_escape(h['closed_by'] or 'someone')} at {review.fmt_time(h['closed_at'])}")
+            st.markdown(f"- reopened by **{review.md_escape(h['reopened_by'] or 'someone')}** at {formatting.fmt_time(h['reopened_at'])}; "
+                        f"it had been closed by {review.md_escape(h['closed_by'] or 'someone')} at {formatting.fmt_time(h['closed_at'])}")
             cards_then = (h.get("snapshot") or {}).get("cards") or []
             if cards_then:
-                st.dataframe(pd.DataFrame([{"goal": c.get("title") or c.get("goal"), "value": review.fmt_value(c.get("value"), c.get("unit", "")),
+                st.dataframe(pd.DataFrame([{"goal": c.get("title") or c.get("goal"), "value": formatting.fmt_value(c.get("value"), c.get("unit", "")),
                                             "status": c.get("status")} for c in cards_then]), hide_index=True)
 
 if not closed:
@@ -175,4 +175,4 @@ else:
     if st.button("Reopen this week", key="reopen-week"):
         st.session_state["confirm-reopen"] = week
     _confirm("confirm-reopen", f"Reopen the review of {data.week_label(week)}? It was closed by "
-             f"{closed['closed_by'] or 'someone'} at {review.fmt_time(closed['closed_at'])}.", "Yes, reopen it", _reopen)
+             f"{closed['closed_by'] or 'someone'} at {formatting.fmt_time(closed['closed_at'])}.", "Yes, reopen it", _reopen)

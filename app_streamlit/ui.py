@@ -13,7 +13,8 @@ import pandas as pd
 import sqlalchemy as sa
 import streamlit as st
 
-from monitor import review
+from monitor import formatting, review
+from monitor.conventions import STATUS_TEXT, TRAJECTORY_TEXT
 from monitor.config import Config, ConfigError, Goal, load_config
 
 from . import data
@@ -270,7 +271,7 @@ def closed_banner(closed: dict | None, changes: list[dict], names: dict[str, str
     if not closed:
         return
     st.info(f"The review of this week was closed by {closed['closed_by'] or 'someone'} at "
-            f"{review.fmt_time(closed['closed_at'])}. The values shown are the snapshot taken then.")
+            f"{formatting.fmt_time(closed['closed_at'])}. The values shown are the snapshot taken then.")
     if changes:
         with st.expander(f"{len(changes)} value(s) changed since the review was closed", expanded=True):
             st.table(pd.DataFrame([{"goal": names.get(c["goal"], c["goal"]), "what": c["field"], "at closing": c["then"],
@@ -283,13 +284,13 @@ def card(c: dict, alerts: list[dict], link: bool = True) -> None:
     """One goal's card: the week's value against the target, change, status, trajectory, trend."""
     with st.container(border=True, key=f"card-{c['goal']}"):
         st.markdown(f"**{c['title']}**  \n`{c['goal']}` · {c['owner'] or 'no owner'}")
-        target = review.fmt_target(c["direction"], c["target"], c["unit"])
+        target = formatting.fmt_target(c["direction"], c["target"], c["unit"])
         if not c["weekly"]:
             st.warning("No weekly values: set `review: 1w` on this goal to review it weekly.")
             return
         still = c["change"] == 0
-        st.metric(f"Week value (target {target})", review.fmt_value(c["value"], c["unit"]),
-                  delta=review.fmt_delta(c["change"], c["unit"]),
+        st.metric(f"Week value (target {target})", formatting.fmt_value(c["value"], c["unit"]),
+                  delta=formatting.fmt_delta(c["change"], c["unit"]),
                   delta_color="off" if still else "inverse" if c["direction"] == "at_most" else "normal",
                   delta_arrow="off" if still else "auto",
                   delta_description="vs last week" if c["change"] is not None else None,
@@ -297,16 +298,16 @@ def card(c: dict, alerts: list[dict], link: bool = True) -> None:
                   help="The goal's SQL run on the ISO week (Monday to Sunday, UTC). The line: the last weekly values.")
         badges = st.container(horizontal=True, gap="small")
         with badges:
-            st.badge(review.STATUS_TEXT.get(c["status"], c["status"]), color=STATUS_COLOUR.get(c["status"], "gray"))
+            st.badge(STATUS_TEXT.get(c["status"], c["status"]), color=STATUS_COLOUR.get(c["status"], "gray"))
             if c["provisional"]:
                 st.badge("provisional", color="violet", icon=":material/hourglass_top:",
                          help="The window is younger than the goal's maturity: late data can still change it.")
         if c.get("estimate"):
             e = c["estimate"]
-            band = (f" (95 %: {review.fmt_value(e['ci_low'], c['unit'])} – {review.fmt_value(e['ci_high'], c['unit'])})"
+            band = (f" (95 %: {formatting.fmt_value(e['ci_low'], c['unit'])} – {formatting.fmt_value(e['ci_high'], c['unit'])})"
                     if e["ci_low"] is not None else "")
-            st.caption(f"Expected from the model's scores: **{review.fmt_value(e['value'], c['unit'])}**{band}, "
-                       f"{review.STATUS_TEXT.get(e['status'], e['status'].replace('_', ' '))}. An estimate until the "
+            st.caption(f"Expected from the model's scores: **{formatting.fmt_value(e['value'], c['unit'])}**{band}, "
+                       f"{STATUS_TEXT.get(e['status'], e['status'].replace('_', ' '))}. An estimate until the "
                        "week matures; then the realized value replaces it.")
         if c["status"] == "insufficient_data" and c.get("needed"):
             st.caption(f"Too few to tell: the 95 % interval holds the target. It would need n ≥ {c['needed']:,} "
@@ -316,8 +317,8 @@ def card(c: dict, alerts: list[dict], link: bool = True) -> None:
         t = c.get("trajectory") or {}
         status = t.get("status", "unknown")
         deadline = f" at the deadline {c['deadline']}" if c.get("deadline") else ""
-        projected = f"projected {review.fmt_value(t.get('projected'), c['unit'])}{deadline}" if t.get("projected") is not None else "no projection yet"
-        st.markdown(f":{TRAJECTORY_COLOUR.get(status, 'gray')}-badge[{status.replace('_', ' ')}] {projected}")
+        projected = f"projected {formatting.fmt_value(t.get('projected'), c['unit'])}{deadline}" if t.get("projected") is not None else "no projection yet"
+        st.markdown(f":{TRAJECTORY_COLOUR.get(status, 'gray')}-badge[{TRAJECTORY_TEXT.get(status, status)}] {projected}")
         for a in alerts:
             if a["goal"] == c["goal"]:
                 st.warning(f"Missed while **{a['model']}** drifted this week "
@@ -439,13 +440,18 @@ def line(rows: list[dict], y: str, *, color: str | None = None, rule: float | No
     layers = [alt.Chart(df).mark_line(point=len(df) < 60).encode(**enc)]
     if rule is not None:
         layers.append(alt.Chart(pd.DataFrame({"r": [rule]})).mark_rule(color="#cf222e", strokeDash=[5, 4]).encode(y="r:Q"))
-    if versions:
-        marks = _frame(versions)
-        layers.append(alt.Chart(marks).mark_rule(color="#bc4c00", strokeDash=[2, 2]).encode(
-            x="window_start:T", tooltip=[alt.Tooltip("window_start:T", title="from"), alt.Tooltip("version:N", title="version")]))
-        layers.append(alt.Chart(marks).mark_text(align="left", dx=3, dy=-4, color="#bc4c00", fontSize=10).encode(
-            x="window_start:T", y=alt.value(0), text="label:N"))
-    return alt.layer(*layers).properties(height=height)
+    return alt.layer(*layers, *version_marks(versions)).properties(height=height)
+
+
+def version_marks(versions: list[dict] | None) -> list[alt.Chart]:
+    """Layers that mark where a new model version starts ({window_start, version, label}): a dotted rule and its label."""
+    if not versions:
+        return []
+    marks = _frame(versions)
+    return [alt.Chart(marks).mark_rule(color="#bc4c00", strokeDash=[2, 2]).encode(
+                x="window_start:T", tooltip=[alt.Tooltip("window_start:T", title="from"), alt.Tooltip("version:N", title="version")]),
+            alt.Chart(marks).mark_text(align="left", dx=3, dy=-4, color="#bc4c00", fontSize=10).encode(
+                x="window_start:T", y=alt.value(0), text="label:N")]
 
 
 def quality_chart(long: list[dict], floors: dict[str, float | None]) -> alt.LayerChart:
@@ -468,9 +474,9 @@ def quality_chart(long: list[dict], floors: dict[str, float | None]) -> alt.Laye
     return alt.layer(*layers).properties(height=220)
 
 
-def estimate_chart(cells: list[dict]) -> alt.LayerChart:
+def estimate_chart(cells: list[dict], versions: list[dict] | None = None) -> alt.LayerChart:
     """One metric over the windows: the estimate from the scores as a band (its 95 % interval) and a
-    dashed line, the realized value (once the labels matured) as a solid line."""
+    dashed line, the realized value (once the labels matured) as a solid line; `versions` as in `line`."""
     df = _frame(cells)
     tip = [alt.Tooltip("window_start:T", title="window"), alt.Tooltip("estimate:Q", format=".4f"),
            alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"),
@@ -483,7 +489,8 @@ def estimate_chart(cells: list[dict]) -> alt.LayerChart:
     real = df[df["realized"].notna()]
     if len(real):
         layers.append(alt.Chart(real).mark_line(color="#1a7f37", point=len(real) < 120).encode(x=x, y="realized:Q", tooltip=tip))
-    return alt.layer(*layers).properties(height=220)
+    first, last = cells[0]["window_start"], cells[-1]["window_start"]  # a version older than the estimates stretches no axis
+    return alt.layer(*layers, *version_marks([v for v in versions or () if first <= v["window_start"] <= last])).properties(height=220)
 
 
 def now() -> datetime:
@@ -519,11 +526,9 @@ def _html_of(report) -> str:
 @st.cache_data(ttl=3600, show_spinner="Building the Evidently report on a sample of the window ...", max_entries=16)
 def evidently_html(cfg_key: tuple, model: str, window_start: datetime, window_end: datetime, _cfg: Config) -> tuple[str | None, str | None]:
     """(html, None), or (None, why it is not available)."""
-    try:
-        from monitor.modeljobs import evidently_report
-    except ImportError:
-        return None, "this installation has no Evidently report builder (`monitor.modeljobs.evidently_report`)."
     from monitor.db import describe_error, make_engine
+
+    from .drift_report import evidently_report
     from monitor.windows import Window
 
     try:

@@ -22,7 +22,7 @@ from prometheus_client.exposition import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 
-from .alerts import SCRAPE_JOB
+from .conventions import SCRAPE_JOB
 from .config import Config
 from .exporter import ResultsCollector
 from .store import Store

@@ -1,7 +1,7 @@
 """`monitor check`: the config against the real databases, storing nothing.
 
 Errors are what would make a job fail or store a wrong number (a missing column, goal SQL that
-fails or returns the wrong shape); warnings are what is suspicious (SQL that ignores the window,
+fails or returns the wrong shape, or columns that do not fit the goal's `kind`); warnings are what is suspicious (SQL that ignores the window,
 a categorical feature that looks like an id, a target that is always met); notes say what was
 found (the format of each model's timestamp column).
 """
@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from . import engines
 from .config import Config, Goal
 from .db import describe_error, make_engine, quote, quote_table
+from .spec import kind_mismatch
 from .suggest import did_you_mean
 
 # a categorical feature whose sampled rows are at least this share distinct looks like an id
@@ -73,6 +74,10 @@ def _check_goal(conn, g: Goal, i: int, where: str, now: datetime, report: CheckR
     window = latest_due_window(g.start, g.window, now)
     try:
         columns, rows = run_sql(conn, g, window)
+        mismatch = kind_mismatch(g, list(columns))
+        if mismatch:
+            report.errors.append(f"{key}.kind: {mismatch}")
+            return
         value, numerator, denominator, segs = shape(g, columns, rows)
     except GoalDataError as e:
         report.errors.append(f"{key}: on the window {window}: {e}")

@@ -8,6 +8,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import conventions as n
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
@@ -133,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the scheduler and serve /metrics and /healthz")
     _config_arg(p)
-    p.add_argument("--port", type=int, default=9108, help="HTTP port (default 9108)")
+    p.add_argument("--port", type=int, default=n.PORT, help=f"HTTP port (default {n.PORT})")
     _host_arg(p)
     p.add_argument("--now", type=_timestamp, help="start the clock at this moment and let it run (ISO 8601), for a world pinned in the past")
 

@@ -276,10 +276,19 @@ class GoalEstimate(Strict):
         return self.sql.read_text()
 
 
+GOAL_KINDS = ("rate", "value", "segmented")
+
+
 class Goal(Strict):
     name: Name = Field(description="Goal name, used in metric labels.")
     title: str = Field(default="", description="Human title of the goal.")
     sql: Path = Field(description="SQL file: one SELECT with :window_start and :window_end.")
+    kind: Literal["rate", "value", "segmented"] | None = Field(default=None, description=(
+        "What the SQL returns: rate (value, numerator, denominator), value (value only) or segmented (one row per "
+        "`segment`, with numerator and denominator); absent: read from the SQL text when the config is loaded."))
+    models: list[Name] | None = Field(default=None, description=(
+        "The models behind the goal (names of `models`); absent: the models whose prediction or label table the "
+        "goal's SQL reads, or that have the same owner."))
     unit: str = Field(default="ratio", description="ratio, minutes, rub, count ...")
     direction: Literal["at_most", "at_least"] = Field(description="at_most or at_least the target.")
     target: float = Field(description="The value to reach.")
@@ -295,6 +304,9 @@ class Goal(Strict):
     severity: Literal["page", "ticket"] = Field(default="ticket", description="Severity of its breach alert.")
     max_segments: int = Field(default=20, ge=1, description="Segments beyond the top N are summed as `other`.")
     estimate: GoalEstimate | None = Field(default=None, description="The KPI estimated from model scores before outcomes mature.")
+    kind_declared: bool = Field(default=False, exclude=True, description="Whether `kind` was written in the config.")
+    model_reasons: dict[str, str] = Field(default_factory=dict, exclude=True, description=(
+        "Why each model of `models` is behind the goal (declared, or how it was found)."))
 
     @model_validator(mode="after")
     def _settings_make_sense(self) -> "Goal":
@@ -333,7 +345,28 @@ class Urls(Strict):
     runbook: str | None = Field(default=None, description="URL of the published runbook; default: the app's /runbook page.")
 
 
+class Defaults(Strict):
+    """Thresholds of the alerts, in one place: the rules, the notifier and the dashboards read them from here."""
+
+    stale_factor: float = Field(default=2, gt=0, description="A goal is stale when its latest window ended more than this many windows ago.")
+    stale_for: Duration = Field(default=timedelta(minutes=15), description="... for this long before its Stale alert fires.")
+    fast_burn_budget: float = Field(default=0.05, gt=0, le=1, description="Fast burn: the last day spent this share of the whole period's error budget.")
+    slow_burn_budget: float = Field(default=0.10, gt=0, le=1, description="Slow burn: the last week spent this share of the period's error budget.")
+    min_burn: float = Field(default=1.0, ge=0, description="A burn rate at or below this never alerts (1: within the budget).")
+    label_starvation_windows: int = Field(default=3, ge=1, description="Labels starve when no window has mature labels for max_delay plus this many windows.")
+    label_coverage_min: float = Field(default=0.01, ge=0, le=1, description="... or the latest judged window has labels for under this share of its predictions.")
+    source_stale_factor: float = Field(default=2, gt=0, description="A model's source is stale when its newest row is more than this many windows old.")
+    volume_drop: float = Field(default=0.5, gt=0, description="A window with under this share of the rows of comparable windows is a volume drop.")
+    volume_surge: float = Field(default=2.0, gt=0, description="... and over this share a volume surge.")
+    job_failing_for: Duration = Field(default=timedelta(minutes=30), description="A job failing this long alerts.")
+    exporter_down_for: Duration = Field(default=timedelta(minutes=5), description="Prometheus unable to scrape the monitor this long alerts.")
+
+
+CONFIG_VERSIONS = (1,)
+
+
 class Config(Strict):
+    version: int = Field(default=1, description="The config format's version (1).")
     database_url: str = Field(default="sqlite:///monitor.db", description="SQLAlchemy URL of the source tables.")
     results_url: str = Field(default="", description="SQLAlchemy URL of the results store (PostgreSQL or SQLite); empty: the source database.")
     parquet: dict[Ident, str] = Field(default_factory=dict, description=(
@@ -348,7 +381,16 @@ class Config(Strict):
     grace: Duration = Field(default=timedelta(minutes=5), description="Wait this long after a window ends before computing it.")
     retry_after: Duration = Field(default=timedelta(minutes=5), description="`serve` retries a failed or blocked job after this.")
     lease_ttl: Duration = Field(default=timedelta(minutes=10), description="A replica that stops renewing its job lease loses it after this.")
+    defaults: Defaults = Field(default_factory=Defaults, description="Alert thresholds shared by the rules, the notifier and the dashboards.")
     path: Path | None = Field(default=None, exclude=True, description="The file this config was read from.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _known_version(cls, v):
+        if isinstance(v, bool) or not isinstance(v, int) or v not in CONFIG_VERSIONS:
+            raise ValueError(f"{v!r} is not a config version this monitor reads (it reads version "
+                             f"{', '.join(map(str, CONFIG_VERSIONS))})")
+        return v
 
     @field_validator("models", "goals")
     @classmethod
@@ -477,6 +519,54 @@ def _check_engines(cfg: Config, path: Path) -> None:
                           f"(sc://HOST:PORT) database_url, not {engines.scheme(cfg.database_url)}://")
 
 
+def _code(sql: str) -> str:
+    from .goals import strip_comments
+
+    return strip_comments(sql).lower()
+
+
+def infer_kind(sql: str) -> str:
+    """A goal's kind when the config does not say: read once, from the SQL text, at load time."""
+    if re.search(r"\bsegment\b", sql, re.IGNORECASE):
+        return "segmented"
+    return "rate" if re.search(r"\bnumerator\b", sql, re.IGNORECASE) else "value"
+
+
+def _goal_models(cfg: Config, g: Goal, i: int, sql: str, path: Path) -> dict:
+    """The goal's `models` (checked against the config's models) and why each is behind it.
+
+    Undeclared, they are found once here: the models whose prediction or label table the goal's SQL
+    reads, or that have the same owner (`feed` and `feed-ml` count as one team).
+    """
+    names = [m.name for m in cfg.models]
+    if g.models is not None:
+        unknown = [x for x in g.models if x not in names]
+        if unknown:
+            raise ConfigError(f"{path}: goals[{i}]({g.name}).models: {', '.join(map(repr, unknown))} not among the "
+                              f"config's models ({', '.join(names) or 'none'})")
+        return {"models": list(g.models), "model_reasons": {x: "listed in the goal's `models`" for x in g.models}}
+    code = _code(sql)
+    reasons = {}
+    for m in cfg.models:
+        tables = [(m.source.table, "prediction")] + ([(m.labels.table, "label")] if m.labels else [])
+        read = [(t, what) for t, what in tables if re.search(rf"(?<![\w.]){re.escape(t.lower())}(?!\w)", code)]
+        if read:
+            t, what = read[0]
+            reasons[m.name] = f"the goal's SQL reads `{t}`, the model's {what} table"
+        elif _owners_match(g.owner, m.owner):
+            reasons[m.name] = (f"same owner `{g.owner}`" if g.owner == m.owner else
+                               f"owners `{g.owner}` and `{m.owner}` are the same team")
+    return {"models": list(reasons), "model_reasons": reasons}
+
+
+def _owners_match(a: str, b: str) -> bool:
+    a, b = a.strip().lower(), b.strip().lower()
+    if not a or not b:
+        return False
+    short, long_ = sorted((a, b), key=len)
+    return a == b or (long_.startswith(short) and long_[len(short)] in "-_ /.")
+
+
 def parse_config(data: Any, path: Path | str = "<config>") -> Config:
     """Validate a parsed YAML tree; relative paths resolve against the file's folder."""
     path = Path(path)
@@ -511,6 +601,9 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
             if not est.is_file():
                 raise ConfigError(f"{path}: goals[{i}]({g.name}).estimate.sql: SQL file {est} does not exist")
             update["estimate"] = g.estimate.model_copy(update={"sql": est})
+        text = sql.read_text()
+        update.update(kind=g.kind or infer_kind(text), kind_declared=g.kind is not None)
+        update.update(_goal_models(cfg, g, i, text, path))
         goals.append(g.model_copy(update=update))
     _check_engines(cfg, path)
     return cfg.model_copy(update={

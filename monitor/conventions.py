@@ -47,6 +47,7 @@ MODEL_QUALITY_ESTIMATED_CI_LOW = f"{PREFIX}_model_quality_estimated_ci_low"
 MODEL_QUALITY_ESTIMATED_CI_HIGH = f"{PREFIX}_model_quality_estimated_ci_high"
 MODEL_ESTIMATION_ERROR = f"{PREFIX}_model_estimation_error"
 MODEL_CLASS_QUALITY = f"{PREFIX}_model_class_quality"
+MODEL_CONFUSION = f"{PREFIX}_model_confusion"  # {model, actual, predicted}: rows in a cell of the confusion matrix
 MODEL_QUALITY_THRESHOLD = f"{PREFIX}_model_quality_threshold"
 MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
 MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
@@ -67,10 +68,27 @@ JOB_LAST_STATUS = f"{PREFIX}_job_last_run_ok"
 
 TRAJECTORY_CODES = {"on_track": 0, "at_risk": 1, "off_track": 2, "unknown": -1}
 STATUS_CODES = {"met": 0, "missed": 1, "insufficient_data": 2, "no_data": 3}
+# How a goal's status and trajectory read in words: the app, the review export and the dashboards.
+STATUS_TEXT = {"met": "met", "missed": "missed", "insufficient_data": "insufficient data", "no_data": "no data"}
+TRAJECTORY_TEXT = {"on_track": "on track", "at_risk": "at risk", "off_track": "off track", "unknown": "unknown"}
 # Validity checks of a model window: stored as monitor_model_metrics rows of kind DATA_CHECK_KIND.
 DATA_CHECK_KIND = "data_check"
 DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",
                "non_finite")
+# The confusion matrix of a classifier's window: monitor_model_metrics rows (kind CONFUSION_KIND,
+# name "<actual>|<predicted>", segment ""), value = labelled predictions in that cell.
+CONFUSION_KIND = "confusion"
+# What each data check finds, for alert texts and the app.
+DATA_CHECK_TEXT = {
+    "timestamp": "rows with a NULL or unparseable timestamp",
+    "score_range": "classifier scores outside [0, 1]",
+    "score_nulls": "rows with a NULL score",
+    "label_values": "labels outside {0, 1}",
+    "label_duplicates": "predictions with more than one label",
+    "reference": "the reference has no rows, or too few to judge drift",
+    "schema": "a configured column is missing or of an unusable type",
+    "non_finite": "NaN or infinite values",
+}
 # Freshness of a model window: a monitor_model_metrics row (kind, name), value = epoch seconds of its newest row.
 FRESHNESS_KIND = "source"
 FRESHNESS_NAME = "newest_row_timestamp"
@@ -84,6 +102,26 @@ ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall",
                      "regression": ("mae", "rmse")}
 ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "no_data")
 ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
+
+
+# How Prometheus reaches the monitor: the scrape job's name (also the Pushgateway group of
+# `run-once --push`), the port `monitor serve` listens on, and its address in docker-compose.
+SCRAPE_JOB = "monitor"
+PORT = 9108
+SCRAPE_TARGET = f"monitor:{PORT}"
+
+
+def sel(metric: str, /, **labels: str) -> str:
+    """A PromQL selector, `metric{a="x",b="y"}`; a value starting with `~` is a regex match, with `!` a negative one."""
+    parts = []
+    for k, v in labels.items():
+        op = "="
+        if v.startswith("~"):
+            op, v = "=~", v[1:]
+        elif v.startswith("!"):
+            op, v = "!=", v[1:]
+        parts.append(f'{k}{op}"{v}"')
+    return metric + ("{" + ",".join(parts) + "}" if parts else "")
 
 
 def goal_job(name: str) -> str:

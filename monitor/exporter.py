@@ -1,7 +1,7 @@
 """A Prometheus collector that reads the latest stored results at scrape time; nothing is computed here.
 
-Besides the stored values, a scrape only sums stored rows: the error budget of a rate goal (one
-whose SQL returns `numerator` and `denominator`). Its period runs from the baseline date (else the
+Besides the stored values, a scrape only sums stored rows: the error budget of a rate goal (kind
+`rate` or `segmented`: its SQL returns `numerator` and `denominator`). Its period runs from the baseline date (else the
 goal's `start`) to the deadline (open-ended without one). Bad events are the numerator of an
 at-most goal (denominator - numerator of an at-least goal); the target allows
 `target * denominator` of them (`(1 - target) * denominator`). Budget spent is bad over allowed
@@ -16,8 +16,7 @@ before), exported once at least 3 of them are stored and their median is above z
 """
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from typing import Callable
 
@@ -29,24 +28,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import CollectorRegistry
 
 from . import conventions as n
+from . import spec
 from .config import Config, Goal
 from .durations import format_duration
 from .store import Store
-
-BURN_WINDOWS = {"1d": timedelta(days=1), "1w": timedelta(weeks=1)}
-_NUMERATOR = re.compile(r"\bnumerator\b", re.IGNORECASE)
-
-
-def is_rate_goal(goal: Goal) -> bool:
-    """A rate goal's SQL returns numerator and denominator, and its target leaves a budget."""
-    allowed = goal.target if goal.direction == "at_most" else 1 - goal.target
-    return 0 < allowed <= 1 and _NUMERATOR.search(goal.sql_text) is not None
-
-
-def budget_period(goal: Goal) -> tuple[datetime, datetime | None]:
-    """The error budget's period: from the baseline date (else the goal's start) to the deadline."""
-    return (goal.baseline.at if goal.baseline else goal.start), goal.deadline
-
 
 Totals = Callable[[datetime | None, datetime | None], tuple[float, float]]
 
@@ -57,7 +42,7 @@ def error_budget(goal: Goal, totals: Totals, latest_end: datetime) -> tuple[floa
     `totals(start, end)` sums numerators and denominators of the stored windows inside [start, end)
     (None: unbounded); the store does it in SQL, so a scrape reads sums, not series.
     """
-    allowed = goal.target if goal.direction == "at_most" else 1 - goal.target
+    allowed = spec.allowed_share(goal)
     if allowed <= 0:
         return None, {}
 
@@ -65,14 +50,13 @@ def error_budget(goal: Goal, totals: Totals, latest_end: datetime) -> tuple[floa
         bad = num if goal.direction == "at_most" else den - num
         return bad / (allowed * den) if den > 0 else None
 
-    start, end = budget_period(goal)
+    start, end = spec.budget_period(goal)
     spent = ratio(*totals(start, end))
     burn = {}
-    for label, span in BURN_WINDOWS.items():
-        if goal.window <= span:
-            b = ratio(*totals(latest_end - span, None))
-            if b is not None:
-                burn[label] = b
+    for label, span in spec.burn_windows(goal).items():
+        b = ratio(*totals(latest_end - span, None))
+        if b is not None:
+            burn[label] = b
     return spent, burn
 
 
@@ -90,7 +74,7 @@ class ResultsCollector:
     def __init__(self, cfg: Config, store: Store):
         self.cfg = cfg
         self.store = store
-        self.rate_goals = {g.name for g in cfg.goals if is_rate_goal(g)}  # reads SQL files once, not per scrape
+        self.rate_goals = {g.name for g in cfg.goals if spec.has_budget(g)}
 
     def collect(self):
         yield from self.collect_goals()
@@ -209,6 +193,9 @@ class ResultsCollector:
         klass = GaugeMetricFamily(n.MODEL_CLASS_QUALITY, "Per-class quality of a multiclass model in the latest window "
                                   "whose labels are mature (classes beyond max_segments are left out).",
                                   labels=["model", "class", "metric"])
+        cm = GaugeMetricFamily(n.MODEL_CONFUSION, "Labelled predictions of the latest window whose labels are mature, "
+                               "by true (actual) and predicted class; classes beyond max_segments pooled as other.",
+                               labels=["model", "actual", "predicted"])
         mv_score = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_SCORE, "Mean PCA reconstruction error of the numeric features "
                                      "in the latest window (standardised by the reference).", labels=["model"])
         mv_detected = GaugeMetricFamily(n.MULTIVARIATE_DRIFT_DETECTED, "1 when the reconstruction error crosses its threshold.",
@@ -287,8 +274,11 @@ class ResultsCollector:
                 qend.add_metric([m.name], _ts(judged["window_end"]))
                 if judged["label_coverage"] is not None:
                     coverage.add_metric([m.name], judged["label_coverage"])
-                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality", "quality_threshold")):
-                    if r["kind"] == "quality_threshold":  # the floor (min) or ceiling (max), fixed or learned
+                for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality", "quality_threshold", n.CONFUSION_KIND)):
+                    if r["kind"] == n.CONFUSION_KIND:
+                        actual, _, predicted = r["name"].partition("|")
+                        cm.add_metric([m.name, actual, predicted], _num(r["value"]))
+                    elif r["kind"] == "quality_threshold":  # the floor (min) or ceiling (max), fixed or learned
                         quality_thr.add_metric([m.name, r["name"], r["segment"]], _num(r["value"]))
                     elif not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
@@ -309,7 +299,7 @@ class ResultsCollector:
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
         yield from (score, detected, feature_thr, share, share_thr, pred, pred_detected, online, quality, quality_thr,
-                    klass, mv_score, mv_detected, mv_thr, coverage, so_far, pending, end, qend, est_end, info,
+                    klass, cm, mv_score, mv_detected, mv_thr, coverage, so_far, pending, end, qend, est_end, info,
                     est, est_lo, est_hi, est_err, checks, newest, volume, version, validation)
 
     def _version(self, m, version, validation):

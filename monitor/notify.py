@@ -1,7 +1,8 @@
 """The built-in notifier, for teams with no Alertmanager.
 
-Each cycle it evaluates the alerts' conditions (`monitor.alerts`, the same thresholds as the
-rules) on the exported view of the stored results and notifies on state change only: a breach
+Each cycle it evaluates the alerts' conditions on the exported view of the stored results: the
+same condition objects (`monitor.spec`) that render the rules' PromQL, evaluated over the
+exported samples, so a rule and the notifier cannot disagree and notifies on state change only: a breach
 when a condition starts firing (after its `for`), a recovery when it stops. State lives in the
 results store (`monitor_notify_state`): one row per condition (ok, pending, firing and since
 when) and one per channel and condition (what that channel was last told), so a restart sends
@@ -22,12 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 
-import sqlalchemy as sa
-
 from . import alerts as al
 from .config import Config, Notify
 from .exporter import ResultsCollector
-from .store import Store, notify_state
+from .spec import Samples
+from .store import Store
 
 log = logging.getLogger("monitor.notify")
 
@@ -66,13 +66,13 @@ class Event:
         return "\n".join(lines)
 
 
-def samples(cfg: Config, store: Store) -> al.Samples:
-    """The exported view of the stored results, as the notifier's checks read it."""
+def samples(cfg: Config, store: Store) -> Samples:
+    """The exported view of the stored results, as the alerts' conditions read it."""
     rows = []
     for fam in ResultsCollector(cfg, store).collect():
         for s in fam.samples:
             rows.append((s.name, dict(s.labels), s.value))
-    return al.Samples(rows)
+    return Samples(rows)
 
 
 def condition_key(a: al.Alert) -> str:
@@ -88,18 +88,14 @@ def channel_id(ch: Notify, index: int) -> str:
 # --- state ------------------------------------------------------------------------------------
 
 def load_state(store: Store) -> dict[str, dict]:
-    with store.engine.connect() as conn:
-        return {r.key: dict(r._mapping) for r in conn.execute(sa.select(notify_state))}
+    return store.notify_state()
 
 
 def save_state(store: Store, key: str, state: str, at: datetime, detail: str | None = None) -> None:
-    t = notify_state
-    with store.engine.begin() as conn:
-        conn.execute(t.delete().where(t.c.key == key))
-        conn.execute(t.insert().values(key=key[:300], state=state, changed_at=at, detail=detail))
+    store.save_notify_state(key, state, at, detail)
 
 
-def evaluate(cfg: Config, store: Store, now: datetime, state: dict[str, dict]) -> list[tuple[al.Alert, str, float | None, al.Samples]]:
+def evaluate(cfg: Config, store: Store, now: datetime, state: dict[str, dict]) -> list[tuple[al.Alert, str, float | None, Samples]]:
     """Each alert's new condition state (ok, pending, firing) and value, saving the changes."""
     smp = samples(cfg, store)
     ts = now.timestamp()
@@ -108,7 +104,7 @@ def evaluate(cfg: Config, store: Store, now: datetime, state: dict[str, dict]) -
         if a.kind == "exporter_down":  # only Prometheus can see that
             continue
         key = "cond|" + condition_key(a)
-        value = a.check(smp, ts)
+        value = a.value(smp, ts)
         prev = state.get(key)
         prev_state = prev["state"] if prev else OK
         if value is None:

@@ -28,8 +28,10 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from . import conventions as n
 from . import dashboards
 from .config import Config, load_config
+from .formatting import grafana_value
 
 SAMPLE_EVERY = timedelta(hours=6)  # the recorded exposition is repeated at this step between cycles
 STEP = 3 * 3600  # seconds between points of a range query
@@ -68,12 +70,12 @@ def replay(cfg: Config, start: datetime, end: datetime, results_url: str, progre
     return snapshots
 
 
-def openmetrics(snapshots: list[tuple], until: float, job: str = dashboards.SCRAPE_JOB) -> str:
+def openmetrics(snapshots: list[tuple], until: float, job: str = n.SCRAPE_JOB) -> str:
     """The recorded families as one OpenMetrics text with timestamps, each snapshot repeated until the next.
 
     Labels are what Prometheus would store scraping the monitor with honor_labels: the monitor's own
     `job` label wins, every other series gets the scrape's job and instance; `up` is 1."""
-    instance = "monitor:9108"
+    instance = n.SCRAPE_TARGET
     types: dict[str, str] = {}
     points: dict[tuple[str, tuple], list[tuple[float, float]]] = defaultdict(list)
     bounds = [s[0] for s in snapshots[1:]] + [until]
@@ -190,6 +192,7 @@ def legend(fmt: str, metric: dict) -> str:
 
 def expand(text: str, values: dict[str, str]) -> str:
     for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f"${{{name}:sqlstring}}", "'" + value.replace("'", "''") + "'")
         text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
     return text
 
@@ -198,12 +201,29 @@ def panel_series(panel: dict, prom: Backfilled, store_engine, values: dict[str, 
     """[{name, points: [(t, v)]}] for a Prometheus panel; [{name, rows}] tables for SQL panels."""
     out = []
     for t in panel.get("targets", []):
-        if "expr" in t:
+        if "expr" in t and t.get("format") == "table":
+            out.append({"name": "table", "table": prom_table(panel, prom.range(expand(t["expr"], values), start, end))})
+        elif "expr" in t:
             for s in prom.range(expand(t["expr"], values), start, end):
                 out.append({"name": legend(t.get("legendFormat", ""), s["metric"]), "points": s["points"]})
         elif "rawSql" in t:
             out += sql_series(t, store_engine, values, start, end)
     return out
+
+
+def prom_table(panel: dict, series: list[dict]):
+    """A Prometheus table target at the end of the range: each series' labels and last value, turned
+    into a matrix as the panel's `groupingToMatrix` transformation does."""
+    import pandas as pd
+
+    df = pd.DataFrame([{**{k: v for k, v in s["metric"].items() if k not in ("job", "instance", "__name__")},
+                        "Value": s["points"][-1][1]} for s in series if s["points"]])
+    for tr in panel.get("transformations", []):
+        if tr["id"] == "groupingToMatrix" and not df.empty:
+            o = tr["options"]
+            df = (df.pivot_table(index=o["rowField"], columns=o["columnField"], values=o["valueField"], aggfunc="last")
+                  .reset_index().rename_axis(columns=None))
+    return df
 
 
 def sql_series(t: dict, engine, values: dict[str, str], start: float, end: float) -> list[dict]:
@@ -222,26 +242,6 @@ def sql_series(t: dict, engine, values: dict[str, str], start: float, end: float
 
 
 # --- drawing ----------------------------------------------------------------------------------
-
-def fmt_unit(v: float, unit: str, decimals: int | None = None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if unit == "percentunit":
-        return f"{v * 100:.{2 if decimals is None else decimals}g} %" if abs(v) < 0.01 else f"{v * 100:.1f} %"
-    if unit in ("s", "m", "h", "d"):
-        secs = v * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-        for size, name in ((86400, "day"), (3600, "hour"), (60, "min")):
-            if abs(secs) >= size:
-                return f"{secs / size:.1f} {name}" + ("s" if name != "min" and abs(secs / size) >= 2 else "")
-        return f"{secs:.2g} s"
-    if unit.startswith("currency"):
-        return f"{v:,.0f} {unit[8:]}"
-    if unit.startswith("suffix:"):
-        return f"{v:.3g}{unit[7:]}"
-    if decimals is not None:
-        return f"{v:.{decimals}f}"
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-
 
 def threshold_color(v: float, fc: dict) -> str:
     steps = (fc.get("thresholds") or {}).get("steps") or []
@@ -310,7 +310,7 @@ def _stat(ax, panel, series, fc, unit):
     for i, s in enumerate(series):
         v = _last(s)
         hit = mapped(v, fc.get("mappings"))
-        text, color = hit if hit else (fmt_unit(v, unit, fc.get("decimals")), threshold_color(v, fc))
+        text, color = hit if hit else (grafana_value(v, unit, fc.get("decimals")), threshold_color(v, fc))
         x0, w = i / n, 1 / n
         ax.add_patch(__import__("matplotlib.patches", fromlist=["x"]).FancyBboxPatch(
             (x0 + 0.01, 0.05), w - 0.02, 0.8, boxstyle="round,pad=0.0,rounding_size=0.02",
@@ -342,7 +342,7 @@ def _bars(ax, series, fc, unit):
     ax.set_yticks(list(y), names, fontsize=7, color="#c7d0d9")
     ax.invert_yaxis()
     for i, v in enumerate(values):
-        ax.text(0, i, " " + fmt_unit(v, unit, fc.get("decimals")), va="center", fontsize=7, color="white")
+        ax.text(0, i, " " + grafana_value(v, unit, fc.get("decimals")), va="center", fontsize=7, color="white")
     ax.set_xticks([])
     for side in ax.spines.values():
         side.set_visible(False)
@@ -351,7 +351,7 @@ def _bars(ax, series, fc, unit):
 def _table(ax, df):
     ax.set_axis_off()
     df = df.head(12)
-    cells = [[fmt_unit(v, "short") if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
+    cells = [[grafana_value(v, "short") if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
     t = ax.table(cellText=cells, colLabels=list(df.columns), loc="upper center", cellLoc="left")
     t.auto_set_font_size(False)
     t.set_fontsize(6)
@@ -399,7 +399,7 @@ def _lines(ax, panel, series, fc, unit):
             continue
         style = "--" if "custom.lineStyle" in props else "-"
         ax.step(xs, ys, where="post", color=color, linestyle=style, linewidth=1.4, label=s["name"])
-    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: fmt_unit(v, unit, fc.get("decimals"))))
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: grafana_value(v, unit, fc.get("decimals"))))
     if len(series) <= 12:
         ax.legend(fontsize=6, loc="upper left", frameon=False, labelcolor="#c7d0d9", ncol=2)
     ax.grid(color="#2c3235", linewidth=0.5)
@@ -484,7 +484,7 @@ def previews(out: Path, config: str | None = None, days: int = 56, scale: float 
         written = []
         try:
             for stem, model_json in dashboards.dashboards(cfg).items():
-                values = {"scrape_job": dashboards.SCRAPE_JOB}
+                values = {"scrape_job": n.SCRAPE_JOB}
                 if any(v["name"] == "model" for v in model_json["templating"]["list"]):
                     values["model"] = model or (cfg.models[0].name if cfg.models else "")
                 path = out / f"dashboard-{stem}.png"

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import html
 import json
-import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
-import sqlalchemy as sa
-
-from .store import Store, review_items, review_weeks
+from .conventions import STATUS_TEXT, TRAJECTORY_TEXT
+from .formatting import fmt_date, fmt_delta, fmt_target, fmt_time, fmt_value
+from .store import REOPENED, ReviewError, Store
 
 KINDS = ("note", "decision", "action")
-REOPENED = "reopened"  # an item recording that a closed week was reopened: who, when, and the snapshot it had
 WEEK = timedelta(weeks=1)
 GENERAL = ""  # the goal of an item that is about no one goal
 
 
-class ReviewError(Exception):
-    """A review change that cannot be made (empty text, unknown kind, a closed week)."""
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+def _who(name: str | None) -> str | None:
+    return (name or "").strip() or None
 
 
 def add_item(store: Store, *, week_start: datetime, goal: str, kind: str, text: str, author: str | None,
@@ -37,31 +31,14 @@ def add_item(store: Store, *, week_start: datetime, goal: str, kind: str, text: 
         raise ReviewError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     if not text:
         raise ReviewError("write something first: the text is empty")
-    if closed_week(store, week_start):
-        raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is closed")
-    values = dict(week_start=_utc(week_start), goal=goal, kind=kind, text=text, author=(author or "").strip() or None,
-                  owner=((owner or "").strip() or None) if kind == "action" else None,
-                  due=due if kind == "action" else None, done=False, created_at=now, updated_at=None)
-    with store.engine.begin() as conn:
-        return conn.execute(review_items.insert().values(**values)).inserted_primary_key[0]
+    return store.add_review_item(week_start=week_start, goal=goal, kind=kind, text=text, author=_who(author),
+                                 owner=_who(owner) if kind == "action" else None, due=due if kind == "action" else None,
+                                 done=False, created_at=now, updated_at=None)
 
 
 def set_done(store: Store, item_id: int, done: bool, now: datetime) -> None:
     """Mark an action item done (or open again)."""
-    t = review_items
-    with store.engine.begin() as conn:
-        conn.execute(t.update().where(t.c.id == item_id, t.c.kind == "action").values(done=bool(done), updated_at=now))
-
-
-def _open_item(conn, item_id: int):
-    """The item, provided it exists and its week is still open (else ReviewError)."""
-    t = review_items
-    row = conn.execute(sa.select(t).where(t.c.id == item_id)).first()
-    if row is None:
-        raise ReviewError(f"review item {item_id} no longer exists: it was deleted")
-    if _closed_row(conn, row.week_start) is not None:
-        raise ReviewError(f"the review of the week starting {row.week_start:%Y-%m-%d} is closed: its items stay as they are")
-    return row
+    store.set_review_done(item_id, done, now)
 
 
 def update_item(store: Store, item_id: int, *, text: str, owner: str | None = None, due: date | None = None) -> None:
@@ -69,108 +46,55 @@ def update_item(store: Store, item_id: int, *, text: str, owner: str | None = No
     text = (text or "").strip()
     if not text:
         raise ReviewError("write something first: the text is empty (to remove the item, delete it)")
-    t = review_items
-    with store.engine.begin() as conn:
-        row = _open_item(conn, item_id)
-        action = row.kind == "action"
+
+    def values(item: dict) -> dict:
+        action = item["kind"] == "action"
         # `updated_at` is left alone: it says when an action was ticked, which carries it or not
-        conn.execute(t.update().where(t.c.id == item_id).values(
-            text=text, owner=((owner or "").strip() or None) if action else None, due=due if action else None))
+        return dict(text=text, owner=_who(owner) if action else None, due=due if action else None)
+    store.change_review_item(item_id, values)
 
 
 def delete_item(store: Store, item_id: int) -> None:
     """Remove an item while its week is open."""
-    with store.engine.begin() as conn:
-        _open_item(conn, item_id)
-        conn.execute(review_items.delete().where(review_items.c.id == item_id))
+    store.change_review_item(item_id, None)
 
 
 def week_items(store: Store, week_start: datetime) -> list[dict]:
     """The week's notes, decisions and action items (not its reopening records)."""
-    return [it for it in _week_rows(store, week_start) if it["kind"] in KINDS]
-
-
-def _week_rows(store: Store, week_start: datetime) -> list[dict]:
-    """The items written in a week's review, oldest first."""
-    t = review_items
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start)).order_by(t.c.created_at, t.c.id))
-        return [_item(r) for r in rows]
+    return store.review_items(week_start, KINDS)
 
 
 def carried_actions(store: Store, week_start: datetime) -> list[dict]:
     """Action items of earlier weeks that were still open when this week began (open now, or done since)."""
-    t = review_items
-    ws = _utc(week_start)
-    q = (sa.select(t).where(t.c.kind == "action", t.c.week_start < ws,
-                            sa.or_(t.c.done.is_(False), t.c.updated_at >= ws))
-         .order_by(t.c.week_start, t.c.created_at, t.c.id))
-    with store.engine.connect() as conn:
-        return [_item(r) for r in conn.execute(q)]
-
-
-def _item(row) -> dict:
-    d = dict(row._mapping)
-    d["done"] = bool(d["done"])
-    return d
-
-
-def _closed_row(conn, week_start: datetime):
-    t = review_weeks
-    return conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start))).first()
+    return store.carried_actions(week_start)
 
 
 def closed_week(store: Store, week_start: datetime) -> dict | None:
     """The closed week's record with its snapshot parsed, or None while the week is open."""
-    with store.engine.connect() as conn:
-        row = _closed_row(conn, week_start)
-    if row is None:
-        return None
-    return {"week_start": row.week_start, "closed_at": row.closed_at, "closed_by": row.closed_by,
-            "snapshot": json.loads(row.snapshot)}
+    return store.closed_week(week_start)
 
 
 def closed_weeks(store: Store) -> dict[datetime, datetime]:
     """Every closed week: start -> when it was closed."""
-    t = review_weeks
-    with store.engine.connect() as conn:
-        return {r[0]: r[1] for r in conn.execute(sa.select(t.c.week_start, t.c.closed_at))}
+    return store.closed_weeks()
 
 
 def close_week(store: Store, week_start: datetime, snapshot: dict, by: str | None, now: datetime) -> dict:
     """Freeze a week: store its snapshot; a week is closed once (a second close raises ReviewError)."""
-    t = review_weeks
-    try:
-        with store.engine.begin() as conn:
-            conn.execute(t.insert().values(week_start=_utc(week_start), closed_at=now, closed_by=(by or "").strip() or None,
-                                           snapshot=json.dumps(snapshot, default=_json_default, sort_keys=True)))
-    except sa.exc.IntegrityError:
-        raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is already closed") from None
-    return closed_week(store, week_start)
+    store.close_week(week_start, snapshot, _who(by), now)
+    return store.closed_week(week_start)
 
 
 def reopen_week(store: Store, week_start: datetime, by: str | None, now: datetime) -> dict:
     """Open a closed week again: its notes can be edited and it can be closed anew. The reopening is
     recorded (who, when) with the closed record and its frozen snapshot, which stay readable."""
-    with store.engine.begin() as conn:
-        row = _closed_row(conn, week_start)
-        if row is None:
-            raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is not closed")
-        kept = {"closed_at": row.closed_at, "closed_by": row.closed_by, "snapshot": json.loads(row.snapshot)}
-        conn.execute(review_items.insert().values(
-            week_start=_utc(week_start), goal=GENERAL, kind=REOPENED, text=json.dumps(kept, default=_json_default, sort_keys=True),
-            author=(by or "").strip() or None, owner=None, due=None, done=False, created_at=now, updated_at=None))
-        conn.execute(review_weeks.delete().where(review_weeks.c.week_start == _utc(week_start)))
-    return kept
+    return store.reopen_week(week_start, _who(by), now)
 
 
 def reopenings(store: Store, week_start: datetime) -> list[dict]:
     """Every reopening of the week, oldest first: who reopened it, when, and the closed record it undid."""
-    t = review_items
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start), t.c.kind == REOPENED)
-                            .order_by(t.c.created_at, t.c.id)).all()
-    return [{"reopened_by": r.author, "reopened_at": r.created_at, **json.loads(r.text)} for r in rows]
+    return [{"reopened_by": r["author"], "reopened_at": r["created_at"], **json.loads(r["text"])}
+            for r in store.review_items(week_start, (REOPENED,))]
 
 
 def is_overdue(it: dict, today: date) -> bool:
@@ -191,69 +115,6 @@ def md_escape(text: str) -> str:
     return " ".join(text.split())
 
 
-def _json_default(x):
-    if isinstance(x, (datetime, date)):
-        return x.isoformat()
-    raise TypeError(f"cannot store {type(x).__name__} in a snapshot")
-
-
-# --- formatting, shared by the app and the export ---
-
-def fmt_value(x: float | None, unit: str) -> str:
-    """A goal value in its unit: ratios as percentages, minutes, roubles, counts."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if unit == "ratio":
-        pct = x * 100
-        digits = 2 if abs(pct) >= 0.1 or pct == 0 else 3
-        return f"{pct:.{digits}f} %"
-    if unit == "minutes":
-        return f"{x:,.1f} min"
-    if unit == "rub":
-        return f"{x:,.0f} RUB"
-    if unit == "count":
-        return f"{x:,.0f}"
-    return f"{x:,.4g} {unit}".strip()
-
-
-def fmt_delta(x: float | None, unit: str) -> str | None:
-    """A change between two values: ratios in percentage points."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return None
-    if unit == "ratio":
-        pp = x * 100
-        digits = 2 if abs(pp) >= 0.1 or pp == 0 else 3
-        return f"{pp:+.{digits}f} pp"
-    if unit == "minutes":
-        return f"{x:+,.1f} min"
-    if unit == "rub":
-        return f"{x:+,.0f} RUB"
-    return f"{x:+,.4g}"
-
-
-def fmt_target(direction: str, target: float, unit: str) -> str:
-    return f"{'≤' if direction == 'at_most' else '≥'} {fmt_value(target, unit)}"
-
-
-def fmt_time(ts) -> str:
-    if ts is None:
-        return ""
-    if isinstance(ts, str):
-        ts = datetime.fromisoformat(ts)
-    return _utc(ts).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def fmt_date(d) -> str:
-    if d is None:
-        return ""
-    if isinstance(d, str):
-        return d[:10]
-    return d.strftime("%Y-%m-%d")
-
-
-STATUS_TEXT = {"met": "met", "missed": "missed", "insufficient_data": "insufficient data", "no_data": "no data"}
-
-
 def status_text(card: dict) -> str:
     """`missed`, or `insufficient data (needs n ≥ 7,680)`, with `provisional` when it is."""
     text = STATUS_TEXT.get(card["status"], card["status"])
@@ -262,6 +123,12 @@ def status_text(card: dict) -> str:
     if card.get("provisional"):
         text += ", provisional"
     return text
+
+
+def trajectory_text(t: dict | None) -> str:
+    """`on track`, `off track` ... of a card's trajectory."""
+    status = (t or {}).get("status", "unknown")
+    return TRAJECTORY_TEXT.get(status, status.replace("_", " "))
 
 
 # --- export ---
@@ -294,7 +161,7 @@ def to_markdown(doc: dict) -> str:
     for c in doc["cards"]:
         t = c.get("trajectory") or {}
         out.append(f"| {names[c['goal']]} | {fmt_value(c['value'], c['unit'])} | {fmt_target(c['direction'], c['target'], c['unit'])} "
-                   f"| {fmt_delta(c.get('change'), c['unit']) or '–'} | {status_text(c)} | {t.get('status', 'unknown').replace('_', ' ')} "
+                   f"| {fmt_delta(c.get('change'), c['unit']) or '–'} | {status_text(c)} | {trajectory_text(t)} "
                    f"| {fmt_value(t.get('projected'), c['unit'])} |")
     if doc.get("alerts"):
         out += ["", "## Goals missed while the model behind them drifted", ""]
@@ -341,7 +208,7 @@ def to_html(doc: dict) -> str:
         parts.append(f"<tr><td>{e(names[c['goal']])}</td><td>{e(fmt_value(c['value'], c['unit']))}</td>"
                      f"<td>{e(fmt_target(c['direction'], c['target'], c['unit']))}</td><td>{e(fmt_delta(c.get('change'), c['unit']) or '–')}</td>"
                      f"<td style='color:{colour.get(c['status'], '#57606a')}'>{e(status_text(c))}</td>"
-                     f"<td>{e(t.get('status', 'unknown').replace('_', ' '))}</td><td>{e(fmt_value(t.get('projected'), c['unit']))}</td></tr>")
+                     f"<td>{e(trajectory_text(t))}</td><td>{e(fmt_value(t.get('projected'), c['unit']))}</td></tr>")
     parts.append("</table>")
 
     def items_html(items):

@@ -14,6 +14,7 @@ from socketserver import ThreadingMixIn
 import sqlalchemy as sa
 
 from .config import Config
+from .conventions import PORT
 from .db import describe_error
 from .durations import utcnow
 from .jobs import Lease, new_holder, run_cycle
@@ -264,7 +265,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(cfg: Config, host: str = "127.0.0.1", port: int = 9108, now: datetime | None = None) -> int:
+def serve(cfg: Config, host: str = "127.0.0.1", port: int = PORT, now: datetime | None = None) -> int:
     """Run until SIGTERM or SIGINT; the job in flight finishes its window or stops between windows.
 
     A results store down at start is waited for (/healthz says so); a busy port, an unknown schema

@@ -9,9 +9,10 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -470,6 +471,46 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.size_seconds, t.c.window_start))]
 
+    def state(self) -> str:
+        """`ok`, `empty` (tables but no results) or `no_tables`; raises when the database is unreachable."""
+        url = sa.engine.make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
+            return "no_tables"  # connecting would create an empty file
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(goal_results.name):
+                return "no_tables"
+            any_goal = conn.execute(sa.select(goal_results.c.goal).limit(1)).first()
+            any_model = conn.execute(sa.select(model_windows.c.model).limit(1)).first()
+        return "ok" if any_goal or any_model else "empty"
+
+    def goal_window_starts(self, size_seconds: int) -> list[datetime]:
+        """The starts of every stored goal window of this size, any goal."""
+        t = goal_results
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.c.window_start).where(t.c.size_seconds == size_seconds).distinct()).scalars().all()
+
+    def window_span(self) -> tuple[datetime | None, datetime | None]:
+        """The first and last start of a stored goal window (of a model window when no goal has one)."""
+        with self.engine.connect() as conn:
+            for t in (goal_results, model_windows):
+                first, last = conn.execute(sa.select(sa.func.min(t.c.window_start), sa.func.max(t.c.window_start))).one()
+                if first is not None:
+                    return first, last
+        return None, None
+
+    def goal_segments(self, goal: str, size_seconds: int, starts: Iterable[datetime]) -> list[dict]:
+        """The stored segments of a goal's windows that start at `starts`."""
+        t = goal_segments
+        q = sa.select(t).where(t.c.goal == goal, t.c.size_seconds == size_seconds, t.c.window_start.in_(list(starts)))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.segment))]
+
+    def trajectories(self, goal: str) -> list[dict]:
+        """Every trajectory stored for a goal, oldest first (one per end of its latest window, as of then)."""
+        t = goal_trajectory
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.goal == goal).order_by(t.c.as_of))]
+
     def latest_goal_results(self) -> list[dict]:
         """The latest stored window of each goal at each window size."""
         t = goal_results
@@ -513,6 +554,12 @@ class Store:
             q = q.where(job_runs.c.job == job)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def last_run(self, job: str) -> dict | None:
+        """The job's latest recorded run."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(job_runs).where(job_runs.c.job == job).order_by(job_runs.c.id.desc()).limit(1)).first()
+        return dict(row._mapping) if row else None
 
     def job_stats(self) -> list[dict]:
         """Per job: last success time, last run's duration and status, failures counted."""
@@ -614,14 +661,17 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.model == model).order_by(t.c.window_start))]
 
-    def model_metrics(self, model: str, window_start: datetime | None = None, kinds: tuple[str, ...] = ()) -> list[dict]:
-        """Stored metrics of a model: of one window, or of all windows."""
+    def model_metrics(self, model: str, window_start: datetime | None = None, kinds: tuple[str, ...] = (),
+                      segment: str | None = None) -> list[dict]:
+        """Stored metrics of a model: of one window, or of all windows; of one segment ("" the overall rows), or all."""
         t = model_metrics
         q = sa.select(t).where(t.c.model == model)
         if window_start is not None:
             q = q.where(t.c.window_start == window_start)
         if kinds:
             q = q.where(t.c.kind.in_(kinds))
+        if segment is not None:
+            q = q.where(t.c.segment == segment)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.window_start, t.c.kind, t.c.name))]
 
@@ -638,6 +688,126 @@ class Store:
             t.c.value.is_not(None), t.c.window_start.in_(sa.select(recent.c.window_start))).group_by(t.c.name))
         with self.engine.connect() as conn:
             return {r[0]: float(r[1]) for r in conn.execute(q)}
+
+    # --- the notifier's state (the notifier is its only writer) ---
+
+    def notify_state(self) -> dict[str, dict]:
+        """Every condition's and channel's state: key -> {key, state, changed_at, detail}."""
+        with self.engine.connect() as conn:
+            return {r.key: dict(r._mapping) for r in conn.execute(sa.select(notify_state))}
+
+    def save_notify_state(self, key: str, state: str, at: datetime, detail: str | None = None) -> None:
+        t = notify_state
+        key = key[:300]
+        with self._write() as conn:
+            conn.execute(t.delete().where(t.c.key == key))
+            conn.execute(t.insert().values(key=key, state=state, changed_at=at, detail=detail))
+
+    # --- the weekly review (the review app is its only writer) ---
+
+    def add_review_item(self, **values) -> int:
+        """Store a review item (its week must be open); returns its id."""
+        values = {**values, "week_start": _utc(values["week_start"])}
+        with self._write() as conn:
+            _refuse_closed(conn, values["week_start"])
+            return conn.execute(review_items.insert().values(**values)).inserted_primary_key[0]
+
+    def set_review_done(self, item_id: int, done: bool, now: datetime) -> None:
+        t = review_items
+        with self._write() as conn:
+            conn.execute(t.update().where(t.c.id == item_id, t.c.kind == "action").values(done=bool(done), updated_at=now))
+
+    def change_review_item(self, item_id: int, values: Callable[[dict], dict] | None) -> None:
+        """Update an item (`values` gives the new values from the item as it is) or delete it (`values`
+        None), in one transaction with the checks that it exists and its week is still open."""
+        t = review_items
+        with self._write() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == item_id)).first()
+            if row is None:
+                raise ReviewError(f"review item {item_id} no longer exists: it was deleted")
+            _refuse_closed(conn, row.week_start, "its items stay as they are")
+            if values is None:
+                conn.execute(t.delete().where(t.c.id == item_id))
+            else:
+                conn.execute(t.update().where(t.c.id == item_id).values(**values(_item(row))))
+
+    def review_items(self, week_start: datetime, kinds: tuple[str, ...] = ()) -> list[dict]:
+        """The items written in a week's review (of some kinds), oldest first."""
+        t = review_items
+        q = sa.select(t).where(t.c.week_start == _utc(week_start))
+        if kinds:
+            q = q.where(t.c.kind.in_(kinds))
+        with self.engine.connect() as conn:
+            return [_item(r) for r in conn.execute(q.order_by(t.c.created_at, t.c.id))]
+
+    def carried_actions(self, week_start: datetime) -> list[dict]:
+        """Action items of earlier weeks that were still open when this week began (open now, or done since)."""
+        t = review_items
+        ws = _utc(week_start)
+        q = (sa.select(t).where(t.c.kind == "action", t.c.week_start < ws, sa.or_(t.c.done.is_(False), t.c.updated_at >= ws))
+             .order_by(t.c.week_start, t.c.created_at, t.c.id))
+        with self.engine.connect() as conn:
+            return [_item(r) for r in conn.execute(q)]
+
+    def closed_week(self, week_start: datetime) -> dict | None:
+        """The closed week's record with its snapshot parsed, or None while the week is open."""
+        with self.engine.connect() as conn:
+            row = _closed_row(conn, week_start)
+        return None if row is None else _closed(row)
+
+    def closed_weeks(self) -> dict[datetime, datetime]:
+        """Every closed week: start -> when it was closed."""
+        t = review_weeks
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(sa.select(t.c.week_start, t.c.closed_at))}
+
+    def close_week(self, week_start: datetime, snapshot: dict, by: str | None, now: datetime) -> None:
+        """Store a week's snapshot; a week is closed once (a second close raises ReviewError)."""
+        try:
+            with self._write() as conn:
+                conn.execute(review_weeks.insert().values(week_start=_utc(week_start), closed_at=now, closed_by=by,
+                                                          snapshot=json.dumps(snapshot, default=_json_default, sort_keys=True)))
+        except sa.exc.IntegrityError:
+            raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is already closed") from None
+
+    def reopen_week(self, week_start: datetime, by: str | None, now: datetime) -> dict:
+        """Delete a week's closed record, keeping it (who closed it, when, its snapshot) in an item of
+        kind REOPENED written by `by`; returns what was kept."""
+        with self._write() as conn:
+            row = _closed_row(conn, week_start)
+            if row is None:
+                raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is not closed")
+            kept = {k: v for k, v in _closed(row).items() if k != "week_start"}
+            conn.execute(review_items.insert().values(
+                week_start=_utc(week_start), goal="", kind=REOPENED, text=json.dumps(kept, default=_json_default, sort_keys=True),
+                author=by, owner=None, due=None, done=False, created_at=now, updated_at=None))
+            conn.execute(review_weeks.delete().where(review_weeks.c.week_start == _utc(week_start)))
+        return kept
+
+    def review_rows(self) -> dict[str, list[dict]]:
+        """Every row of the review tables that exist, as they are (to move a review to a fresh store)."""
+        out = {}
+        with self.engine.connect() as conn:
+            for t in (review_items, review_weeks):
+                if sa.inspect(conn).has_table(t.name):
+                    out[t.name] = [dict(r._mapping) for r in conn.execute(sa.select(t))]
+        return out
+
+    def restore_review_rows(self, rows: dict[str, list[dict]]) -> None:
+        """Put rows read by `review_rows` back (into a store without review rows of its own)."""
+        self.migrate()
+        with self._write() as conn:
+            for t in (review_items, review_weeks):
+                cols = set(t.c.keys())
+                if rows.get(t.name):
+                    conn.execute(t.insert(), [{k: v for k, v in r.items() if k in cols} for r in rows[t.name]])
+
+    def drop_all(self) -> None:
+        """Drop every table of the results store, its schema version too."""
+        metadata.drop_all(self.engine)
+        with self._write(lock_timeout=False) as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
+        self._migrated = False
 
     # --- leases: one runner per job across replicas and processes ---
 
@@ -736,6 +906,43 @@ class Store:
 
 
 VERSION_TABLE = "monitor_alembic_version"
+REOPENED = "reopened"  # a review item recording that a closed week was reopened: who, when, and the record it undid
+
+
+class ReviewError(Exception):
+    """A review change that cannot be made (empty text, unknown kind, a closed week)."""
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def _item(row) -> dict:
+    d = dict(row._mapping)
+    d["done"] = bool(d["done"])
+    return d
+
+
+def _closed_row(conn, week_start: datetime):
+    t = review_weeks
+    return conn.execute(sa.select(t).where(t.c.week_start == _utc(week_start))).first()
+
+
+def _closed(row) -> dict:
+    return {"week_start": row.week_start, "closed_at": row.closed_at, "closed_by": row.closed_by,
+            "snapshot": json.loads(row.snapshot)}
+
+
+def _refuse_closed(conn, week_start: datetime, why: str = "") -> None:
+    if _closed_row(conn, week_start) is not None:
+        raise ReviewError(f"the review of the week starting {week_start:%Y-%m-%d} is closed" + (f": {why}" if why else ""))
+
+
+def _json_default(x):
+    if isinstance(x, (datetime, date)):
+        return x.isoformat()
+    raise TypeError(f"cannot store {type(x).__name__} in a snapshot")
+
 
 
 def _wall() -> datetime:

@@ -2,9 +2,7 @@
 bad config, password, OIDC), the review stored and closed, and what it exports."""
 import json
 import shutil
-import sys
 import textwrap
-import types
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from app_streamlit import data, ui
-from monitor import review
+from app_streamlit import data, drift_report, ui
+from monitor import formatting, review
 from monitor.app_launcher import command, entry_point, oidc_secrets
 from monitor.config import ConfigError, load_config, parse_config
 from monitor.jobs import run_cycle
@@ -312,22 +310,13 @@ def test_evidently_report_is_embedded_when_the_builder_exists(app_env, monkeypat
         calls.append((model.name, window.start))
         return "<html><body><h1>Evidently report</h1></body></html>"
 
-    monkeypatch.setitem(sys.modules, "monitor.modeljobs", types.SimpleNamespace(evidently_report=evidently_report))
+    monkeypatch.setattr(drift_report, "evidently_report", evidently_report)
     ui.evidently_html.clear()
     at = _models_page(week=W3.date().isoformat())
     at.button(key="ev_go").click().run()
     clean(at)
     assert calls == [("clf", W3 + timedelta(days=6))]  # the last window of the chosen week
     assert "Evidently report" in at.get("iframe")[0].proto.srcdoc
-
-
-def test_evidently_report_missing_is_said_not_raised(app_env, monkeypatch):
-    monkeypatch.setitem(sys.modules, "monitor.modeljobs", types.SimpleNamespace())
-    ui.evidently_html.clear()
-    at = _models_page()
-    at.button(key="ev_go").click().run()
-    clean(at)
-    assert any("The Evidently report is not available" in i.value for i in at.info)
 
 
 # --- Review ---
@@ -659,7 +648,7 @@ def test_the_card_shows_the_stored_trajectory_as_run_once_does(app_env):
         assert (t["status"], t["projected"]) == (cli[g.name]["trajectory"], cli[g.name]["projected"]), g.name
     ui._read.clear()
     at = clean(app(week=W4.date().isoformat()).run())
-    assert review.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
+    assert formatting.fmt_value(cli["bad_rate"]["projected"], "ratio") in texts(at)
 
 
 @pytest.mark.parametrize("param,value,says", [

@@ -136,7 +136,10 @@ def test_the_model_variable_lists_models_and_every_model_panel_filters_on_it():
     assert var["query"] == f"label_values({n.MODEL_INFO}_info, model)"
     for p in panels(d):
         for t in p["targets"]:
-            assert "$model" in (t.get("expr") or t.get("rawSql")), p["title"]
+            if "rawSql" in t:  # quoted and escaped by Grafana, never pasted inside quotes
+                assert "${model:sqlstring}" in t["rawSql"] and "'$model'" not in t["rawSql"], p["title"]
+            else:
+                assert "$model" in t["expr"], p["title"]
 
 
 # --- what the config decides ------------------------------------------------------------------

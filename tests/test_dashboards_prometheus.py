@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import test_multiclass
+import yaml
 from prometheus_client import start_http_server
 
+from monitor import conventions as n
 from monitor import dashboards, demo_world
 from monitor.config import load_config
 from monitor.exporter import registry
@@ -31,6 +34,7 @@ from stack import Prometheus, api, query, wait_target_up, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 DAYS = 28  # four weeks: the weekly credit model's volume needs three windows before its latest
 SCALE = 0.05
+MULTICLASS = "topics"  # the panels of multiclass models are queried with this model
 pytestmark = pytest.mark.stack
 SEGMENTED_SQL = """
 SELECT client AS segment, SUM(is_blocked) AS numerator, COUNT(*) AS denominator,
@@ -59,7 +63,14 @@ def world(tmp_path_factory):
     demo_world.copy_sql(d)
     # The demo's goals have no segments: one more goal, broken down by client, covers that panel.
     (d / "metrics_sql" / "blocked_by_client.sql").write_text(SEGMENTED_SQL)
-    (d / "monitor.yaml").write_text(demo_world.demo_config(url) + SEGMENTED_GOAL)
+    # Nor a multiclass model: one more, for the per-class panels.
+    config = yaml.safe_load(demo_world.demo_config(url) + SEGMENTED_GOAL)
+    test_multiclass.make_world(url, ["cat", "dog", "bird"], per_day=150, days=DAYS, t0=demo_world.DEMO_START)
+    day = timedelta(days=1)
+    config["models"].append(test_multiclass.model_dict(
+        ["cat", "dog", "bird"], name=MULTICLASS, start=(demo_world.DEMO_START + day).isoformat(),
+        reference={"start": demo_world.DEMO_START.isoformat(), "end": (demo_world.DEMO_START + day).isoformat()}))
+    (d / "monitor.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     cfg = load_config(d / "monitor.yaml")
     store = Store(cfg.store_url)
     report = run_cycle(cfg, demo_world.DEMO_START + timedelta(days=DAYS), store=store)
@@ -72,12 +83,12 @@ def prom(world, tmp_path_factory):
     """A real Prometheus scraping the monitor's exporter every second."""
     cfg, store = world
     httpd, _ = start_http_server(0, addr="127.0.0.1", registry=registry(cfg, store))
-    target = {"job": dashboards.SCRAPE_JOB, "address": f"127.0.0.1:{httpd.server_port}", "honor_labels": True}
+    target = {"job": n.SCRAPE_JOB, "address": f"127.0.0.1:{httpd.server_port}", "honor_labels": True}
     p = Prometheus(tmp_path_factory.mktemp("prom"), scrape_targets=[target])
     try:
-        wait_target_up(p.url, dashboards.SCRAPE_JOB)
+        wait_target_up(p.url, n.SCRAPE_JOB)
         # two scrapes at least, so that increase() over a range has something to compare
-        wait_until(lambda: query(p.url, f'count_over_time(up{{job="{dashboards.SCRAPE_JOB}"}}[1m]) >= 2'),
+        wait_until(lambda: query(p.url, f'count_over_time(up{{job="{n.SCRAPE_JOB}"}}[1m]) >= 2'),
                    timeout=20, what="two scrapes")
         yield p.url
     finally:
@@ -110,16 +121,20 @@ def current_values(url: str, model: dict) -> dict[str, str]:
 
 def expand(text: str, values: dict[str, str]) -> str:
     for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f"${{{name}:sqlstring}}", "'" + value.replace("'", "''") + "'")
         text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
     assert "$" not in re.sub(r"\$__timeFilter", "", text), f"unexpanded variable in {text!r}"
     return text
 
 
-def promql_targets(model: dict):
+def promql_targets(model: dict, values: dict[str, str]):
+    """(panel, target, its expression with the variables' values): a multiclass model's own panels
+    with a multiclass model."""
     for p in dashboards.iter_panels(model):
         for t in p.get("targets", []):
             if "expr" in t:
-                yield p, t
+                own = n.MODEL_CLASS_QUALITY in t["expr"] and "model" in values
+                yield p, t, expand(t["expr"], {**values, "model": MULTICLASS} if own else values)
 
 
 def sql_targets(model: dict):
@@ -138,8 +153,7 @@ def test_every_panel_expression_returns_a_series(prom):
     empty, checked = [], 0
     for stem, model in committed().items():
         values = current_values(prom, model)
-        for panel, t in promql_targets(model):
-            expr = expand(t["expr"], values)
+        for panel, t, expr in promql_targets(model, values):
             checked += 1
             if not query(prom, expr):
                 empty.append(f"{stem}: {panel['title']} [{t['refId']}]: {expr}")
@@ -180,9 +194,9 @@ def test_every_panel_legend_names_labels_the_series_carry(prom):
     missing = []
     for stem, model in committed().items():
         values = current_values(prom, model)
-        for panel, t in promql_targets(model):
+        for panel, t, expr in promql_targets(model, values):
             labels = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", "")))
-            for series in query(prom, expand(t["expr"], values)):
+            for series in query(prom, expr):
                 if labels - set(series["metric"]):
                     missing.append(f"{stem}: {panel['title']}: {sorted(labels - set(series['metric']))} "
                                    f"not in {series['metric']}")

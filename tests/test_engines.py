@@ -195,7 +195,7 @@ def _check_sample(eng, df: pd.DataFrame, tmp_path, monkeypatch) -> None:
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     store.migrate()
     m, w = model(), day(REF_DAYS + 1)
-    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 300)
+    monkeypatch.setattr(modeljobs.passes, "SAMPLE_ROWS", 300)
     first, again = (by_key(modeljobs.compute(eng, store, m, w, utc(10))[0]) for _ in range(2))
     assert first == again
     ref, cur = rows_in(df, Window(utc(0), utc(REF_DAYS))), rows_in(df, w)

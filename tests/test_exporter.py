@@ -13,13 +13,12 @@ from monitor import conventions as n
 from monitor.batch import write_textfile
 from monitor.exporter import (
     ResultsCollector,
-    budget_period,
     error_budget,
     exposition,
-    is_rate_goal,
     registry,
 )
 from monitor.jobs import run_cycle
+from monitor.spec import budget_period, has_budget
 from monitor.store import ModelWindow, Store
 
 GOALS = {"bad_session_share", "minutes_per_user"}
@@ -65,7 +64,7 @@ def test_error_budget_of_a_rate_goal_sums_stored_numerators_and_denominators(wor
 def test_a_goal_that_is_not_a_rate_has_no_error_budget(world):
     cfg, store, _ = world
     reg = registry(cfg, store)
-    assert not is_rate_goal(cfg.goal("minutes_per_user"))
+    assert not has_budget(cfg.goal("minutes_per_user"))
     assert reg.get_sample_value(n.GOAL_BUDGET_SPENT, {"goal": "minutes_per_user"}) is None
     assert reg.get_sample_value(n.GOAL_BURN_RATE, {"goal": "minutes_per_user", "window": "1d"}) is None
 

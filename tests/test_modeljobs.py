@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.spatial import distance
 from sklearn import metrics as skm
 
+from app_streamlit.drift_report import evidently_report
 from monitor import drift as D
 from monitor import modeljobs
 from monitor.config import Model
@@ -202,7 +203,7 @@ def test_large_windows_take_distances_over_a_fixed_hashed_sample(pg_url, tmp_pat
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     store.migrate()
     eng, m, w = make_engine(pg_url), model(), day(REF_DAYS + 1)
-    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 300)
+    monkeypatch.setattr(modeljobs.passes, "SAMPLE_ROWS", 300)
     first, again = (by_key(modeljobs.compute(eng, store, m, w, utc(10))[0]) for _ in range(2))
     assert first == again
     ref, cur = rows_in(df, Window(utc(0), utc(REF_DAYS))), rows_in(df, w)
@@ -237,9 +238,9 @@ def test_a_sample_that_comes_out_empty_is_taken_again_over_every_row(pg_url, tmp
     stores = [Store(f"sqlite:///{tmp_path / f'{i}.db'}") for i in range(2)]
     for s in stores:
         s.migrate()
-    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 300)
+    monkeypatch.setattr(modeljobs.passes, "SAMPLE_ROWS", 300)
     sampled = by_key(modeljobs.compute(eng, stores[0], m, w, utc(10))[0])
-    monkeypatch.setattr(modeljobs, "SAMPLE_ROWS", 10**9)
+    monkeypatch.setattr(modeljobs.passes, "SAMPLE_ROWS", 10**9)
     exact = by_key(modeljobs.compute(eng, stores[1], m, w, utc(10))[0])
     for col in CONTINUOUS:
         assert sampled[("feature_drift", col, "")]["value"] == pytest.approx(exact[("feature_drift", col, "")]["value"],
@@ -589,7 +590,7 @@ def test_segments_drift_per_value_with_a_cap(db_url, tmp_path):
 def test_evidently_report_on_a_bounded_sample(tmp_path):
     url = f"sqlite:///{tmp_path / 'w.db'}"
     make_world(url, per_day=400, days=5)
-    path = modeljobs.evidently_report(make_engine(url), model(), day(REF_DAYS + 1), sample=500,
-                                      path=tmp_path / "report.html")
+    path = evidently_report(make_engine(url), model(), day(REF_DAYS + 1), sample=500,
+                            path=tmp_path / "report.html")
     text = path.read_text()
     assert text.lstrip().startswith("<!DOCTYPE html>") and "n_shift" in text and len(text) > 10_000

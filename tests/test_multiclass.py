@@ -29,9 +29,9 @@ def utc(d: int) -> datetime:
     return T0 + d * DAY
 
 
-def make_world(url: str, classes, per_day: int = 900, days: int = 4, seed: int = 3) -> pd.DataFrame:
+def make_world(url: str, classes, per_day: int = 900, days: int = 4, seed: int = 3, t0: datetime = T0) -> pd.DataFrame:
     """Three classes with scores that sum to one (rounded: ties and zeros); from day 3 on the model
-    predicts the last class far more often."""
+    predicts the last class far more often. Tables `mc` and `mc_labels`, days from `t0`."""
     rng = np.random.default_rng(seed)
     frames = []
     k = len(classes)
@@ -48,7 +48,7 @@ def make_world(url: str, classes, per_day: int = 900, days: int = 4, seed: int =
         f["pred"] = [classes[j] for j in p.argmax(axis=1)]
         f["y"] = [classes[j] for j in y]
         f["x"] = rng.normal(0, 1, m)
-        f["at"] = [(utc(d) + timedelta(seconds=float(s))).replace(tzinfo=None) for s in np.sort(rng.uniform(0, 86399, m))]
+        f["at"] = [(t0 + d * DAY + timedelta(seconds=float(s))).replace(tzinfo=None) for s in np.sort(rng.uniform(0, 86399, m))]
         f["pid"] = np.arange(m) + d * 100_000
         frames.append(f)
     df = pd.concat(frames, ignore_index=True)

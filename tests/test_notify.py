@@ -14,6 +14,7 @@ from stack import SMTPSink, WebhookReceiver
 from monitor import alerts
 from monitor.jobs import run_cycle
 from monitor.notify import notify_cycle
+from monitor.spec import Samples
 from monitor.store import Store
 
 FAST = {"attempts": 3, "backoff": 0.01, "timeout": 2.0}
@@ -155,8 +156,8 @@ def _minutes(t: str) -> int:
 
 @pytest.mark.parametrize("alert", [a for a in alerts.all_alerts(config(Path("/tmp"))) if a.kind != "exporter_down"],
                          ids=lambda a: f"{a.alert}-{'-'.join(a.subject.values())}")
-def test_the_notifier_checks_the_same_conditions_as_the_rules(alert):
-    """Each rule's promtool case, fed to the notifier's check: quiet, firing with the same value, resolved."""
+def test_the_notifier_evaluates_each_rule_condition_as_promtool_does(alert):
+    """Each rule's promtool case, fed to the condition's evaluator: quiet, firing with the same value, resolved."""
     for case in [alert.case, *alert.extra_cases]:
         series = {s: _expand(v) for s, v in case.series.items()}
         for when, fires in ((case.quiet, False), (case.firing, True), (case.resolved, False)):
@@ -166,7 +167,7 @@ def test_the_notifier_checks_the_same_conditions_as_the_rules(alert):
                 name, labels = re.match(r"^(\w+)\{(.*)\}$", selector).groups()
                 if step < len(vals):
                     rows.append((name, dict(re.findall(r'(\w+)="([^"]*)"', labels)), vals[step]))
-            got = alert.check(alerts.Samples(rows), step * 60.0)
+            got = alert.value(Samples(rows), step * 60.0)
             if fires:
                 assert got == pytest.approx(case.value), (alert.alert, when)
             else:

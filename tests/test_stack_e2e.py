@@ -75,7 +75,7 @@ def test_a_planted_breach_fires_and_resolves_through_scrape_and_pushgateway(tmp_
         with Pushgateway(tmp_path) as pg, Alertmanager(tmp_path, am_config, files={
                 "templates/monitor.tmpl": files[alerts.TEMPLATE_FILE]}) as am, Prometheus(
                 tmp_path, rule_files=[rules], alertmanager_url=am.url,
-                scrape_targets=[{"job": alerts.SCRAPE_JOB, "address": exporter, "honor_labels": True},
+                scrape_targets=[{"job": n.SCRAPE_JOB, "address": exporter, "honor_labels": True},
                                 pg.target(job="pushgateway", honor_labels=True)]) as prom:
             publish(cfg, store, push=pg.url, instance=BATCH)
 
@@ -84,7 +84,7 @@ def test_a_planted_breach_fires_and_resolves_through_scrape_and_pushgateway(tmp_
                                timeout=40, what=f"{ALERT} firing at the webhook for both instances")
             for a in fired.values():
                 assert a["labels"]["goal"] == "bad_session_share"
-                assert a["labels"]["job"] == alerts.SCRAPE_JOB and a["labels"]["severity"] == "page"
+                assert a["labels"]["job"] == n.SCRAPE_JOB and a["labels"]["severity"] == "page"
                 assert a["annotations"]["value"] == "10%"
                 assert a["annotations"]["target"] == "at most 2%"
                 assert a["annotations"]["title"] == "Share of sessions that went bad"

@@ -70,7 +70,9 @@ def test_the_model_health_dashboard_marks_where_the_version_changes(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_the_model_page_shows_the_registered_version_the_split_by_version_and_marks_the_change(tmp_path, monkeypatch):
+def _models_page(tmp_path, monkeypatch, model_yaml: str, windows: list[list[dict]]):
+    """The app's models page over a results store holding one daily window of model `clf` per
+    entry of `windows` (its metrics), from 2026-03-02."""
     from datetime import datetime, timedelta, timezone
     from pathlib import Path
 
@@ -81,17 +83,25 @@ def test_the_model_page_shows_the_registered_version_the_split_by_version_and_ma
 
     start = datetime(2026, 3, 2, tzinfo=timezone.utc)
     results = f"sqlite:///{tmp_path / 'results.db'}"
-    (tmp_path / "monitor.yaml").write_text(
-        f"database_url: sqlite:///{tmp_path / 'src.db'}\nresults_url: {results}\nmodels:\n"
-        "  - {name: clf, task: binary_classification, start: 2026-03-02,\n"
-        "     source: {table: t, id: id, timestamp: ts, score: s, version: model_version},\n"
-        "     labels: {table: l, id: id, label: y},\n"
-        "     quality: {roc_auc: {min: {below_validation: 0.05}}},\n"
-        "     mlflow: {tracking_uri: 'http://127.0.0.1:5000', name: clf-registry}}\n")
+    (tmp_path / "monitor.yaml").write_text(f"database_url: sqlite:///{tmp_path / 'src.db'}\nresults_url: {results}\nmodels:\n"
+                                           + model_yaml)
     store = Store(results)
     store.migrate()
-    for d in range(6):
+    for d, metrics in enumerate(windows):
         ws = start + timedelta(days=d)
+        store.save_model_window(ModelWindow("clf", ws, ws + timedelta(days=1), 100, 0.0, False, "ok", 1.0, metrics), ws)
+    store.engine.dispose()
+    monkeypatch.setenv("MONITOR_CONFIG", str(tmp_path / "monitor.yaml"))
+    ui._read.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"), default_timeout=30).run()
+    at = at.switch_page("models.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    return at
+
+
+def test_the_model_page_shows_the_registered_version_the_split_by_version_and_marks_the_change(tmp_path, monkeypatch):
+    windows = []
+    for d in range(6):
         scored = ["1"] if d < 3 else ["1", "2"] if d == 3 else ["2"]
         metrics = [{"kind": "online", "name": "predictions", "value": 100.0},
                    {"kind": "quality", "name": "roc_auc", "value": 0.9, "threshold": 0.85, "detected": False}]
@@ -102,13 +112,13 @@ def test_the_model_page_shows_the_registered_version_the_split_by_version_and_ma
             version, run = ("1", "a" * 32) if d == 2 else ("2", "b" * 32)
             metrics += [{"kind": "version", "name": "version", "method": run, "value": float(version)},
                         {"kind": "validation", "name": "val_roc_auc", "value": 0.9 if d == 2 else 0.95}]
-        store.save_model_window(ModelWindow("clf", ws, ws + timedelta(days=1), 100, 0.0, False, "ok", 1.0, metrics), ws)
-    store.engine.dispose()
-    monkeypatch.setenv("MONITOR_CONFIG", str(tmp_path / "monitor.yaml"))
-    ui._read.clear()
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"), default_timeout=30).run()
-    at = at.switch_page("models.py").run()
-    assert not at.exception and not at.error, [e.value for e in at.exception]
+        windows.append(metrics)
+    at = _models_page(tmp_path, monkeypatch,
+                      "  - {name: clf, task: binary_classification, start: 2026-03-02,\n"
+                      "     source: {table: t, id: id, timestamp: ts, score: s, version: model_version},\n"
+                      "     labels: {table: l, id: id, label: y},\n"
+                      "     quality: {roc_auc: {min: {below_validation: 0.05}}},\n"
+                      "     mlflow: {tracking_uri: 'http://127.0.0.1:5000', name: clf-registry}}\n", windows)
     body = "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
     assert f"**Version 2** of `clf-registry` is `@champion` (run `{'b' * 32}`" in body and "val_roc_auc 0.95" in body
     assert "v2 from 2026-03-07" in body  # the registry's change, where it was recorded
@@ -116,3 +126,28 @@ def test_the_model_page_shows_the_registered_version_the_split_by_version_and_ma
     split = at.dataframe[0].value
     assert list(split["window"]) == ["2026-03-05 00:00", "2026-03-05 00:00"]  # the rollout day, both versions
     assert sorted(split["version"]) == ["1", "2"] and sorted(split["roc_auc"]) == pytest.approx([0.85, 0.9])
+
+
+def test_the_estimated_quality_chart_marks_where_the_version_changes(tmp_path, monkeypatch):
+    """The model page's estimated/realized chart carries the version marks the other model charts have:
+    a rule at the first window of version 2, labelled v2."""
+    import json
+
+    import pyarrow as pa
+
+    windows = [[{"kind": "quality", "name": "roc_auc", "value": 0.9},
+                {"kind": "quality_estimated", "name": "roc_auc", "value": 0.88, "method": "isotonic"},
+                {"kind": "quality_estimated_ci_low", "name": "roc_auc", "value": 0.85},
+                {"kind": "quality_estimated_ci_high", "name": "roc_auc", "value": 0.91},
+                {"kind": "version", "name": "version", "method": "r" * 32, "value": 1.0 if d < 3 else 2.0}] for d in range(6)]
+    at = _models_page(tmp_path, monkeypatch,
+                      "  - {name: clf, task: binary_classification, start: 2026-03-02,\n"
+                      "     source: {table: t, id: id, timestamp: ts, score: s}, labels: {table: l, id: id, label: y},\n"
+                      "     mlflow: {tracking_uri: 'http://127.0.0.1:5000', name: clf-registry}}\n", windows)
+    charts = [c.proto for c in at.get("vega_lite_chart")]
+    (chart,) = [c for c in charts if any(layer.get("mark", {}).get("type") == "area" for layer in json.loads(c.spec)["layer"])]
+    marks = [layer["mark"]["type"] for layer in json.loads(chart.spec)["layer"] if layer["mark"].get("color") == "#bc4c00"]
+    assert marks == ["rule", "text"]
+    rows = [r for d in chart.datasets for r in pa.ipc.open_stream(d.data.data).read_all().to_pylist() if "version" in r]
+    assert [(r["window_start"].date().isoformat(), r["version"], r["label"]) for r in rows] == [("2026-03-05", "2", "v2")]
+    assert "Dotted: where a new model version starts." in "\n".join(c.value for c in at.caption)

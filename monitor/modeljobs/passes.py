@@ -1,0 +1,325 @@
+"""The SQL passes over a window's rows: numeric aggregates, category counts, distances (`scan`)."""
+from __future__ import annotations
+
+import math
+
+import sqlalchemy as sa
+
+from .. import drift as D
+from .. import engines
+from ..config import Model
+from ..db import non_finite, quote, quote_table
+from ..windows import Window
+from .source import _bounds, _jsonable, _num, _where
+
+SAMPLE_ROWS = 100_000  # Wasserstein sums of larger windows: over a hashed sample of about this many rows
+SAMPLE_BUCKETS = 65536  # ... one in m of these hash buckets
+JOINT_MAX = 50_000  # categorical columns are counted in one GROUP BY while their combinations are this few
+OTHER = "other"  # the segment of the rows outside a segment column's values
+
+
+def _segment_expr(conn, spec: dict, segment: str | None, params: dict) -> str | None:
+    """An integer per row: the index of its segment value, or -1 (`other`, NULL included)."""
+    if not segment:
+        return None
+    values = spec["segments"].get(segment, [])
+    if not values:
+        return "-1"
+    g = quote(conn, segment)
+    whens = []
+    for i, v in enumerate(values):
+        params[f"g{i}"] = v
+        whens.append(f"WHEN {g} = :g{i} THEN {i}")
+    return f"CASE {' '.join(whens)} ELSE -1 END"
+
+
+class _Pass:
+    """The numeric pass: builds its aggregates and decodes its rows into summaries.
+
+    `moments`: also ``SUM((x - center)^2)``, needed of references (their standard deviation) and so
+    of every window when the reference is rolling.
+    """
+
+    def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False,
+                 clean: bool = False):
+        self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
+        self.clean = clean  # NaN and +-infinity read as NULL (`_num`)
+        self.ids = ids  # also MIN(id) and MAX(id): the range of the labels' ids to read (`_integer_ids`)
+        self.params: dict = {}
+        self.aggs: list[str] = ["COUNT(*)"]
+        self.slots: list[tuple] = [("rows",)]
+        # engines with a hashed sample: the Wasserstein sums go in a second query that may read it (`_distances`)
+        self.bucket = engines.of(conn).sample_bucket(quote(conn, model.source.id), SAMPLE_BUCKETS)
+        self.split = self.bucket is not None
+        self.abs_aggs: list[str] = []
+        self.abs_slots: list[tuple] = []
+
+    def _p(self, value) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f":{name}"
+
+    def _numeric(self, key: tuple, alias: str, ns: dict) -> None:
+        self.aggs += [f"COUNT({alias})", f"SUM({alias})"]
+        self.slots += [(*key, "n"), (*key, "s")]
+        if self.moments:
+            c = self._p(float(ns["center"]))
+            self.aggs.append(f"SUM(({alias} - {c}) * ({alias} - {c}))")
+            self.slots.append((*key, "s2"))
+        if ns.get("lt"):
+            for i, e in enumerate(ns["edges"]):
+                self.aggs.append(f"SUM(CASE WHEN {alias} < {self._p(float(e))} THEN 1 ELSE 0 END)")
+                self.slots.append((*key, "lt", i))
+        if ns.get("abs"):
+            aggs, slots = (self.abs_aggs, self.abs_slots) if self.split else (self.aggs, self.slots)
+            if self.split:  # the count and sum of the rows the distances are taken over (`_distances`)
+                aggs += [f"COUNT({alias})", f"SUM({alias})"]
+                slots += [(*key, "abs_n"), (*key, "abs_s")]
+            for i, e in enumerate(ns["edges"]):
+                aggs.append(f"SUM(ABS({alias} - {self._p(float(e))}))")
+                slots.append((*key, "abs", i))
+        if ns.get("eq") and ns.get("values") is not None:
+            for i, v in enumerate(ns["values"]):
+                self.aggs.append(f"SUM(CASE WHEN {alias} = {self._p(float(v))} THEN 1 ELSE 0 END)")
+                self.slots.append((*key, "eq", i))
+
+    def sql(self, window: Window) -> tuple[str, dict]:
+        conn, m, s = self.conn, self.model, self.model.source
+        cols = []
+        for i, col in enumerate(s.features.numeric):
+            cols.append(f"{_num(conn, quote(conn, col), self.clean)} AS n{i}")
+            self._numeric(("num", col), f"n{i}", self.spec["num"][col])
+        cols.append(f"{_num(conn, quote(conn, s.score), self.clean) if s.score else 'CAST(NULL AS ' + engines.of(conn).double + ')'} AS sc")
+        self._numeric(("score",), "sc", self.spec["score"])
+        # data checks: rows with a non-finite score or numeric feature (read as NULL above) ...
+        raw = [f"CAST({quote(conn, c)} AS {engines.of(conn).double})" for c in [*s.features.numeric, s.score] if c]
+        cols.append(f"CASE WHEN {' OR '.join(non_finite(conn, r) for r in raw) or '1 = 0'} THEN 1 ELSE 0 END AS nf")
+        self.aggs.append("SUM(nf)")
+        self.slots.append(("checks", "non_finite"))
+        if m.task == "binary_classification":  # ... and classifier scores outside [0, 1]
+            self.aggs.append("SUM(CASE WHEN sc < 0 OR sc > 1 THEN 1 ELSE 0 END)")
+            self.slots.append(("checks", "score_range"))
+        if m.task == "binary_classification":
+            if s.prediction:
+                cols.append(f"CAST({quote(conn, s.prediction)} AS INTEGER) AS pr")
+                self.aggs += ["SUM(pr)", "COUNT(pr)"]
+            else:
+                self.aggs += ["SUM(CASE WHEN sc >= 0.5 THEN 1 ELSE 0 END)", "COUNT(sc)"]
+            self.slots += [("online", "pos"), ("online", "pos_n")]
+        if self.ids:
+            cols.append(f"{quote(conn, s.id)} AS i")
+            self.aggs += ["MIN(i)", "MAX(i)"]
+            self.slots += [("ids", "lo"), ("ids", "hi")]
+        group = ""
+        g = _segment_expr(conn, self.spec, self.segment, self.params)
+        if g is not None:
+            cols.append(f"{g} AS g")
+            group = " GROUP BY g"
+            self.aggs.insert(0, "g")
+            if self.abs_aggs:
+                self.abs_aggs.insert(0, "g")
+        # one row in `sample` of SAMPLE_BUCKETS, picked by a hash of the id: the same rows every time
+        sampled = f" AND {self.bucket} < :sample"
+        frm = f"FROM (SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {_where(conn, m)}{{}}) q{group}"
+        sql = f"SELECT {', '.join(self.aggs)} {frm.format('')}"
+        # the distances' query, over every row (False) or over a sample (True)
+        self.abs_sql = {x: f"SELECT {', '.join(self.abs_aggs)} {frm.format(sampled if x else '')}"
+                        for x in (False, True)} if self.abs_aggs else None
+        return sql, {**self.params, **_bounds(conn, m, window)}
+
+    def blank(self) -> dict:
+        def num(ns):
+            d = {"rows": 0, "n": 0, "s": 0.0}
+            if self.moments:
+                d["s2"] = 0.0
+            if ns.get("lt"):
+                d["lt"] = [0] * len(ns["edges"])
+            if ns.get("abs"):
+                d["abs"] = [0.0] * len(ns["edges"])
+            if ns.get("eq") and ns.get("values") is not None:
+                d["eq"] = [0] * len(ns["values"])
+            return d
+        out = {"rows": 0, "num": {c: num(ns) for c, ns in self.spec["num"].items()},
+               "score": num(self.spec["score"]), "checks": {"non_finite": 0, "score_range": 0},
+               "cat": {c: {"rows": 0, "n": 0, "counts": [0] * len(cs["categories"])} for c, cs in self.spec["cat"].items()}}
+        if self.model.task == "binary_classification":
+            out["online"] = {"pos": 0, "pos_n": 0}
+        if self.ids:
+            out["ids"] = {"lo": None, "hi": None}
+        return out
+
+    def decode(self, row, out: dict | None = None, slots: list[tuple] | None = None) -> dict:
+        """Fill a blank summary (or `out`) with a row of the pass (of `slots`)."""
+        out = self.blank() if out is None else out
+        for slot, value in zip(self.slots if slots is None else slots, row):
+            if slot[0] == "ids":  # integers, kept as they are (NULL when no rows)
+                out["ids"][slot[1]] = value
+                continue
+            value = 0 if value is None else (value if isinstance(value, (int, float)) else float(value))
+            node = out
+            for k in slot[:-1]:
+                node = node[k]
+            node[slot[-1]] = value
+        for d in [*out["num"].values(), out["score"], *out["cat"].values()]:
+            d["rows"] = out["rows"]
+        return out
+
+
+def _count_categories(conn, model: Model, spec: dict, window: Window, segment: str | None,
+                      parts: dict[int, dict], unseen_from: dict[str, Window] | None = None) -> None:
+    """Category counts by GROUP BY: one hash per row, where a CASE per category costs a comparison each.
+
+    While the reference saw few enough combinations, all categorical columns (and the segment) go
+    in one plain GROUP BY, fetched with a LIMIT that keeps it bounded; categories the reference
+    never saw are pooled in Python. Past that limit, each column is mapped to its reference
+    categories in SQL (``CASE WHEN c IN (...) THEN c END``) and counted on its own: the groups are
+    then bounded by the categories, never by the rows.
+
+    `unseen_from` ({column: reference range}): columns whose reference holds values beyond the
+    spec's categories. Their other values are told apart, in SQL, into the reference's tail and
+    values the reference never saw (``unseen``), by a join against the reference's distinct values.
+    """
+    unseen_from = unseen_from or {}
+    cats = list(model.source.features.categorical)
+    if not cats:
+        return
+    segments = spec["segments"].get(segment, []) if segment else []
+    seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
+    lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
+    raw_ok = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
+              and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
+
+    def add(part: dict, col: str, value, count: int) -> None:
+        if value is None:
+            return
+        c = part["cat"][col]
+        c["n"] += count
+        j = lookups[col].get(_jsonable(value))
+        if j is not None:
+            c["counts"][j] += count
+
+    t, where = quote_table(conn, model.source.table), _where(conn, model)
+    if raw_ok:
+        keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
+        rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {t} WHERE {where} "
+                                    f"GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"), _bounds(conn, model, window)).all()
+        if len(rows) <= JOINT_MAX:
+            for r in rows:
+                part = parts[seg_index.get(_jsonable(r[-2]), -1)] if segment else parts[-1]
+                for i, col in enumerate(cats):
+                    add(part, col, r[i], int(r[-1]))
+            return
+    for col in cats:
+        params = _bounds(conn, model, window)
+        x = quote(conn, col)
+        marks = []
+        for j, v in enumerate(spec["cat"][col]["categories"]):
+            params[f"c{j}"] = v
+            marks.append(f":c{j}")
+        mapped = f"CASE WHEN {x} IN ({', '.join(marks)}) THEN {x} END" if marks else "NULL"
+        cols = [f"{mapped} AS m", f"CASE WHEN {x} IS NULL THEN 1 ELSE 0 END AS z"]
+        keys = ["m", "z"]
+        g = _segment_expr(conn, spec, segment, params)
+        if g is not None:
+            cols.append(f"{g} AS g")
+            keys.append("g")
+        join = ""
+        if col in unseen_from:  # values outside the categories that the reference never holds
+            cols.append(f"{x} AS v")
+            params.update(_bounds(conn, model, unseen_from[col], p="r"))
+            ref_where = _where(conn, model, "r.", p="r")
+            for part in parts.values():
+                part["cat"][col].setdefault("unseen", 0)
+            join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
+                    "ON r.v = q.v AND q.m IS NULL")
+            keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
+        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
+               f"GROUP BY {', '.join(keys)}")
+        for r in conn.execute(sa.text(sql), params):
+            part = parts[int(r[2])] if segment else parts[-1]
+            if r[1]:  # NULL
+                continue
+            c = part["cat"][col]
+            c["n"] += int(r[-1])
+            if r[0] is not None:
+                c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
+            elif col in unseen_from and r[-2]:
+                c["unseen"] = c.get("unseen", 0) + int(r[-1])
+
+
+def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
+    """PostgreSQL: the Wasserstein sums ``SUM(ABS(x - e))``, in a query of their own.
+
+    They are most of the pass's aggregates, and each costs about as much per row as a whole scan
+    of one column: so above SAMPLE_ROWS non-null values (in the emptiest column and segment) they
+    are taken over a fixed subset of the rows, one in m by a hash of the id (the same rows on every
+    run), of at least SAMPLE_ROWS values. The sample's own count and sum go with them (``abs_n``,
+    ``abs_s``): the distance is then exactly the estimate on the sample (`drift.wasserstein`),
+    while counts, sums, NULL shares, histograms and quality stay exact. Should a sample come out
+    far smaller than planned (ids that repeat), the query runs again over every row.
+    """
+    cols = [slot[:-1] for slot in p.abs_slots if slot[-1] == "abs_n"]
+
+    def node(part, key):
+        return part[key[0]] if key[0] == "score" else part[key[0]][key[1]]
+
+    least = min((node(part, key)["n"] for part in parts.values() for key in cols if node(part, key)["n"]), default=0)
+    keep = math.ceil(SAMPLE_BUCKETS * SAMPLE_ROWS / least) if sample and least > SAMPLE_ROWS else SAMPLE_BUCKETS
+    while True:
+        rows = conn.execute(sa.text(p.abs_sql[keep < SAMPLE_BUCKETS]), {**params, "sample": keep}).all()
+        got = {-1: rows[0]} if p.segment is None else {int(r[0]): r[1:] for r in rows}
+        for g, part in parts.items():
+            p.decode(got.get(g, [0] * len(p.abs_slots)), part, p.abs_slots)
+        if keep == SAMPLE_BUCKETS or all(node(part, key)["abs_n"] >= SAMPLE_ROWS / 4
+                                         for part in parts.values() for key in cols if node(part, key)["n"]):
+            return
+        keep = SAMPLE_BUCKETS
+
+
+def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
+         on_pass=None, unseen_from: dict[str, Window] | None = None) -> dict:
+    """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
+
+    One numeric pass and one categorical GROUP BY per segment column (one of each without
+    segments); with segments, the whole is the sum of the first column's segments. On PostgreSQL
+    the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
+    see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
+    in, so that the quality query can start beside the rest; it also makes the pass read the ids.
+    `unseen_from`: see `_count_categories`.
+    """
+    segs = [c for c in model.segments if c in spec.get("segments", {})]
+    result = {"all": None, "segments": {}}
+    for i, seg in enumerate(segs or [None]):
+        for clean in (False, True):  # plain first; again reading NaN and infinities as NULL if it met any
+            p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean)
+            sql, params = p.sql(window)
+            rows = conn.execute(sa.text(sql), params).all()
+            if seg is None:
+                parts = {-1: p.decode(rows[0])}
+            else:
+                parts = {int(r[0]): p.decode(r[1:]) for r in rows}
+                values = spec["segments"][seg]
+                for g in [*range(len(values)), -1]:
+                    parts.setdefault(g, p.blank())
+            if not any(part["checks"]["non_finite"] for part in parts.values()):
+                break
+        if p.ids:  # the id range is the caller's, never part of a stored summary
+            ranges = [part.pop("ids") for part in parts.values()]
+            los = [r["lo"] for r in ranges if r["lo"] is not None]
+            his = [r["hi"] for r in ranges if r["hi"] is not None]
+            on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None)
+        if p.abs_sql:
+            _distances(conn, p, params, parts, sample)
+        _count_categories(conn, model, spec, window, seg, parts, unseen_from)
+        if seg is None:
+            result["all"] = parts[-1]
+            break
+        values = spec["segments"][seg]
+        result["segments"][seg] = {f"{seg}={values[g] if g >= 0 else OTHER}": part
+                                   for g, part in parts.items() if part["rows"] > 0}
+        if i == 0:
+            total = None
+            for part in parts.values():
+                total = D.add_summaries(total, part)
+            result["all"] = total
+    return result

@@ -1,0 +1,103 @@
+"""A window's reference summary (fixed, or the sum of the stored windows before it) and learned thresholds."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from .. import drift as D
+from .. import driftsettings as S
+from ..config import Model
+from ..store import Store
+from ..windows import Window, window_at, windows_between
+from .compare import _compare_column
+from .passes import scan
+from .planning import reference_range
+from .specs import _fingerprint, _model_hash, build_spec
+
+
+def _reference(conn, store: Store, model: Model, window: Window, now: datetime) -> tuple[dict | None, dict | None, int]:
+    """(spec, reference summary, rows read to build it now)."""
+    h = _model_hash(model)
+    ref = model.reference
+    if ref.rolling is None:
+        key = f"fixed:{h}"
+        got = store.load_reference(model.name, key)
+        if got is not None:
+            return got["spec"], got["summary"], 0
+        rng = Window(ref.start, ref.end)
+        spec = build_spec(conn, model, rng)
+        if spec is None:
+            return None, None, 0
+        summary = scan(conn, model, spec, rng, moments=True, sample=False)  # once: exact
+        if now >= rng.end:  # a range still filling is recomputed next time, never frozen half full
+            store.save_reference(model.name, key, {"spec": spec, "summary": summary}, now)
+        return spec, summary, summary["all"]["rows"]
+    spec_key = f"spec:{h}"
+    spec = store.load_reference(model.name, spec_key)
+    read = 0
+    if spec is None:
+        first = reference_range(model, window_at(model.start, model.window))
+        spec = build_spec(conn, model, first, rolling=True)
+        if spec is None:  # nothing before the first window: cut where the data starts
+            spec = build_spec(conn, model, Window(model.start, model.start + model.reference.rolling), rolling=True)
+        if spec is None:
+            return None, None, 0
+        store.save_reference(model.name, spec_key, spec, now)
+    total = None
+    rng = reference_range(model, window)
+    for w in windows_between(rng.start, rng.end, model.window):
+        part = store.load_reference(model.name, _window_key(model, spec, w))
+        if part is None:
+            part = scan(conn, model, spec, w, moments=True)
+            read += part["all"]["rows"]
+            store.save_reference(model.name, _window_key(model, spec, w), part, now)
+        total = D.add_summaries(total, part)
+    return spec, total, read
+
+
+def _as_reference(summary: dict) -> dict:
+    """A window's summary as a part of later references: without its `unseen` counts (what its
+    own reference never saw), which mean nothing to a reference (a reference sees all its values)."""
+    def strip(part: dict) -> dict:
+        return {**part, "cat": {c: {k: v for k, v in d.items() if k != "unseen"} for c, d in part["cat"].items()}}
+    return {"all": strip(summary["all"]),
+            "segments": {seg: {label: strip(p) for label, p in parts.items()} for seg, parts in summary["segments"].items()}}
+
+
+def _unseen_from(model: Model, window: Window, ref: dict | None) -> dict[str, Window]:
+    """Categorical columns whose reference holds values beyond the spec's categories (its tail), and
+    the reference range: their window values are told apart into the tail and the never seen."""
+    if ref is None:
+        return {}
+    rng = reference_range(model, window)
+    return {c: rng for c in model.source.features.categorical
+            if ref["all"]["cat"][c]["n"] - sum(ref["all"]["cat"][c]["counts"]) > 0}
+
+
+def _window_key(model: Model, spec: dict, w: Window) -> str:
+    return f"win:{_model_hash(model)}:{_fingerprint(spec)}:{w.start.strftime('%Y%m%dT%H%M%S')}"
+
+
+def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Window, now: datetime) -> dict:
+    """Thresholds learned from the reference's chunks (windows of the model's size): see `driftsettings`."""
+    if not S.learns(model):
+        return {}
+    rolling = model.reference.rolling is not None
+    key = f"thresholds:{_model_hash(model)}:{_fingerprint(spec)}"
+    if not rolling:
+        got = store.load_reference(model.name, key)
+        if got is not None:
+            return got
+    rng = reference_range(model, window)
+    chunks = []
+    for w in windows_between(rng.start, rng.end, model.window):
+        k = _window_key(model, spec, w) if rolling else f"chunk:{_model_hash(model)}:{_fingerprint(spec)}:{w.start:%Y%m%dT%H%M%S}"
+        part = store.load_reference(model.name, k)
+        if part is None:
+            part = scan(conn, model, spec, w, moments=True, sample=False)
+            store.save_reference(model.name, k, part, now)
+        chunks.append(part["all"])
+    out = S.learn(model, ref["all"], [c for c in chunks if c["rows"]],
+                  lambda col, method, r, c: _compare_column(spec, col, method, None, r, c, model))
+    if not rolling and now >= rng.end:
+        store.save_reference(model.name, key, out, now)
+    return out

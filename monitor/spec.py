@@ -1,0 +1,271 @@
+"""The declared spec: what the config means for every output, read by the exporter, the alerts, the
+notifier, the dashboards and the app (which never read each other).
+
+- Subjects: each goal with its kind (rate, value, segmented), the models behind it, its error
+  budget's period and burn thresholds; each model with its staleness and starvation spans. The
+  thresholds come from the config's `defaults` (one place, as a monitoring mixin's `_config`).
+- Conditions as data: an alert's condition is a small tree (`Sel`, `Age`, `Sub`, `Cmp`, `And`,
+  `Or`, `Unless`) over exported series. The same tree renders the PromQL of the rule
+  (`promql()`) and evaluates in the built-in notifier over the exported samples (`value()`):
+  the value the rule would carry when it fires, else None.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from . import conventions as n
+from .config import Config, Goal, Model, infer_kind
+
+BURN_WINDOWS = {"1d": timedelta(days=1), "1w": timedelta(weeks=1)}  # fast burn over a day, slow over a week
+BURN_DAYS_WITHOUT_DEADLINE = 28.0  # burn thresholds of a budget period without an end assume 28 days
+
+
+# --- goals ---------------------------------------------------------------------------------------
+
+def goal_kind(g: Goal) -> str:
+    """The goal's kind: declared, or read from the SQL when the config was loaded."""
+    return g.kind or infer_kind(g.sql_text)
+
+
+def allowed_share(g: Goal) -> float:
+    """The share of events the target allows to be bad: `target` of an at-most goal, `1 - target` of an at-least one."""
+    return g.target if g.direction == "at_most" else 1 - g.target
+
+
+def has_budget(g: Goal) -> bool:
+    """A rate goal (or a segmented one: a rate by segment) whose target leaves an error budget."""
+    return goal_kind(g) in ("rate", "segmented") and 0 < allowed_share(g) <= 1
+
+
+def has_segments(g: Goal) -> bool:
+    return goal_kind(g) == "segmented"
+
+
+def budget_period(g: Goal) -> tuple[datetime, datetime | None]:
+    """The error budget's period: from the baseline date (else the goal's start) to the deadline."""
+    return (g.baseline.at if g.baseline else g.start), g.deadline
+
+
+def burn_windows(g: Goal) -> dict[str, timedelta]:
+    """The look-backs a goal's burn rate is exported for: those at least one window long."""
+    return {label: span for label, span in BURN_WINDOWS.items() if g.window <= span}
+
+
+def burn_thresholds(cfg: Config, g: Goal) -> dict[str, float]:
+    """Burn rates that alert, by look-back window: a share of the period's budget spent in that window."""
+    d = cfg.defaults
+    start, end = budget_period(g)
+    days = ((end - start).total_seconds() / 86400) if end else BURN_DAYS_WITHOUT_DEADLINE
+    return {
+        "1d": round(max(d.min_burn, d.fast_burn_budget * days / 1), 2),
+        "1w": round(max(d.min_burn, d.slow_burn_budget * days / 7), 2),
+    }
+
+
+def stale_after(cfg: Config, g: Goal) -> timedelta:
+    return cfg.defaults.stale_factor * g.window
+
+
+def goal_models(cfg: Config, g: Goal) -> dict[str, str]:
+    """The models behind a goal, each with why (declared in `models`, or found when the config was loaded)."""
+    if g.models is None:  # a Goal built without load_config
+        from .config import _goal_models
+        return _goal_models(cfg, g, cfg.goals.index(g) if g in cfg.goals else 0, g.sql_text, cfg.path)["model_reasons"]
+    return {m: g.model_reasons.get(m, "listed in the goal's `models`") for m in g.models}
+
+
+def kind_mismatch(g: Goal, columns: list[str]) -> str | None:
+    """What is wrong when the goal's SQL returns columns that do not fit its kind, naming the column; else None."""
+    cols = {c.lower() for c in columns}
+    kind = goal_kind(g)
+    how = "declared" if g.kind_declared else "read from its SQL text (declare `kind` to say otherwise)"
+    need = {"rate": ("value", "numerator", "denominator"), "value": ("value",),
+            "segmented": ("segment", "numerator", "denominator")}[kind]
+    missing = [c for c in need if c not in cols]
+    if missing:
+        return (f"goal {g.name}: its kind is {kind} ({how}), but its SQL returns no "
+                f"{' and no '.join(f'`{c}` column' for c in missing)}")
+    if kind != "segmented" and "segment" in cols:
+        return f"goal {g.name}: its kind is {kind} ({how}), but its SQL returns a `segment` column (kind segmented)"
+    if kind == "value" and "numerator" in cols:
+        return f"goal {g.name}: its kind is value ({how}), but its SQL returns a `numerator` column (kind rate)"
+    return None
+
+
+# --- models --------------------------------------------------------------------------------------
+
+def starvation_after(cfg: Config, m: Model) -> timedelta:
+    delay = m.labels.max_delay if m.labels else timedelta(0)
+    return delay + cfg.defaults.label_starvation_windows * m.window
+
+
+def source_stale_after(cfg: Config, m: Model) -> timedelta:
+    return cfg.defaults.source_stale_factor * m.window
+
+
+# --- links ---------------------------------------------------------------------------------------
+
+def review_url(cfg: Config, goal: str | None = None, model: str | None = None) -> str:
+    """The review app's page of a goal or a model (its home page without either)."""
+    base = cfg.app_base
+    if goal:
+        return f"{base}/?goal={goal}"
+    return f"{base}/?model={model}" if model else base
+
+
+# --- conditions as data --------------------------------------------------------------------------
+
+class Samples:
+    """Exported samples by name and labels, for evaluating conditions (labels not asked for are ignored)."""
+
+    def __init__(self, rows: list[tuple[str, dict[str, str], float]]):
+        self.rows = rows
+
+    def get(self, metric: str, /, **labels: str) -> float | None:
+        for name, lab, value in self.rows:
+            if name == metric and all(lab.get(k) == v for k, v in labels.items()):
+                return value
+        return None
+
+    def timestamp(self, selector: str) -> float | None:
+        """The value of a `sel()` selector."""
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$", selector)
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")) if m else {}
+        return self.get(m.group(1), **labels) if m else None
+
+
+def _num(x: float) -> str:
+    """A constant as the rules spell it: integers as such, other numbers in %g."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+class Expr:
+    """A vector expression: its PromQL and its value over samples (None: no such series, or not holding)."""
+
+    def promql(self) -> str:
+        raise NotImplementedError
+
+    def value(self, s: Samples, now: float) -> float | None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Sel(Expr):
+    """One exported series: `metric{label="value",...}`."""
+
+    metric: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, metric: str, /, **labels: str) -> Sel:
+        return cls(metric, tuple(labels.items()))
+
+    def promql(self) -> str:
+        return n.sel(self.metric, **dict(self.labels))
+
+    def value(self, s: Samples, now: float) -> float | None:
+        return s.get(self.metric, **dict(self.labels))
+
+
+@dataclass(frozen=True)
+class Age(Expr):
+    """`time() - x`: how long ago a timestamp series was."""
+
+    x: Expr
+
+    def promql(self) -> str:
+        return f"time() - {self.x.promql()}"
+
+    def value(self, s: Samples, now: float) -> float | None:
+        v = self.x.value(s, now)
+        return None if v is None else now - v
+
+
+@dataclass(frozen=True)
+class Sub(Expr):
+    """`(x - c)`: a series less a constant."""
+
+    x: Expr
+    c: float
+
+    def promql(self) -> str:
+        return f"{self.x.promql()} - {_num(self.c)}"
+
+    def value(self, s: Samples, now: float) -> float | None:
+        v = self.x.value(s, now)
+        return None if v is None else v - self.c
+
+
+_OPS = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__, "==": float.__eq__}
+
+
+@dataclass(frozen=True)
+class Cmp(Expr):
+    """`x op limit` (a constant), or `x op on(labels) limit` (another series): x's value where it holds."""
+
+    x: Expr
+    op: str
+    limit: float | Expr
+    on: tuple[str, ...] = ()
+    paren: bool = False  # `(x op limit)`, as the left side of an `unless`
+
+    def promql(self) -> str:
+        rhs = self.limit.promql() if isinstance(self.limit, Expr) else _num(self.limit)
+        on = f"on({', '.join(self.on)}) " if self.on else ""
+        text = f"{self.x.promql()} {self.op} {on}{rhs}"
+        return f"({text})" if self.paren else text
+
+    def value(self, s: Samples, now: float) -> float | None:
+        v = self.x.value(s, now)
+        t = self.limit.value(s, now) if isinstance(self.limit, Expr) else self.limit
+        return v if v is not None and t is not None and _OPS[self.op](float(v), float(t)) else None
+
+
+@dataclass(frozen=True)
+class And(Expr):
+    """`a and on(labels) b`: a's value where b holds too."""
+
+    a: Expr
+    b: Expr
+    on: tuple[str, ...]
+
+    def promql(self) -> str:
+        return f"{self.a.promql()}\n  and on({', '.join(self.on)})\n{self.b.promql()}"
+
+    def value(self, s: Samples, now: float) -> float | None:
+        v = self.a.value(s, now)
+        return v if v is not None and self.b.value(s, now) is not None else None
+
+
+@dataclass(frozen=True)
+class Or(Expr):
+    """`a or b or ...`: the first that holds (each condition is about one series)."""
+
+    parts: tuple[Expr, ...]
+
+    def promql(self) -> str:
+        return "\n  or\n".join(p.promql() for p in self.parts)
+
+    def value(self, s: Samples, now: float) -> float | None:
+        for p in self.parts:
+            v = p.value(s, now)
+            if v is not None:
+                return v
+        return None
+
+
+@dataclass(frozen=True)
+class Unless(Expr):
+    """`a unless on(labels) b`: a's value where b has no series."""
+
+    a: Expr
+    b: Expr
+    on: tuple[str, ...]
+
+    def promql(self) -> str:
+        return f"{self.a.promql()}\n  unless on({', '.join(self.on)})\n{self.b.promql()}"
+
+    def value(self, s: Samples, now: float) -> float | None:
+        return self.a.value(s, now) if self.b.value(s, now) is None else None
