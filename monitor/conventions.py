@@ -99,7 +99,8 @@ ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
 ESTIMATION_ERROR_KIND = "estimation_error"
 LABELS_SO_FAR_KIND = "labels_so_far"  # a pending window's label coverage so far (name "label_coverage")
 ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall", "f1", "accuracy"),
-                     "regression": ("mae", "rmse")}
+                     "regression": ("mae", "rmse"),
+                     "multiclass_classification": ("accuracy", "precision_macro", "recall_macro", "f1_macro")}
 ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "no_data")
 ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 

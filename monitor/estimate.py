@@ -54,6 +54,7 @@ HL_ALPHA = 0.05
 Z95 = 1.959963984540054  # the normal's 97.5 % quantile
 BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
 REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
+MULTICLASS_METRICS = names.ESTIMATED_METRICS["multiclass_classification"]
 CALIBRATION_VERSION = 2  # 2: the reference's bins are kept, for the calibration's bootstrap
 BOOT = 200  # refits of the isotonic map on the reference's labels redrawn: the calibration's own error
 
@@ -321,6 +322,89 @@ def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, fl
     return {k: (float(value[k]), math.sqrt(max(var[k], 0.0))) for k in out}
 
 
+# --------------------------------------------------------------------------- multiclass estimates
+
+
+def _multiclass_groups(conn, model: Model, window: Window) -> tuple[list[str], list[tuple]]:
+    """(score classes, [(predicted class, rows, sums of p_k [K], sums of p_j p_k [K x K])]) of the
+    window's rows with a prediction and every class score: one GROUP BY over the predicted class."""
+    from .modeljobs import _bounds, _where
+    from .multiclass import _score_classes, class_name
+
+    s = model.source
+    classes = _score_classes(model)
+    p = [finite(conn, f"CAST({quote(conn, col)} AS {engines.of(conn).double})") for _, col in classes]
+    k = len(p)
+    pairs = [(i, j) for i in range(k) for j in range(i, k)]
+    aggs = [f"SUM(p{i})" for i in range(k)] + [f"SUM(p{i} * p{j})" for i, j in pairs]
+    inner = ", ".join(f"{e} AS p{i}" for i, e in enumerate(p))
+    sql = (f"SELECT pr, COUNT(*), {', '.join(aggs)} FROM (SELECT {quote(conn, s.prediction)} AS pr, {inner} "
+           f"FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)}) q "
+           f"WHERE pr IS NOT NULL AND {' AND '.join(f'p{i} IS NOT NULL' for i in range(k))} GROUP BY pr")
+    out: dict[str, list] = {}
+    for r in conn.execute(sa.text(sql), _bounds(conn, model, window)):
+        name = class_name(r[0])
+        s1 = np.array([float(x) for x in r[2:2 + k]])
+        s2 = np.zeros((k, k))
+        for (i, j), v in zip(pairs, r[2 + k:]):
+            s2[i, j] = s2[j, i] = float(v)
+        got = out.setdefault(name, [0, np.zeros(k), np.zeros((k, k))])  # codes 1 and 1.0 are one class
+        got[0] += int(r[1])
+        got[1] += s1
+        got[2] += s2
+    return [c for c, _ in classes], [(c, n, s1, s2) for c, (n, s1, s2) in sorted(out.items())]
+
+
+def estimate_multiclass(classes: list[str], groups: list[tuple]) -> dict[str, tuple[float, float]]:
+    """{metric: (estimate, standard error)}: accuracy and macro precision, recall and F1 (over the
+    classes with a score and the predicted ones, scikit-learn's zero_division 0) of a window.
+
+    With calibrated class scores, a row predicted p is of true class a with probability p_a: the
+    expected confusion matrix is, per predicted class, the sums of the scores; its covariance, rows
+    being independent multinomial draws, diag(sum p) - sum p p^T. Intervals by the delta method."""
+    if not groups:
+        return {}
+    preds = [g[0] for g in groups]
+    labels = list(dict.fromkeys([*classes, *preds]))  # every class the metrics average over
+    K, P = len(classes), len(groups)
+    n_pred = {c: 0.0 for c in labels}
+    for c, n, _, _ in groups:
+        n_pred[c] += n
+    C = np.column_stack([g[2] for g in groups])  # expected rows of true class a (row) predicted p (column)
+    cov = [np.diag(g[2]) - g[3] for g in groups]
+    rows = float(sum(g[1] for g in groups))
+    col = {c: j for j, c in enumerate(preds)}
+    out: dict[str, tuple[float, np.ndarray]] = {}
+    diag = np.zeros((K, P))
+    for a, c in enumerate(classes):
+        if c in col:
+            diag[a, col[c]] = 1.0
+    out["accuracy"] = (float((C * diag).sum()) / rows, diag / rows)
+    per = {m: [] for m in ("precision", "recall", "f1")}
+    for c in labels:
+        a, j = (classes.index(c) if c in classes else None), col.get(c)
+        tp = C[a, j] if a is not None and j is not None else 0.0
+        true = C[a].sum() if a is not None else 0.0
+        pred = n_pred[c]
+        g_tp = np.zeros((K, P))
+        if a is not None and j is not None:
+            g_tp[a, j] = 1.0
+        g_true = np.zeros((K, P))
+        if a is not None:
+            g_true[a, :] = 1.0
+        per["precision"].append((tp / pred, g_tp / pred) if pred else (0.0, np.zeros((K, P))))
+        per["recall"].append((tp / true, g_tp / true - tp * g_true / true ** 2) if true > 1e-12 else (0.0, np.zeros((K, P))))
+        d = true + pred
+        per["f1"].append((2 * tp / d, 2 * g_tp / d - 2 * tp * g_true / d ** 2) if d > 1e-12 else (0.0, np.zeros((K, P))))
+    for m, vals in per.items():
+        out[f"{m}_macro"] = (float(np.mean([v for v, _ in vals])), sum(g for _, g in vals) / len(vals))
+    result = {}
+    for k, (val, grad) in out.items():
+        var = sum(float(grad[:, j] @ cov[j] @ grad[:, j]) for j in range(P))
+        result[k] = (val, math.sqrt(max(var, 0.0)))
+    return result
+
+
 # --------------------------------------------------------------------------- regression estimates
 
 
@@ -420,6 +504,12 @@ def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple
         cal = calibration(conn, store, model, now)
         got = estimate_binary(_window_groups(conn, model, window), cal)
         return {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}, cal["method"]
+    if model.task == "multiclass_classification":
+        if not model.source.class_scores or not model.source.prediction:
+            return {}, ""
+        got = estimate_multiclass(*_multiclass_groups(conn, model, window))
+        # class scores are trusted as they are: a calibration per class would no longer sum to one
+        return {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}, "none"
     if model.task == "regression":
         ref = regression_reference(conn, store, model, now)
         got = estimate_regression(_window_reg_counts(conn, model, window, ref["edges"]), ref)
