@@ -48,6 +48,7 @@ MODEL_QUALITY_ESTIMATED_CI_HIGH = f"{PREFIX}_model_quality_estimated_ci_high"
 MODEL_ESTIMATION_ERROR = f"{PREFIX}_model_estimation_error"
 MODEL_CLASS_QUALITY = f"{PREFIX}_model_class_quality"
 MODEL_CONFUSION = f"{PREFIX}_model_confusion"  # {model, actual, predicted}: rows in a cell of the confusion matrix
+MODEL_CONFUSION_ESTIMATED = f"{PREFIX}_model_confusion_estimated"  # the same cells, expected, labels pending
 MODEL_QUALITY_THRESHOLD = f"{PREFIX}_model_quality_threshold"
 MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
 MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
@@ -78,6 +79,7 @@ DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label
 # The confusion matrix of a classifier's window: monitor_model_metrics rows (kind CONFUSION_KIND,
 # name "<actual>|<predicted>", segment ""), value = labelled predictions in that cell.
 CONFUSION_KIND = "confusion"
+CONFUSION_ESTIMATED_KIND = "confusion_estimated"  # a pending window's expected matrix, from the scores
 # What each data check finds, for alert texts and the app.
 DATA_CHECK_TEXT = {
     "timestamp": "rows with a NULL or unparseable timestamp",

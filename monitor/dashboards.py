@@ -405,11 +405,16 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                               "max_segments classes with the most labels); empty for other models.")
                  .span(12).height(8).unit("short").decimals(3).min(0).max(1)
                  .with_target(prom(sel(n.MODEL_CLASS_QUALITY, metric="~precision|recall|f1", **m), "{{class}} {{metric}}")))
-    d.with_panel(table.Panel().title("Confusion matrix (latest judged window)").datasource(PROM)
+    d.with_panel(table.Panel().title("Confusion matrix (latest judged window; estimated until there is one)")
+                 .datasource(PROM)
                  .description("Labelled predictions of the latest window whose labels are mature: true class down, "
                               "predicted class across (binary: 1 is the positive class; multiclass: classes past "
-                              "max_segments pooled as other).").span(12).height(8).unit("short")
-                 .with_target(prom(sel(n.MODEL_CONFUSION, **m), "", instant=True).format(PromQueryFormat.TABLE))
+                              "max_segments pooled as other). A model with no judged window yet shows instead the "
+                              "expected rows per cell of its latest window waiting for labels, from its scores "
+                              "(an estimate: its series carry matrix=\"estimated\").").span(12).height(8).unit("short").decimals(1)
+                 .with_target(prom(f"{sel(n.MODEL_CONFUSION, **m)} or label_replace({sel(n.MODEL_CONFUSION_ESTIMATED, **m)} "
+                                   f"unless on(model) {sel(n.MODEL_CONFUSION, **m)}, \"matrix\", \"estimated\", \"\", \"\")",
+                                   "", instant=True).format(PromQueryFormat.TABLE))
                  .with_transformation(dm.DataTransformerConfig(id_val="groupingToMatrix", options={
                      "rowField": "actual", "columnField": "predicted", "valueField": "Value"})))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)

@@ -496,20 +496,36 @@ def _window_reg_counts(conn, model: Model, window: Window, edges: list[float]) -
 # --------------------------------------------------------------------------- the window's rows
 
 
+CONFUSION = "_confusion"  # in `estimates`: the expected confusion matrix, {"<actual>|<predicted>": rows}
+
+
+def binary_confusion(groups: list[tuple], cal: dict) -> dict[str, float]:
+    """A binary window's expected confusion matrix (cells named as the realized one's)."""
+    _, pr, c, e, _ = _groups_arrays(groups, cal)
+    tp, fn = float(e[pr == 1].sum()), float(e[pr == 0].sum())
+    return {"1|1": tp, "1|0": fn, "0|1": float(c[pr == 1].sum()) - tp, "0|0": float(c[pr == 0].sum()) - fn}
+
+
 def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple[dict, str]:
-    """{metric: (value, ci low, ci high)} of the window, and the method (the calibration used)."""
+    """{metric: (value, ci low, ci high)} of the window (and under CONFUSION, of a classifier, its
+    expected confusion matrix), and the method (the calibration used)."""
     if model.labels is None:
         return {}, ""
     if model.task == "binary_classification":
         cal = calibration(conn, store, model, now)
-        got = estimate_binary(_window_groups(conn, model, window), cal)
-        return {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}, cal["method"]
+        groups = _window_groups(conn, model, window)
+        got = estimate_binary(groups, cal)
+        out = {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}
+        return out | ({CONFUSION: binary_confusion(groups, cal)} if groups else {}), cal["method"]
     if model.task == "multiclass_classification":
         if not model.source.class_scores or not model.source.prediction:
             return {}, ""
-        got = estimate_multiclass(*_multiclass_groups(conn, model, window))
+        classes, groups = _multiclass_groups(conn, model, window)
+        got = estimate_multiclass(classes, groups)
         # class scores are trusted as they are: a calibration per class would no longer sum to one
-        return {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}, "none"
+        out = {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}
+        cells = {f"{a}|{g[0]}": float(g[2][i]) for g in groups for i, a in enumerate(classes)}
+        return out | ({CONFUSION: cells} if groups else {}), "none"
     if model.task == "regression":
         ref = regression_reference(conn, store, model, now)
         got = estimate_regression(_window_reg_counts(conn, model, window, ref["edges"]), ref)
@@ -540,7 +556,10 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
         from .modeljobs import _breach, _floor
 
         est, method = estimates(conn, store, model, window, now)
-        rows = []
+        cells = est.pop(CONFUSION, {})
+        cells = cells if quality is None else {}  # a mature window has the realized matrix
+        rows = [{"kind": names.CONFUSION_ESTIMATED_KIND, "name": k, "segment": "", "method": method, "value": v}
+                for k, v in sorted(cells.items())]
         for k, (v, lo, hi) in est.items():
             rows += [{"kind": names.ESTIMATE_KIND, "name": k, "segment": "", "method": method, "value": v,
                       "threshold": _floor(model, k), "detected": _breach(model, k, v)},
