@@ -173,13 +173,13 @@ def goal_card(cfg: Config, r: Reader, goal: Goal, week: datetime) -> dict:
         if card["value"] is not None:
             card["change"] = card["value"] - prev["value"]
     card["trend"] = [row["value"] for row in series[-TREND_WEEKS:] if _finite(row["value"]) is not None]
-    card["trajectory"] = week_trajectory(cfg, r, goal, week, series)
+    card["trajectory"] = week_trajectory(r, goal, week)
     if card["status"] == "no_data" and card["trajectory"]["status"] == "on_track":
         card["trajectory"]["status"] = "unknown"  # a week without data is never on track
     return card
 
 
-def week_trajectory(cfg: Config, r: Reader, goal: Goal, week: datetime, weekly: list[dict] | None = None) -> dict:
+def week_trajectory(r: Reader, goal: Goal, week: datetime) -> dict:
     """The trajectory the monitor stored as of the week's end (the newest one fitted from values up to
     then), exactly as `run-once` and `/metrics` report it: never refitted here."""
     end = week + WEEK
@@ -352,16 +352,29 @@ def input_health(model: Model, r: Reader) -> dict:
 def quality_windows(model: Model, r: Reader) -> list[dict]:
     """Every window with its quality status (pending ones say when their labels mature), coverage and metrics."""
     metrics: dict[datetime, dict] = {}
+    past: dict[datetime, set] = {}  # metrics past their floor or ceiling, as judged when stored (learned ones too)
     for m in r.model_metrics(model.name, ("quality",)):
         metrics.setdefault(m["window_start"], {})[m["name"]] = m["value"]
+        if m["detected"]:
+            past.setdefault(m["window_start"], set()).add(m["name"])
     delay = model.labels.max_delay if model.labels else None
     out = []
     for w in r.model_series(model.name):
         row = {"window_start": w["window_start"], "window_end": w["window_end"], "rows": w["rows"],
                "quality_status": w["quality_status"], "label_coverage": w["label_coverage"],
-               "judged_from": (w["window_end"] + delay) if delay is not None else None}
+               "judged_from": (w["window_end"] + delay) if delay is not None else None,
+               "past_floor": past.get(w["window_start"], set())}
         row.update(metrics.get(w["window_start"], {}))
         out.append(row)
+    return out
+
+
+def quality_bounds(model: Model, r: Reader) -> dict[str, dict[str, float]]:
+    """{metric: {"min"|"max": bound}} the latest judged window was held to, fixed or learned."""
+    out: dict[str, dict[str, float]] = {}
+    for m in r.model_metrics(model.name, ("quality_threshold",), False):  # oldest first: the latest wins
+        if m["value"] is not None:
+            out.setdefault(m["name"], {})[m["segment"]] = m["value"]
     return out
 
 

@@ -6,6 +6,7 @@ import streamlit as st
 
 from app_streamlit import data, ui
 from monitor import formatting
+from monitor.config import Learned
 from monitor.conventions import DATA_CHECK_TEXT
 from monitor.durations import format_duration
 
@@ -186,27 +187,34 @@ if model.labels is None:
     st.info("This model has no labels configured: offline quality is not computed. Add `labels:` to its config.")
 else:
     metric_names = sorted({k for row in q for k in row} - {"window_start", "window_end", "rows", "quality_status",
-                                                           "label_coverage", "judged_from"})
+                                                           "label_coverage", "judged_from", "past_floor"})
     judged = [row for row in q if row["quality_status"] == "ok"]
     pending = [row for row in q if row["quality_status"] == "pending"]
     st.caption(f"{len(judged)} windows judged, {len(pending)} pending: a window is judged once its end is "
                f"{format_duration(model.labels.max_delay)} old, never from partial labels.")
     floors = dict(model.quality)
+    stored = data.quality_bounds(model, ctx.reader)  # fixed, learned from the reference, or relative to validation
 
     def number(b):  # a fixed bound; learned and relative ones are in the stored threshold
         return b if isinstance(b, (int, float)) else None
 
-    def below(metric: str, v) -> bool:
+    def limit(metric: str, bound: str):
         f = floors.get(metric)
-        lo, hi = (number(f.min), number(f.max)) if f is not None else (None, None)
+        fixed = number(getattr(f, bound)) if f is not None else None
+        return fixed if fixed is not None else stored.get(metric, {}).get(bound)
+
+    def below(metric: str, v, row: dict | None = None) -> bool:
+        if row is not None and metric in row["past_floor"]:
+            return True
+        lo, hi = (number(floors[metric].min), number(floors[metric].max)) if metric in floors else (None, None)
         return v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi))
 
     if judged and metric_names:
         long = [{"window_start": row["window_start"], "metric": k, "value": row[k],
-                 "floor": "breached" if below(k, row[k]) else "ok"} for row in judged for k in metric_names if row.get(k) is not None]
+                 "floor": "breached" if below(k, row[k], row) else "ok"} for row in judged for k in metric_names if row.get(k) is not None]
         if long:
-            st.altair_chart(ui.quality_chart(long, {k: (number(f.min) if number(f.min) is not None else number(f.max)) for k, f in floors.items()}),
-                            width="stretch")
+            st.altair_chart(ui.quality_chart(long, {k: (limit(k, "min") if limit(k, "min") is not None else limit(k, "max"))
+                                                    for k in floors}), width="stretch")
     est = data.estimated_quality(model, ctx.reader)
     if est:
         st.subheader("Estimated before the labels, realized after")
@@ -223,10 +231,13 @@ else:
                    + (f"Mean absolute error of the last {len(errors)} matured estimates: {sum(errors) / len(errors):.4f}."
                       if errors else "No estimate has matured yet."))
 
-    def cell(k, v) -> str:
+    def cell(k, v, row) -> str:
         if v is None:
             return "–"
-        return f"{v:.4f}" + (" ▼ below floor" if below(k, v) and number(floors[k].min) is not None else " ▲ above floor" if below(k, v) else "")
+        if not below(k, v, row):
+            return f"{v:.4f}"
+        lo = limit(k, "min") if k in floors else None
+        return f"{v:.4f}" + (" ▼ below floor" if lo is not None and v < lo else " ▲ above floor")
 
     rows = [{
         "window": row["window_start"].strftime("%Y-%m-%d %H:%M"),
@@ -235,7 +246,7 @@ else:
         .get(row["quality_status"], row["quality_status"]),
         "label coverage": f"{row['label_coverage']:.1%}" if row["label_coverage"] is not None else "–",
         "rows": f"{row['rows']:,}" if row["rows"] is not None else "–",
-        **{k: cell(k, row.get(k)) for k in metric_names}} for row in reversed(q)]
+        **{k: cell(k, row.get(k), row) for k in metric_names}} for row in reversed(q)]
     table = pd.DataFrame(rows)
     styled = table.style.map(lambda v: "background-color: #ffebe9; color: #cf222e; font-weight: 600"
                              if isinstance(v, str) and "floor" in v else "", subset=[k for k in metric_names if k in table])
@@ -247,8 +258,14 @@ else:
                 return ""
             if isinstance(b, (int, float)):
                 return f"{sign} {b:g}"
+            if isinstance(b, Learned):
+                return f"{sign} reference mean {'−' if sign == '≥' else '+'} {b.sd:g} sd"
             return f"{sign} validation {'−' if b.below_validation is not None else '+'} {b.offset if b.offset > 0 else -b.offset:g}"
-        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}" for k, v in floors.items())
+        def now(k):
+            got = {b: v for b, v in stored.get(k, {}).items() if not isinstance(getattr(floors[k], b), (int, float))}
+            return f" (now {', '.join(f'{v:.4g}' for v in got.values())})" if got else ""
+        st.caption("Floors that alert: " + ", ".join(f"{k} {bound(v.min, '≥')}{bound(v.max, '≤')}{now(k)}"
+                                                     for k, v in floors.items())
                    + "; a window past its floor is marked in red in the chart and the table.")
 
 if model.task == "multiclass_classification" and model.labels is not None:

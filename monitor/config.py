@@ -124,10 +124,9 @@ class Multivariate(Strict):
 
 
 def _method(name: str) -> str:
-    from .drift import METHOD_NAMES
+    from .drift import validate_method  # the registry of methods (`monitor.drift.REGISTRY`)
 
-    if name not in METHOD_NAMES:
-        raise ValueError(f"unknown drift method {name!r}; expected one of {', '.join(METHOD_NAMES)}")
+    validate_method(name)
     return name
 
 
@@ -526,10 +525,11 @@ def _code(sql: str) -> str:
 
 
 def infer_kind(sql: str) -> str:
-    """A goal's kind when the config does not say: read once, from the SQL text, at load time."""
-    if re.search(r"\bsegment\b", sql, re.IGNORECASE):
+    """A goal's kind when the config does not say: read once, from the SQL's code (not its comments), at load time."""
+    code = _code(sql)
+    if re.search(r"\bsegment\b", code):
         return "segmented"
-    return "rate" if re.search(r"\bnumerator\b", sql, re.IGNORECASE) else "value"
+    return "rate" if re.search(r"\bnumerator\b", code) else "value"
 
 
 def _goal_models(cfg: Config, g: Goal, i: int, sql: str, path: Path) -> dict:

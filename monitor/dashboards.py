@@ -35,7 +35,7 @@ from . import spec
 from .config import Config, Goal
 from .conventions import SCRAPE_JOB, sel
 from .durations import format_duration
-from .formatting import fmt_number, grafana_unit
+from .formatting import fmt_number, grafana_unit, in_words
 
 PROMETHEUS_UID = "monitor-prometheus"
 RESULTS_UID = "monitor-results"
@@ -124,12 +124,6 @@ def dashed() -> dm.DynamicConfigValue:
 
 def unit_of(goal: Goal) -> str:
     return grafana_unit(goal.unit)
-
-
-def fmt_value(goal: Goal, x: float) -> str:
-    if goal.unit.lower() == "ratio":
-        return f"{x * 100:g} %"
-    return f"{x:g} {goal.unit}"
 
 
 def target_steps(goal: Goal) -> tuple[tuple[float | None, str], ...]:
@@ -460,7 +454,7 @@ def pipeline_row(d: db.Dashboard, cfg: Config, m: dict[str, str]) -> None:
                  .mappings(binary_mapping(("passing", GREEN), ("failing", RED))))
     d.with_panel(_stat().title("Newest source row").datasource(PROM)
                  .description("How old the newest row of the prediction log is, over the stored windows. "
-                              "Its alert fires past two windows.")
+                              f"Its alert fires past {in_words(cfg.defaults.source_stale_factor)} windows.")
                  .span(4).height(7).unit("s")
                  .with_target(prom(age(sel(n.MODEL_NEWEST_ROW, **m)), "age")))
     d.with_panel(timeseries.Panel().title("Volume against comparable windows").datasource(PROM)

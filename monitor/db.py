@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-import sqlalchemy as sa
 
 from . import engines
-from .engines.postgresql import ISO_RE
+from .engines.base import NUMBER_TYPES, TimestampError  # noqa: F401 (names of this module)
 
 
 def make_engine(url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):
@@ -64,26 +62,16 @@ def non_finite(engine_or_conn, expr: str) -> str:
 
 # --------------------------------------------------------------------------- source timestamps
 #
-# A source's timestamp column may hold native timestamps, ISO 8601 text or epoch numbers. Each
-# function below is one dialect-specific SQL spelling of (column, format); `window_where` and
-# `window_params` together select the rows of a window `[start, end)` exactly in UTC.
+# A source's timestamp column may hold native timestamps, ISO 8601 text or epoch numbers. Epoch
+# numbers are compared alike on every engine; the rest is spelled by the engine (`time_where`,
+# `time_params`, ... of `monitor.engines`). `window_where` and `window_params` together select the
+# rows of a window `[start, end)` exactly in UTC.
 
 TIMESTAMP_FORMATS = ("auto", "timestamp", "iso", "epoch_s", "epoch_ms")
-MAX_OFFSET = timedelta(hours=14)  # the widest UTC offset in use: the text band searched around a window
 EPOCH_MS_FROM = 1e11  # epoch numbers at or above this are milliseconds (seconds reach it in the year 5138)
 SAMPLE = 100  # values read (from the start and from the end of the table) to detect the format
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ISO = re.compile(ISO_RE)
-_ISO_SQLITE = re.compile(r"^\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d+)?)?)?(Z|[+-]\d\d:\d\d)?$")
-
-
-# numeric types as PostgreSQL, DuckDB and Spark name them
-NUMBER_TYPES = {"smallint", "integer", "bigint", "numeric", "real", "double precision", "double", "float", "decimal",
-                "tinyint", "hugeint", "int", "long", "short", "byte", "ubigint", "uinteger", "usmallint", "utinyint"}
-
-
-class TimestampError(ValueError):
-    """A timestamp column the monitor cannot order: the message names the column and a value."""
+EPOCHS = ("epoch_s", "epoch_ms")
 
 
 @dataclass(frozen=True)
@@ -105,49 +93,23 @@ def window_epoch(start: datetime, end: datetime) -> tuple[int, int]:
     return (int((start - _EPOCH).total_seconds()), int((end - _EPOCH).total_seconds()))
 
 
-def _sqlite_epoch(column: str) -> str:
-    return f"CAST(strftime('%s', {column}) AS INTEGER)"
-
-
-def _iso(conn, column: str) -> str:
-    """ISO 8601 text as a timestamp (NULL when it is not), as the engine parses it."""
-    return engines.of(conn).iso_time(column)
-
-
 def window_where(conn, column: str, ts: Timestamps, p: str = "") -> str:
     """SQL predicate on the quoted `column`: the row is in the window bound by `window_params`
     (whose parameters' names start with `p`)."""
-    sqlite = conn.dialect.name == "sqlite"
-    if ts.format in ("epoch_s", "epoch_ms") or (ts.format == "timestamp" and not sqlite) or ts.text_sep:
+    if ts.format in EPOCHS:
         return f"{column} >= :{p}ws AND {column} < :{p}we"  # the column itself: an index on it is used
-    if sqlite:  # a text band that an index narrows, then the exact comparison in UTC
-        e = _sqlite_epoch(column)
-        return f"{column} >= :{p}ws_text AND {column} < :{p}we_text AND {e} >= :{p}ws AND {e} < :{p}we"
-    e = _iso(conn, column)
-    return f"{e} >= :{p}ws AND {e} < :{p}we"
+    return engines.of(conn).time_where(column, ts, p)
 
 
 def window_params(conn, ts: Timestamps, start: datetime, end: datetime, p: str = "") -> dict:
     """The bound parameters of `window_where` for the window `[start, end)`."""
-    return {p + k: v for k, v in _window_params(conn, ts, start, end).items()}
-
-
-def _window_params(conn, ts: Timestamps, start: datetime, end: datetime) -> dict:
-    sqlite = conn.dialect.name == "sqlite"
-    if ts.format in ("epoch_s", "epoch_ms"):
+    if ts.format in EPOCHS:
         ws, we = window_epoch(start, end)
         k = 1000 if ts.format == "epoch_ms" else 1
-        return {"ws": ws * k, "we": we * k}
-    if ts.format == "timestamp" and not sqlite or ts.text_sep:
-        like = "0000-00-00T" if ts.text_sep == "T" else None
-        return {"ws": bind_time(conn, start, like), "we": bind_time(conn, end, like)}
-    if sqlite:
-        lo = (start - MAX_OFFSET).astimezone(timezone.utc)
-        hi = (end + MAX_OFFSET).astimezone(timezone.utc)
-        ws, we = window_epoch(start, end)
-        # ' ' sorts before 'T': the band holds every spelling of the times between lo and hi
-        return {"ws": ws, "we": we, "ws_text": lo.strftime("%Y-%m-%d %H:%M:%S"), "we_text": hi.strftime("%Y-%m-%dT%H:%M:%S")}
-    return {"ws": start.astimezone(timezone.utc), "we": end.astimezone(timezone.utc)}
+        got = {"ws": ws * k, "we": we * k}
+    else:
+        got = engines.of(conn).time_params(ts, start, end)
+    return {p + k: v for k, v in got.items()}
 
 
 def epoch_of(conn, column: str, ts: Timestamps) -> str:
@@ -157,32 +119,19 @@ def epoch_of(conn, column: str, ts: Timestamps) -> str:
         return f"CAST({column} AS {double})"
     if ts.format == "epoch_ms":
         return f"CAST({column} AS {double}) / 1000.0"
-    if conn.dialect.name == "sqlite":
-        return f"(CASE WHEN typeof({column}) = 'text' THEN {_sqlite_epoch(column)} END)"
-    return engines.of(conn).epoch_seconds(column if ts.format == "timestamp" else _iso(conn, column))
+    return engines.of(conn).time_epoch(column, ts)
 
 
 def newest_of(conn, column: str, ts: Timestamps) -> str:
     """SQL aggregate: epoch seconds of the newest value (of the rows a window selects)."""
-    if ts.format == "timestamp" and conn.dialect.name != "sqlite":
-        return engines.of(conn).epoch_seconds(f"MAX({column})")  # MAX first: an index answers it
-    if ts.text_sep or ts.format in ("epoch_s", "epoch_ms"):
-        return epoch_of(conn, f"MAX({column})", ts)
-    return f"MAX({epoch_of(conn, column, ts)})"
+    if ts.text_sep or ts.format in EPOCHS:
+        return epoch_of(conn, f"MAX({column})", ts)  # MAX first: an index answers it
+    return engines.of(conn).newest_time(column, ts)
 
 
 def invalid_time(conn, column: str, ts: Timestamps) -> str:
     """SQL predicate: the row's timestamp is NULL or cannot be placed in any window."""
-    if conn.dialect.name != "sqlite":
-        e = engines.of(conn)
-        if ts.format == "timestamp":
-            return f"({column} IS NULL OR {e.infinite_time(column)})"
-        if ts.format == "iso":
-            return f"{_iso(conn, column)} IS NULL"
-        return f"({column} IS NULL OR {e.non_finite(column)})"
-    if ts.format in ("epoch_s", "epoch_ms"):
-        return f"({column} IS NULL OR typeof({column}) NOT IN ('integer', 'real') OR ABS({column}) > 1e300)"
-    return f"({column} IS NULL OR typeof({column}) != 'text' OR {_sqlite_epoch(column)} IS NULL)"
+    return engines.of(conn).invalid_time(column, ts)
 
 
 _formats: dict[tuple, Timestamps] = {}
@@ -213,77 +162,26 @@ def detect_timestamp_format(conn, table: str, column: str) -> tuple[str, object]
     return fmt, example
 
 
-def _column_type(conn, table: str, column: str) -> str | None:
-    """The column's type as the database names it (lower case), or None when there is no such column."""
-    return engines.of(conn).column_type(conn, table, column)
-
-
-def _sample(conn, table: str, column: str) -> list:
-    t, c = quote_table(conn, table), quote(conn, column)
-    first = f"SELECT {c} FROM {t} WHERE {c} IS NOT NULL LIMIT {SAMPLE}"
-    values = [r[0] for r in conn.execute(sa.text(first))]
-    if conn.dialect.name == "sqlite":  # and the newest rows: a spelling that changed lately is seen too
-        try:
-            values += [r[0] for r in conn.execute(sa.text(
-                f"SELECT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY rowid DESC LIMIT {SAMPLE}"))]
-        except sa.exc.OperationalError:  # a table without rowid
-            pass
-    return values
-
-
 def _detect(conn, table: str, column: str, declared: str) -> tuple[str, object, str | None]:
     where = f"source.timestamp column {column} of table {table}"
-    kind = _column_type(conn, table, column)
+    e = engines.of(conn)
+    kind = e.column_type(conn, table, column)
     if kind is None:
         raise TimestampError(f"{where}: no such column")
-    values = _sample(conn, table, column)
+    values = e.sample_times(conn, table, column, SAMPLE)
     example = values[0] if values else None
-    sqlite = conn.dialect.name == "sqlite"
     numbers = [v for v in values if isinstance(v, (int, float, Decimal)) and not isinstance(v, bool)]
     texts = [v for v in values if isinstance(v, str)]
-    if not sqlite:
-        if kind.startswith(("timestamp", "date")):
-            fmt = "timestamp"
-        elif kind.split("(")[0] in NUMBER_TYPES:
-            fmt = "epoch"
-        elif kind.startswith(("text", "character", "varchar", "string")):
-            fmt = "iso"
-        else:
-            raise TimestampError(f"{where}: type {kind} is not a timestamp, ISO 8601 text or an epoch number")
-        if declared != "auto" and fmt != ("epoch" if declared.startswith("epoch") else declared):
-            raise TimestampError(f"{where}: declared timestamp_format {declared} does not fit its type {kind}")
-    else:
-        if numbers and texts:
-            odd = texts[0] if len(texts) <= len(numbers) else numbers[0]
-            raise TimestampError(f"{where} mixes text and numbers, e.g. {odd!r}: store one kind")
-        fmt = "epoch" if numbers else "iso"
-        if declared in ("epoch_s", "epoch_ms") and texts or declared in ("timestamp", "iso") and numbers:
-            raise TimestampError(f"{where}: declared timestamp_format {declared} does not fit its values, e.g. {example!r}")
+    fmt = e.time_kind(where, kind, numbers, texts, declared, example)
     if fmt == "epoch":
         finite = [float(v) for v in numbers if math.isfinite(float(v))]
         big = [v for v in finite if abs(v) >= EPOCH_MS_FROM]
         if big and len(big) < len(finite):
             small = next(v for v in numbers if abs(float(v)) < EPOCH_MS_FROM)
             raise TimestampError(f"{where} mixes epoch seconds and milliseconds, e.g. {small!r} and {big[0]!r}")
-        fmt = declared if declared in ("epoch_s", "epoch_ms") else ("epoch_ms" if big else "epoch_s")
+        fmt = declared if declared in EPOCHS else ("epoch_ms" if big else "epoch_s")
         return fmt, example, None
-    if fmt == "timestamp" and not sqlite:
+    if fmt == "timestamp":
         return "timestamp", example, None
-    # text: ISO 8601 in some spelling
-    pattern = _ISO_SQLITE if sqlite else _ISO
-    bad = [v for v in texts if not pattern.match(v.strip() if not sqlite else v)]
-    if texts and len(bad) == len(texts):
-        raise TimestampError(f"{where} holds text that is not ISO 8601, e.g. {bad[0]!r}")
-    if not sqlite:
-        return "iso", example, None
-    fmt = "timestamp" if declared == "timestamp" else "iso"
-    good = [v for v in texts if v not in bad]
-    seps = {v[10] for v in good if len(v) > 10}
-    utc = all(len(v) <= 19 or _naive_or_utc(v) for v in good)
-    plain = declared in ("auto", "timestamp") and len(seps) <= 1 and utc
-    return fmt, example, ((seps.pop() if seps else " ") if plain else None)
-
-
-def _naive_or_utc(v: str) -> bool:
-    tail = v[19:]
-    return not re.search(r"[+-]\d\d:\d\d$", tail) or tail.endswith(("+00:00", "-00:00"))
+    fmt, sep = e.text_times(where, texts, declared)  # ISO 8601 text in some spelling
+    return fmt, example, sep

@@ -7,6 +7,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from .conventions import PORT
 from .durations import parse_timestamp
 
 
@@ -103,7 +104,7 @@ def run_demo(folder: Path, *, seed: int = 7, days: int = 56, scale: float = 1.0,
     hints = (
         (f"{exe} metrics --config {rel}", "the Prometheus exposition of the latest results"),
         (f"{exe} app --config {rel}", "the weekly review app on http://localhost:8501"),
-        (f"{exe} serve --config {rel}", "the scheduler with /metrics on :9108"),
+        (f"{exe} serve --config {rel}", f"the scheduler with /metrics on :{PORT}"),
         (f"{exe} run-once --config {rel} --json", "one more cycle, as JSON"),
     )
     width = max(len(cmd) for cmd, _ in hints)
@@ -340,7 +341,24 @@ def _broken_labels(ep, start, end, cfg, store):
             inside != [] and len(caught) == len(inside) == withheld and false == 0)
 
 
-_FINDERS = {"goal_breach": _goal_breach, "insufficient_data": _insufficient, "off_track": _off_track,
+def _quality_floor(ep, start, end, cfg, store):
+    """The expected metrics past their floors (fixed or learned) in every judged window inside, none outside."""
+    m = cfg.model(ep["subject"])
+    want = set(ep["expected"]["below_floor"])
+    past: dict = {}
+    for r in store.model_metrics(m.name, kinds=("quality",)):
+        if not r["segment"] and r["detected"]:
+            past.setdefault(r["window_start"], set()).add(r["name"])
+    inside = [w for w in store.model_series(m.name) if start <= w["window_start"] < end and w["quality_status"] == "ok"]
+    caught = [w for w in inside if want <= past.get(w["window_start"], set())]
+    false = sorted({f for s, fs in past.items() if not start <= s < end for f in fs})
+    return (f"{', '.join(sorted(want))} past the floor in {len(caught)} of {len(inside)} judged windows; "
+            f"{sum(1 for s in past if not start <= s < end)} other windows past a floor"
+            + (f" ({', '.join(false)})" if false else ""),
+            inside != [] and len(caught) == len(inside) and not false)
+
+
+_FINDERS = {"goal_breach": _goal_breach, "quality_floor": _quality_floor, "insufficient_data": _insufficient, "off_track": _off_track,
             "drift": _drift, "no_drift": _no_drift, "nulls": _nulls, "outage": _outage, "broken_labels": _broken_labels}
 
 if __name__ == "__main__":

@@ -728,12 +728,22 @@ def manifest(*, seed: int = 7, days: int = 56, scale: float = 1.0, as_of: dateti
                 "new_categories": {"sender_country": ["ID", "VN"]},
                 "prediction_drift": True,
                 "dataset_drift": False,
-                "quality": {"recall": "below 0.90 on campaign days (about 0.8)", "roc_auc": "stays above 0.95"},
+                "quality": {"recall": "below its learned floor (about 0.94) on campaign days (about 0.8)",
+                            "roc_auc": "stays above 0.95"},
                 "elsewhere": "no feature and no prediction drift against the reference on any other day",
             },
             "description": ("Campaign messages carry many links (3 + Poisson(2.5)) and come from "
                             "countries never seen before; sender age, text length and client follow "
                             "ordinary mail, so they do not drift."),
+        })
+        episodes.append({
+            "name": "spam_campaign", "kind": "quality_floor", "subject": "spam_classifier",
+            "subject_type": "model", "start": camp[0], "end": camp[1],
+            "expected": {"below_floor": ["recall"],
+                         "elsewhere": "every other judged window at or above its floors"},
+            "description": ("The campaign's messages slip past the classifier: its recall (about 0.98 on the "
+                            "reference's days, sd about 0.014) falls to about 0.8, below the floor learned from "
+                            "the reference (their mean minus 3 standard deviations, about 0.94), on these days only."),
         })
     policy = clip(POLICY_DAY, days)
     if policy:
@@ -909,7 +919,7 @@ def demo_config_data(database_url: str, sql_dir: str = "metrics_sql") -> dict:
                    "features": {"numeric": ["links_count", "sender_age_days", "text_length"],
                                 "categorical": ["sender_country", "client"]}},
                   {"table": "spam_labels", "id": "message_id", "label": "is_spam", "max_delay": "2d"},
-                  {"alert_features": ["links_count"]}, {"roc_auc": {"min": 0.95}, "recall": {"min": 0.90}},
+                  {"alert_features": ["links_count"]}, {"roc_auc": {"min": 0.95}, "recall": {"min": {"sd": 3}}},
                   "client", "trust-and-safety-ml"),
             model("credit_scoring", "binary_classification", "1w",
                   {"table": "loan_applications", "id": "application_id", "timestamp": "scored_at", "score": "pd_score",
@@ -940,6 +950,7 @@ def demo_config_data(database_url: str, sql_dir: str = "metrics_sql") -> dict:
 # Why a value is what it is, written beside it in the YAML: (model or goal, key) -> comment.
 CONFIG_COMMENTS = {
     ("spam_classifier", "max_delay"): "reports, moderation and the nightly review",
+    ("spam_classifier", "quality"): "recall: the reference days' mean minus 3 standard deviations (about 0.94)",
     ("credit_scoring", "window"): "a batch model, watched weekly (~8,000 applications)",
     ("credit_scoring", "timestamp"): "scored in 15-minute batches",
     ("credit_scoring", "label"): "30+ days past due within 90 days on book",

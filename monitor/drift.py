@@ -1,4 +1,4 @@
-"""Drift methods: plain functions on summaries, and a registry that describes them.
+"""Drift methods: plain functions on summaries, and the registry that chooses and runs them.
 
 Nothing here reads rows. Every method works on what one pass of SQL aggregates can produce
 (see `monitor.modeljobs`):
@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,16 +211,36 @@ def wasserstein(edges: Sequence[float], ref_abs: Sequence[float], ref_n: float, 
 # --------------------------------------------------------------------------- registry
 
 
+# What a method reads from a numeric column's summaries (the pass counts it: `monitor.modeljobs.specs`).
+VALUES = "values"  # the counts of each of a few-valued column's values (`eq`)
+BINS = "bins"  # counts below 19 cut points at equal-mass reference quantiles: 20 bins (`lt`)
+CDF = "cdf"  # counts below 64 such cut points: the empirical CDFs, finely (`lt`)
+DISTANCES = "distances"  # sums of distances to the cut points, with the count and sum (`abs`)
+
+
 @dataclass(frozen=True)
 class Method:
-    """What a drift method is: its name, default threshold, column types, and which way is drift."""
+    """A drift method: what it is called, when `auto` picks it, what it reads and how it scores.
+
+    A method scores either two count vectors (`counts`: histograms, categories, a few values) or two
+    numeric summaries (`numeric`); `needs` says which aggregates the pass must count for it, and
+    `fallback` which methods stand in when a summary lacks them (a rolling reference that grew
+    past the size its cut points were chosen for). A new method is one entry in `REGISTRY`.
+    """
 
     name: str
     title: str
     default_threshold: float
-    column_types: frozenset[str]
+    column_types: frozenset[str]  # the columns it may be configured for (others take `auto`)
     higher_is_drift: bool  # distances: a score at or above the threshold is drift; p-values: below it
     strict: bool = False  # p-values: drift when p < threshold (True) or p <= threshold (False, as KS)
+    counts: Callable[[Sequence[float], Sequence[float]], float | None] | None = None
+    numeric: Callable[[dict, NumericSummary, NumericSummary], float | None] | None = None
+    reads: frozenset[str] = frozenset()  # numeric methods: the aggregates `numeric` reads
+    bins: bool = True  # count methods: also on a continuous column's bins (else only on a few values)
+    fallback: tuple[str, ...] = ()
+    # `auto` (Evidently's default): picked for (column type, reference above 1000 values, distinct values)
+    auto: Callable[[str, bool, int], bool] | None = None
 
     def detected(self, value: float | None, threshold: float) -> bool | None:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -229,33 +249,53 @@ class Method:
             return bool(value >= threshold)
         return bool(value < threshold) if self.strict else bool(value <= threshold)
 
+    def needs(self, few: bool) -> frozenset[str]:
+        """The aggregates it scores a numeric column from; `few`: the column has at most FEW_VALUES values."""
+        if self.counts is None:
+            return self.reads
+        return frozenset({VALUES if few or not self.bins else BINS})
+
+
+def _many(kind: str, n_values: int) -> bool:
+    """A numeric column of more than FEW_VALUES values: Evidently's continuous column."""
+    return kind == NUMERIC and n_values > FEW_VALUES
+
 
 REGISTRY: dict[str, Method] = {m.name: m for m in [
-    Method("wasserstein", "Wasserstein distance (normed)", 0.1, frozenset({NUMERIC}), True),
-    Method("ks", "Kolmogorov-Smirnov p-value", 0.05, frozenset({NUMERIC}), False, strict=False),
-    Method("psi", "Population stability index", 0.1, frozenset({NUMERIC, CATEGORICAL}), True),
-    Method("jensenshannon", "Jensen-Shannon distance", 0.1, frozenset({NUMERIC, CATEGORICAL}), True),
-    Method("chisquare", "Chi-square p-value", 0.05, frozenset({CATEGORICAL}), False, strict=True),
-    Method("z", "Z-test p-value (two categories)", 0.05, frozenset({CATEGORICAL}), False, strict=True),
+    Method("wasserstein", "Wasserstein distance (normed)", 0.1, frozenset({NUMERIC}), True,
+           numeric=lambda spec, r, c: _wasserstein_score(spec, r, c), reads=frozenset({DISTANCES}), fallback=("ks",),
+           auto=lambda kind, large, n: large and _many(kind, n)),
+    Method("ks", "Kolmogorov-Smirnov p-value", 0.05, frozenset({NUMERIC}), False, strict=False,
+           numeric=lambda spec, r, c: _ks_score(spec, r, c), reads=frozenset({CDF}), fallback=("wasserstein",),
+           auto=lambda kind, large, n: not large and _many(kind, n)),
+    Method("psi", "Population stability index", 0.1, frozenset({NUMERIC, CATEGORICAL}), True,
+           counts=psi, fallback=("wasserstein",)),
+    Method("jensenshannon", "Jensen-Shannon distance", 0.1, frozenset({NUMERIC, CATEGORICAL}), True,
+           counts=jensenshannon, fallback=("wasserstein",), auto=lambda kind, large, n: large and not _many(kind, n)),
+    Method("chisquare", "Chi-square p-value", 0.05, frozenset({CATEGORICAL}), False, strict=True,
+           counts=chisquare, bins=False, fallback=("ks", "wasserstein"),
+           auto=lambda kind, large, n: not large and not _many(kind, n) and n > 2),
+    Method("z", "Z-test p-value (two categories)", 0.05, frozenset({CATEGORICAL}), False, strict=True,
+           counts=z_test, bins=False, fallback=("ks", "wasserstein"),
+           auto=lambda kind, large, n: not large and not _many(kind, n) and n <= 2),
 ]}
-METHOD_NAMES = ("auto", *REGISTRY)
+
+
+def method_names() -> tuple[str, ...]:
+    """What `drift.method` may say: `auto`, or a method of the registry."""
+    return ("auto", *REGISTRY)
 
 
 def validate_method(name: str) -> None:
     """Raise ValueError naming the known methods when `name` is not one of them."""
-    if name not in METHOD_NAMES:
-        raise ValueError(f"unknown drift method {name!r}; expected one of {', '.join(METHOD_NAMES)}")
+    if name not in method_names():
+        raise ValueError(f"unknown drift method {name!r}; expected one of {', '.join(method_names())}")
 
 
 def auto_method(kind: str, n_ref: int, n_values: int) -> str:
     """Evidently's default method for a column of `kind` with `n_ref` reference values and `n_values` distinct ones."""
-    if n_ref <= AUTO_SMALL_REFERENCE:
-        if kind == NUMERIC and n_values > FEW_VALUES:
-            return "ks"
-        return "chisquare" if n_values > 2 else "z"
-    if kind == NUMERIC and n_values > FEW_VALUES:
-        return "wasserstein"
-    return "jensenshannon"
+    large = n_ref > AUTO_SMALL_REFERENCE
+    return next(m.name for m in REGISTRY.values() if m.auto is not None and m.auto(kind, large, n_values))
 
 
 def resolve(configured: str, kind: str, n_ref: int, n_values: int) -> str:
@@ -264,6 +304,38 @@ def resolve(configured: str, kind: str, n_ref: int, n_values: int) -> str:
     if configured != "auto" and kind in REGISTRY[configured].column_types:
         return configured
     return auto_method(kind, n_ref, n_values)
+
+
+def needs(configured: str, ref_sizes: Sequence[int], distinct: int | None) -> frozenset[str]:
+    """What a numeric column's summaries must carry for the method configured (`auto` included)
+    to score it against a reference of any of `ref_sizes` values; `distinct`: its number of
+    reference values, when that is few enough to count (else None)."""
+    few = distinct is not None and distinct <= FEW_VALUES
+    # a window may bring values the reference never saw: one more distinct value than it has
+    n_values = {FEW_VALUES + 1, *([distinct] if few else [])}
+    used = {resolve(configured, NUMERIC, n, v) for n in ref_sizes for v in n_values}
+    return frozenset().union(*(REGISTRY[m].needs(few) for m in used))
+
+
+def _carried(ref: NumericSummary, cur: NumericSummary) -> set[str]:
+    """The aggregates both summaries carry."""
+    out = set()
+    if ref.eq is not None and cur.eq is not None:
+        out.add(VALUES)
+    if ref.lt is not None and cur.lt is not None:
+        out |= {BINS, CDF}
+    if ref.abs is not None and cur.abs is not None:
+        out.add(DISTANCES)
+    return out
+
+
+def _available(method: str, ref: NumericSummary, cur: NumericSummary) -> str | None:
+    """The method if the summaries carry what it needs, else the first of its fallbacks they do carry."""
+    few, carried = ref.eq is not None and cur.eq is not None, _carried(ref, cur)
+    for name in (method, *REGISTRY[method].fallback):
+        if REGISTRY[name].needs(few) <= carried:
+            return name
+    return None
 
 
 # --------------------------------------------------------------------------- column summaries
@@ -399,44 +471,29 @@ def compare_numeric(spec: dict, ref: NumericSummary, cur: NumericSummary, config
     method = None
     value = None
     if ref.n > 0 and cur.n > 0:
-        n_values = numeric_n_values(spec, ref, cur)
-        method = resolve(configured, NUMERIC, ref.n, n_values)
-        method = _available(method, spec, ref, cur)
-        value = _numeric_score(method, spec, ref, cur) if method else None
+        method = _available(resolve(configured, NUMERIC, ref.n, numeric_n_values(spec, ref, cur)), ref, cur)
+        value = _numeric_score(REGISTRY[method], spec, ref, cur) if method else None
     return _finish(method, value, configured, threshold, ref, cur)
 
 
-def _available(method: str, spec: dict, ref: NumericSummary, cur: NumericSummary) -> str | None:
-    """The method if the summaries carry what it needs, else the closest one they do carry."""
-    few = ref.eq is not None and cur.eq is not None
-    has_lt = ref.lt is not None and cur.lt is not None
-    has_abs = ref.abs is not None and cur.abs is not None
-    if method in ("chisquare", "z"):
-        if few:
-            return method
-        method = "ks"
-    if method == "jensenshannon" or method == "psi":
-        return method if (few or has_lt) else ("wasserstein" if has_abs else None)
-    if method == "ks":
-        return "ks" if has_lt else ("wasserstein" if has_abs else None)
-    if method == "wasserstein":
-        return "wasserstein" if has_abs else ("ks" if has_lt else None)
-    return None
-
-
-def _numeric_score(method: str, spec: dict, ref: NumericSummary, cur: NumericSummary) -> float | None:
-    center = spec.get("center", 0.0)
-    if method == "wasserstein":
-        _, ref_std = _mean_std(ref, center)
-        (ref_n, ref_mean), (cur_n, cur_mean) = ref.abs_base, cur.abs_base
-        return wasserstein(spec["edges"], ref.abs, ref_n, ref_mean, ref_std, cur.abs, cur_n, cur_mean)
-    if method == "ks":
-        if cur.ks_d is not None:  # refined: the exact statistic (`monitor.exactks`)
-            return ks_pvalue(cur.ks_d, int(ref.n), int(cur.n))
-        return ks(ref.lt, cur.lt, ref.n, cur.n)
+def _numeric_score(m: Method, spec: dict, ref: NumericSummary, cur: NumericSummary) -> float | None:
+    if m.numeric is not None:
+        return m.numeric(spec, ref, cur)
     few = ref.eq is not None and cur.eq is not None
     r, c = (_value_counts(ref), _value_counts(cur)) if few else (_numeric_bins(spec, ref), _numeric_bins(spec, cur))
-    return {"psi": psi, "jensenshannon": jensenshannon, "chisquare": chisquare, "z": z_test}[method](r, c)
+    return m.counts(r, c)
+
+
+def _wasserstein_score(spec: dict, ref: NumericSummary, cur: NumericSummary) -> float | None:
+    _, ref_std = _mean_std(ref, spec.get("center", 0.0))
+    (ref_n, ref_mean), (cur_n, cur_mean) = ref.abs_base, cur.abs_base
+    return wasserstein(spec["edges"], ref.abs, ref_n, ref_mean, ref_std, cur.abs, cur_n, cur_mean)
+
+
+def _ks_score(spec: dict, ref: NumericSummary, cur: NumericSummary) -> float | None:
+    if cur.ks_d is not None:  # refined: the exact statistic (`monitor.exactks`)
+        return ks_pvalue(cur.ks_d, int(ref.n), int(cur.n))
+    return ks(ref.lt, cur.lt, ref.n, cur.n)
 
 
 def categorical_n_values(ref: CategoricalSummary, cur: CategoricalSummary) -> int:
@@ -450,8 +507,7 @@ def compare_categorical(spec: dict, ref: CategoricalSummary, cur: CategoricalSum
     method = value = None
     if ref.n > 0 and cur.n > 0:
         method = resolve(configured, CATEGORICAL, ref.n, categorical_n_values(ref, cur))
-        fn = {"psi": psi, "jensenshannon": jensenshannon, "chisquare": chisquare, "z": z_test}[method]
-        value = fn(*category_vectors(ref, cur))
+        value = REGISTRY[method].counts(*category_vectors(ref, cur))
     return _finish(method, value, configured, threshold, ref, cur)
 
 
@@ -494,12 +550,4 @@ def add_summaries(a, b):
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a + b
     return a
-
-
-def describe_methods() -> list[dict]:
-    """The registry as rows (for docs and `monitor check`)."""
-    return [{"name": m.name, "title": m.title, "default_threshold": m.default_threshold,
-             "column_types": sorted(m.column_types), "drift_when": ("score >= threshold" if m.higher_is_drift else
-                                                                   ("p < threshold" if m.strict else "p <= threshold"))}
-            for m in REGISTRY.values()]
 

@@ -2,7 +2,7 @@
 
 A column's method is its own (`drift.features: {amount: {method: ks, threshold: 0.01}}`), else
 the model's `drift.method`; `drift.compare` adds methods computed for every feature in the same
-pass (the pass counts what any of the column's methods needs: see `modeljobs._needs`), exported
+pass (the pass counts what any of the column's methods needs: see `drift.needs`), exported
 beside the deciding one and never deciding anything.
 
 A threshold `{sd: N}` is learned from the reference (NannyML's default): the reference range is

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .config import Config
-from .review import fmt_value
+from .formatting import fmt_target, fmt_value
 from .store import Store
 
 
@@ -156,8 +156,7 @@ def print_goal_table(rows: list[dict], out=None) -> None:
         est = r.get("estimate") or {}
         if est.get("value") is not None:
             status += f"; estimated {fmt_value(est['value'], r['unit'])}, {est['status']}"
-        sign = "≤" if r["direction"] == "at_most" else "≥"
-        lines.append((r["goal"], window, fmt_value(r["value"], r["unit"]), f"{sign} {fmt_value(r['target'], r['unit'])}",
+        lines.append((r["goal"], window, fmt_value(r["value"], r["unit"]), fmt_target(r["direction"], r["target"], r["unit"]),
                       status, r["trajectory"], fmt_value(r["projected"], r["unit"])))
     _print_aligned(lines, out)
 

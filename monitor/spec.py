@@ -185,7 +185,7 @@ class Age(Expr):
 
 @dataclass(frozen=True)
 class Sub(Expr):
-    """`(x - c)`: a series less a constant."""
+    """`x - c`: a series less a constant."""
 
     x: Expr
     c: float

@@ -644,7 +644,7 @@ def test_the_card_shows_the_stored_trajectory_as_run_once_does(app_env):
     cli = {r["goal"]: r for r in goal_table(cfg, store)}
     r = data.Reader(cfg.store_url)
     for g in cfg.goals:
-        t = data.week_trajectory(cfg, r, g, W4, r.goal_series(g.name, 604800))
+        t = data.week_trajectory(r, g, W4)
         assert (t["status"], t["projected"]) == (cli[g.name]["trajectory"], cli[g.name]["projected"]), g.name
     ui._read.clear()
     at = clean(app(week=W4.date().isoformat()).run())

@@ -90,6 +90,34 @@ def test_config_errors_exit_2_without_a_traceback(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
+MODEL = """\
+models:
+  - name: m
+    task: binary_classification
+    start: 2026-09-01
+    source: {table: preds, id: id, timestamp: ts, score: s, features: {numeric: [amount]}}
+    drift: %s
+"""
+
+
+@pytest.mark.parametrize("drift, key", [
+    ("{method: kolmogorov}", "models[0](m).drift.method"),
+    ("{features: {amount: {method: kss}}}", "models[0](m).drift.features.amount.method"),
+    ("{compare: [psi, chi2]}", "models[0](m).drift.compare[1]"),
+])
+def test_an_unknown_drift_method_exits_2_naming_the_key_and_the_known_methods(tmp_path, capsys, drift, key):
+    from monitor.drift import method_names
+
+    path = write(tmp_path, GOOD + MODEL % drift)
+    for command in ("check", "run-once"):
+        assert main([command, "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{key}: unknown drift method" in err and "Traceback" not in err
+        assert f"expected one of {', '.join(method_names())}" in err
+    # the same model with a known method loads
+    assert load_config(write(tmp_path, GOOD + MODEL % "{method: ks}")).model("m").drift.method == "ks"
+
+
 def test_identifiers_from_the_config_must_be_plain_names(tmp_path):
     body = GOOD + textwrap.dedent("""\
     models:

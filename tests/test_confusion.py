@@ -15,6 +15,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn import metrics as skm
 
+from apppage import models_page
 from monitor import conventions as n
 from monitor.cli import main
 
@@ -84,11 +85,8 @@ def test_multiclass_confusion_and_class_quality_in_json_and_metrics_equal_sklear
 
 
 def test_the_models_page_draws_a_binary_models_confusion_matrix(tmp_path, monkeypatch, capsys):
-    from pathlib import Path
 
-    from streamlit.testing.v1 import AppTest
 
-    from app_streamlit import ui
 
     src = f"sqlite:///{tmp_path / 'src.db'}"
     binary_world.make_world(src, per_day=300, days=binary_world.REF_DAYS + 2)
@@ -97,12 +95,7 @@ def test_the_models_page_draws_a_binary_models_confusion_matrix(tmp_path, monkey
     spec["drift"].pop("multivariate", None)
     path = _config(tmp_path, src, spec)
     row, _ = _readers(path, binary_world.utc(binary_world.REF_DAYS + 3).isoformat(), capsys)
-    monkeypatch.setenv("MONITOR_CONFIG", path)
-    monkeypatch.delenv("MONITOR_APP_PASSWORD", raising=False)
-    ui._read.clear()
-    home = Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"
-    at = AppTest.from_file(str(home), default_timeout=30).run().switch_page("models.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = models_page(path, monkeypatch)
     assert "Confusion matrix" in [s.value for s in at.subheader]
     charts = [c.proto for c in at.get("arrow_vega_lite_chart") + at.get("vega_lite_chart")]
     drawn = [c for c in charts if '"predicted"' in c.spec]

@@ -288,6 +288,32 @@ def test_auto_picks_what_evidently_picks(n_ref, n_values, kind):
     assert D.auto_method(kind, n_ref, n_values) == _get_default_stattest(ref, cur, ctype).name
 
 
+def test_auto_picks_exactly_one_descriptor_for_every_column():
+    for kind in (D.NUMERIC, D.CATEGORICAL):
+        for large in (False, True):
+            for n_values in range(1, 12):
+                picked = [m.name for m in D.REGISTRY.values() if m.auto is not None and m.auto(kind, large, n_values)]
+                assert len(picked) == 1, (kind, large, n_values, picked)
+
+
+def test_a_method_needs_what_it_scores_from_and_falls_back_to_what_the_summaries_carry():
+    assert D.needs("ks", [5000], None) == {D.CDF}
+    assert D.needs("psi", [5000], None) == {D.BINS} and D.needs("psi", [5000], 3) == {D.VALUES}
+    assert D.needs("wasserstein", [50], 3) == {D.DISTANCES}
+    assert D.needs("auto", [5000], None) == {D.DISTANCES}  # large: Wasserstein
+    assert D.needs("auto", [500], None) == {D.CDF}  # small: KS
+    # few values: chi-square on them, or KS once a window brings a value the reference never had
+    assert D.needs("auto", [500], 3) == {D.VALUES, D.CDF}
+    assert D.needs("auto", [500, 5000], None) == {D.CDF, D.DISTANCES}  # a rolling reference of either size
+    assert D.needs("chisquare", [5000], None) == {D.DISTANCES}  # categorical-only: numeric columns take auto's
+    spec = {"edges": [0.0, 1.0], "center": 0.5, "values": None, "distinct": None}
+    only_abs = D.NumericSummary(rows=2000, n=2000, s=1000.0, s2=500.0, abs=[600.0, 1400.0])
+    assert D.compare_numeric(spec, only_abs, only_abs, "ks").method == "wasserstein"
+    only_lt = D.NumericSummary(rows=2000, n=2000, s=1000.0, s2=500.0, lt=[0.0, 2000.0])
+    assert D.compare_numeric(spec, only_lt, only_lt, "wasserstein").method == "ks"
+    assert D.compare_numeric(spec, only_lt, only_lt, "psi").method == "psi"
+
+
 def test_registry_descriptors():
     for name, m in D.REGISTRY.items():
         assert m.name == name and m.default_threshold > 0 and m.column_types

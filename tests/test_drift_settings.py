@@ -90,6 +90,22 @@ def test_each_feature_takes_its_own_method_and_threshold_and_compared_methods_co
         assert compared[col]["value"] == pytest.approx(_psi(r, c), rel=1e-9), col
 
 
+def test_a_new_method_is_one_registry_entry(world, monkeypatch):
+    """An entry that scores like Jensen-Shannon, under another name: the config takes it, the pass counts
+    what it needs, and it scores every feature as `jensenshannon` does on the same summaries."""
+    _df, eng, store = world
+    monkeypatch.setitem(D.REGISTRY, "js_copy", D.Method(
+        "js_copy", "Jensen-Shannon, again", 0.1, frozenset({D.NUMERIC, D.CATEGORICAL}), True,
+        counts=D.jensenshannon, fallback=("wasserstein",)))
+    m = model(drift={"method": "js_copy", "compare": ["jensenshannon"]})
+    got = by_key(modeljobs.compute(eng, store, m, day(REF_DAYS + 1), utc(9))[0])
+    for col in NUMERIC + CATEGORICAL:
+        mine, js = got[("feature_drift", col, "")], got[("feature_drift_compare", col, "method=jensenshannon")]
+        assert mine["method"] == "js_copy" and js["method"] == "jensenshannon", col
+        assert mine["value"] == js["value"] and mine["value"] is not None, col
+    assert got[("prediction_drift", "score", "")]["method"] == "js_copy"
+
+
 def test_thresholds_learned_from_the_reference_windows(world, tmp_path):
     df, eng, store = world
     m = model(drift={"threshold": {"sd": 3}})

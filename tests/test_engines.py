@@ -283,12 +283,62 @@ def test_source_sql_outside_the_engine_modules_is_portable():
     lacking = ("DOUBLE PRECISION", "hashtext", "pg_export_snapshot", "SET LOCAL", "percentile_disc(")
     pkg = Path(monitor.__file__).parent
     found = []
-    for f in pkg.glob("*.py"):
-        if f.name in ("demo_world.py", "store.py"):  # these write the monitor's own databases
-            continue
+    for f in pkg.rglob("*.py"):  # the modules and the packages (modeljobs/), the engines aside
+        if f.name in ("demo_world.py", "store.py") or {"engines", "migrations"} & set(f.relative_to(pkg).parts):
+            continue  # these write the monitor's own databases, or are where the spellings live
         tree = ast.parse(f.read_text())
         docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
         for n in ast.walk(tree):  # string literals and f-string parts, docstrings aside
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
                 found += [(f.name, n.lineno, w) for w in lacking if w in n.value]
     assert found == []
+
+
+def test_a_duckdb_statement_is_cut_after_the_statement_timeout_and_the_next_one_runs():
+    """DuckDB has no statement timeout: a timer interrupts the statement; one that ends in time is left alone."""
+    import time
+
+    from monitor.db import describe_error
+
+    eng = make_engine("duckdb:///:memory:", timedelta(seconds=1))
+    with eng.connect() as c:
+        assert c.execute(sa.text("SELECT COUNT(*) FROM range(1000)")).scalar() == 1000
+        time.sleep(1.5)  # the first statement's timer, had it been left running, would fire now
+        with pytest.raises(sa.exc.DBAPIError) as err:
+            c.execute(sa.text("SELECT COUNT(*) FROM range(100000000000) a, range(10) b"))
+        assert describe_error(err.value) == "statement timeout: cut after 1 s"
+        c.rollback()
+        assert c.execute(sa.text("SELECT COUNT(*) FROM range(2000000)")).scalar() == 2000000
+    with make_engine("duckdb:///:memory:", None).connect() as c:  # no timeout: nothing is cut
+        assert c.execute(sa.text("SELECT COUNT(*) FROM range(1000)")).scalar() == 1000
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "duckdb", "postgresql"])
+def test_a_column_of_text_where_a_number_is_configured_fails_the_schema_check_on_every_engine(engine, tmp_path, request):
+    """The type check goes through the engine: a score or feature stored as text is a failing
+    `schema` check naming the column and its type; numeric, boolean and untyped columns pass."""
+    if engine == "sqlite":
+        url = f"sqlite:///{tmp_path / 'src.db'}"
+    elif engine == "duckdb":
+        url = f"duckdb:///{tmp_path / 'src.duckdb'}"
+    else:
+        url = request.getfixturevalue("pg_cluster").create_db("engines_schema")
+    eng = make_engine(url)
+    with eng.begin() as c:
+        c.execute(sa.text("CREATE TABLE p (pid INTEGER, ts TIMESTAMP, score VARCHAR(10), n1 DOUBLE PRECISION, n2 TEXT, b BOOLEAN)"))
+        c.execute(sa.text("INSERT INTO p VALUES (1, '2026-01-05 10:00:00', 'high', 1.5, 'x', TRUE)"))
+        c.execute(sa.text("CREATE TABLE l (pid INTEGER, y BOOLEAN)"))
+    m = _model(source={"table": "p", "id": "pid", "timestamp": "ts", "score": "score", "prediction": "b",
+                       "features": {"numeric": ["n1", "n2"], "categorical": ["n2"]}},
+               labels={"table": "l", "id": "pid", "label": "y", "max_delay": "1d"})
+    cfg = parse_config({"database_url": "sqlite:///x.db", "models": [m]}, tmp_path / "m.yaml")
+    with eng.connect() as c:
+        problems = modeljobs.checks._schema_problems(c, cfg.models[0])
+    assert [p.split(" of table")[0] for p in problems] == ["source.score: column score", "source.features.numeric: column n2"]
+    assert all("not a number" in p for p in problems)
+    modeljobs.source._table_columns.clear()
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    result, _ = modeljobs.compute(eng, store, cfg.models[0], day(REF_DAYS), NOW)
+    assert [(x["name"], x["detected"]) for x in result.metrics if x["kind"] == "data_check"][0] == ("schema", True)
+    eng.dispose()

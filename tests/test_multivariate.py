@@ -4,7 +4,6 @@ and it equals scikit-learn's PCA reconstruction on the same rows."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.decomposition import PCA
 
+from apppage import models_page
 from monitor import conventions as n
 from monitor import modeljobs
 from monitor import multivariate as MV
@@ -139,9 +139,6 @@ def test_one_numeric_feature_or_disabled_computes_no_multivariate_drift(tmp_path
 
 def test_the_models_page_charts_the_reconstruction_error(tmp_path, monkeypatch):
     import yaml
-    from streamlit.testing.v1 import AppTest
-
-    from app_streamlit import ui
 
     src = f"sqlite:///{tmp_path / 'src.db'}"
     make_world(src)
@@ -154,11 +151,6 @@ def test_the_models_page_charts_the_reconstruction_error(tmp_path, monkeypatch):
     for d in (3, SWAP):
         result, _ = modeljobs.compute(make_engine(src), store, cfg.models[0], Window(utc(d), utc(d + 1)), utc(6))
         store.save_model_window(result, utc(6))
-    monkeypatch.setenv("MONITOR_CONFIG", str(path))
-    monkeypatch.delenv("MONITOR_APP_PASSWORD", raising=False)
-    ui._read.clear()
-    home = Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"
-    at = AppTest.from_file(str(home), default_timeout=30).run().switch_page("models.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = models_page(path, monkeypatch)
     assert any(s.value == "Multivariate drift" for s in at.subheader)
     assert any("reconstruction error" in c.value for c in at.caption)

@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from stack import binary
 from test_modeljobs import REF_DAYS, by_key, day, make_world, model, rows_in, utc
 
+from apppage import models_page
 from monitor import alerts
 from monitor import conventions as n
 from monitor import modeljobs
@@ -68,6 +69,9 @@ def test_learned_floors_are_exported_and_alerted_on(tmp_path):
     rules = {a.alert: a for a in alerts.all_alerts(cfg)}
     assert "on(model, metric)" in rules["MRocAucBelowFloor"].expr
     assert {"MAccuracyBelowFloor", "MAccuracyAboveCeiling", "MRecallBelowFloor"} <= set(rules)
+    # the estimate of a window waiting for labels is held to the same learned floor
+    assert rules["MRocAucEstimatedBelowFloor"].expr.startswith(n.MODEL_QUALITY_ESTIMATED + "{")
+    assert "on(model, metric)" in rules["MRocAucEstimatedBelowFloor"].expr
     files = alerts.render(cfg)
     for rel, body in files.items():
         p = tmp_path / "repo" / rel
@@ -77,3 +81,33 @@ def test_learned_floors_are_exported_and_alerted_on(tmp_path):
     for args in (["check", "rules", alerts.RULES_FILE], ["test", "rules", alerts.TESTS_FILE]):
         r = subprocess.run([promtool, *args], capture_output=True, text=True, cwd=tmp_path / "repo", timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_models_page_shows_learned_floors_and_the_windows_past_them(tmp_path, monkeypatch):
+
+    import yaml
+
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    make_world(src, per_day=600, days=REF_DAYS + 2)
+    spec = model(quality=QUALITY).model_dump(mode="json", exclude_none=True)
+    spec["window"], spec["labels"]["max_delay"] = "1d", "1d"
+    spec["drift"].pop("multivariate", None)
+    spec["quality"] = {"roc_auc": {"min": {"sd": 3}}, "accuracy": {"min": 0.99}}
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump({"database_url": src, "results_url": f"sqlite:///{tmp_path / 'r.db'}",
+                                    "models": [spec]}))
+    cfg = parse_config(yaml.safe_load(path.read_text()), path)
+    store = Store(cfg.store_url)
+    store.migrate()
+    for d in (REF_DAYS, REF_DAYS + 1):
+        result, _ = modeljobs.compute(make_engine(src), store, cfg.models[0], day(d), utc(9))
+        store.save_model_window(result, utc(9))
+    floor = by_key(result)[("quality_threshold", "roc_auc", "min")]["value"]
+    at = models_page(path, monkeypatch)
+    caption = next(c.value for c in at.caption if c.value.startswith("Floors that alert"))
+    assert f"roc_auc ≥ reference mean − 3 sd (now {floor:.4g})" in caption and "accuracy ≥ 0.99" in caption
+    table = next(df.value for df in at.dataframe if "roc_auc" in df.value.columns)
+    stored = {r["name"]: r for r in result.metrics if r["kind"] == "quality" and not r["segment"]}
+    latest = table.iloc[0]["roc_auc"]
+    assert latest.endswith("▼ below floor") is stored["roc_auc"]["detected"]
+    assert table.iloc[0]["accuracy"].endswith("▼ below floor")  # a fixed floor the world's model cannot reach

@@ -4,6 +4,7 @@ and evaluates in the notifier."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,14 @@ def test_a_goal_without_kind_gets_it_from_its_sql_once_at_load_time(tmp_path):
     cfg = config(tmp_path)
     assert cfg.goal("bad_session_share").kind == "rate" and cfg.goal("minutes_per_user").kind == "value"
     assert not cfg.goal("bad_session_share").kind_declared
+
+
+def test_a_word_in_a_comment_does_not_make_a_goal_a_rate():
+    from monitor.config import infer_kind
+
+    assert infer_kind("-- for rates, `numerator` and `denominator`; a `segment` column\nSELECT AVG(x) AS value FROM t") == "value"
+    assert infer_kind("SELECT SUM(bad) AS numerator, COUNT(*) AS denominator, AVG(bad) AS value FROM t") == "rate"
+    assert infer_kind("SELECT s AS segment, SUM(bad) AS Numerator, COUNT(*) AS denominator FROM t GROUP BY s") == "segmented"
 
 
 def test_a_declared_kind_wins_over_the_sql_text():
@@ -98,6 +107,16 @@ def test_check_refuses_a_declared_kind_the_sql_does_not_return(tmp_path, capsys,
     assert f"goal probe: its kind is {kind} (declared)" in line and column in line
 
 
+def test_check_warns_when_the_kind_read_from_the_sql_text_does_not_fit_its_columns(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    make_events(url)
+    sql = f"SELECT AVG(minutes) AS value FROM (SELECT minutes, 1 AS numerator {WINDOWED}) t"
+    code, _, err = _check(_with_goal(tmp_path, url, sql, "unit: minutes, direction: at_least, target: 100"), capsys)
+    assert code == 0
+    line = next(x for x in err.splitlines() if "goals[3](probe).kind" in x)
+    assert line.startswith("warning:") and "read from its SQL text (declare `kind`" in line and "`numerator`" in line
+
+
 def test_check_passes_a_declared_kind_that_fits(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'src.db'}"
     make_events(url)
@@ -121,6 +140,11 @@ def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
     samples = Samples([("monitor_model_volume_ratio", {"model": "scorer"}, 0.3)])
     assert a[drop].value(samples, 0.0) == 0.3 and b[drop].value(samples, 0.0) is None
     assert "0.05" in b[("ScorerLabelStarvation", (("model", "scorer"),))].expr
+    # the texts say the same thresholds
+    book = alerts.runbook(moved)
+    assert "No new window has been stored for 3 times the window size." in book
+    assert "under 25 % of the rows of comparable windows" in book and "under 5 % of its predictions" in book
+    assert "under half the rows" in alerts.runbook(base) and "twice the window size" in alerts.runbook(base)
 
 
 def test_a_condition_renders_promql_and_evaluates_the_same_tree():
@@ -162,3 +186,14 @@ def test_the_demo_config_loads_with_every_goal_kind_inferred():
     cfg = load_config(Path(__file__).parent.parent / "examples" / "monitor.yaml")
     assert {g.name: g.kind for g in cfg.goals} == {"spam_exposure_rate": "rate", "large_loan_default_rate": "rate",
                                                    "minutes_per_active_user": "rate"}
+
+
+def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
+    """The generators read the spec layer: rendering every file of the demo loads no exporter, notifier or scheduler."""
+    examples = Path(__file__).parent.parent / "examples" / "monitor.yaml"
+    code = ("import sys; from monitor.build import render_all; from monitor.config import load_config; "
+            f"files = render_all(load_config({str(examples)!r})); "
+            "bad = [m for m in ('monitor.exporter', 'monitor.notify', 'monitor.serve') if m in sys.modules]; "
+            "print(len(files), bad); sys.exit(1 if bad or len(files) < 10 else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

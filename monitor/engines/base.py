@@ -8,8 +8,22 @@ functions, LIMIT/OFFSET) with named bind parameters (`:name`).
 """
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
+
+# ISO 8601 as PostgreSQL parses it (no braces: SQL built with str.format holds it): a date, an optional time ('T' or space), fractions, Z or an offset
+ISO_RE = (r"^\d\d\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+           r"([Tt ]([01]\d|2[0-3])(:[0-5]\d)(:[0-5]\d(\.\d+)?)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)?$")
+
+
+ISO = re.compile(ISO_RE)
+NUMBER_TYPES = {"smallint", "integer", "bigint", "numeric", "real", "double precision", "double", "float", "decimal",
+                "tinyint", "hugeint", "int", "long", "short", "byte", "ubigint", "uinteger", "usmallint", "utinyint"}
+
+
+class TimestampError(ValueError):
+    """A timestamp column the monitor cannot order: the message names the column and a value."""
 
 
 class Engine:
@@ -112,6 +126,66 @@ class Engine:
         """A floating-point expression with NaN and +-infinity read as NULL."""
         return f"(CASE WHEN {expr} = {expr} THEN {expr} END)"
 
+    # a source's timestamp column, read as `ts` says (a `monitor.db.Timestamps`); the epoch formats
+    # are the same on every engine and stay in monitor.db
+
+    def time_where(self, column: str, ts, p: str = "") -> str:
+        """Predicate: a native or ISO 8601 timestamp in the window bound by `time_params`."""
+        if ts.format == "timestamp" or ts.text_sep:
+            return f"{column} >= :{p}ws AND {column} < :{p}we"  # the column itself: an index on it is used
+        e = self.iso_time(column)
+        return f"{e} >= :{p}ws AND {e} < :{p}we"
+
+    def time_params(self, ts, start: datetime, end: datetime) -> dict:
+        if ts.format == "timestamp" or ts.text_sep:
+            like = "0000-00-00T" if ts.text_sep == "T" else None
+            return {"ws": self.bind_time(start, like), "we": self.bind_time(end, like)}
+        return {"ws": start.astimezone(timezone.utc), "we": end.astimezone(timezone.utc)}
+
+    def time_epoch(self, column: str, ts) -> str:
+        """A native or ISO 8601 timestamp as epoch seconds (NULL when it cannot be read as a time)."""
+        return self.epoch_seconds(column if ts.format == "timestamp" else self.iso_time(column))
+
+    def newest_time(self, column: str, ts) -> str:
+        """Aggregate: epoch seconds of the newest native or ISO 8601 timestamp."""
+        if ts.format == "timestamp":
+            return self.epoch_seconds(f"MAX({column})")  # MAX first: an index answers it
+        return f"MAX({self.time_epoch(column, ts)})"
+
+    def invalid_time(self, column: str, ts) -> str:
+        """Predicate: the row's timestamp is NULL or cannot be placed in any window."""
+        if ts.format == "timestamp":
+            return f"({column} IS NULL OR {self.infinite_time(column)})"
+        if ts.format == "iso":
+            return f"{self.iso_time(column)} IS NULL"
+        return f"({column} IS NULL OR {self.non_finite(column)})"
+
+    def sample_times(self, conn, table: str, column: str, n: int) -> list:
+        """Up to `n` non-NULL values of the column, to detect how it is spelled."""
+        import sqlalchemy as sa
+
+        t, c = self.quote_table(conn, table), self.quote(conn, column)
+        return [r[0] for r in conn.execute(sa.text(f"SELECT {c} FROM {t} WHERE {c} IS NOT NULL LIMIT {n}"))]
+
+    def time_kind(self, where: str, kind: str, numbers: list, texts: list, declared: str, example) -> str:
+        """"timestamp", "epoch" or "iso": by the column's type (`kind`), checked against `declared`."""
+        if kind.startswith(("timestamp", "date")):
+            fmt = "timestamp"
+        elif kind.split("(")[0] in NUMBER_TYPES:
+            fmt = "epoch"
+        elif kind.startswith(("text", "character", "varchar", "string")):
+            fmt = "iso"
+        else:
+            raise TimestampError(f"{where}: type {kind} is not a timestamp, ISO 8601 text or an epoch number")
+        if declared != "auto" and fmt != ("epoch" if declared.startswith("epoch") else declared):
+            raise TimestampError(f"{where}: declared timestamp_format {declared} does not fit its type {kind}")
+        return fmt
+
+    def text_times(self, where: str, texts: list[str], declared: str) -> tuple[str, str | None]:
+        """(format, separator of text compared as text) of ISO 8601 text (see `monitor.db.Timestamps`)."""
+        not_iso(where, texts, lambda v: ISO.match(v.strip()))
+        return "iso", None
+
     def begin_read_only(self, conn) -> None:
         """Make the coming statement read-only, where the engine can enforce it (goal SQL)."""
 
@@ -159,6 +233,11 @@ class Engine:
         except sa.exc.NoSuchTableError:
             return None
 
+    def readable_as(self, column_type, types: tuple) -> bool:
+        """Whether a column of `column_type` (as `column_types` gives it) can be read as one of
+        `types` (SQLAlchemy type classes: numbers, booleans)."""
+        return isinstance(column_type, types)
+
     def columns(self, conn, table: str) -> set[str] | None:
         """The table's column names in lower case, or None when it does not exist."""
         import sqlalchemy as sa
@@ -168,6 +247,14 @@ class Engine:
             return {c["name"].lower() for c in sa.inspect(conn).get_columns(name, schema=schema or None)}
         except sa.exc.NoSuchTableError:
             return None
+
+
+def not_iso(where: str, texts: list[str], match) -> list[str]:
+    """The texts that are not ISO 8601 (by `match`); an error when every one of them is not."""
+    bad = [v for v in texts if not match(v)]
+    if texts and len(bad) == len(texts):
+        raise TimestampError(f"{where} holds text that is not ISO 8601, e.g. {bad[0]!r}")
+    return bad
 
 
 def no_savepoint(conn):

@@ -1,10 +1,13 @@
 """DuckDB, embedded: a database file, or an in-memory database over Parquet files (`parquet:`).
 
 Each connection is set to UTC and gets the configured Parquet tables as temporary views
-(``read_parquet``), so an in-memory database needs no file at all. Needs the `duckdb` extra.
+(``read_parquet``), so an in-memory database needs no file at all. DuckDB has no statement
+timeout of its own: a timer interrupts the connection's statement once it has run that long.
+Needs the `duckdb` extra.
 """
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -24,6 +27,44 @@ def parquet_source(path: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _cut_after(engine, seconds: float) -> None:
+    """Interrupt any statement of `engine` that runs longer than `seconds` (an error naming the timeout)."""
+    lock = threading.Lock()
+
+    def interrupt(conn, token):
+        with lock:  # only the statement the timer was started for
+            if conn.info.get("duckdb_statement") is token:
+                conn.info["duckdb_cut"] = True
+                conn.connection.driver_connection.interrupt()
+
+    def start(conn, _cursor, _statement, _params, _context, _many):
+        token = object()
+        conn.info.update(duckdb_statement=token, duckdb_cut=False)
+        timer = conn.info["duckdb_timer"] = threading.Timer(seconds, interrupt, (conn, token))
+        timer.daemon = True
+        timer.start()
+
+    def stop(conn, *_a):
+        with lock:
+            conn.info.pop("duckdb_statement", None)
+            timer = conn.info.pop("duckdb_timer", None)
+        if timer is not None:
+            timer.cancel()
+
+    def failed(context):
+        conn = context.connection
+        if conn is None:
+            return
+        stop(conn)
+        if conn.info.pop("duckdb_cut", False):
+            raise sa.exc.OperationalError(context.statement, context.parameters,
+                                          RuntimeError(f"statement timeout: cut after {seconds:g} s")) from None
+
+    sa.event.listen(engine, "before_cursor_execute", start)
+    sa.event.listen(engine, "after_cursor_execute", stop)
+    sa.event.listen(engine, "handle_error", failed)
 
 
 class DuckDB(Engine):
@@ -48,6 +89,8 @@ class DuckDB(Engine):
             cur.close()
 
         sa.event.listen(engine, "connect", on_connect)
+        if statement_timeout:
+            _cut_after(engine, statement_timeout.total_seconds())
         return engine
 
     def quote(self, conn, name: str) -> str:

@@ -6,11 +6,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from .base import Engine
-
-# ISO 8601 as PostgreSQL parses it (no braces: SQL built with str.format holds it): a date, an optional time ('T' or space), fractions, Z or an offset
-ISO_RE = (r"^\d\d\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-           r"([Tt ]([01]\d|2[0-3])(:[0-5]\d)(:[0-5]\d(\.\d+)?)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)?$")
+from .base import ISO_RE, Engine
 
 
 class PostgreSQL(Engine):

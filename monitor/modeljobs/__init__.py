@@ -45,12 +45,12 @@ from .planning import plan_windows, reference_range
 from .quality import _breach, _floor, _integer_ids, _joined, quality_binary, quality_multiclass, quality_regression
 from .references import _reference
 from .source import _bounds, _connect, _setup, _where
-from .specs import CAT_MAX, W_LEVELS, _model_hash, _needs, _quantiles_sql, build_spec
+from .specs import CAT_MAX, W_LEVELS, _model_hash, _quantiles_sql, build_spec
 from .window import compute
 
 __all__ = [
     "CAT_MAX", "OTHER", "REFERENCE_MIN_ROWS", "SAMPLE_BUCKETS", "SAMPLE_ROWS", "W_LEVELS", "Window",
-    "_bounds", "_breach", "_connect", "_floor", "_integer_ids", "_joined", "_model_hash", "_needs",
+    "_bounds", "_breach", "_connect", "_floor", "_integer_ids", "_joined", "_model_hash",
     "_quantiles_sql", "_reference", "_setup", "_table_columns", "_where", "build_spec", "compute",
     "plan_windows", "quality_binary", "quality_multiclass", "quality_regression", "reference_range", "scan",
 ]

@@ -7,6 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from .. import conventions as names
+from .. import engines
 from .. import multiclass as MC
 from ..config import Model
 from ..db import invalid_time, newest_of, quote, quote_table
@@ -23,7 +24,7 @@ QUALITY_CHECKS = ("score_range", "score_nulls", "label_values", "label_duplicate
 
 
 def _schema_problems(conn, model: Model) -> list[str]:
-    """Configured columns missing, or (PostgreSQL) of a type that cannot be read as a number.
+    """Configured columns missing, or of a type that cannot be read as a number (as the engine says).
 
     The timestamp column is `monitor.db.timestamps`' to judge; without it there is no window at
     all, so a missing one is an error (the job fails) rather than a check.
@@ -51,7 +52,7 @@ def _schema_problems(conn, model: Model) -> list[str]:
             problems.append(f"{key}: table {table} does not exist")
         elif col not in have:
             problems.append(f"{key}: column {col} not in table {table}")
-        elif types and conn.dialect.name == "postgresql" and not isinstance(have[col], types):
+        elif types and not engines.of(conn).readable_as(have[col], types):
             problems.append(f"{key}: column {col} of table {table} is of type {have[col]}, not a number")
     if problems:  # read the tables again next time: the fix may be on its way
         for table in {s.table, *([lab.table] if lab else [])}:

@@ -57,25 +57,19 @@ def _fingerprint(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _needs(method: str, n_ref: int, distinct: int | None, rolling: bool) -> dict:
-    """Which statistics a numeric column's summaries carry, given the method and the reference size."""
-    few = distinct is not None and distinct <= D.FEW_VALUES
-    if method in ("auto", "chisquare", "z"):  # categorical-only methods: numeric columns go `auto`
-        if rolling:
-            small, big = n_ref <= ROLLING_LT_MAX, n_ref > ROLLING_ABS_MIN
-        else:
-            small, big = n_ref <= D.AUTO_SMALL_REFERENCE, n_ref > D.AUTO_SMALL_REFERENCE
-        return {"eq": few, "lt": small, "abs": big, "ks": small and not few}
-    if method == "ks":
-        return {"eq": False, "lt": True, "abs": False, "ks": True}
-    if method == "wasserstein":
-        return {"eq": False, "lt": False, "abs": True, "ks": False}
-    return {"eq": few, "lt": not few, "abs": False, "ks": False}  # psi, jensenshannon
+def _reference_sizes(n_ref: int, rolling: bool) -> tuple[int, ...]:
+    """The reference sizes a column's methods may meet: its own, or, for a rolling reference (whose
+    size changes as windows come and go), the small side while the first reference is at most
+    ROLLING_LT_MAX values and the large side once it is above ROLLING_ABS_MIN."""
+    if not rolling:
+        return (n_ref,)
+    small, large = D.AUTO_SMALL_REFERENCE, D.AUTO_SMALL_REFERENCE + 1
+    return (*([small] if n_ref <= ROLLING_LT_MAX else []), *([large] if n_ref > ROLLING_ABS_MIN else []))
 
 
-def _levels(needs: dict) -> list[float]:
-    if needs["lt"]:
-        k = KS_EDGES if needs["ks"] else BIN_EDGES
+def _levels(needs: frozenset[str]) -> list[float]:
+    if needs & {D.BINS, D.CDF}:
+        k = KS_EDGES if D.CDF in needs else BIN_EDGES
         return [i / (k + 1) for i in range(1, k + 1)]
     return list(W_LEVELS)
 
@@ -132,10 +126,10 @@ def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling:
     maybe_discrete = quantiles is None or len(set(quantiles.values())) <= DISCRETE_MAX
     pairs = _discrete_values(conn, model, column, ref) if maybe_discrete else None
     distinct = len(pairs) if pairs is not None else None
-    needs = {}  # what any of the column's methods needs (`drift.features`, `drift.compare`)
-    for method in S.methods(model, column if column != model.source.score else None):
-        for k, v in _needs(method, n, distinct, rolling).items():
-            needs[k] = needs.get(k, False) or v
+    # what any of the column's methods needs (`drift.features`, `drift.compare`)
+    sizes = _reference_sizes(n, rolling)
+    needs = frozenset().union(*(D.needs(m, sizes, distinct) for m in S.methods(model, column if column != model.source.score else None)))
+    lt, abs_, eq = bool(needs & {D.BINS, D.CDF}), D.DISTANCES in needs, D.VALUES in needs
     if pairs is not None:
         values = [p[0] for p in pairs]
         half, acc, center = (n + 1) // 2, 0, values[0]
@@ -146,14 +140,14 @@ def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling:
                 break
         # cut at every value, and just above the last: counts below them are the exact CDF
         edges = [*values, float(np.nextafter(values[-1], np.inf))]
-        return {"edges": edges, "center": center, "values": values if needs["eq"] else None,
-                "distinct": distinct, "n_ref": n, "lt": needs["lt"], "abs": needs["abs"], "eq": needs["eq"]}
+        return {"edges": edges, "center": center, "values": values if eq else None,
+                "distinct": distinct, "n_ref": n, "lt": lt, "abs": abs_, "eq": eq}
     levels = _levels(needs)
     if quantiles is None:
         quantiles = _quantiles_sql(conn, model, column, ref, n, [*levels, 0.5])
     edges = sorted({quantiles[q] for q in levels if q in quantiles})
     return {"edges": edges, "center": quantiles.get(0.5, edges[len(edges) // 2] if edges else 0.0),
-            "values": None, "distinct": None, "n_ref": n, "lt": needs["lt"], "abs": needs["abs"], "eq": False}
+            "values": None, "distinct": None, "n_ref": n, "lt": lt, "abs": abs_, "eq": False}
 
 
 def _top_values(conn, model: Model, column: str, ref: Window, limit: int) -> tuple[list, int]:

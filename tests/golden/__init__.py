@@ -4,7 +4,10 @@ Each case is a config (`in-<case>.yaml` here, `demo` is `examples/monitor.yaml`)
 in `out-<case>/`: every file `monitor build` writes (alert rules, their promtool tests, the
 runbook, the Alertmanager config, the dashboards), `metrics.txt`, the exporter's exposition of a
 results store filled from fixed rows (`fill_store`, no wall clock), and `notifier.json`, what the
-built-in notifier evaluates over that store at a fixed time. `tests/test_golden.py`
+built-in notifier evaluates over that store at a fixed time. The `segments` case also runs for
+real: `monitor run-once --json` over a small source world made from a seeded generator
+(`run-once.json`), and the exposition of what that cycle stored (`metrics-after-run.txt`, without
+the job timing series, which measure this machine). `tests/test_golden.py`
 compares them byte for byte. After an intended change of an output, regenerate them with
 
     make golden        (or: cd tests && ../.venv/bin/python -m golden --update)
@@ -29,7 +32,13 @@ WINDOWS = 12                              # windows stored per goal and model
 COMPUTED_AT = datetime(2026, 10, 1, 0, 10, tzinfo=UTC)
 EXPOSITION = "metrics.txt"
 NOTIFIER = "notifier.json"
+RUN_JSON = "run-once.json"
+RUN_METRICS = "metrics-after-run.txt"
 NOW = END + timedelta(hours=2)            # the notifier's clock
+RUN_CASES = ("segments",)                 # cases also run end to end over a generated source world
+RUN_START = datetime(2026, 9, 1, tzinfo=UTC)
+RUN_DAYS = 12
+RUN_NOW = RUN_START + timedelta(days=RUN_DAYS, minutes=30)
 
 
 def cases() -> dict[str, Path]:
@@ -254,6 +263,92 @@ def _with_store(cfg, fn):
             s.engine.dispose()
 
 
+# --- a real cycle over a small source world ----------------------------------------------------
+
+def make_source(url: str, seed: int = 17) -> None:
+    """The tables of `in-segments.yaml`, from a seeded generator (no numpy: the same rows everywhere).
+
+    Checkouts fail more often by wallet from day 8; tickets route worse (and get longer) from day 9.
+    """
+    import random
+
+    rng = random.Random(seed)
+    eng = sa.create_engine(url)
+    fmt = "%Y-%m-%d %H:%M:%S"
+    checkouts, tickets, routed, queues = [], [], [], []
+    classes = ["billing", "tech", "other"]
+    for d in range(RUN_DAYS):
+        day = RUN_START + timedelta(days=d)
+        for i in range(240):
+            at = (day + timedelta(seconds=i * 360 + rng.randrange(300))).strftime(fmt)
+            method = ["card", "wallet", "cash"][i % 3]
+            p_fail = 0.01 + (0.06 if method == "wallet" and d >= 8 else 0.0)
+            checkouts.append((at, method, int(rng.random() < p_fail)))
+        for i in range(200):
+            tid = d * 1000 + i
+            at = (day + timedelta(seconds=i * 432 + rng.randrange(400))).strftime(fmt)
+            tickets.append((at, round(rng.uniform(5, 40) + (15 if d >= 9 else 0), 2)))
+            truth = classes[rng.randrange(3)]
+            good = rng.random() < (0.9 if d < 9 else 0.6)
+            pred = truth if good else classes[(classes.index(truth) + 1) % 3]
+            raw = {c: rng.uniform(0.05, 0.3) for c in classes}
+            raw[pred] += 1.0
+            total = sum(raw.values())
+            words = rng.randint(10, 200) + (150 if d >= 9 else 0)
+            routed.append((tid, at, pred, *(round(raw[c] / total, 6) for c in classes), words, rng.randint(0, 3),
+                           ["web", "mail", "phone"][rng.randrange(3)]))
+            queues.append((tid, truth))
+    with eng.begin() as c:
+        c.exec_driver_sql("CREATE TABLE checkouts (created_at TIMESTAMP, payment_method TEXT, failed INTEGER)")
+        c.exec_driver_sql("CREATE TABLE tickets (opened_at TIMESTAMP, wait_minutes REAL)")
+        c.exec_driver_sql("CREATE TABLE routed_tickets (ticket_id INTEGER, routed_at TIMESTAMP, queue TEXT, p_billing REAL, "
+                          "p_tech REAL, p_other REAL, words INTEGER, attachments INTEGER, channel TEXT)")
+        c.exec_driver_sql("CREATE TABLE ticket_queues (ticket_id INTEGER, final_queue TEXT)")
+        c.exec_driver_sql("INSERT INTO checkouts VALUES (?, ?, ?)", checkouts)
+        c.exec_driver_sql("INSERT INTO tickets VALUES (?, ?)", tickets)
+        c.exec_driver_sql("INSERT INTO routed_tickets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", routed)
+        c.exec_driver_sql("INSERT INTO ticket_queues VALUES (?, ?)", queues)
+    eng.dispose()
+
+
+def run_once(case: str) -> dict[str, str]:
+    """`monitor run-once --json` at RUN_NOW over a fresh source world, and the exposition it leaves."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from monitor.cli import main
+    from monitor.config import load_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = yaml.safe_load(cases()[case].read_text())
+        data["database_url"] = f"sqlite:///{Path(tmp) / 'source.db'}"
+        data["results_url"] = f"sqlite:///{Path(tmp) / 'results.db'}"
+        for g in data["goals"]:
+            g["sql"] = str(HERE / g["sql"])
+        path = Path(tmp) / "monitor.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        make_source(data["database_url"])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["run-once", "--config", str(path), "--now", RUN_NOW.isoformat(), "--json"])
+        if code != 0:
+            raise AssertionError(f"run-once exited {code}: {out.getvalue()[-2000:]}")
+        cfg = load_config(path)
+        from monitor import exporter
+        from monitor.store import Store
+
+        s = Store(cfg.store_url)
+        try:
+            text = exporter.exposition(cfg, s).decode()
+        finally:
+            s.engine.dispose()
+    timing = ("monitor_job_duration_seconds", "monitor_job_last_success_timestamp_seconds")
+    metrics = "".join(line + "\n" for line in text.splitlines() if not any(t in line for t in timing))
+    return {RUN_JSON: out.getvalue(), RUN_METRICS: metrics}
+
+
 # --- the outputs --------------------------------------------------------------------------------
 
 def render(case: str) -> dict[str, str]:
@@ -264,6 +359,8 @@ def render(case: str) -> dict[str, str]:
     files = dict(render_all(cfg))
     files[EXPOSITION] = exposition(cfg)
     files[NOTIFIER] = notifier(cfg)
+    if case in RUN_CASES:
+        files.update(run_once(case))
     return files
 
 
