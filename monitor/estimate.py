@@ -19,8 +19,8 @@ rows, whatever the window's size.
   outcomes, the Poisson-binomial ``sum p (1 - p)``. ROC AUC from expected positives and negatives
   per bin (pairs within a bin count one half); precision, recall, F1 and accuracy from the expected
   confusion matrix at the decision. 95 % intervals: the window's label noise by the delta method,
-  plus the isotonic map's own sampling error, the estimate's spread over BOOT refits of the map on
-  the reference's labels redrawn (`bootstrap_maps`).
+  plus the isotonic map's own error, the estimate's mean square deviation over BOOT refits of the
+  map on the reference's labels redrawn (`bootstrap_maps`).
 
 **Regression models**: the reference's labelled rows, cut into REG_BINS equal-mass bins of the
 score, give the mean absolute and squared error per bin; a window's estimate weighs them by its
@@ -55,7 +55,7 @@ Z95 = 1.959963984540054  # the normal's 97.5 % quantile
 BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
 REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
 MULTICLASS_METRICS = names.ESTIMATED_METRICS["multiclass_classification"]
-CALIBRATION_VERSION = 2  # 2: the reference's bins are kept, for the calibration's bootstrap
+CALIBRATION_VERSION = 2  # 2: the reference's rows per bin are kept, for the calibration's bootstrap
 BOOT = 200  # refits of the isotonic map on the reference's labels redrawn: the calibration's own error
 
 
@@ -145,11 +145,12 @@ def _spread(idx: np.ndarray, fitted: np.ndarray) -> np.ndarray:
 
 def bootstrap_maps(cal: dict, draws: int = BOOT) -> np.ndarray:
     """(draws, BINS) isotonic maps refitted on the reference's labels redrawn, each bin's positives
-    ~ Binomial(rows, observed share): the spread of a window's estimate over these maps is the
-    calibration's sampling error, blocks chosen by the data included (a per-block binomial term,
-    blocks taken as fixed, misses that part and undercovers on small references). Seeded: the same
-    calibration gives the same intervals."""
-    c, y = np.asarray(cal["ref_counts"], dtype=float), np.asarray(cal["ref_positives"], dtype=float)
+    ~ Binomial(rows, fitted probability) (not the bin's own share: a bin of one row has share 0 or
+    1, and would never vary): the spread of a window's estimate over these maps is the calibration's
+    sampling error, blocks chosen by the data included (a per-block binomial term, blocks taken as
+    fixed, misses that part and undercovers on small references). Seeded: the same calibration
+    gives the same intervals."""
+    c = np.asarray(cal["ref_counts"], dtype=float)
     idx = np.nonzero(c > 0)[0]
     rng = np.random.default_rng(20261201)
     fitted = np.asarray(cal["map"], dtype=float)[idx]  # not the raw shares: a bin of one row has share 0 or 1
@@ -207,7 +208,7 @@ def fit_calibration(counts: np.ndarray, positives: np.ndarray, scores: np.ndarra
         return out
     probs, _, _ = isotonic(counts, positives)
     out.update(method="isotonic", map=probs.round(8).tolist(), ref_counts=counts.astype(int).tolist(),
-               ref_positives=positives.astype(int).tolist(), reason="the reference's scores fail the calibration test")
+               reason="the reference's scores fail the calibration test")
     return out
 
 
@@ -302,24 +303,22 @@ def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, fl
     """{metric: (estimate, standard error)} from a window's groups and the model's calibration.
 
     The variance is the window's label noise (delta method over the Poisson-binomial variance of
-    each group's positives) plus, for an isotonic calibration, the estimate's variance over the
-    calibration's bootstrap maps (`bootstrap_maps`)."""
+    each group's positives) plus, for an isotonic calibration, the mean square of the estimate over
+    the calibration's bootstrap maps (`bootstrap_maps`) about the estimate itself."""
     if not groups:
         return {}
     b, pr, c, e, v = _groups_arrays(groups, cal)
     out = _binary_values(b, pr, c, e)
-    value = {k: val for k, (val, _) in out.items()}
     var = {k: float(np.sum(grad ** 2 * v)) for k, (_, grad) in out.items()}
     if cal.get("map") is not None and cal.get("ref_counts") is not None:
         boot = [_binary_values(b, pr, c, c * m[b], gradients=False) for m in bootstrap_maps(cal)]
         for k in var:
             got = np.array([x[k][0] for x in boot if k in x])
             if got.size > 1:
-                # pool-adjacent-violators overshoots at the ends on small references; the refits'
-                # mean shows by how much, and is taken off
-                value[k] = float(np.clip(2 * value[k] - got.mean(), 0.0, 1.0))
-                var[k] += float(np.var(got, ddof=1))
-    return {k: (float(value[k]), math.sqrt(max(var[k], 0.0))) for k in out}
+                # their mean square about the estimate, not their variance: pool-adjacent-violators
+                # overshoots at the ends on small references, and that offset is error too
+                var[k] += float(np.mean((got - out[k][0]) ** 2))
+    return {k: (float(out[k][0]), math.sqrt(max(var[k], 0.0))) for k in out}
 
 
 # --------------------------------------------------------------------------- multiclass estimates

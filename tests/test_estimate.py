@@ -130,7 +130,7 @@ def test_intervals_hold_the_realized_values_at_their_nominal_rate():
 def test_isotonic_calibration_fitted_on_a_small_reference_keeps_nominal_coverage():
     """Scores off by 2.2x in the odds, each window calibrated by isotonic regression on a fresh
     reference of 2,000 labelled rows: the calibration's own error (a bootstrap of the reference,
-    blocks chosen by the data included, its bias taken off) keeps each interval's coverage within
+    blocks chosen by the data included, its offset counted) keeps each interval's coverage within
     3.5 binomial standard errors of 95 % over 1,000 windows. Intervals that took the isotonic map's
     blocks as fixed (a binomial term per block) held ROC AUC in 91.8 % of these windows: this fails."""
     truth = odds_times(2.2)
