@@ -243,9 +243,10 @@ def goal_row(d: db.Dashboard, cfg: Config, g: Goal) -> None:
                  .override_by_name("window", [dm.DynamicConfigValue(id_val="mappings", value=binary_mapping(("final", GREEN), ("provisional", ORANGE)))]))
 
     if spec.has_budget(g):
+        fb, sb = spec.burns(cfg.defaults)
         d.with_panel(timeseries.Panel().title("Error budget").datasource(PROM)
                      .description("Share of the period's error budget spent so far, and the burn rate "
-                                  "(1 = spending exactly the budget) over the last day and week.")
+                                  f"(1 = spending exactly the budget) over the last {fb.words[0]} and {sb.words[0]}.")
                      .span(12).height(7).links(links).unit("percentunit").min(0)
                      .with_target(prom(sel(n.GOAL_BUDGET_SPENT, **m), "budget spent", "A"))
                      .with_target(prom(sel(n.GOAL_BURN_RATE, **m), "burn rate {{window}}", "B"))
@@ -334,9 +335,13 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .with_target(prom(sel(n.FEATURE_DRIFT_DETECTED, **m), "{{feature}}"))
                  .mappings(binary_mapping(("no drift", GREEN), ("drift", RED))))
     d.with_panel(timeseries.Panel().title("Feature drift scores").datasource(PROM)
-                 .description("Each feature's drift score against the reference, by the method `auto` picked.")
+                 .description("Each feature's drift score against the reference, by its method (`auto` picks one), "
+                              "and dashed the threshold it is held to: fixed, the method's default, or learned from "
+                              "the reference's windows (`{sd: N}`).")
                  .span(8).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})")))
+                 .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})", "A"))
+                 .with_target(prom(sel(n.FEATURE_DRIFT_THRESHOLD, **m), "{{feature}} ({{method}}) threshold", "B"))
+                 .override_by_regexp(".* threshold$", [dashed()]))
     d.with_panel(timeseries.Panel().title("Prediction drift").datasource(PROM)
                  .description("Drift of the score column (of a multiclass model: of the predicted class "
                               "distribution) against the reference.")

@@ -56,12 +56,14 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
 
         def job(c):
             if binary:
-                q = quality_binary(c, model, window, fold_p95, window_ids)
+                q = quality_binary(c, model, window, fold_p95, window_ids, distinct=not unique)
             elif MC.is_multiclass(model):
                 q = quality_multiclass(c, model, window, window_ids)
             else:
                 q = quality_regression(c, model, window, window_ids)
-            q["_ids"] = (q["labelled"], 0) if unique else _label_ids(c, model, window, window_ids)
+            # each labelled row its own label id: no id labelled twice, and as many ids as rows
+            once = unique or q.pop("_distinct", None) == q["labelled"]
+            q["_ids"] = (q["labelled"], 0) if once else _label_ids(c, model, window, window_ids)
             return q
 
         narrow = mature and _integer_ids(conn, model)
@@ -82,8 +84,9 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             checks = [_check("schema", None, False), _check("reference", ref_rows, unjudged)]
             if unjudged:  # no reference rows, too few or in the future: no drift, and the check says so
                 ref = None
+            fuse = MV.centers(model, spec) if MV.enabled(model) and spec is not None else None
             cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None,
-                       on_pass=start if narrow else None, unseen_from=_unseen_from(model, window, ref))
+                       on_pass=start if narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse)
             if spec is not None and model.reference.rolling is not None:
                 store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
             allc = cur["all"]
@@ -95,21 +98,22 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             # Side queries over the same rows (counted once, by the pass above): the predicted class
             # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
             classes = multivariate = None
+            known: set[str] = set()  # the classes a multiclass model predicts, here or in its reference
             if MC.is_multiclass(model) and rows:
-                classes = MC.prediction_drift(
+                classes, known = MC.prediction_drift(
                     conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
                     _model_hash(model), now, _where(conn, model), lambda w: _bounds(conn, model, w))
             if MV.enabled(model) and spec is not None and rows:
                 multivariate = MV.window_drift(
                     conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
                     f"{_model_hash(model)}:{_fingerprint(spec)}", spec, now, _where(conn, model),
-                    lambda w: _bounds(conn, model, w))
+                    lambda w: _bounds(conn, model, w), cur.get("moments"))
             quality = (side.result() if side else job(conn)) if mature and rows else None
         n_scores = int(allc["score"]["n"])
         checks += _source_checks(conn, model, window, allc, now)
         if quality:
             distinct, duplicated = quality.pop("_ids")
-            invalid = quality.pop("_invalid_labels", None)
+            invalid = MC.unknown_labels(model, quality, known) if MC.is_multiclass(model) else quality.pop("_invalid_labels", None)
             quality.pop("_non_finite", None)
             if invalid is not None:
                 checks.append(_check("label_values", invalid, invalid > 0))
