@@ -162,6 +162,7 @@ def test_class_quality_reaches_the_exporter_capped(db_url, tmp_path):
     assert sum(conf.values()) == judged["pred"].notna().sum()
 
 
+@pytest.mark.slow
 def test_models_page_shows_per_class_quality_and_the_confusion_matrix(tmp_path, monkeypatch):
     import yaml
     from streamlit.testing.v1 import AppTest

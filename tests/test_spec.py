@@ -174,6 +174,7 @@ def test_a_condition_renders_promql_and_evaluates_the_same_tree():
     assert both.value(Samples([("v", {"goal": "g"}, 0.3), ("s", {"goal": "g"}, 0.0)]), 0) is None
 
 
+@pytest.mark.stack
 def test_rules_from_declared_kinds_and_defaults_pass_promtool(tmp_path):
     """A config with every key of the spec declared renders rules whose promtool cases pass."""
     data = _data() | {"version": 1, "defaults": {"stale_factor": 3, "fast_burn_budget": 0.1, "slow_burn_window": "3d"}}
@@ -197,6 +198,7 @@ def test_the_demo_config_loads_with_every_goal_kind_inferred():
                                                    "minutes_per_active_user": "rate"}
 
 
+@pytest.mark.slow
 def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
     """The generators read the spec layer: rendering every file of the demo loads no exporter, notifier or scheduler."""
     examples = Path(__file__).parent.parent / "examples" / "monitor.yaml"
