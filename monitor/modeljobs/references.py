@@ -1,6 +1,7 @@
 """A window's reference summary (fixed, or the sum of the stored windows before it) and learned thresholds."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from .. import drift as D
@@ -12,6 +13,32 @@ from .compare import _compare_column
 from .passes import scan
 from .planning import reference_range
 from .specs import _fingerprint, _model_hash, build_spec
+
+
+class Summaries:
+    """The store as one window's computation sees it: reference summaries are read from the store,
+    and those the window builds are kept here (as the JSON the store would hold) until they are
+    saved with the window, in its transaction (`ModelWindow.references`). The rest is the store's."""
+
+    def __init__(self, store: Store, model: str):
+        self.store, self.model = store, model
+        self.new: dict[str, str] = {}  # ref_key -> JSON
+
+    def load_reference(self, model: str, ref_key: str) -> dict | None:
+        if model == self.model and ref_key in self.new:
+            return json.loads(self.new[ref_key])
+        return self.store.load_reference(model, ref_key)
+
+    def save_reference(self, model: str, ref_key: str, summary: dict, now: datetime) -> None:
+        assert model == self.model, model  # a window builds its own model's summaries only
+        self.new[ref_key] = json.dumps(summary)
+
+    def built(self) -> dict[str, dict]:
+        """The summaries built, by key."""
+        return {k: json.loads(v) for k, v in self.new.items()}
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
 
 
 def _reference(conn, store: Store, model: Model, window: Window, now: datetime) -> tuple[dict | None, dict | None, int]:
