@@ -42,25 +42,34 @@ class Summaries:
 
 
 def _reference(conn, store: Store, model: Model, window: Window, now: datetime) -> tuple[dict | None, dict | None, int]:
-    """(spec, reference summary, rows read to build it now)."""
-    h = _model_hash(model)
-    ref = model.reference
-    if ref.rolling is None:
-        key = f"fixed:{h}"
-        got = store.load_reference(model.name, key)
-        if got is not None:
-            return got["spec"], got["summary"], 0
-        rng = Window(ref.start, ref.end)
-        spec = build_spec(conn, model, rng)
-        if spec is None:
-            return None, None, 0
-        summary = scan(conn, model, spec, rng, moments=True, sample=False)  # once: exact
-        if now >= rng.end:  # a range still filling is recomputed next time, never frozen half full
-            store.save_reference(model.name, key, {"spec": spec, "summary": summary}, now)
-        return spec, summary, summary["all"]["rows"]
-    spec_key = f"spec:{h}"
+    """(spec, reference summary, rows read to build it now): fixed, or rolling."""
+    if model.reference.rolling is None:
+        return _fixed_reference(conn, store, model, now)
+    return _rolling_reference(conn, store, model, window, now)
+
+
+def _fixed_reference(conn, store: Store, model: Model, now: datetime) -> tuple[dict | None, dict | None, int]:
+    """A `{start, end}` reference: summarised once, exactly, and kept once its range has ended."""
+    key = f"fixed:{_model_hash(model)}"
+    got = store.load_reference(model.name, key)
+    if got is not None:
+        return got["spec"], got["summary"], 0
+    rng = Window(model.reference.start, model.reference.end)
+    spec = build_spec(conn, model, rng)
+    if spec is None:
+        return None, None, 0
+    summary = scan(conn, model, spec, rng, moments=True, sample=False)
+    if now >= rng.end:  # a range still filling is recomputed next time, never frozen half full
+        store.save_reference(model.name, key, {"spec": spec, "summary": summary}, now)
+    return spec, summary, summary["all"]["rows"]
+
+
+def _rolling_reference(conn, store: Store, model: Model, window: Window, now: datetime
+                       ) -> tuple[dict | None, dict | None, int]:
+    """A `{rolling: N}` reference: the sum of the summaries of the windows before, each scanned
+    once (normally when it was computed itself); the spec is cut once, on the first reference."""
+    spec_key = f"spec:{_model_hash(model)}"
     spec = store.load_reference(model.name, spec_key)
-    read = 0
     if spec is None:
         first = reference_range(model, window_at(model.start, model.window))
         spec = build_spec(conn, model, first, rolling=True)
@@ -69,7 +78,7 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
         if spec is None:
             return None, None, 0
         store.save_reference(model.name, spec_key, spec, now)
-    total = None
+    total, read = None, 0
     rng = reference_range(model, window)
     for w in windows_between(rng.start, rng.end, model.window):
         part = store.load_reference(model.name, _window_key(model, spec, w))
