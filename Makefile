@@ -30,7 +30,7 @@ demo: venv
 test: venv deb
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
-# the fast tier: pure logic on SQLite, no services, no subprocess worlds
+# the fast tier: pure logic on SQLite, in process (tests/conftest.py fails an unmarked test that starts a process)
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not postgres and not stack and not browser and not slow" $(PYTEST_ARGS)
 
@@ -47,11 +47,13 @@ bench: venv deb
 golden: venv
 	cd tests && ../$(BIN)/python -m golden --update
 
+# the only writer of docs/*.png: the dashboards drawn from their own queries, then the app's pages in chromium
 previews: venv deb
-	$(BIN)/python -m monitor.previews --out docs/
+	$(BIN)/python tools/previews.py --out docs/
+	MONITOR_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_app_browser.py
 
 lint: venv
-	$(BIN)/ruff check monitor app_streamlit tests benchmarks
+	$(BIN)/ruff check monitor app_streamlit tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) monitor-demo .pytest_cache

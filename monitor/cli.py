@@ -239,6 +239,8 @@ def cmd_run_once(args) -> int:
     with _results_store(cfg):
         report = run_cycle(cfg, now, store=store, progress=args.progress)
         now = report.now
+        if args.now:
+            warn_past_newest_rows(cfg, store, now)
         if cfg.notify:
             from .notify import notify_cycle
             notify_cycle(cfg, store, now)
@@ -266,6 +268,24 @@ def cmd_run_once(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def warn_past_newest_rows(cfg, store, now, only: set[str] | None = None) -> None:
+    """A clock pinned past a model's newest source row: its latest windows are empty. One line per model."""
+    from datetime import UTC, datetime
+
+    from .windows import due_windows
+
+    newest = store.newest_rows()
+    for m in cfg.models:
+        due = due_windows(m.start, now, m.window)[-1:]
+        if (only and m.name not in only) or m.name not in newest or not due:
+            continue
+        row = datetime.fromtimestamp(newest[m.name], UTC)
+        if row < due[0].start:
+            logging.getLogger("monitor.cycle").warning(
+                "model %s: its newest source row is at %s, before the window %s: windows after that row are empty",
+                m.name, row.isoformat(timespec="seconds"), due[0])
+
+
 def cmd_backfill(args) -> int:
     from .jobs import run_cycle
     from .report import print_failures
@@ -282,7 +302,9 @@ def cmd_backfill(args) -> int:
     if only and only - known:
         raise UsageError(f"--only: unknown goal or model {', '.join(sorted(only - known))}")
     with _results_store(cfg):
-        report = run_cycle(cfg, args.end, store=_store(cfg), progress=True, only=only)
+        store = _store(cfg)
+        report = run_cycle(cfg, args.end, store=store, progress=True, only=only)
+        warn_past_newest_rows(cfg, store, report.now, only)
     print(f"computed {report.ran} windows" + (f", {len(report.failed)} failed" if report.failed else ""))
     if report.capped_from:
         print(f"stopped at {report.now.isoformat(timespec='seconds')} (now): --to is in the future, and a window "

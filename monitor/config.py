@@ -45,10 +45,11 @@ Name = Ident  # goal and model names are identifiers too: they become metric lab
 
 
 def _qualified(value: str) -> str:
-    """A table name, optionally schema-qualified (`schema.table`)."""
+    """A table name, optionally qualified: `schema.table`, or `catalog.schema.table` (Spark's
+    catalogs, Databricks' Unity Catalog)."""
     parts = str(value).split(".")
-    if len(parts) > 2:
-        raise ValueError(f"expected a table name or schema.table, got {value!r}")
+    if len(parts) > 3:
+        raise ValueError(f"expected a table name, schema.table or catalog.schema.table, got {value!r}")
     for p in parts:
         _ident(p)
     return value
@@ -349,8 +350,10 @@ class Defaults(Strict):
 
     stale_factor: float = Field(default=2, gt=0, description="A goal is stale when its latest window ended more than this many windows ago.")
     stale_for: Duration = Field(default=timedelta(minutes=15), description="... for this long before its Stale alert fires.")
-    fast_burn_budget: float = Field(default=0.05, gt=0, le=1, description="Fast burn: the last day spent this share of the whole period's error budget.")
-    slow_burn_budget: float = Field(default=0.10, gt=0, le=1, description="Slow burn: the last week spent this share of the period's error budget.")
+    fast_burn_budget: float = Field(default=0.05, gt=0, le=1, description="Fast burn: the last fast_burn_window spent this share of the whole period's error budget.")
+    slow_burn_budget: float = Field(default=0.10, gt=0, le=1, description="Slow burn: the last slow_burn_window spent this share of the period's error budget.")
+    fast_burn_window: WindowSize = Field(default=timedelta(days=1), description="The look-back of the fast burn rate (its `window` label).")
+    slow_burn_window: WindowSize = Field(default=timedelta(weeks=1), description="The look-back of the slow burn rate, longer than the fast one.")
     min_burn: float = Field(default=1.0, ge=0, description="A burn rate at or below this never alerts (1: within the budget).")
     label_starvation_windows: int = Field(default=3, ge=1, description="Labels starve when no window has mature labels for max_delay plus this many windows.")
     label_coverage_min: float = Field(default=0.01, ge=0, le=1, description="... or the latest judged window has labels for under this share of its predictions.")
@@ -359,6 +362,12 @@ class Defaults(Strict):
     volume_surge: float = Field(default=2.0, gt=0, description="... and over this share a volume surge.")
     job_failing_for: Duration = Field(default=timedelta(minutes=30), description="A job failing this long alerts.")
     exporter_down_for: Duration = Field(default=timedelta(minutes=5), description="Prometheus unable to scrape the monitor this long alerts.")
+
+    @model_validator(mode="after")
+    def _slow_is_longer(self) -> "Defaults":
+        if self.slow_burn_window <= self.fast_burn_window:
+            raise ValueError("slow_burn_window: must be longer than fast_burn_window")
+        return self
 
 
 CONFIG_VERSIONS = (1,)
@@ -496,8 +505,9 @@ def _resolve_sqlite(url: str, base: Path) -> str:
 
 
 def _resolve_path(p: str, base: Path) -> str:
-    """A relative local path (or glob) is relative to the config file's folder; URLs stay as they are."""
-    if "://" in p or Path(p).is_absolute():
+    """A relative local path (or glob) is relative to the config file's folder; URLs stay as they
+    are (`s3://...`, and `dbfs:/...` with one slash)."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", p) or Path(p).is_absolute():
         return p
     return str(base / p)
 

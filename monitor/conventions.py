@@ -81,7 +81,7 @@ DATA_CHECK_TEXT = {
     "timestamp": "rows with a NULL or unparseable timestamp",
     "score_range": "classifier scores outside [0, 1]",
     "score_nulls": "rows with a NULL score",
-    "label_values": "labels outside {0, 1}",
+    "label_values": "labels of no class the model knows (outside {0, 1} for a binary model)",
     "label_duplicates": "predictions with more than one label",
     "reference": "the reference has no rows, or too few to judge drift",
     "schema": "a configured column is missing or of an unusable type",

@@ -35,7 +35,7 @@ from . import spec
 from .config import Config, Goal
 from .conventions import SCRAPE_JOB, sel
 from .durations import format_duration
-from .formatting import fmt_number, grafana_unit
+from .formatting import fmt_number, grafana_unit, in_words
 
 PROMETHEUS_UID = "monitor-prometheus"
 RESULTS_UID = "monitor-results"
@@ -243,9 +243,10 @@ def goal_row(d: db.Dashboard, cfg: Config, g: Goal) -> None:
                  .override_by_name("window", [dm.DynamicConfigValue(id_val="mappings", value=binary_mapping(("final", GREEN), ("provisional", ORANGE)))]))
 
     if spec.has_budget(g):
+        fb, sb = spec.burns(cfg.defaults)
         d.with_panel(timeseries.Panel().title("Error budget").datasource(PROM)
                      .description("Share of the period's error budget spent so far, and the burn rate "
-                                  "(1 = spending exactly the budget) over the last day and week.")
+                                  f"(1 = spending exactly the budget) over the last {fb.words[0]} and {sb.words[0]}.")
                      .span(12).height(7).links(links).unit("percentunit").min(0)
                      .with_target(prom(sel(n.GOAL_BUDGET_SPENT, **m), "budget spent", "A"))
                      .with_target(prom(sel(n.GOAL_BURN_RATE, **m), "burn rate {{window}}", "B"))
@@ -334,9 +335,13 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .with_target(prom(sel(n.FEATURE_DRIFT_DETECTED, **m), "{{feature}}"))
                  .mappings(binary_mapping(("no drift", GREEN), ("drift", RED))))
     d.with_panel(timeseries.Panel().title("Feature drift scores").datasource(PROM)
-                 .description("Each feature's drift score against the reference, by the method `auto` picked.")
+                 .description("Each feature's drift score against the reference, by its method (`auto` picks one), "
+                              "and dashed the threshold it is held to: fixed, the method's default, or learned from "
+                              "the reference's windows (`{sd: N}`).")
                  .span(8).height(8).unit("short").decimals(3)
-                 .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})")))
+                 .with_target(prom(sel(n.FEATURE_DRIFT_SCORE, **m), "{{feature}} ({{method}})", "A"))
+                 .with_target(prom(sel(n.FEATURE_DRIFT_THRESHOLD, **m), "{{feature}} ({{method}}) threshold", "B"))
+                 .override_by_regexp(".* threshold$", [dashed()]))
     d.with_panel(timeseries.Panel().title("Prediction drift").datasource(PROM)
                  .description("Drift of the score column (of a multiclass model: of the predicted class "
                               "distribution) against the reference.")
@@ -440,7 +445,7 @@ def pipeline_row(d: db.Dashboard, cfg: Config, m: dict[str, str]) -> None:
                  .mappings(binary_mapping(("passing", GREEN), ("failing", RED))))
     d.with_panel(_stat().title("Newest source row").datasource(PROM)
                  .description("How old the newest row of the prediction log is, over the stored windows. "
-                              "Its alert fires past two windows.")
+                              f"Its alert fires past {in_words(cfg.defaults.source_stale_factor)} windows.")
                  .span(4).height(7).unit("s")
                  .with_target(prom(age(sel(n.MODEL_NEWEST_ROW, **m)), "age")))
     d.with_panel(timeseries.Panel().title("Volume against comparable windows").datasource(PROM)

@@ -156,12 +156,12 @@ def _shortest(path: Path) -> str:
 def compare(manifest: dict, cfg, store) -> list[str]:
     """One line per planted episode: planted, found, and whether they agree."""
     lines = []
+    unknown = sorted({ep["kind"] for ep in manifest["episodes"]} - set(_FINDERS))
+    if unknown:  # an episode nobody looks for would vanish from the comparison unseen
+        raise ValueError(f"no finder for planted episodes of kind {', '.join(unknown)}")
     for ep in manifest["episodes"]:
         start, end = parse_timestamp(ep["start"]), parse_timestamp(ep["end"])
-        try:
-            found, agrees = _FINDERS[ep["kind"]](ep, start, end, cfg, store)
-        except KeyError:
-            continue
+        found, agrees = _FINDERS[ep["kind"]](ep, start, end, cfg, store)
         mark = "ok  " if agrees else "MISS"
         lines.append(f"[{mark}] {ep['name']} ({ep['kind']}, {ep['subject']}, {start:%m-%d}..{end:%m-%d}): {found}")
     return lines

@@ -6,7 +6,7 @@ goal's `start`) to the deadline (open-ended without one). Bad events are the num
 at-most goal (denominator - numerator of an at-least goal); the target allows
 `target * denominator` of them (`(1 - target) * denominator`). Budget spent is bad over allowed
 since the period began; a burn rate is the same ratio over the windows of the last day or week
-before the latest window's end (1 spends exactly the budget).
+(the config's `defaults.fast_burn_window` and `slow_burn_window`) before the latest window's end (1 spends exactly the budget).
 
 Pipeline health of a model: its data checks of the latest stored window (an empty window too:
 an outage is when they matter), the newest source row over its stored windows, and the volume
@@ -29,14 +29,15 @@ from prometheus_client.registry import CollectorRegistry
 
 from . import conventions as n
 from . import spec
-from .config import Config, Goal
+from .config import Config, Defaults, Goal
 from .durations import format_duration
 from .store import Store
 
 Totals = Callable[[datetime | None, datetime | None], tuple[float, float]]
 
 
-def error_budget(goal: Goal, totals: Totals, latest_end: datetime) -> tuple[float | None, dict[str, float]]:
+def error_budget(goal: Goal, totals: Totals, latest_end: datetime,
+                 defaults: Defaults | None = None) -> tuple[float | None, dict[str, float]]:
     """Share of the period's budget spent, and burn rates by look-back.
 
     `totals(start, end)` sums numerators and denominators of the stored windows inside [start, end)
@@ -53,7 +54,7 @@ def error_budget(goal: Goal, totals: Totals, latest_end: datetime) -> tuple[floa
     start, end = spec.budget_period(goal)
     spent = ratio(*totals(start, end))
     burn = {}
-    for label, span in spec.burn_windows(goal).items():
+    for label, span in spec.burn_windows(goal, defaults).items():
         b = ratio(*totals(latest_end - span, None))
         if b is not None:
             burn[label] = b
@@ -158,7 +159,8 @@ class ResultsCollector:
             latest = latest_end.get((g.name, size))
             if latest is None:
                 continue
-            share, rates = error_budget(g, lambda a, b, g=g, size=size: self.store.goal_totals(g.name, size, a, b), latest)
+            share, rates = error_budget(g, lambda a, b, g=g, size=size: self.store.goal_totals(g.name, size, a, b), latest,
+                                         self.cfg.defaults)
             if share is not None:
                 spent.add_metric([g.name], share)
             for label, rate in rates.items():

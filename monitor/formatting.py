@@ -76,6 +76,11 @@ def fmt_date(d) -> str:
     return d.strftime("%Y-%m-%d")
 
 
+def in_words(k: float) -> str:
+    """A small count in words, as the runbook and panel texts write it: 3 -> `three`; others as digits."""
+    return {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}.get(k, f"{k:g}")
+
+
 # --- alert texts: Prometheus' template functions ------------------------------------------------
 
 def go_g(x: float, digits: int = 4) -> str:

@@ -12,6 +12,7 @@ from . import engines
 from .config import Goal
 from .db import bind_time
 from .smart import judge
+from .spec import kind_mismatch
 from .store import GoalWindow
 from .windows import Window
 
@@ -112,6 +113,8 @@ def _consistent(goal: Goal, value, numerator, denominator, where: str) -> None:
 def shape(goal: Goal, columns: list[str], rows: list[tuple]) -> tuple[float | None, float | None, float | None, list[dict]]:
     """(value, numerator, denominator, segments) from the SQL's rows, or a GoalDataError."""
     cols = [c.lower() for c in columns]
+    if goal.kind_declared and (mismatch := kind_mismatch(goal, cols)):  # a declared kind is held to its columns
+        raise GoalDataError(f"{mismatch} ({goal.sql})")
     if "value" not in cols:
         raise GoalDataError(f"goal {goal.name} ({goal.sql}): the query returns no `value` column (it returns {', '.join(columns) or 'nothing'})")
     idx = {c: cols.index(c) for c in ("value", "numerator", "denominator", "segment") if c in cols}

@@ -84,9 +84,12 @@ def quality(conn, model: Model, rows) -> dict:
     labelled = scored = 0
     ll = 0.0
     unscorable = False  # a labelled row whose true class has no score column
+    true: dict[str, int] = {}  # labelled rows by true class, for the `label_values` check
     for r in rows:
         y, pr, count = class_name(r[0]), class_name(r[1]), int(r[2])
         labelled += count
+        if y is not None:
+            true[y] = true.get(y, 0) + count
         if scores and y is not None:
             if y in names:
                 i = names.index(y)
@@ -97,8 +100,9 @@ def quality(conn, model: Model, rows) -> dict:
         if y is None or pr is None:
             continue
         cells[(y, pr)] = cells.get((y, pr), 0) + count
-    out: dict = {"labelled": labelled}
+    out: dict = {"labelled": labelled, "_true": true}
     extra: list[dict] = []
+    out["_predicted"] = sorted({pr for _, pr in cells})
     n = sum(cells.values())
     if n:
         out.update(_from_confusion(cells))
@@ -121,6 +125,14 @@ def quality(conn, model: Model, rows) -> dict:
         out["log_loss"] = -ll / scored
     out["_rows"] = extra
     return out
+
+
+def unknown_labels(model: Model, quality: dict, known: set[str]) -> int:
+    """Labelled rows whose class is none the model knows (the `label_values` check): not a class
+    of `source.class_scores`, nor in `known` (the classes predicted in the window and its
+    reference), nor predicted for a labelled row. Takes the inputs it reads out of `quality`."""
+    known = known | {c for c, _ in _score_classes(model)} | set(quality.pop("_predicted", ()))
+    return sum(c for k, c in quality.pop("_true", {}).items() if k not in known)
 
 
 def _per_class(cells: dict[tuple[str, str], int]) -> dict[str, dict[str, float]]:
@@ -204,8 +216,9 @@ def window_key(key: str, w: Window) -> str:
 
 
 def prediction_drift(conn, store, model: Model, window: Window, ref: Window, rolling: bool, key: str, now: datetime,
-                     where: str, bounds) -> D.ColumnDrift | None:
-    """Drift of the window's predicted classes against the reference's (None without a reference).
+                     where: str, bounds) -> tuple[D.ColumnDrift | None, set[str]]:
+    """Drift of the window's predicted classes against the reference's (None without a reference),
+    and the classes predicted in either (for the `label_values` check).
 
     `bounds(w)` gives the bind parameters of `where` for a range. With a rolling reference the
     window's own counts are stored, for the windows after it."""
@@ -216,6 +229,7 @@ def prediction_drift(conn, store, model: Model, window: Window, ref: Window, rol
     cur = count(window)
     if rolling:
         store.save_reference(model.name, window_key(key, window), cur, now)
+    known = set(cur["counts"]) | set(base["counts"] if base else ())
     if base is None or cur["rows"] == 0:
-        return None
-    return compare(model, base, cur)
+        return None, known
+    return compare(model, base, cur), known

@@ -114,24 +114,32 @@ def _key(kind: str, key: str, w: Window) -> str:
     return f"mv:{kind}:{key}:{w.start.strftime('%Y%m%dT%H%M%S')}"
 
 
+def centers(model: Model, spec: dict) -> list[float]:
+    """The centres the sums are taken about: the reference medians of the spec."""
+    return [float(spec["num"][c].get("center") or 0.0) for c in model.source.features.numeric]
+
+
 def window_drift(conn, store, model: Model, window: Window, ref: Window, rolling: bool, key: str, spec: dict,
-                 now: datetime, where: str, bounds) -> dict | None:
-    """The window's multivariate drift as a stored metric row (None without a usable reference)."""
+                 now: datetime, where: str, bounds, cur: dict | None = None) -> dict | None:
+    """The window's multivariate drift as a stored metric row (None without a usable reference).
+
+    `cur`: the window's `moments`, when its numeric pass took them already."""
     cols = model.source.features.numeric
-    centers = [float(spec["num"][c].get("center") or 0.0) for c in cols]
+    centers_ = centers(model, spec)
 
     def summed(w: Window, kind: str, save: bool) -> dict:
         got = store.load_reference(model.name, _key(kind, key, w))
         if got is not None:
             return got
-        m = moments(conn, model, centers, where, bounds(w))
+        m = moments(conn, model, centers_, where, bounds(w))
         if save:
             store.save_reference(model.name, _key(kind, key, w), m, now)
         return m
 
     kind = "win" if rolling else "fixed"
     chunks = [summed(w, kind, now >= w.end) for w in windows_between(ref.start, ref.end, model.window)]
-    cur = moments(conn, model, centers, where, bounds(window))  # always read afresh: late rows count
+    if cur is None:  # always read afresh: late rows count
+        cur = moments(conn, model, centers_, where, bounds(window))
     if rolling:  # the windows after this one sum it into their reference
         store.save_reference(model.name, _key("win", key, window), cur, now)
     total = None

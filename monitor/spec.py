@@ -1,5 +1,6 @@
 """The declared spec: what the config means for every output, read by the exporter, the alerts, the
-notifier, the dashboards and the app (which never read each other).
+dashboards and the app (which never read each other), and by the notifier, which evaluates the
+alerts' conditions over the exporter's samples.
 
 - Subjects: each goal with its kind (rate, value, segmented), the models behind it, its error
   budget's period and burn thresholds; each model with its staleness and starvation spans. The
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import conventions as n
-from .config import Config, Goal, Model, infer_kind
+from .config import Config, Defaults, Goal, Model, infer_kind
+from .durations import format_duration
 
-BURN_WINDOWS = {"1d": timedelta(days=1), "1w": timedelta(weeks=1)}  # fast burn over a day, slow over a week
 BURN_DAYS_WITHOUT_DEADLINE = 28.0  # burn thresholds of a budget period without an end assume 28 days
 
 
@@ -48,20 +49,40 @@ def budget_period(g: Goal) -> tuple[datetime, datetime | None]:
     return (g.baseline.at if g.baseline else g.start), g.deadline
 
 
-def burn_windows(g: Goal) -> dict[str, timedelta]:
-    """The look-backs a goal's burn rate is exported for: those at least one window long."""
-    return {label: span for label, span in BURN_WINDOWS.items() if g.window <= span}
+@dataclass(frozen=True)
+class Burn:
+    """A look-back of the burn rate: its `window` label, its span, and the share of the period's budget
+    that, spent within it, alerts."""
+
+    label: str
+    span: timedelta
+    budget: float
+
+    @property
+    def words(self) -> tuple[str, str]:
+        """How texts name the span: (`day`, `a day`), (`week`, `a week`), else (`6h`, `6h`)."""
+        word = {timedelta(days=1): "day", timedelta(weeks=1): "week"}.get(self.span)
+        return (word, f"a {word}") if word else (self.label, self.label)
+
+
+def burns(defaults: Defaults) -> tuple[Burn, Burn]:
+    """The fast and the slow burn, from the config's defaults."""
+    d = defaults
+    return (Burn(format_duration(d.fast_burn_window), d.fast_burn_window, d.fast_burn_budget),
+            Burn(format_duration(d.slow_burn_window), d.slow_burn_window, d.slow_burn_budget))
+
+
+def burn_windows(g: Goal, defaults: Defaults | None = None) -> dict[str, timedelta]:
+    """The look-backs a goal's burn rate is exported for (label -> span): those at least one window long."""
+    return {b.label: b.span for b in burns(defaults or Defaults()) if g.window <= b.span}
 
 
 def burn_thresholds(cfg: Config, g: Goal) -> dict[str, float]:
-    """Burn rates that alert, by look-back window: a share of the period's budget spent in that window."""
-    d = cfg.defaults
+    """Burn rates that alert, by look-back label: a share of the period's budget spent in that look-back."""
     start, end = budget_period(g)
     days = ((end - start).total_seconds() / 86400) if end else BURN_DAYS_WITHOUT_DEADLINE
-    return {
-        "1d": round(max(d.min_burn, d.fast_burn_budget * days / 1), 2),
-        "1w": round(max(d.min_burn, d.slow_burn_budget * days / 7), 2),
-    }
+    return {b.label: round(max(cfg.defaults.min_burn, b.budget * days / (b.span.total_seconds() / 86400)), 2)
+            for b in burns(cfg.defaults)}
 
 
 def stale_after(cfg: Config, g: Goal) -> timedelta:
@@ -185,7 +206,7 @@ class Age(Expr):
 
 @dataclass(frozen=True)
 class Sub(Expr):
-    """`(x - c)`: a series less a constant."""
+    """`x - c`: a series less a constant."""
 
     x: Expr
     c: float

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from pg import Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
+# A test with none of these marks is in the fast tier (`make test-unit`): pure logic, in process.
+SERVICE_MARKS = ("postgres", "stack", "browser", "slow")
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +57,39 @@ def db_url(request, tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark every test that needs the PostgreSQL cluster `postgres`, so `-m "not postgres"` is honest."""
+    """Mark every test that needs the PostgreSQL cluster `postgres`, and every one on the Spark
+    cluster `slow`, so that `-m "not postgres and not slow"` is honest."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "pg_cluster" in item.fixturenames or params.get("db_url") == "postgresql":
             item.add_marker(pytest.mark.postgres)
+        if "spark_cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
+def _starts_nothing(item):
+    """Popen, for a test of the fast tier: starting any process (PostgreSQL, Prometheus, chromium,
+    `monitor` itself) fails the test and names the marks that would let it."""
+    real = subprocess.Popen.__init__
+
+    def refuse(self, args, *a, **k):
+        shown = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+        pytest.fail(f"{item.nodeid} starts a process ({shown[:120]}) but is not marked "
+                    f"{' / '.join(SERVICE_MARKS)}: mark it, so that `make test-unit` starts no service", pytrace=False)
+
+    return real, refuse
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Hold the fast tier to its word, in every run: its tests' setup (fixtures of any scope), call
+    and teardown start no process."""
+    if any(item.get_closest_marker(m) for m in SERVICE_MARKS):
+        yield
+        return
+    real, refuse = _starts_nothing(item)
+    subprocess.Popen.__init__ = refuse
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = real

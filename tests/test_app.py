@@ -1,6 +1,7 @@
 """The review app under Streamlit's AppTest: every page, every state (results, none, database down,
 bad config, password, OIDC), the review stored and closed, and what it exports."""
 import json
+import re
 import shutil
 import textwrap
 from datetime import date, datetime, timedelta, timezone
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from scipy.stats import binomtest
 from streamlit.testing.v1 import AppTest
 
 from app_streamlit import data, drift_report, ui
@@ -18,6 +20,8 @@ from monitor.app_launcher import command, entry_point, oidc_secrets
 from monitor.config import ConfigError, load_config, parse_config
 from monitor.jobs import run_cycle
 from monitor.store import ModelWindow, Store, goal_results
+
+pytestmark = pytest.mark.slow  # the Streamlit app run page by page (AppTest) over computed worlds
 
 UTC = timezone.utc
 HOME = Path(__file__).resolve().parent.parent / "app_streamlit" / "Home.py"
@@ -189,7 +193,17 @@ def test_this_week_shows_one_card_per_goal_with_value_change_status_trajectory_a
     rate = card_metric(at, "≤ 5.00 %")
     assert rate.value.endswith("%") and rate.delta.endswith("pp")  # change vs last week in percentage points
     body = texts(at)
-    assert ":red-badge[missed]" in body or ":green-badge[met]" in body
+    # each card's status badge, in the config's order, against the week's rows read here with pandas
+    src = load_config(app_env).database_url
+    visits = pd.read_sql("SELECT ts, bad FROM visits", src, parse_dates=["ts"])
+    sessions = pd.read_sql("SELECT ts, minutes FROM sessions", src, parse_dates=["ts"])
+    a, b = W4.replace(tzinfo=None), (W4 + timedelta(weeks=1)).replace(tzinfo=None)
+    week = visits[(visits.ts >= a) & (visits.ts < b)]
+    ci = binomtest(int(week.bad.sum()), len(week)).proportion_ci(method="wilson")
+    assert ci.high < 0.05  # the bad rate is met, beyond doubt
+    assert sessions[(sessions.ts >= a) & (sessions.ts < b)].minutes.mean() < 30  # the minutes are missed
+    badges = [m.value for m in at.markdown if re.fullmatch(r":\w+-badge\[(met|missed|insufficient data|no data)\]", m.value)]
+    assert badges[:3] == [":green-badge[met]", ":orange-badge[insufficient data]", ":red-badge[missed]"], badges
     # the rare goal: too few to tell, with the sample it would need, and provisional (maturity 30d)
     assert ":orange-badge[insufficient data]" in body and "It would need n ≥" in body
     assert "provisional" in body

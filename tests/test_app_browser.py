@@ -1,5 +1,6 @@
 """The review app in a real browser: `monitor demo`, then `monitor app` on loopback, driven by
-Playwright with Debian's chromium. Screenshots of each page are written to docs/app-*.png."""
+Playwright with Debian's chromium. A screenshot of each page is taken into the test's own folder;
+`make previews` runs this test with MONITOR_SCREENSHOTS=docs to refresh docs/app-*.png."""
 import os
 import re
 import signal
@@ -16,7 +17,6 @@ from pg import free_port
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 MONITOR = str(Path(sys.executable).parent / "monitor")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -89,19 +89,26 @@ def settle(page, text: str, timeout: float = 30_000) -> None:
     page.wait_for_timeout(300)
 
 
-def screenshot(page, name: str) -> None:
+def shots(tmp_path: Path) -> Path:
+    """Where the screenshots go: the test's folder, or MONITOR_SCREENSHOTS (set by `make previews` only)."""
+    folder = Path(os.environ.get("MONITOR_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page, folder: Path, name: str) -> None:
     """The whole page (the app scrolls inside its main block, so the viewport grows to fit it)."""
     height = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], section.main')]"
                            ".map(e => e.scrollHeight), 900)")
     page.set_viewport_size({"width": 1400, "height": min(height + 40, 4000)})
     page.wait_for_timeout(1000)
-    (ROOT / "docs").mkdir(exist_ok=True)
-    page.screenshot(path=str(ROOT / "docs" / f"app-{name}.png"))
+    page.screenshot(path=str(folder / f"app-{name}.png"))
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
     app = App(demo / "monitor.yaml", free_port(), tmp_path / "app.log").start()
+    folder = shots(tmp_path)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     outside = []  # air-gapped: no font, icon or script from another host
     page.on("request", lambda r: outside.append(r.url) if urllib.parse.urlsplit(r.url).hostname not in (
@@ -115,14 +122,14 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         assert float(re.match(r"([\d.]+) %", value).group(1)) > 1.0, value  # target: at most 1 %
         assert "missed" in spam.inner_text()
         assert "vs last week" in spam.inner_text()
-        screenshot(page, "this-week")
+        screenshot(page, folder, "this-week")
 
         # the card opens the goal's page
         spam.get_by_text("Open the goal").click()
         settle(page, "SMART card")
         assert "goal=spam_exposure_rate" in page.url
         assert "FROM message_views" in page.locator("[data-testid='stCode']").first.inner_text()
-        screenshot(page, "goal")
+        screenshot(page, folder, "goal")
 
         page.goto(f"{app.url}/?goal=minutes_per_active_user")  # how dashboards and alerts link to a goal
         settle(page, "SMART card")
@@ -131,7 +138,7 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         page.get_by_role("link", name="Models").click()
         page.get_by_role("heading", name="Models").wait_for()
         settle(page, "binary classification")
-        screenshot(page, "models")
+        screenshot(page, folder, "models")
 
         # the review: a note, written by a named author
         page.goto(f"{app.url}/review?week={BREACH_WEEK}")
@@ -147,7 +154,7 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         form.get_by_role("button", name="Add").click()
         settle(page, note)
         assert "Ann · " in form.inner_text()
-        screenshot(page, "review")
+        screenshot(page, folder, "review")
 
         page.reload()  # a reload: a new session, the note read back from the results database
         settle(page, note)
@@ -192,6 +199,8 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         page.goto(f"{app.url}/?goal=nope")
         settle(page, "not found")
         assert outside == [], outside
+        for name in ("this-week", "goal", "models", "review"):
+            assert (folder / f"app-{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     except Exception as e:  # say what the app said, and keep what the browser showed
         page.screenshot(path=str(tmp_path / "failure.png"))
         raise AssertionError(f"{e}\n--- the page: {tmp_path / 'failure.png'}\n--- monitor app's log (tail):\n"

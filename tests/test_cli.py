@@ -23,6 +23,7 @@ def world(tmp_path):
     return write_config(tmp_path, url)
 
 
+@pytest.mark.slow
 def test_metrics_exposes_the_latest_window_of_each_goal_exactly(world, capsys):
     assert main(["run-once", "--config", world, "--now", "2026-09-08T06:00:00"]) == 0
     capsys.readouterr()
@@ -95,7 +96,11 @@ def test_model_metrics_come_from_the_latest_window_with_predictions(tmp_path, ca
     reg = registry(cfg, store)
     assert reg.get_sample_value("monitor_model_window_end_timestamp_seconds", {"model": "m"}) == datetime(2026, 9, 11, tzinfo=timezone.utc).timestamp()
     assert reg.get_sample_value("monitor_feature_drift_detected", {"model": "m", "feature": "minutes"}) == 0.0
-    assert reg.get_sample_value("monitor_dataset_drift_share", {"model": "m"}) in (0.0, 0.5, 1.0)
+    real = store.latest_model_window("m", with_rows=True)
+    assert real["window_start"] == datetime(2026, 9, 10, tzinfo=timezone.utc)
+    drifted = [r["detected"] for r in store.model_metrics("m", real["window_start"], kinds=("feature_drift",)) if not r["segment"]]
+    assert len(drifted) == 2
+    assert reg.get_sample_value("monitor_dataset_drift_share", {"model": "m"}) == real["drift_share"] == sum(drifted) / 2
 
 
 def test_verbosity_flags_work_after_the_command_and_keep_the_scheduler_and_alembic_quiet():
@@ -161,6 +166,7 @@ def test_check_says_1_goal_not_1_goals(tmp_path, capsys):
     assert "ok: 1 goal and 0 models checked" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_run_once_reports_each_model_in_the_table_and_in_json(tmp_path, capsys):
     """Windows computed this cycle, drifted features, quality or its pending state, as the store has them."""
     import json
@@ -230,3 +236,28 @@ def test_app_now_pins_the_apps_clock(monkeypatch):
     assert ui.now() == datetime(2026, 10, 13, 8, tzinfo=timezone.utc)
     monkeypatch.delenv("MONITOR_NOW")
     assert ui.now().year >= 2026 and ui.now() > datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.slow
+def test_a_clock_pinned_past_a_models_newest_row_warns_in_one_line(tmp_path, capsys):
+    """Ten days of predictions (to 2026-09-11); --now later: the windows after the last row are empty, and it says so."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    df = make_events(url, days=10)
+    df.assign(score=df.bad * 0.6 + 0.2).to_sql("preds", sa.create_engine(url), index=False, dtype={"ts": sa.DateTime()})
+    (tmp_path / "m.yaml").write_text(f"""\
+database_url: {url}
+models:
+  - {{name: m, task: binary_classification, start: 2026-09-05, source: {{table: preds, id: id, timestamp: ts, score: score}}}}
+  - {{name: other, task: binary_classification, start: 2026-09-05, source: {{table: preds, id: id, timestamp: ts, score: score}}}}
+""")
+    path = str(tmp_path / "m.yaml")
+    newest = df.ts.max().to_pydatetime().replace(microsecond=0).isoformat()
+    assert main(["run-once", "--config", path, "--now", "2026-09-11"]) == 0  # the last window holds the newest row
+    assert "newest source row" not in capsys.readouterr().err
+    assert main(["run-once", "--config", path, "--now", "2026-09-14", "--json"]) == 0
+    warned = [x for x in capsys.readouterr().err.splitlines() if "newest source row" in x]
+    assert len(warned) == 2 and "model m:" in warned[0] and "model other:" in warned[1]
+    assert newest in warned[0] and "[2026-09-13, 2026-09-14)" in warned[0], warned
+    assert main(["backfill", "--config", path, "--from", "2026-09-05", "--to", "2026-09-20", "--only", "m"]) == 0
+    warned = [x for x in capsys.readouterr().err.splitlines() if "newest source row" in x]
+    assert len(warned) == 1 and "model m:" in warned[0] and "[2026-09-19, 2026-09-20)" in warned[0], warned

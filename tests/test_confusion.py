@@ -84,6 +84,7 @@ def test_multiclass_confusion_and_class_quality_in_json_and_metrics_equal_sklear
     assert {k: v["recall"] for k, v in row["class_quality"].items()} == pytest.approx(dict(zip(names, recall)), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_the_models_page_draws_a_binary_models_confusion_matrix(tmp_path, monkeypatch, capsys):
 
 

@@ -20,6 +20,8 @@ from monitor import db, modeljobs
 from monitor.db import make_engine
 from monitor.store import Store
 
+pytestmark = pytest.mark.slow  # model windows computed over generated worlds
+
 W = day(REF_DAYS + 1)
 NOW = utc(REF_DAYS + 5)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_config
-from monitor.demo import example_config
+from monitor.demo import compare, example_config
 from monitor.store import Store
 
 pytestmark = pytest.mark.slow
@@ -39,9 +39,17 @@ def test_demo_makes_the_world_the_config_and_the_manifest(demo):
 
 def test_every_planted_episode_is_found(demo):
     folder, proc = demo
-    lines = [x for x in proc.stdout.splitlines() if x.strip().startswith("[")]
-    assert len(lines) >= 6
+    lines = [x.strip() for x in proc.stdout.splitlines() if x.strip().startswith("[")]
+    manifest = json.loads((folder / "episodes.json").read_text())
+    # one line per planted episode, in the manifest's order: none dropped, none found wrong
+    assert [x.split("] ", 1)[1].split(" (", 1)[0] for x in lines] == [e["name"] for e in manifest["episodes"]], "\n".join(lines)
     assert not [x for x in lines if "[MISS]" in x], "\n".join(lines)
+
+
+def test_an_episode_of_a_kind_without_a_finder_is_an_error():
+    manifest = {"episodes": [{"name": "x", "kind": "meteor", "subject": "s", "start": "2026-09-01", "end": "2026-09-02"}]}
+    with pytest.raises(ValueError, match="meteor"):
+        compare(manifest, None, None)
 
 
 def test_the_outage_and_the_broken_label_feed_are_caught(demo):

@@ -263,14 +263,24 @@ def test_goal_sql_counts_defaults_in_an_aged_world(db_url):
     rng = np.random.default_rng(0)
     extra = sorted(set(rng.choice(large, size=len(large) // 3, replace=False).tolist()) - set(defaults.loan_id))
     assert len(extra) > 5
+    windows = _daily(14) + _weekly(14)
+    unplanted = sum(Frames(db_url).large_default(a, b)[1] for a, b in windows)
+    before = dw.table_digest(db_url)
     engine = sa.create_engine(db_url)
     try:
         with engine.begin() as conn:
             conn.execute(dw.SCHEMA.tables["loan_defaults"].insert(),
                          [{"loan_id": int(i), "defaulted_at": datetime(2027, 6, 1), "days_past_due": 90,
                            "outstanding_rub": 100_000} for i in extra])
-        _check_goal(engine, Frames(db_url), _daily(14) + _weekly(14))
-        assert dw.table_digest(db_url) == dw.table_digest(db_url)
+        frames = Frames(db_url)
+        issued = loans.set_index("loan_id").loc[extra, "issued_at"]
+        inside = sum(int(((issued >= a) & (issued < b)).sum()) for a, b in windows)
+        assert inside > 0  # the planted defaults reach the windows' numerators, each in its own windows
+        assert sum(frames.large_default(a, b)[1] for a, b in windows) == unplanted + inside
+        planted = dw.table_digest(db_url)
+        assert planted != before, "the digest sees the planted rows"
+        _check_goal(engine, frames, windows)
+        assert dw.table_digest(db_url) == planted  # the goals' SQL only reads the world
     finally:
         engine.dispose()
 

@@ -61,6 +61,7 @@ def test_the_dockerfile_copies_only_what_exists():
                 assert (ROOT / src).exists(), src
 
 
+@pytest.mark.stack
 def test_prometheus_config_of_the_deployment_passes_promtool(tmp_path):
     promtool = shutil.which("promtool")
     assert promtool, "promtool is part of the Debian prometheus package (make test installs it)"

@@ -149,6 +149,7 @@ def test_wasserstein_levels_accuracy_on_a_corpus():
     assert flips <= 2
 
 
+@pytest.mark.slow
 def test_wasserstein_matches_evidently():
     ref, cur = RNG.normal(0, 1, 3000), RNG.normal(0.25, 1.1, 2000)
     name, score, drifted = evidently_test(ref, cur, D.NUMERIC)
@@ -194,6 +195,7 @@ def test_ks_exact_on_discrete_values():
     assert p == pytest.approx(exact.pvalue, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_ks_decision_matches_evidently_on_small_references():
     for shift, expect in [(0.0, False), (0.6, True)]:
         ref, cur = RNG.normal(0, 1, 800), RNG.normal(shift, 1, 600)
@@ -220,6 +222,7 @@ CATEGORY_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CATEGORY_CASES))
 @pytest.mark.parametrize("n_ref", [600, 3000])
 def test_categorical_methods_equal_evidently(case, n_ref):
@@ -233,6 +236,7 @@ def test_categorical_methods_equal_evidently(case, n_ref):
     assert D.REGISTRY[name].detected(fn(r, c), D.REGISTRY[name].default_threshold) == drifted
 
 
+@pytest.mark.slow
 def test_psi_and_js_equal_evidently_and_scipy_on_categories():
     from evidently.legacy.calculations.stattests import (
         jensenshannon_stat_test,
@@ -260,6 +264,7 @@ def test_unseen_categories_pooled_keep_jensenshannon_exact():
     assert D.chisquare(pooled_r, pooled_c) == 0.0  # an unseen category: infinite statistic
 
 
+@pytest.mark.slow
 def test_z_test_equals_evidently():
     from evidently.legacy.calculations.stattests import z_stat_test
     from evidently.legacy.core import ColumnType
@@ -274,6 +279,7 @@ def test_z_test_equals_evidently():
 # --------------------------------------------------------------------------- auto and the registry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_ref", [50, 1000, 1001, 50000])
 @pytest.mark.parametrize("n_values", [1, 2, 3, 5, 6, 40])
 @pytest.mark.parametrize("kind", [D.NUMERIC, D.CATEGORICAL])

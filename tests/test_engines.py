@@ -213,6 +213,7 @@ def _check_sample(eng, df: pd.DataFrame, tmp_path, monkeypatch) -> None:
     assert first[("online", "predictions", "")]["value"] == len(cur)
 
 
+@pytest.mark.slow
 def test_duckdb_sample_is_numpy_on_exactly_its_rows(lake, tmp_path, monkeypatch):
     root, df, _ = lake
     _check_sample(make_engine("duckdb:///:memory:", None, _parquet(root)), df, tmp_path, monkeypatch)
@@ -250,9 +251,21 @@ def test_parquet_tables_need_duckdb_or_spark_and_resolve_against_the_config(tmp_
     with pytest.raises(ConfigError, match="parquet: .* need a DuckDB"):
         parse_config({"database_url": "sqlite:///a.db", "parquet": {"preds": "logs/*.parquet"}}, tmp_path / "m.yaml")
     cfg = parse_config({"database_url": "duckdb:///lake.duckdb", "results_url": "sqlite:///r.db",
-                        "parquet": {"preds": "logs/*.parquet", "far": "s3://bucket/x"}}, tmp_path / "m.yaml")
-    assert cfg.parquet == {"preds": str(tmp_path / "logs/*.parquet"), "far": "s3://bucket/x"}
+                        "parquet": {"preds": "logs/*.parquet", "far": "s3://bucket/x", "dbfs": "dbfs:/mnt/logs"}},
+                       tmp_path / "m.yaml")
+    assert cfg.parquet == {"preds": str(tmp_path / "logs/*.parquet"), "far": "s3://bucket/x", "dbfs": "dbfs:/mnt/logs"}
     assert cfg.database_url == f"duckdb:///{tmp_path / 'lake.duckdb'}"
+
+
+def test_a_table_may_be_named_with_its_catalog_and_schema(tmp_path):
+    """Spark catalogs and Databricks' Unity Catalog name tables `catalog.schema.table`."""
+    m = _model()
+    m["source"] = {**m["source"], "table": "main.ml.preds"}
+    cfg = parse_config({"database_url": "sc://h:443", "results_url": "sqlite:///r.db", "models": [m]}, tmp_path / "m.yaml")
+    assert engines.for_url(cfg.database_url).quote_table(None, cfg.models[0].source.table) == "`main`.`ml`.`preds`"
+    m["source"] = {**m["source"], "table": "a.b.c.d"}
+    with pytest.raises(ConfigError, match="catalog.schema.table"):
+        parse_config({"database_url": "sc://h:443", "results_url": "sqlite:///r.db", "models": [m]}, tmp_path / "m.yaml")
 
 
 def test_an_unreachable_spark_is_a_database_error_in_one_line(tmp_path):
@@ -271,6 +284,7 @@ def test_every_engine_module_is_found_by_its_url_and_dialect():
     assert engines.for_url("sc://h:1").quote(None, "a`b") == "`a``b`"
 
 
+@pytest.mark.slow
 def test_source_sql_outside_the_engine_modules_is_portable():
     """Spellings one engine lacks live in monitor/engines/ only (Spark has no DOUBLE PRECISION,
     hashtext is PostgreSQL's): SQL sent to a source elsewhere runs on every engine."""
@@ -313,7 +327,7 @@ def test_a_duckdb_statement_is_cut_after_the_statement_timeout_and_the_next_one_
         assert c.execute(sa.text("SELECT COUNT(*) FROM range(1000)")).scalar() == 1000
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "duckdb", "postgresql"])
+@pytest.mark.parametrize("engine", ["sqlite", "duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_a_column_of_text_where_a_number_is_configured_fails_the_schema_check_on_every_engine(engine, tmp_path, request):
     """The type check goes through the engine: a score or feature stored as text is a failing
     `schema` check naming the column and its type; numeric, boolean and untyped columns pass."""

@@ -26,6 +26,8 @@ from monitor.db import make_engine
 from monitor.store import Store
 from monitor.windows import Window
 
+pytestmark = pytest.mark.slow  # whole worlds of scores and labels, estimated window by window
+
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 DAY = timedelta(days=1)
 

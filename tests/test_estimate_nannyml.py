@@ -26,6 +26,8 @@ from monitor import modeljobs
 from monitor.db import make_engine
 from monitor.store import Store
 
+pytestmark = pytest.mark.slow  # NannyML in a venv of its own, in a subprocess
+
 PINS = ["nannyml==0.13.1", "pandas>=2,<3", "statsmodels"]
 CACHE = Path(os.environ.get("MONITOR_TEST_CACHE", Path.home() / ".cache" / "monitor-tests"))
 METRICS = ["roc_auc", "precision", "recall", "f1", "accuracy"]

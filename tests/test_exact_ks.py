@@ -56,6 +56,7 @@ def _decisions(url: str, tmp_path, name: str) -> list[dict]:
     return out
 
 
+@pytest.mark.slow
 def test_ks_decisions_agree_with_scipy_and_open_ones_are_exact(db_url, tmp_path, monkeypatch):
     df = _world(db_url)
     at = pd.to_datetime(df["at"])

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from monitor.store import Store, goal_results
 from monitor.windows import floor
 from pg import Cluster, free_port
-from test_serve import get, start_serve, wait_for
+from test_serve import NOW, get, mid_cycle, start_serve, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -26,9 +26,10 @@ UTC = timezone.utc
 
 
 def world(tmp_path, url: str, hours: int = 6, sleep: float = 0.0, recompute: int = 2, results_url: str = "",
-          lease_ttl: str = "3s") -> tuple[Path, datetime]:
-    """A row per minute, one goal on hourly windows from `hours` ago; each window's SQL sleeps `sleep` s."""
-    now = datetime.now(UTC)
+          lease_ttl: str = "3s", now: datetime = NOW) -> tuple[Path, datetime]:
+    """A row per minute, one goal on hourly windows from `hours` before `now`'s hour (the processes'
+    pinned clock, half past an hour: window counts do not depend on the wall clock); each window's
+    SQL sleeps `sleep` s."""
     start = floor(now, timedelta(hours=1)) - timedelta(hours=hours)
     engine = sa.create_engine(url)
     with engine.begin() as c:
@@ -84,7 +85,7 @@ def stored_windows(store: Store) -> list[datetime]:
 
 
 def run_once(cfg: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([MONITOR, "run-once", "--config", str(cfg), *extra],
+    return subprocess.Popen([MONITOR, "run-once", "--config", str(cfg), "--now", NOW.isoformat(), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -104,7 +105,7 @@ def test_concurrent_run_once_on_an_empty_store_never_collide_and_compute_each_wi
     assert len(ok) == 6, "each window computed once across the four processes"
     assert not [r for r in runs if r["status"] == "failed"]
     # a later run alone recomputes its tail as usual
-    assert subprocess.run([MONITOR, "run-once", "--config", str(cfg)], capture_output=True).returncode == 0
+    assert subprocess.run([MONITOR, "run-once", "--config", str(cfg), "--now", NOW.isoformat()], capture_output=True).returncode == 0
     assert len([r for r in audit(store) if r["status"] == "ok"]) == 8
 
 
@@ -113,13 +114,16 @@ def test_a_run_once_killed_mid_window_is_closed_as_failed_and_the_next_one_finis
     store = Store(pg_url)
     store.migrate()
     first = run_once(cfg)
-    wait_for(lambda: len(stored_windows(store)) >= 2 and any(r["status"] == "running" for r in store.job_runs("goal:ticks")),
-             timeout=60, every=0.05)
+    wait_for(lambda: len(stored_windows(store)) >= 2, timeout=60, every=0.05)
+    frozen = mid_cycle(store, first)  # stopped holding the lease, one window's run open
     first.send_signal(signal.SIGKILL)
     first.wait()
-    assert [r for r in store.job_runs("goal:ticks") if r["status"] == "running"], "a run was in flight"
+    assert frozen["window"] not in stored_windows(store), "the window in flight was not stored"
+    assert [r["id"] for r in store.job_runs("goal:ticks") if r["status"] == "running"] == [frozen["run"]["id"]]
+    assert store.lease_holder("goal:ticks") == frozen["holder"], "the dead process's lease outlives it"
     t0 = time.monotonic()
-    second = subprocess.run([MONITOR, "run-once", "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    second = subprocess.run([MONITOR, "run-once", "--config", str(cfg), "--now", NOW.isoformat()], capture_output=True, text=True,
+                            timeout=120)
     assert second.returncode == 0, second.stderr
     assert time.monotonic() - t0 >= 1.0, "it waited for the dead process's lease to expire"
     assert "waiting" in second.stderr
@@ -306,7 +310,7 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_2(tmp_path):
 
 
 def test_no_window_after_now_is_stored_by_backfill_or_run_once(tmp_path):
-    cfg, start = world(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", hours=3)
+    cfg, start = world(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", hours=3, now=datetime.now(UTC))
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     out = subprocess.run([MONITOR, "backfill", "--config", str(cfg), "--from", start.isoformat(), "--to", future],
@@ -347,7 +351,7 @@ def test_windows_of_a_clock_that_was_ahead_are_deleted_or_computed_again(tmp_pat
     from monitor.jobs import run_cycle
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    cfg_path, start = world(tmp_path, url, hours=4, recompute=0)
+    cfg_path, start = world(tmp_path, url, hours=4, recompute=0, now=datetime.now(UTC))
     cfg = load_config(cfg_path)
     last = start + timedelta(hours=3)
     engine = sa.create_engine(url)

@@ -17,6 +17,7 @@ column_sets = st.lists(st.sampled_from(["value", "numerator", "denominator", "se
                        unique=True, max_size=5)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(column_sets, st.integers(0, 4), st.data())
 def test_any_result_shape_is_stored_right_or_rejected_with_goal_and_file(columns, nrows, data):

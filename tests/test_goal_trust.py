@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from monitor.cli import main
@@ -59,6 +60,7 @@ MINUTES = (MEAN_SQL, "unit: minutes, direction: at_least, target: 50")
 RATE = (RATE_SQL, "direction: at_most, target: 0.5")
 
 
+@pytest.mark.slow
 def test_a_window_without_rows_is_no_data_never_insufficient_and_never_on_track(tmp_path, db_url, capsys):
     make_events(db_url)
     path = _cfg(tmp_path, db_url, {"minutes": MINUTES, "rate": RATE})

@@ -3,8 +3,10 @@ dashboards, the exporter's exposition of a fixed store) are byte-identical to te
 from __future__ import annotations
 
 import difflib
+import subprocess
 
 import pytest
+from stack import binary
 
 import golden
 
@@ -39,3 +41,13 @@ def test_golden_cases_cover_every_kind_of_goal_and_model():
 def test_exposition_of_the_fixed_store_is_deterministic():
     cfg = golden.load("segments")
     assert golden.exposition(cfg) == golden.exposition(cfg)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_golden_rules_pass_promtool_and_their_generated_cases(case):
+    folder = golden.out_dir(case) / "alerts"
+    promtool = binary("promtool")
+    for args in (["check", "rules", str(folder / "monitor.rules.yml")],
+                 ["test", "rules", str(folder / "tests" / "monitor.rules.test.yml")]):
+        run = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -10,6 +10,8 @@ from monitor import demo_world
 from monitor.cli import main
 from monitor.config import ConfigError, load_config, parse_config
 
+pytestmark = pytest.mark.slow  # the demo world's tables, generated
+
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):

@@ -4,6 +4,7 @@ MSE and MAPE of regression models."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,3 +82,47 @@ def test_business_value_is_exported_and_only_binary_models_take_a_cost_matrix(tm
     assert f'{n.MODEL_QUALITY}{{metric="business_value",model="m"}}' in exposition(cfg, store).decode()
     with pytest.raises(ConfigError, match=r"business_value: only a binary_classification model"):
         parse_config({"models": [{**spec, "task": "regression", "source": {**spec["source"], "prediction": None}}]})
+
+
+def test_business_value_as_a_goal_equals_the_models_metric_and_numpy(db_url, tmp_path):
+    """examples/goals/spam_business_value.sql over the demo world: per day, the goal's value is the
+    spam classifier's business_value with the same cost matrix, and numpy's sum on the same rows."""
+    import yaml
+
+    from monitor import demo_world
+    from monitor.config import load_config
+    from monitor.jobs import run_cycle
+
+    root = Path(__file__).resolve().parent.parent
+    days = 8
+    demo_world.generate(db_url, seed=7, days=days, scale=0.05)
+    cfg = yaml.safe_load(demo_world.demo_config(db_url))
+    spam = next(m for m in cfg["models"] if m["name"] == "spam_classifier")
+    costs = {"tp": 1.0, "fp": -5.0, "fn": -2.0, "tn": 0.0}
+    spam["business_value"] = costs
+    goal = {"name": "spam_business_value", "sql": str(root / "examples" / "goals" / "spam_business_value.sql"),
+            "unit": "points", "direction": "at_least", "target": 0, "window": "1d", "start": spam["start"],
+            "maturity": "2d"}
+    (tmp_path / "monitor.yaml").write_text(yaml.safe_dump({
+        "database_url": db_url, "results_url": f"sqlite:///{tmp_path / 'r.db'}", "models": [spam], "goals": [goal]},
+        sort_keys=False))
+    loaded = load_config(tmp_path / "monitor.yaml")
+    store = Store(loaded.store_url)
+    report = run_cycle(loaded, demo_world.DEMO_START + timedelta(days=days + 3), store=store)
+    assert report.ok, report.failed
+    model_value = {r["window_start"]: r["value"] for r in store.model_metrics("spam_classifier", kinds=("quality",))
+                   if r["name"] == "business_value" and not r["segment"]}
+    goal_value = {r["window_start"]: r["value"] for r in store.goal_series("spam_business_value", 86400)}
+    assert len(model_value) == days
+    eng = sa.create_engine(db_url)
+    j = pd.read_sql("SELECT m.predicted_at, m.is_blocked, l.is_spam FROM messages m "
+                    "JOIN spam_labels l ON l.message_id = m.message_id", eng)
+    eng.dispose()
+    day = pd.to_datetime(j["predicted_at"]).dt.floor("D")
+    for start, value in model_value.items():
+        rows = j[day == pd.Timestamp(start).tz_convert(None)]
+        y, p = rows["is_spam"].to_numpy(), rows["is_blocked"].to_numpy()
+        want = float(np.sum(costs["tp"] * ((y == 1) & (p == 1)) + costs["fp"] * ((y == 0) & (p == 1))
+                            + costs["fn"] * ((y == 1) & (p == 0)) + costs["tn"] * ((y == 0) & (p == 0))))
+        assert value == pytest.approx(want, abs=1e-9)
+        assert goal_value[start] == pytest.approx(value, abs=1e-9)

@@ -29,6 +29,8 @@ from monitor.db import make_engine
 from monitor.store import Store
 from monitor.windows import Window
 
+pytestmark = pytest.mark.slow  # model windows computed over generated worlds
+
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)
 REF_DAYS = 3

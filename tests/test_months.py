@@ -53,6 +53,7 @@ def _world(url: str) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.slow
 def test_goals_and_models_on_calendar_months(db_url, tmp_path):
     df = _world(db_url)
     (tmp_path / "rate.sql").write_text(

@@ -162,6 +162,7 @@ def test_class_quality_reaches_the_exporter_capped(db_url, tmp_path):
     assert sum(conf.values()) == judged["pred"].notna().sum()
 
 
+@pytest.mark.slow
 def test_models_page_shows_per_class_quality_and_the_confusion_matrix(tmp_path, monkeypatch):
     import yaml
     from streamlit.testing.v1 import AppTest
@@ -193,3 +194,41 @@ def test_models_page_shows_per_class_quality_and_the_confusion_matrix(tmp_path, 
     # the page shows the latest judged window (day 3)
     assert per.set_index("class")["recall"].to_dict() == {k[len("class="):]: v for k, v in stored.items() if k}
     assert len(at.get("vega_lite_chart")) >= 3  # prediction drift, quality, confusion matrix
+
+
+@pytest.mark.parametrize("classes", [["cat", "dog", "bird"], [0, 1, 2]], ids=["names", "codes"])
+def test_labels_of_no_known_class_fail_label_values_and_withhold_quality(db_url, tmp_path, classes):
+    """A label that is no class the model knows (its class_scores keys, the classes it predicts in
+    the window or the reference) is an offending row, as a binary model's label other than 0 or 1."""
+    df = make_world(db_url, classes)
+    eng = sa.create_engine(db_url)
+    labels = pd.read_sql("SELECT pid, y FROM mc_labels", eng)
+    day2 = labels["pid"].isin(rows_in(df, 2)["pid"])
+    bad = labels[day2].sample(n=37, random_state=5).index
+    unknown = "cow" if isinstance(classes[0], str) else 7
+    labels["y"] = labels["y"].astype(object)
+    labels.loc[bad, "y"] = unknown
+    if not isinstance(classes[0], str):
+        labels["y"] = labels["y"].astype(int)
+    labels.to_sql("mc_labels", eng, index=False, if_exists="replace")
+    eng.dispose()
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    m = model(classes)
+    checks = {}
+    for d in (1, 2):
+        result, _ = modeljobs.compute(make_engine(db_url), store, m, Window(utc(d), utc(d + 1)), utc(5))
+        checks[d] = {r["name"]: r for r in result.metrics if r["kind"] == n.DATA_CHECK_KIND}
+        if d == 2:
+            assert result.quality_status == "invalid"
+            assert not [r for r in result.metrics if r["kind"] in ("quality", "confusion")]
+        else:
+            assert result.quality_status == "ok"
+    assert checks[1]["label_values"]["value"] == 0 and checks[1]["label_values"]["detected"] is False
+    assert checks[2]["label_values"]["value"] == len(bad) and checks[2]["label_values"]["detected"] is True
+
+    # without class scores, the classes the model predicts (window and reference) are the known ones
+    m = model(classes, source={**model_dict(classes)["source"], "class_scores": None})
+    result, _ = modeljobs.compute(make_engine(db_url), store, m, Window(utc(2), utc(3)), utc(5))
+    got = {r["name"]: r for r in result.metrics if r["kind"] == n.DATA_CHECK_KIND}["label_values"]
+    assert got["value"] == len(bad) and got["detected"] is True

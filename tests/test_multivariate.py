@@ -82,6 +82,7 @@ def oracle(df, ref_days: range, day: int) -> tuple[float, float]:
     return err(rows_in(df, day, day + 1)), float(np.mean(chunks) + 3 * np.std(chunks))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fixed", "rolling"])
 def test_a_correlation_swap_is_seen_by_the_reconstruction_error_only(db_url, tmp_path, kind):
     df = make_world(db_url)
@@ -137,6 +138,7 @@ def test_one_numeric_feature_or_disabled_computes_no_multivariate_drift(tmp_path
         assert not [r for r in result.metrics if r["kind"] == MV.KIND]
 
 
+@pytest.mark.slow
 def test_the_models_page_charts_the_reconstruction_error(tmp_path, monkeypatch):
     import yaml
 

@@ -76,6 +76,7 @@ def test_a_breach_is_notified_once_on_every_channel_and_a_restart_sends_nothing_
         smtp.close()
 
 
+@pytest.mark.slow
 def test_fixing_the_data_sends_one_recovery(tmp_path, breached, receiver):
     cfg = _cfg(tmp_path, [{"kind": "webhook", "url": receiver.url + "/hook"}])
     _cycle(cfg, breached)
@@ -88,6 +89,7 @@ def test_fixing_the_data_sends_one_recovery(tmp_path, breached, receiver):
     assert _cycle(cfg, breached) == []
 
 
+@pytest.mark.slow
 def test_a_channel_that_is_down_is_retried_logged_and_never_fails_the_cycle(tmp_path, breached, receiver, caplog):
     cfg = _cfg(tmp_path, [{"kind": "webhook", "url": receiver.url + "/hook"},
                           {"kind": "webhook", "url": "http://127.0.0.1:9/closed"}])
@@ -174,6 +176,7 @@ def test_the_notifier_evaluates_each_rule_condition_as_promtool_does(alert):
                 assert got is None, (alert.alert, when, got)
 
 
+@pytest.mark.slow
 def test_a_goal_window_without_rows_is_notified_as_no_data_and_not_as_a_breach(tmp_path, receiver):
     w = World(tmp_path, days=11)
     t0 = w.day(10)

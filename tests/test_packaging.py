@@ -44,6 +44,6 @@ def test_the_code_passes_the_linter():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-m", "ruff", "check", "monitor", "app_streamlit", "tests", "benchmarks"],
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "monitor", "app_streamlit", "tests", "benchmarks", "tools"],
                          cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]

@@ -87,6 +87,7 @@ def test_volume_ratio_needs_three_comparable_windows(db_url, store):
     assert registry(_cfg(db_url), store).get_sample_value(n.MODEL_VOLUME_RATIO, {"model": "scorer"}) is None
 
 
+@pytest.mark.slow
 def test_hourly_volume_ratio_compares_the_same_hour_on_the_7_days_before(db_url, store):
     hour = timedelta(hours=1)
     # a daily cycle: busy at 12:00, quiet at night; the latest window is 12:00 on day 8 at half its usual rows

@@ -1,13 +1,21 @@
-"""`python -m monitor.previews`: the replay, its OpenMetrics backfill through promtool, and the PNGs."""
+"""`tools/previews.py` (run by `make previews`): the replay, its OpenMetrics backfill through promtool, and the PNGs."""
 from __future__ import annotations
 
+import importlib.util
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from monitor import conventions as n
-from monitor import previews
 from monitor.demo_world import DEMO_START
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("previews", ROOT / "tools" / "previews.py")
+previews = importlib.util.module_from_spec(_spec)
+sys.modules["previews"] = previews
+_spec.loader.exec_module(previews)
 
 pytestmark = pytest.mark.stack
 
@@ -18,6 +26,13 @@ def test_the_previews_replay_the_demo_and_draw_each_dashboard(tmp_path):
     assert sorted(p.name for p in written) == ["dashboard-goals.png", "dashboard-model-health.png", "dashboard-monitor.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 20_000
+
+
+def test_the_previews_are_a_tool_of_the_repository_not_of_the_package():
+    assert importlib.util.find_spec("monitor.previews") is None
+    assert not (ROOT / "monitor" / "previews.py").exists()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "tools/previews.py --out docs/" in makefile and "MONITOR_SCREENSHOTS" in makefile
 
 
 def test_the_backfill_is_what_prometheus_would_have_scraped(tmp_path):

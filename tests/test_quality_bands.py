@@ -25,6 +25,7 @@ from monitor.store import Store
 QUALITY = {"roc_auc": {"min": {"sd": 3}}, "accuracy": {"min": {"sd": 2}, "max": {"sd": 2}}, "recall": {"min": 0.2}}
 
 
+@pytest.mark.slow
 def test_floors_and_bands_learned_from_the_reference_days_equal_sklearn(db_url, tmp_path):
     df = make_world(db_url, per_day=900, days=REF_DAYS + 2)
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
@@ -51,6 +52,7 @@ def test_floors_and_bands_learned_from_the_reference_days_equal_sklearn(db_url, 
     assert a["detected"] is bool(not band[0] <= a["value"] <= band[1])
 
 
+@pytest.mark.stack
 def test_learned_floors_are_exported_and_alerted_on(tmp_path):
     src = f"sqlite:///{tmp_path / 'src.db'}"
     make_world(src, per_day=600, days=REF_DAYS + 1)
@@ -83,6 +85,7 @@ def test_learned_floors_are_exported_and_alerted_on(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_the_models_page_shows_learned_floors_and_the_windows_past_them(tmp_path, monkeypatch):
 
     import yaml

@@ -58,6 +58,7 @@ def test_a_read_only_source_role_and_a_separate_results_role_are_enough(tmp_path
         assert secret not in logs
 
 
+@pytest.mark.slow
 def test_values_reach_sql_only_as_bound_parameters(tmp_path):
     """A table name from the config is validated and quoted; a window bound is a parameter, never text in SQL."""
     from monitor.db import quote_table

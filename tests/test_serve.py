@@ -20,6 +20,9 @@ from pg import free_port
 
 MONITOR = str(Path(sys.executable).parent / "monitor")
 UTC = timezone.utc
+# The services' clock, pinned with --now half past an hour: a test that takes minutes never reaches
+# the next hour's window, so the window counts below are exact whatever the wall clock says.
+NOW = datetime(2026, 9, 1, 12, 30, tzinfo=UTC)
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -44,9 +47,8 @@ def wait_for(pred, timeout: float = 60, every: float = 0.3):
 
 
 def hourly_world(tmp_path, source_url: str, results_url: str = "", hours: int = 12, sql_sleep: str = "") -> tuple[Path, datetime]:
-    """A table with a row per minute, a goal on hourly windows starting `hours` ago."""
-    now = datetime.now(UTC)
-    start = floor(now, timedelta(hours=1)) - timedelta(hours=hours)
+    """A table with a row per minute, a goal on hourly windows starting `hours` before NOW's hour."""
+    start = floor(NOW, timedelta(hours=1)) - timedelta(hours=hours)
     engine = sa.create_engine(source_url)
     with engine.begin() as c:
         c.execute(sa.text("DROP TABLE IF EXISTS ticks"))
@@ -70,11 +72,27 @@ def hourly_world(tmp_path, source_url: str, results_url: str = "", hours: int = 
     return cfg, start
 
 
-def start_serve(cfg: Path, port: int, log) -> subprocess.Popen:
-    return subprocess.Popen([MONITOR, "serve", "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1"],
-                            stdout=log, stderr=subprocess.STDOUT)
+def mid_cycle(store: Store, proc: subprocess.Popen, job: str = "goal:ticks", timeout: float = 60) -> dict:
+    """Stop `proc` (SIGSTOP) at a moment it holds the job's lease with one of its windows running, and
+    return that run; the process stays stopped, for the caller to kill as it is."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        os.kill(proc.pid, signal.SIGSTOP)
+        holder = store.lease_holder(job) or ""
+        running = [r for r in store.job_runs(job) if r["status"] == "running"]
+        if f":{proc.pid}:" in holder and len(running) == 1:
+            return {"holder": holder, "window": running[0]["window_start"], "run": running[0]}
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"{job}: never caught mid-cycle within {timeout}s")
 
 
+def start_serve(cfg: Path, port: int, log, now: datetime = NOW) -> subprocess.Popen:
+    return subprocess.Popen([MONITOR, "serve", "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1",
+                             "--now", now.isoformat()], stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
 def test_serve_answers_metrics_and_healthz_and_stops_cleanly_on_sigterm(tmp_path):
     cfg, start = hourly_world(tmp_path, f"sqlite:///{tmp_path / 'src.db'}")
     port = free_port()
@@ -93,7 +111,7 @@ def test_serve_answers_metrics_and_healthz_and_stops_cleanly_on_sigterm(tmp_path
             assert proc.wait(timeout=30) == 0
     lines = [json.loads(x) for x in (tmp_path / "serve.log").read_text().splitlines() if x.startswith("{")]
     assert any(x["msg"] == "stopped" for x in lines), "structured logs, ending with a clean stop"
-    assert len(Store(f"sqlite:///{tmp_path / 'src.db'}").goal_windows("ticks", 3600)) >= 12
+    assert sorted(Store(f"sqlite:///{tmp_path / 'src.db'}").goal_windows("ticks", 3600)) == [start + timedelta(hours=i) for i in range(12)]
 
 
 @pytest.mark.postgres
@@ -105,8 +123,12 @@ def test_killing_the_leader_mid_cycle_leaves_every_window_computed_exactly_once(
         wait_for(lambda: len(store.goal_windows("ticks", 3600)) >= 3, timeout=60, every=0.1)
         b = start_serve(cfg, free_port(), lb)
         time.sleep(1.0)
-        os.kill(a.pid, signal.SIGKILL)  # mid-cycle: a window is being computed
+        # mid-cycle: frozen while it holds the lease and a window's run is open, then killed as it is
+        frozen = mid_cycle(store, a)
+        os.kill(a.pid, signal.SIGKILL)
         a.wait()
+        assert frozen["window"] not in store.goal_windows("ticks", 3600), "the window in flight was not stored"
+        assert len(store.goal_windows("ticks", 3600)) < 24, "killed before the end"
         try:
             wait_for(lambda: len(store.goal_windows("ticks", 3600)) >= 24, timeout=90)
         finally:

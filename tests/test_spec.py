@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,11 @@ def test_the_config_version_is_validated(version, ok):
             parse_config(data, FIXTURE)
 
 
+def test_the_slow_burn_window_must_be_longer_than_the_fast_one():
+    with pytest.raises(ConfigError, match=r"defaults: slow_burn_window: must be longer than fast_burn_window"):
+        parse_config(_data() | {"defaults": {"fast_burn_window": "1w", "slow_burn_window": "1d"}}, FIXTURE)
+
+
 def test_an_unknown_version_exits_2(tmp_path, capsys):
     from monitor.cli import main
 
@@ -140,6 +146,11 @@ def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
     samples = Samples([("monitor_model_volume_ratio", {"model": "scorer"}, 0.3)])
     assert a[drop].value(samples, 0.0) == 0.3 and b[drop].value(samples, 0.0) is None
     assert "0.05" in b[("ScorerLabelStarvation", (("model", "scorer"),))].expr
+    # the texts say the same thresholds
+    book = alerts.runbook(moved)
+    assert "No new window has been stored for 3 times the window size." in book
+    assert "under 25 % of the rows of comparable windows" in book and "under 5 % of its predictions" in book
+    assert "under half the rows" in alerts.runbook(base) and "twice the window size" in alerts.runbook(base)
 
 
 def test_a_condition_renders_promql_and_evaluates_the_same_tree():
@@ -163,12 +174,16 @@ def test_a_condition_renders_promql_and_evaluates_the_same_tree():
     assert both.value(Samples([("v", {"goal": "g"}, 0.3), ("s", {"goal": "g"}, 0.0)]), 0) is None
 
 
+@pytest.mark.stack
 def test_rules_from_declared_kinds_and_defaults_pass_promtool(tmp_path):
     """A config with every key of the spec declared renders rules whose promtool cases pass."""
-    data = _data() | {"version": 1, "defaults": {"stale_factor": 3, "fast_burn_budget": 0.1}}
+    data = _data() | {"version": 1, "defaults": {"stale_factor": 3, "fast_burn_budget": 0.1, "slow_burn_window": "3d"}}
     data["goals"][0] |= {"kind": "rate", "models": ["scorer"]}
     data["goals"][1] |= {"kind": "value", "models": []}
     cfg = parse_config(data, FIXTURE)
+    slow = next(a for a in alerts.all_alerts(cfg) if a.kind == "slow_burn")
+    assert 'window="3d"' in slow.expr and "over the last 3d" in slow.record()["annotations"]["summary"]
+    assert spec.burn_windows(cfg.goal("bad_session_share"), cfg.defaults) == {"1d": timedelta(days=1), "3d": timedelta(days=3)}
     for rel, text in alerts.render(cfg).items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
@@ -183,6 +198,7 @@ def test_the_demo_config_loads_with_every_goal_kind_inferred():
                                                    "minutes_per_active_user": "rate"}
 
 
+@pytest.mark.slow
 def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
     """The generators read the spec layer: rendering every file of the demo loads no exporter, notifier or scheduler."""
     examples = Path(__file__).parent.parent / "examples" / "monitor.yaml"
@@ -192,3 +208,26 @@ def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
             "print(len(files), bad); sys.exit(1 if bad or len(files) < 10 else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("kind, columns, ok", [
+    ("rate", ["value", "numerator", "denominator"], True),
+    ("rate", ["value"], False),
+    ("value", ["value", "numerator", "denominator"], False),
+    ("segmented", ["segment", "value", "numerator", "denominator"], True),
+    ("segmented", ["value", "numerator", "denominator"], False),
+])
+def test_a_goal_job_holds_a_declared_kind_to_the_columns_its_sql_returns(kind, columns, ok):
+    from monitor.config import Goal
+    from monitor.goals import GoalDataError, shape
+
+    goal = Goal(name="g", sql=Path("/cfg/g.sql"), direction="at_most", target=0.5, start="2026-09-01",
+                kind=kind, kind_declared=True)
+    row = tuple({"segment": "a", "value": 0.25, "numerator": 1.0, "denominator": 4.0}[c] for c in columns)
+    if ok:
+        assert shape(goal, columns, [row])[0] == 0.25
+    else:
+        with pytest.raises(GoalDataError, match=rf"goal g: its kind is {kind} \(declared\).*g\.sql"):
+            shape(goal, columns, [row])
+    undeclared = goal.model_copy(update={"kind": None, "kind_declared": False})
+    assert shape(undeclared, columns, [row])[0] == 0.25  # an inferred kind never fails a job that ran before

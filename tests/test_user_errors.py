@@ -68,6 +68,7 @@ def test_a_source_table_the_role_cannot_read_fails_its_jobs_with_the_reason(tmp_
     assert "Traceback" not in err and "goals[0](bad_rate)" in err and "permission denied for table events" in err
 
 
+@pytest.mark.slow
 def test_serve_logs_a_cycle_with_failed_jobs_at_warning_with_its_errors(tmp_path, db_url, caplog):
     import logging
 

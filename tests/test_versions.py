@@ -31,6 +31,7 @@ def test_a_relative_floor_without_mlflow_is_a_config_error_naming_the_model(tmp_
         parse_config(data, FIXTURE)
 
 
+@pytest.mark.stack
 def test_relative_floors_compare_quality_with_the_exported_threshold_and_pass_promtool(tmp_path):
     cfg = _relative(tmp_path)
     rules = {a.alert: a for a in alerts.all_alerts(cfg)}
@@ -47,6 +48,7 @@ def test_relative_floors_compare_quality_with_the_exported_threshold_and_pass_pr
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.stack
 def test_the_model_health_dashboard_marks_where_the_version_changes(tmp_path):
     """The annotation's query, run by promtool on a version 1 that gives way to a version 2 at 10m."""
     from pathlib import Path
@@ -99,6 +101,7 @@ def _models_page(tmp_path, monkeypatch, model_yaml: str, windows: list[list[dict
     return at
 
 
+@pytest.mark.slow
 def test_the_model_page_shows_the_registered_version_the_split_by_version_and_marks_the_change(tmp_path, monkeypatch):
     windows = []
     for d in range(6):
@@ -128,6 +131,7 @@ def test_the_model_page_shows_the_registered_version_the_split_by_version_and_ma
     assert sorted(split["version"]) == ["1", "2"] and sorted(split["roc_auc"]) == pytest.approx([0.85, 0.9])
 
 
+@pytest.mark.slow
 def test_the_estimated_quality_chart_marks_where_the_version_changes(tmp_path, monkeypatch):
     """The model page's estimated/realized chart carries the version marks the other model charts have:
     a rule at the first window of version 2, labelled v2."""

@@ -38,6 +38,9 @@ class Engine:
     double = "DOUBLE PRECISION"
     #: whether a second connection can see exactly the first one's rows (`export_snapshot`)
     snapshots = False
+    #: whether the multivariate sums of products go in the window's numeric pass (one scan fewer):
+    #: for engines that compute a subquery's column once per row, where others inline it in each use
+    fused_moments = False
 
     # ------------------------------------------------------------------ connections
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from .. import drift as D
 from .. import engines
 from ..config import Model
-from ..db import non_finite, quote, quote_table
+from ..db import finite, non_finite, quote, quote_table
 from ..windows import Window
 from .source import _bounds, _jsonable, _num, _where
 
@@ -37,12 +37,14 @@ class _Pass:
     """The numeric pass: builds its aggregates and decodes its rows into summaries.
 
     `moments`: also ``SUM((x - center)^2)``, needed of references (their standard deviation) and so
-    of every window when the reference is rolling.
+    of every window when the reference is rolling. `mv`: the centres of the numeric features'
+    multivariate moments (`multivariate.moments`), taken in this pass on engines that fuse them.
     """
 
     def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False,
-                 clean: bool = False):
+                 clean: bool = False, mv: list[float] | None = None):
         self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
+        self.mv = mv
         self.clean = clean  # NaN and +-infinity read as NULL (`_num`)
         self.ids = ids  # also MIN(id) and MAX(id): the range of the labels' ids to read (`_integer_ids`)
         self.params: dict = {}
@@ -110,6 +112,9 @@ class _Pass:
             cols.append(f"{quote(conn, s.id)} AS i")
             self.aggs += ["MIN(i)", "MAX(i)"]
             self.slots += [("ids", "lo"), ("ids", "hi")]
+        over = ""
+        if self.mv is not None:
+            over = self._moments(cols)
         group = ""
         g = _segment_expr(conn, self.spec, self.segment, self.params)
         if g is not None:
@@ -120,12 +125,34 @@ class _Pass:
                 self.abs_aggs.insert(0, "g")
         # one row in `sample` of SAMPLE_BUCKETS, picked by a hash of the id: the same rows every time
         sampled = f" AND {self.bucket} < :sample"
-        frm = f"FROM (SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {_where(conn, m)}{{}}) q{group}"
+        rows = f"(SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {_where(conn, m)}{{}}) q"
+        frm = f"FROM {rows}{group}"
         sql = f"SELECT {', '.join(self.aggs)} {frm.format('')}"
+        if over:  # the moments' differences computed once per row, in a projection of their own
+            sql = f"SELECT {', '.join(self.aggs)} FROM (SELECT q.*, {over} FROM {rows.format('')}) q{group}"
         # the distances' query, over every row (False) or over a sample (True)
         self.abs_sql = {x: f"SELECT {', '.join(self.abs_aggs)} {frm.format(sampled if x else '')}"
                         for x in (False, True)} if self.abs_aggs else None
         return sql, {**self.params, **_bounds(conn, m, window)}
+
+    def _moments(self, cols: list[str]) -> str:
+        """`multivariate.moments` in this pass: over the rows where every numeric feature is finite,
+        d_i = x_i - c_i, exactly as that query takes them. `mvz` is 0 on those rows and NULL on the
+        others (x * 0 is NaN for NaN and infinities, which `finite` reads as NULL), so that
+        ``d_i + mvz`` is d_i itself or NULL: COUNT(mvz), SUM(d_i), SUM(d_i d_j) need no filter."""
+        conn, numeric = self.conn, self.model.source.features.numeric
+        double = engines.of(conn).double
+        zero = " + ".join(f"CAST({quote(conn, c)} AS {double}) * 0" for c in numeric)
+        cols.append(f"{finite(conn, f'({zero})')} AS mvz")
+        d = len(numeric)
+        over = ", ".join(f"(n{i} - {self._p(float(c))}) + mvz AS m{i}" for i, c in enumerate(self.mv))
+        self.aggs.append("COUNT(mvz)")
+        self.slots.append(("mv", "n"))
+        self.aggs += [f"SUM(m{i})" for i in range(d)]
+        self.slots += [("mv", "s", i) for i in range(d)]
+        self.aggs += [f"SUM(m{i} * m{j})" for i in range(d) for j in range(i, d)]
+        self.slots += [("mv", "p", k) for k in range(d * (d + 1) // 2)]
+        return over
 
     def blank(self) -> dict:
         def num(ns):
@@ -146,6 +173,9 @@ class _Pass:
             out["online"] = {"pos": 0, "pos_n": 0}
         if self.ids:
             out["ids"] = {"lo": None, "hi": None}
+        if self.mv is not None:
+            d = len(self.mv)
+            out["mv"] = {"n": 0, "s": [0.0] * d, "p": [0.0] * (d * (d + 1) // 2)}
         return out
 
     def decode(self, row, out: dict | None = None, slots: list[tuple] | None = None) -> dict:
@@ -184,81 +214,67 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
     if not cats:
         return
     segments = spec["segments"].get(segment, []) if segment else []
-    lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
-    joint = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
-             and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
-    if joint and _count_jointly(conn, model, window, segment, segments, lookups, parts):
-        return
-    for col in cats:
-        _count_column(conn, model, spec, window, segment, col, lookups[col], parts, unseen_from.get(col))
-
-
-def _count_jointly(conn, model: Model, window: Window, segment: str | None, segments: list, lookups: dict,
-                   parts: dict[int, dict]) -> bool:
-    """Every categorical column (and the segment) in one plain GROUP BY; False, counting nothing,
-    when the window holds more than JOINT_MAX combinations."""
-    cats = list(lookups)
-    keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
-    rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {quote_table(conn, model.source.table)} "
-                                f"WHERE {_where(conn, model)} GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"),
-                        _bounds(conn, model, window)).all()
-    if len(rows) > JOINT_MAX:
-        return False
     seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
-    for r in rows:
-        part = parts[seg_index.get(_jsonable(r[-2]), -1)] if segment else parts[-1]
-        for i, col in enumerate(cats):
-            if r[i] is None:
-                continue
-            c, count = part["cat"][col], int(r[-1])
-            c["n"] += count
-            j = lookups[col].get(_jsonable(r[i]))
-            if j is not None:
-                c["counts"][j] += count
-    return True
+    lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
+    raw_ok = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
+              and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
 
-
-def _count_column(conn, model: Model, spec: dict, window: Window, segment: str | None, col: str, lookup: dict,
-                  parts: dict[int, dict], unseen_from: Window | None) -> None:
-    """One column mapped to its reference categories in SQL and counted on its own; with
-    `unseen_from` (its reference range), the other values told apart into the reference's tail and
-    the values it never saw."""
-    t, where = quote_table(conn, model.source.table), _where(conn, model)
-    params = _bounds(conn, model, window)
-    x = quote(conn, col)
-    marks = []
-    for j, v in enumerate(spec["cat"][col]["categories"]):
-        params[f"c{j}"] = v
-        marks.append(f":c{j}")
-    mapped = f"CASE WHEN {x} IN ({', '.join(marks)}) THEN {x} END" if marks else "NULL"
-    cols = [f"{mapped} AS m", f"CASE WHEN {x} IS NULL THEN 1 ELSE 0 END AS z"]
-    keys = ["m", "z"]
-    g = _segment_expr(conn, spec, segment, params)
-    if g is not None:
-        cols.append(f"{g} AS g")
-        keys.append("g")
-    join = ""
-    if unseen_from is not None:  # values outside the categories that the reference never holds
-        cols.append(f"{x} AS v")
-        params.update(_bounds(conn, model, unseen_from, p="r"))
-        ref_where = _where(conn, model, "r.", p="r")
-        for part in parts.values():
-            part["cat"][col].setdefault("unseen", 0)
-        join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
-                "ON r.v = q.v AND q.m IS NULL")
-        keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
-    sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
-           f"GROUP BY {', '.join(keys)}")
-    for r in conn.execute(sa.text(sql), params):
-        part = parts[int(r[2])] if segment else parts[-1]
-        if r[1]:  # NULL
-            continue
+    def add(part: dict, col: str, value, count: int) -> None:
+        if value is None:
+            return
         c = part["cat"][col]
-        c["n"] += int(r[-1])
-        if r[0] is not None:
-            c["counts"][lookup[_jsonable(r[0])]] += int(r[-1])
-        elif unseen_from is not None and r[-2]:
-            c["unseen"] = c.get("unseen", 0) + int(r[-1])
+        c["n"] += count
+        j = lookups[col].get(_jsonable(value))
+        if j is not None:
+            c["counts"][j] += count
+
+    t, where = quote_table(conn, model.source.table), _where(conn, model)
+    if raw_ok:
+        keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
+        rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {t} WHERE {where} "
+                                    f"GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"), _bounds(conn, model, window)).all()
+        if len(rows) <= JOINT_MAX:
+            for r in rows:
+                part = parts[seg_index.get(_jsonable(r[-2]), -1)] if segment else parts[-1]
+                for i, col in enumerate(cats):
+                    add(part, col, r[i], int(r[-1]))
+            return
+    for col in cats:
+        params = _bounds(conn, model, window)
+        x = quote(conn, col)
+        marks = []
+        for j, v in enumerate(spec["cat"][col]["categories"]):
+            params[f"c{j}"] = v
+            marks.append(f":c{j}")
+        mapped = f"CASE WHEN {x} IN ({', '.join(marks)}) THEN {x} END" if marks else "NULL"
+        cols = [f"{mapped} AS m", f"CASE WHEN {x} IS NULL THEN 1 ELSE 0 END AS z"]
+        keys = ["m", "z"]
+        g = _segment_expr(conn, spec, segment, params)
+        if g is not None:
+            cols.append(f"{g} AS g")
+            keys.append("g")
+        join = ""
+        if col in unseen_from:  # values outside the categories that the reference never holds
+            cols.append(f"{x} AS v")
+            params.update(_bounds(conn, model, unseen_from[col], p="r"))
+            ref_where = _where(conn, model, "r.", p="r")
+            for part in parts.values():
+                part["cat"][col].setdefault("unseen", 0)
+            join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
+                    "ON r.v = q.v AND q.m IS NULL")
+            keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
+        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
+               f"GROUP BY {', '.join(keys)}")
+        for r in conn.execute(sa.text(sql), params):
+            part = parts[int(r[2])] if segment else parts[-1]
+            if r[1]:  # NULL
+                continue
+            c = part["cat"][col]
+            c["n"] += int(r[-1])
+            if r[0] is not None:
+                c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
+            elif col in unseen_from and r[-2]:
+                c["unseen"] = c.get("unseen", 0) + int(r[-1])
 
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
@@ -291,7 +307,7 @@ def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: boo
 
 
 def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
-         on_pass=None, unseen_from: dict[str, Window] | None = None) -> dict:
+         on_pass=None, unseen_from: dict[str, Window] | None = None, mv: list[float] | None = None) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
@@ -299,12 +315,32 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
     see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
-    `unseen_from`: see `_count_categories`.
+    `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, on
+    engines that take them in the pass (`Engine.fused_moments`), as "moments" of the result.
     """
+    mv = mv if mv is not None and engines.of(conn).fused_moments else None
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
     for i, seg in enumerate(segs or [None]):
-        p, params, parts = _numeric_pass(conn, model, spec, window, seg, moments, ids=on_pass is not None and i == 0)
+        for clean in (False, True):  # plain first; again reading NaN and infinities as NULL if it met any
+            p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean,
+                      mv=mv if i == 0 else None)
+            sql, params = p.sql(window)
+            rows = conn.execute(sa.text(sql), params).all()
+            if seg is None:
+                parts = {-1: p.decode(rows[0])}
+            else:
+                parts = {int(r[0]): p.decode(r[1:]) for r in rows}
+                values = spec["segments"][seg]
+                for g in [*range(len(values)), -1]:
+                    parts.setdefault(g, p.blank())
+            if not any(part["checks"]["non_finite"] for part in parts.values()):
+                break
+        if p.mv is not None:  # the caller's too
+            got = None
+            for part in parts.values():
+                got = D.add_summaries(got, part.pop("mv"))
+            result["moments"] = {"n": int(got["n"]), "s": [float(v) for v in got["s"]], "p": [float(v) for v in got["p"]]}
         if p.ids:  # the id range is the caller's, never part of a stored summary
             ranges = [part.pop("ids") for part in parts.values()]
             los = [r["lo"] for r in ranges if r["lo"] is not None]
@@ -325,23 +361,3 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
                 total = D.add_summaries(total, part)
             result["all"] = total
     return result
-
-
-def _numeric_pass(conn, model: Model, spec: dict, window: Window, seg: str | None, moments: bool, ids: bool
-                  ) -> tuple[_Pass, dict, dict[int, dict]]:
-    """The numeric pass, by segment of `seg` (-1: other; the whole without one): (pass, its
-    parameters, {segment index: summary}). Read plainly first, and again reading NaN and
-    infinities as NULL if it met any (`_num`)."""
-    for clean in (False, True):
-        p = _Pass(conn, model, spec, seg, moments, ids=ids, clean=clean)
-        sql, params = p.sql(window)
-        rows = conn.execute(sa.text(sql), params).all()
-        if seg is None:
-            parts = {-1: p.decode(rows[0])}
-        else:
-            parts = {int(r[0]): p.decode(r[1:]) for r in rows}
-            for g in [*range(len(spec["segments"][seg])), -1]:
-                parts.setdefault(g, p.blank())
-        if not any(part["checks"]["non_finite"] for part in parts.values()):
-            break
-    return p, params, parts

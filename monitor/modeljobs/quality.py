@@ -102,7 +102,7 @@ def _ensure_ln(conn) -> None:
 
 
 def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None,
-                   clean: bool | None = None, version=None) -> dict:
+                   clean: bool | None = None, version=None, distinct: bool = False) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry three window functions over the
@@ -118,23 +118,18 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
 
     `p95` (PostgreSQL): also the labelled scores' 95th percentile, numpy's linear one
     (``percentile_cont``, taken as the 5th from the top over rows that arrive sorted that way):
-    the window's score_p95 when every scored row of the window is labelled once.
+    the window's score_p95 when every scored row of the window is labelled once. `distinct`: also
+    the number of distinct label ids among the rows (`_distinct`): when it is the number of rows,
+    no id is labelled twice and the separate count of `_label_ids` is not needed.
     Memory is the database's; Python gets one row. NaN and infinite scores are NULL (`clean`
     None: read plainly first, and again clean if there were any).
     """
     if clean is None:
-        out = quality_binary(conn, model, window, p95, ids, clean=False, version=version)
-        return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True, version=version)
-    _ensure_ln(conn)
-    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS,
-              **({"version": version} if version is not None else {})}
-    row = conn.execute(sa.text(_binary_sql(conn, model, p95, ids, clean, version is not None)), params).one()
-    return _binary_metrics(model, row, p95)
-
-
-def _binary_sql(conn, model: Model, p95: bool, ids: tuple | None, clean: bool, version: bool) -> str:
-    """The one query of `quality_binary`: sums over the labelled rows sorted once by score."""
+        out = quality_binary(conn, model, window, p95, ids, clean=False, version=version, distinct=distinct)
+        return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True,
+                                                                 version=version, distinct=distinct)
     s, lab = model.source, model.labels
+    _ensure_ln(conn)
     raw = f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})"
     sc = _num(conn, f"s.{quote(conn, s.score)}", clean)
     # a row whose score is NULL or not finite is not scored: no metric counts it
@@ -144,24 +139,25 @@ def _binary_sql(conn, model: Model, p95: bool, ids: tuple | None, clean: bool, v
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
     j = _joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
-                             f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf", ids, version)
+                             f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf"
+                             + (f", l.{quote(conn, lab.id)} AS lid" if distinct else ""), ids, version is not None)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last, so that they never rank above a score
     order = engines.of(conn).desc_nulls_last("sc")
+    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS,
+              **({"version": version} if version is not None else {})}
     extra = f", {engines.of(conn).percentile_cont_desc('sc', 0.05)}" if p95 else ""
+    extra += ", COUNT(DISTINCT lid)" if distinct else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
-    return f"""
+    sql = f"""
     SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(rk + cnt) {pos},
            SUM(CAST(ctp AS {engines.of(conn).double}) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
            SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y), SUM(nf){extra}
-    FROM (SELECT sc, y, pr, nf, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
+    FROM (SELECT sc, y, pr, nf{', lid' if distinct else ''}, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
-
-
-def _binary_metrics(model: Model, row, p95: bool) -> dict:
-    """The metrics from the row of `_binary_sql`."""
+    row = conn.execute(sa.text(sql), params).one()
     labelled, P, n, ranks = (0 if v is None else int(v) for v in row[:4])
     ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[4:11])
     N = n - P
@@ -182,6 +178,8 @@ def _binary_metrics(model: Model, row, p95: bool) -> dict:
         out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))  # accuracy, specificity, ...
     if p95:
         out["_p95"] = (n, None if row[13] is None else float(row[13]))
+    if distinct:
+        out["_distinct"] = int(row[-1] or 0)
     return out
 
 

@@ -8,7 +8,7 @@ builds is kept in `Summaries` and comes back in `ModelWindow.references`, saved 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .. import bands as B
@@ -65,12 +65,14 @@ class _Quality:
     def query(self, conn) -> dict:
         m, w, binary = self.model, self.window, self.model.task == "binary_classification"
         if binary:
-            q = quality_binary(conn, m, w, self.unique, self.ids)
+            q = quality_binary(conn, m, w, self.unique, self.ids, distinct=not self.unique)
         elif MC.is_multiclass(m):
             q = quality_multiclass(conn, m, w, self.ids)
         else:
             q = quality_regression(conn, m, w, self.ids)
-        q["_ids"] = (q["labelled"], 0) if self.unique else _label_ids(conn, m, w, self.ids)
+        # each labelled row its own label id: no id labelled twice, and as many ids as rows
+        once = self.unique or q.pop("_distinct", None) == q["labelled"]
+        q["_ids"] = (q["labelled"], 0) if once else _label_ids(conn, m, w, self.ids)
         return q
 
     def result(self, conn) -> dict:
@@ -90,6 +92,7 @@ class _Read:
     learned: dict
     classes: D.ColumnDrift | None = None
     multivariate: dict | None = None
+    known: set[str] = field(default_factory=set)  # the classes a multiclass model predicts, here or in its reference
 
     @property
     def all(self) -> dict:
@@ -109,7 +112,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         with _Quality(source_engine, conn, model, window, mature) as q:
             r = _read(conn, summaries, model, window, now, q)
             quality, found = _split(q.result(conn) if mature and r.rows else None)
-        checks = [*r.checks, *_source_checks(conn, model, window, r.all, now), *_label_checks(found)]
+        checks = [*r.checks, *_source_checks(conn, model, window, r.all, now), *_label_checks(model, found, r.known)]
         p95 = _p95(conn, model, window, r.all, found)
         status, coverage = _status(model, mature, r.rows, found, checks)
         if quality:
@@ -143,8 +146,9 @@ def _read(conn, store: Summaries, model: Model, window: Window, now: datetime, q
     checks = [_check("schema", None, False), _check("reference", ref_rows, unjudged)]
     if unjudged:  # no reference rows, too few or in the future: no drift, and the check says so
         ref = None
+    fuse = MV.centers(model, spec) if MV.enabled(model) and spec is not None else None  # the pass may take MV's moments
     cur = scan(conn, model, spec or _empty_spec(model), window, moments=rolling,
-               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref))
+               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse)
     if spec is not None and rolling:  # a part of the later windows' references
         store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
     rows = int(cur["all"]["rows"])
@@ -163,10 +167,12 @@ def _side_drifts(conn, store: Summaries, model: Model, window: Window, now: date
     rng, rolling = reference_range(model, window), model.reference.rolling is not None
     where, bounds = _where(conn, model), (lambda w: _bounds(conn, model, w))
     if MC.is_multiclass(model):
-        r.classes = MC.prediction_drift(conn, store, model, window, rng, rolling, _model_hash(model), now, where, bounds)
+        r.classes, r.known = MC.prediction_drift(conn, store, model, window, rng, rolling, _model_hash(model), now,
+                                                 where, bounds)
     if MV.enabled(model) and r.spec is not None:
         r.multivariate = MV.window_drift(conn, store, model, window, rng, rolling,
-                                         f"{_model_hash(model)}:{_fingerprint(r.spec)}", r.spec, now, where, bounds)
+                                         f"{_model_hash(model)}:{_fingerprint(r.spec)}", r.spec, now, where, bounds,
+                                         r.cur.get("moments"))
 
 
 # --------------------------------------------------------------------------- judging
@@ -180,11 +186,12 @@ def _split(quality: dict | None) -> tuple[dict | None, dict]:
             {k: v for k, v in quality.items() if k.startswith("_")})
 
 
-def _label_checks(found: dict) -> list[dict]:
-    """The checks the quality query counts: `label_values` (binary models) and `label_duplicates`."""
+def _label_checks(model: Model, found: dict, known: set[str]) -> list[dict]:
+    """The checks the quality query counts: `label_values` (binary and multiclass models) and `label_duplicates`."""
     if "_ids" not in found:
         return []
-    invalid, duplicated = found.get("_invalid_labels"), found["_ids"][1]
+    invalid = MC.unknown_labels(model, found, known) if MC.is_multiclass(model) else found.get("_invalid_labels")
+    duplicated = found["_ids"][1]
     checks = [_check("label_values", invalid, invalid > 0)] if invalid is not None else []
     return [*checks, _check("label_duplicates", duplicated, duplicated > 0)]
 

@@ -7,8 +7,11 @@ openmetrics`), and each panel's PromQL is asked over the whole span with the que
 results-store panels run their SQL against the replayed results. Each panel is then drawn where
 its gridPos puts it:
 
-    python -m monitor.previews --out docs/                   # the demo world, made on the fly
-    python -m monitor.previews --config monitor.yaml --out docs/ --days 28
+    python tools/previews.py --out docs/                   # the demo world, made on the fly
+    python tools/previews.py --config monitor.yaml --out docs/ --days 28
+
+A development tool, not part of the installed package: `make previews` runs it (and the browser
+test, for the app's screenshots) to refresh docs/*.png.
 """
 from __future__ import annotations
 
@@ -28,10 +31,10 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import conventions as n
-from . import dashboards
-from .config import Config, load_config
-from .formatting import grafana_value
+from monitor import conventions as n
+from monitor import dashboards
+from monitor.config import Config, load_config
+from monitor.formatting import grafana_value
 
 SAMPLE_EVERY = timedelta(hours=6)  # the recorded exposition is repeated at this step between cycles
 STEP = 3 * 3600  # seconds between points of a range query
@@ -47,9 +50,9 @@ def replay(cfg: Config, start: datetime, end: datetime, results_url: str, progre
     """Run one cycle a day from `start` to `end` into a fresh results store.
 
     After each cycle: (time, the exporter's families, what Prometheus would record of the scrape)."""
-    from .exporter import registry
-    from .jobs import run_cycle
-    from .store import Store
+    from monitor.exporter import registry
+    from monitor.jobs import run_cycle
+    from monitor.store import Store
 
     cfg = cfg.model_copy(update={"results_url": results_url})
     store = Store(results_url)
@@ -446,7 +449,7 @@ def render_dashboard(model: dict, prom: Backfilled, store_engine, values: dict[s
 # --- command ----------------------------------------------------------------------------------
 
 def demo_world_config(folder: Path, days: int, scale: float) -> Config:
-    from . import demo_world
+    from monitor import demo_world
 
     url = f"sqlite:///{folder / 'demo.db'}"
     demo_world.generate(url, seed=7, days=days, scale=scale)
@@ -458,8 +461,8 @@ def demo_world_config(folder: Path, days: int, scale: float) -> Config:
 def previews(out: Path, config: str | None = None, days: int = 56, scale: float = 1.0, now: datetime | None = None,
              model: str | None = None, progress: bool = True) -> list[Path]:
     """Replay the monitor, then draw every dashboard into out/dashboard-<name>.png; the files written."""
-    from . import demo_world
-    from .db import make_engine
+    from monitor import demo_world
+    from monitor.db import make_engine
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="monitor-previews-") as tmp:
@@ -499,7 +502,7 @@ def previews(out: Path, config: str | None = None, days: int = 56, scale: float 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m monitor.previews", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python tools/previews.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="watch the sources of this config (default: make the demo world)")
     ap.add_argument("--out", default="docs", help="folder for dashboard-*.png (default: docs)")
@@ -508,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--now", help="end of the replay (ISO 8601; default: the demo world's end, or today)")
     ap.add_argument("--model", help="model shown on the model-health preview (default: the first)")
     args = ap.parse_args(argv)
-    from .durations import parse_timestamp
+    from monitor.durations import parse_timestamp
 
     previews(Path(args.out), args.config, days=args.days, scale=args.scale,
              now=parse_timestamp(args.now) if args.now else None, model=args.model)
