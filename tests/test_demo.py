@@ -175,6 +175,7 @@ def test_the_wheel_ships_the_goal_sql_and_the_migrations(tmp_path):
     for want in ("monitor/metrics_sql/spam_exposure_rate.sql", "monitor/migrations/env.py",
                  "monitor/migrations/versions/0001_initial.py", "monitor/demo_world.py", "app_streamlit/favicon.png"):
         assert want in names
+    assert not [x for x in names if x.startswith("tools/") or x.endswith("previews.py")], "development tools stay out of the package"
     # installed from the wheel alone, outside the repository, the demo still runs
     target = tmp_path / "site"
     subprocess.run([str(BIN / "pip"), "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True)

@@ -43,6 +43,7 @@ def test_exposition_of_the_fixed_store_is_deterministic():
     assert golden.exposition(cfg) == golden.exposition(cfg)
 
 
+@pytest.mark.stack
 @pytest.mark.parametrize("case", CASES)
 def test_the_golden_rules_pass_promtool_and_their_generated_cases(case):
     folder = golden.out_dir(case) / "alerts"
