@@ -430,6 +430,8 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
 
             if m.labels is None or metric not in n.ESTIMATED_METRICS.get(m.task, ()):
                 continue
+            if m.task == "multiclass_classification" and not m.source.class_scores:
+                continue  # estimated from the class scores only
 
             def estimated(f: Fmt, metric=metric, lim_text=lim_text):
                 v = f.value("number")

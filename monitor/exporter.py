@@ -185,6 +185,13 @@ class ResultsCollector:
         pending = GaugeMetricFamily(n.MODEL_QUALITY_PENDING, "Windows whose labels have not matured yet.", labels=["model"])
         end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
+        cm_est = GaugeMetricFamily(n.MODEL_CONFUSION_ESTIMATED, "Expected rows per cell of the confusion matrix of the "
+                                   "latest window whose labels are not mature, from its scores.",
+                                   labels=["model", "actual", "predicted"])
+        so_far = GaugeMetricFamily(n.MODEL_LABEL_COVERAGE_SO_FAR, "Share of the latest pending window's predictions "
+                                   "labelled so far (its labels are not mature).", labels=["model"])
+        est_end = GaugeMetricFamily(n.MODEL_ESTIMATED_WINDOW_END, "End of the window whose quality is exported as "
+                                    "estimated (the latest whose labels are not mature).", labels=["model"])
         quality_thr = GaugeMetricFamily(n.MODEL_QUALITY_THRESHOLD, "The floor (bound=min) or ceiling (bound=max) the "
                                         "latest judged window's quality is held to, fixed or learned from the reference.",
                                         labels=["model", "metric", "bound"])
@@ -285,13 +292,22 @@ class ResultsCollector:
             # estimates: of the latest window still waiting for its labels (a mature one shows realized values)
             waiting = self.store.latest_model_window(m.name, with_rows=True, status="pending")
             if waiting and (judged is None or waiting["window_start"] > judged["window_start"]):
-                for r in self.store.model_metrics(m.name, waiting["window_start"], kinds=tuple(estimates)):
-                    if not r["segment"]:
+                for r in self.store.model_metrics(m.name, waiting["window_start"], kinds=(*estimates, n.LABELS_SO_FAR_KIND, n.CONFUSION_ESTIMATED_KIND)):
+                    if r["segment"]:
+                        continue
+                    if r["kind"] == n.LABELS_SO_FAR_KIND:
+                        so_far.add_metric([m.name], _num(r["value"]))
+                    elif r["kind"] == n.CONFUSION_ESTIMATED_KIND:
+                        actual, _, predicted = r["name"].partition("|")
+                        cm_est.add_metric([m.name, actual, predicted], _num(r["value"]))
+                    else:
                         estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))
+                        if r["kind"] == n.ESTIMATE_KIND and not any(s.labels["model"] == m.name for s in est_end.samples):
+                            est_end.add_metric([m.name], _ts(waiting["window_end"]))
             for metric, err in self.store.estimation_errors(m.name, n.ESTIMATION_ERROR_WINDOWS).items():
                 est_err.add_metric([m.name, metric], err)
         yield from (score, detected, feature_thr, share, share_thr, pred, pred_detected, online, quality, quality_thr,
-                    klass, cm, mv_score, mv_detected, mv_thr, coverage, pending, end, qend, info,
+                    klass, cm, cm_est, mv_score, mv_detected, mv_thr, coverage, so_far, pending, end, qend, est_end, info,
                     est, est_lo, est_hi, est_err, checks, newest, volume, version, validation)
 
     def _version(self, m, version, validation):

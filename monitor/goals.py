@@ -166,15 +166,18 @@ def cap_segments(segs: list[dict], limit: int) -> list[dict]:
     return keep + [{"segment": OTHER, "numerator": n, "denominator": d, "value": n / d if d else None}]
 
 
-def compute(conn, goal: Goal, window: Window, provisional: bool, size: timedelta | None = None) -> tuple[GoalWindow, int]:
+def compute(conn, goal: Goal, window: Window, provisional: bool, size: timedelta | None = None,
+            kept_estimate: dict | None = None) -> tuple[GoalWindow, int]:
     """The stored result of one goal window, and the rows the query returned. `size` (the configured
-    window size) keys it in the store: a calendar month's own length varies, its key does not."""
+    window size) keys it in the store: a calendar month's own length varies, its key does not.
+    `kept_estimate`: the window's stored estimate, kept once the window is mature."""
     columns, rows = run_sql(conn, goal, window)
     value, numerator, denominator, segs = shape(goal, columns, rows)
     j = judge(value, numerator, denominator, goal.target, goal.direction)
     from .estimate import goal_estimate
 
-    est = goal_estimate(conn, goal, window, None if provisional else value) if goal.estimate else None
+    est = (goal_estimate(conn, goal, window, None if provisional else value, kept_estimate)
+           if goal.estimate else None)
     return GoalWindow(
         goal=goal.name, size_seconds=int((size or window.size).total_seconds()), window_start=window.start,
         window_end=window.end, value=value, numerator=numerator, denominator=denominator,
