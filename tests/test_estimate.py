@@ -289,6 +289,7 @@ def test_mature_windows_keep_the_estimate_error(db_url, tmp_path):
     hits = []
     for d in range(REF_DAYS, 10):
         result, _ = modeljobs.compute(eng, store, m, day(d), now)
+        store.save_model_window(result, now)  # with the calibration it fitted, as the model job does
         assert result.quality_status == "ok"
         q, est, err = (rows_of(result, k) for k in ("quality", names.ESTIMATE_KIND, names.ESTIMATION_ERROR_KIND))
         lo, hi = rows_of(result, names.ESTIMATE_CI_LOW_KIND), rows_of(result, names.ESTIMATE_CI_HIGH_KIND)
