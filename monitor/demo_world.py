@@ -904,13 +904,15 @@ def demo_config_data(database_url: str, sql_dir: str = "metrics_sql") -> dict:
                 "reference": ref, "drift": {"method": "auto", "threshold": None, "dataset_share": 0.5, **drift},
                 "quality": quality, "segments": [segment], "recompute": 3, "owner": owner}
 
-    def goal(name, title, unit, direction, target, baseline, owner, why, maturity, severity, **extra):
-        return {"name": name, "title": title, "sql": f"{sql_dir}/{name}.sql", "unit": unit, "direction": direction,
+    def goal(name, title, kind, models, unit, direction, target, baseline, owner, why, maturity, severity, **extra):
+        return {"name": name, "title": title, "sql": f"{sql_dir}/{name}.sql", "kind": kind, "models": models,
+                "unit": unit, "direction": direction,
                 "target": target, "baseline": {"value": baseline, "at": start}, "deadline": DEADLINE, "window": "1d",
                 "start": start, "owner": owner, "why": why, "recompute": 3, "maturity": maturity, **extra,
                 "review": "1w", "severity": severity}
 
     return {
+        "version": 1,
         "database_url": database_url,
         "models": [
             model("spam_classifier", "binary_classification", "1d",
@@ -936,13 +938,16 @@ def demo_config_data(database_url: str, sql_dir: str = "metrics_sql") -> dict:
                   {}, {"mae": {"max": 40}}, "platform", "feed-ml"),
         ],
         "goals": [
-            goal("spam_exposure_rate", "Share of active users who saw spam", "ratio", "at_most", 0.01, 0.005,
-                 "trust-and-safety", "Spam drives users away; exposure is what they feel.", "2d", "page"),
-            goal("large_loan_default_rate", "Share of large loans (> 1,000,000 RUB) that default", "ratio", "at_most",
-                 0.0005, 0.0004, "credit-risk", "Large loans carry most of the credit losses; their defaults must stay rare.",
+            goal("spam_exposure_rate", "Share of active users who saw spam", "rate", ["spam_classifier"], "ratio",
+                 "at_most", 0.01, 0.005, "trust-and-safety", "Spam drives users away; exposure is what they feel.",
+                 "2d", "page"),
+            goal("large_loan_default_rate", "Share of large loans (> 1,000,000 RUB) that default", "rate",
+                 ["credit_scoring"], "ratio", "at_most", 0.0005, 0.0004, "credit-risk",
+                 "Large loans carry most of the credit losses; their defaults must stay rare.",
                  "120d", "ticket", estimate={"sql": f"{sql_dir}/large_loan_default_rate_estimate.sql"}),
-            goal("minutes_per_active_user", "Average minutes of use per active user per day", "minutes", "at_least",
-                 100, 80, "feed", "Time spent is how we know the feed is worth opening.", "0d", "ticket"),
+            goal("minutes_per_active_user", "Average minutes of use per active user per day", "rate",
+                 ["engagement_model"], "minutes", "at_least", 100, 80, "feed",
+                 "Time spent is how we know the feed is worth opening.", "0d", "ticket"),
         ],
     }
 
