@@ -277,14 +277,17 @@ class GoalEstimate(Strict):
         return self.sql.read_text()
 
 
-GOAL_KINDS = ("rate", "value", "segmented")
+# A goal's kinds and the columns its SQL must return for each (the one table; the rest derive from it).
+GOAL_KIND_COLUMNS = {"rate": ("value", "numerator", "denominator"), "value": ("value",),
+                     "segmented": ("segment", "numerator", "denominator")}
+GOAL_KINDS = tuple(GOAL_KIND_COLUMNS)
 
 
 class Goal(Strict):
     name: Name = Field(description="Goal name, used in metric labels.")
     title: str = Field(default="", description="Human title of the goal.")
     sql: Path = Field(description="SQL file: one SELECT with :window_start and :window_end.")
-    kind: Literal["rate", "value", "segmented"] | None = Field(default=None, description=(
+    kind: Literal[GOAL_KINDS] | None = Field(default=None, description=(
         "What the SQL returns: rate (value, numerator, denominator), value (value only) or segmented (one row per "
         "`segment`, with numerator and denominator); absent: read from the SQL text when the config is loaded."))
     models: list[Name] | None = Field(default=None, description=(
@@ -541,7 +544,7 @@ def infer_kind(sql: str) -> str:
     return "rate" if re.search(r"\bnumerator\b", code) else "value"
 
 
-def _goal_models(cfg: Config, g: Goal, i: int, sql: str, path: Path) -> dict:
+def models_behind(cfg: Config, g: Goal, i: int, sql: str, path: Path) -> dict:
     """The goal's `models` (checked against the config's models) and why each is behind it.
 
     Undeclared, they are found once here: the models whose prediction or label table the goal's SQL
@@ -612,7 +615,7 @@ def parse_config(data: Any, path: Path | str = "<config>") -> Config:
             update["estimate"] = g.estimate.model_copy(update={"sql": est})
         text = sql.read_text()
         update.update(kind=g.kind or infer_kind(text), kind_declared=g.kind is not None)
-        update.update(_goal_models(cfg, g, i, text, path))
+        update.update(models_behind(cfg, g, i, text, path))
         goals.append(g.model_copy(update=update))
     _check_engines(cfg, path)
     return cfg.model_copy(update={

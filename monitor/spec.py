@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import conventions as n
-from .config import Config, Defaults, Goal, Model, infer_kind
+from .config import GOAL_KIND_COLUMNS, Config, Defaults, Goal, Model, infer_kind, models_behind
 from .durations import format_duration
 
 BURN_DAYS_WITHOUT_DEADLINE = 28.0  # burn thresholds of a budget period without an end assume 28 days
@@ -92,26 +92,26 @@ def stale_after(cfg: Config, g: Goal) -> timedelta:
 def goal_models(cfg: Config, g: Goal) -> dict[str, str]:
     """The models behind a goal, each with why (declared in `models`, or found when the config was loaded)."""
     if g.models is None:  # a Goal built without load_config
-        from .config import _goal_models
-        return _goal_models(cfg, g, cfg.goals.index(g) if g in cfg.goals else 0, g.sql_text, cfg.path)["model_reasons"]
+        return models_behind(cfg, g, cfg.goals.index(g) if g in cfg.goals else 0, g.sql_text, cfg.path)["model_reasons"]
     return {m: g.model_reasons.get(m, "listed in the goal's `models`") for m in g.models}
 
 
 def kind_mismatch(g: Goal, columns: list[str]) -> str | None:
-    """What is wrong when the goal's SQL returns columns that do not fit its kind, naming the column; else None."""
+    """What is wrong when the goal's SQL returns columns that do not fit its kind, naming the column; else None.
+
+    The kind asserts what the SQL returns at least: a `value` goal whose SQL also returns a numerator and a
+    denominator is a value goal (no error budget); a `segment` column makes many rows, which only a segmented
+    goal can store.
+    """
     cols = {c.lower() for c in columns}
     kind = goal_kind(g)
     how = "declared" if g.kind_declared else "read from its SQL text (declare `kind` to say otherwise)"
-    need = {"rate": ("value", "numerator", "denominator"), "value": ("value",),
-            "segmented": ("segment", "numerator", "denominator")}[kind]
-    missing = [c for c in need if c not in cols]
+    missing = [c for c in GOAL_KIND_COLUMNS[kind] if c not in cols]
     if missing:
         return (f"goal {g.name}: its kind is {kind} ({how}), but its SQL returns no "
                 f"{' and no '.join(f'`{c}` column' for c in missing)}")
     if kind != "segmented" and "segment" in cols:
         return f"goal {g.name}: its kind is {kind} ({how}), but its SQL returns a `segment` column (kind segmented)"
-    if kind == "value" and "numerator" in cols:
-        return f"goal {g.name}: its kind is value ({how}), but its SQL returns a `numerator` column (kind rate)"
     return None
 
 
@@ -158,8 +158,11 @@ class Samples:
 
 
 def _num(x: float) -> str:
-    """A constant as the rules spell it: integers as such, other numbers in %g."""
-    return str(x) if isinstance(x, int) else f"{x:g}"
+    """A constant as the rules spell it: integers as such, other numbers exactly (as the notifier compares them)."""
+    if isinstance(x, int):
+        return str(x)
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
 
 
 class Expr:
@@ -245,19 +248,31 @@ class Cmp(Expr):
 
 
 @dataclass(frozen=True)
-class And(Expr):
-    """`a and on(labels) b`: a's value where b holds too."""
+class _Binary(Expr):
+    """`a <word> on(labels) b`: a's value where `b` allows it (`holds`)."""
 
     a: Expr
     b: Expr
     on: tuple[str, ...]
+    word = ""
 
     def promql(self) -> str:
-        return f"{self.a.promql()}\n  and on({', '.join(self.on)})\n{self.b.promql()}"
+        return f"{self.a.promql()}\n  {self.word} on({', '.join(self.on)})\n{self.b.promql()}"
+
+    def holds(self, b: float | None) -> bool:
+        raise NotImplementedError
 
     def value(self, s: Samples, now: float) -> float | None:
-        v = self.a.value(s, now)
-        return v if v is not None and self.b.value(s, now) is not None else None
+        return self.a.value(s, now) if self.holds(self.b.value(s, now)) else None
+
+
+class And(_Binary):
+    """`a and on(labels) b`: a's value where b holds too."""
+
+    word = "and"
+
+    def holds(self, b: float | None) -> bool:
+        return b is not None
 
 
 @dataclass(frozen=True)
@@ -277,16 +292,10 @@ class Or(Expr):
         return None
 
 
-@dataclass(frozen=True)
-class Unless(Expr):
+class Unless(_Binary):
     """`a unless on(labels) b`: a's value where b has no series."""
 
-    a: Expr
-    b: Expr
-    on: tuple[str, ...]
+    word = "unless"
 
-    def promql(self) -> str:
-        return f"{self.a.promql()}\n  unless on({', '.join(self.on)})\n{self.b.promql()}"
-
-    def value(self, s: Samples, now: float) -> float | None:
-        return self.a.value(s, now) if self.b.value(s, now) is None else None
+    def holds(self, b: float | None) -> bool:
+        return b is None

@@ -99,8 +99,6 @@ def test_an_unknown_version_exits_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind, sql, column", [
     ("rate", f"SELECT AVG(minutes) AS value {WINDOWED}", "`numerator` column"),
-    ("value", f"SELECT 1.0 * SUM(bad) / COUNT(*) AS value, SUM(bad) AS numerator, COUNT(*) AS denominator {WINDOWED}",
-     "`numerator` column"),
     ("segmented", f"SELECT 1.0 * SUM(bad) / COUNT(*) AS value, SUM(bad) AS numerator, COUNT(*) AS denominator {WINDOWED}",
      "`segment` column"),
 ])
@@ -123,12 +121,15 @@ def test_check_warns_when_the_kind_read_from_the_sql_text_does_not_fit_its_colum
     assert line.startswith("warning:") and "read from its SQL text (declare `kind`" in line and "`numerator`" in line
 
 
-def test_check_passes_a_declared_kind_that_fits(tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["rate", "value"])
+def test_check_passes_a_declared_kind_that_fits(tmp_path, capsys, kind):
+    """A declared `value` over a SQL that also returns numerator and denominator is a value goal, as in the job."""
     url = f"sqlite:///{tmp_path / 'src.db'}"
     make_events(url)
     sql = f"SELECT 1.0 * SUM(bad) / COUNT(*) AS value, SUM(bad) AS numerator, COUNT(*) AS denominator {WINDOWED}"
-    code, out, err = _check(_with_goal(tmp_path, url, sql, "kind: rate, direction: at_most, target: 0.5"), capsys)
+    code, out, err = _check(_with_goal(tmp_path, url, sql, f"kind: {kind}, direction: at_most, target: 0.5"), capsys)
     assert code == 0, err
+    assert "goals[3](probe).kind" not in err
 
 
 def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
@@ -172,6 +173,16 @@ def test_a_condition_renders_promql_and_evaluates_the_same_tree():
     assert both.promql() == 'v{goal="g"}\n  and on(goal)\ns{goal="g"} == 1'
     assert both.value(Samples([("v", {"goal": "g"}, 0.3), ("s", {"goal": "g"}, 1.0)]), 0) == 0.3
     assert both.value(Samples([("v", {"goal": "g"}, 0.3), ("s", {"goal": "g"}, 0.0)]), 0) is None
+
+
+def test_a_rule_spells_a_floor_exactly_as_the_notifier_compares_it():
+    data = _data()
+    data["models"][0]["quality"]["roc_auc"]["min"] = 0.8123456
+    cfg = parse_config(data, FIXTURE)
+    exprs = [r["expr"] for grp in alerts.rules_doc(cfg)["groups"] for r in grp["rules"]]
+    assert any("< 0.8123456" in e for e in exprs) and not any("0.812346" in e for e in exprs)
+    assert spec._num(0.8) == "0.8" and spec._num(5) == "5" and spec._num(5.0) == "5" and spec._num(1e-05) == "1e-05"
+    assert spec._num(1234567.0) == "1234567.0"  # %g would say 1.23457e+06
 
 
 @pytest.mark.stack
@@ -234,7 +245,8 @@ def test_loading_the_config_imports_no_goal_job_or_store():
 @pytest.mark.parametrize("kind, columns, ok", [
     ("rate", ["value", "numerator", "denominator"], True),
     ("rate", ["value"], False),
-    ("value", ["value", "numerator", "denominator"], False),
+    ("value", ["value", "numerator", "denominator"], True),  # the declared kind wins: a value goal, no budget
+    ("value", ["segment", "value", "numerator", "denominator"], False),
     ("segmented", ["segment", "value", "numerator", "denominator"], True),
     ("segmented", ["value", "numerator", "denominator"], False),
 ])
