@@ -692,18 +692,14 @@ def all_alerts(cfg: Config) -> list[Alert]:
 
 
 
-def pct(x: float) -> str:
-    return f"{x * 100:g} %"
-
-
 def _times(x: float) -> str:
     """2 -> `twice`, 3 -> `3 times`."""
     return "twice" if x == 2 else f"{x:g} times"
 
 
 def _share(x: float) -> str:
-    """0.5 -> `half`, 0.25 -> `25 % of`."""
-    return "half" if x == 0.5 else f"{pct(x)} of"
+    """0.5 -> `half`, 0.25 -> `25% of`."""
+    return "half" if x == 0.5 else f"{go_percent(x)} of"
 
 
 def what_to_do(cfg: Config) -> dict[str, tuple[str, list[str]]]:
@@ -716,11 +712,11 @@ def what_to_do(cfg: Config) -> dict[str, tuple[str, list[str]]]:
                    ["Open the review link: which segments moved, and since when?",
                     "Check the models behind the goal (drift, quality) in the Model health dashboard.",
                     "A provisional window (labels still arriving) may still change: see `monitor_goal_provisional`."]),
-        "fast_burn": (f"Over the last {fb.words[0]} the goal spent its error budget fast: {pct(fb.budget)} of the whole "
+        "fast_burn": (f"Over the last {fb.words[0]} the goal spent its error budget fast: {go_percent(fb.budget)} of the whole "
                       f"period's budget in {one}.",
                       [f"Treat as an incident: find what changed in the last {fb.words[0]} (deploys, data, traffic).",
                        f"Compare the burn rate over {fb.label} and {sb.label} in the Goals dashboard."]),
-        "slow_burn": (f"Over the last {sb.words[0]} the goal spent {pct(sb.budget)} of the period's budget, and the last "
+        "slow_burn": (f"Over the last {sb.words[0]} the goal spent {go_percent(sb.budget)} of the period's budget, and the last "
                       f"{fb.words[0]} still burns above that pace.",
                       ["Plan work at the next weekly review; check the trajectory and the segments."]),
         "at_risk": ("The trend of the recent windows, projected to the deadline, misses the target.",
@@ -749,7 +745,7 @@ def what_to_do(cfg: Config) -> dict[str, tuple[str, list[str]]]:
                                "between inputs and outcomes is invisible to it.",
                                "Act early if the whole interval is below the floor; otherwise wait for the labels."]),
         "label_starvation": ((f"Labels stopped arriving: the latest window with mature labels has labels for under "
-                              f"{pct(d.label_coverage_min)} of its predictions, or there has been no such window for "
+                              f"{go_percent(d.label_coverage_min)} of its predictions, or there has been no such window for "
                               f"max_delay plus {in_words(d.label_starvation_windows)} windows."),
                              ["Check the labels table and the pipeline that fills it.",
                               "If labels legitimately arrive later, raise labels.max_delay in the config."]),

@@ -150,7 +150,7 @@ def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
     # the texts say the same thresholds
     book = alerts.runbook(moved)
     assert "No new window has been stored for 3 times the window size." in book
-    assert "under 25 % of the rows of comparable windows" in book and "under 5 % of its predictions" in book
+    assert "under 25% of the rows of comparable windows" in book and "under 5% of its predictions" in book
     assert "under half the rows" in alerts.runbook(base) and "twice the window size" in alerts.runbook(base)
 
 
