@@ -24,7 +24,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from .conventions import SCRAPE_JOB
 from .config import Config
-from .exporter import ResultsCollector
+from .series import ResultsCollector
 from .store import Store
 
 log = logging.getLogger("monitor.batch")

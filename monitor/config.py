@@ -14,6 +14,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .durations import parse_duration, parse_timestamp
+from .sqltext import strip_comments
 
 
 class ConfigError(Exception):
@@ -529,8 +530,6 @@ def _check_engines(cfg: Config, path: Path) -> None:
 
 
 def _code(sql: str) -> str:
-    from .goals import strip_comments
-
     return strip_comments(sql).lower()
 
 

@@ -36,6 +36,8 @@ MODEL_LABEL_COVERAGE = f"{PREFIX}_model_label_coverage_ratio"
 MODEL_QUALITY_PENDING = f"{PREFIX}_model_quality_pending_windows"
 MODEL_WINDOW_END = f"{PREFIX}_model_window_end_timestamp_seconds"
 MODEL_QUALITY_WINDOW_END = f"{PREFIX}_model_quality_window_end_timestamp_seconds"
+MODEL_LABEL_COVERAGE_SO_FAR = f"{PREFIX}_model_label_coverage_so_far_ratio"  # of the latest pending window
+MODEL_ESTIMATED_WINDOW_END = f"{PREFIX}_model_estimated_window_end_timestamp_seconds"  # the estimate's window
 MODEL_INFO = f"{PREFIX}_model"
 MODEL_NEWEST_ROW = f"{PREFIX}_model_newest_row_timestamp_seconds"
 MODEL_VOLUME_RATIO = f"{PREFIX}_model_volume_ratio"
@@ -46,6 +48,7 @@ MODEL_QUALITY_ESTIMATED_CI_HIGH = f"{PREFIX}_model_quality_estimated_ci_high"
 MODEL_ESTIMATION_ERROR = f"{PREFIX}_model_estimation_error"
 MODEL_CLASS_QUALITY = f"{PREFIX}_model_class_quality"
 MODEL_CONFUSION = f"{PREFIX}_model_confusion"  # {model, actual, predicted}: rows in a cell of the confusion matrix
+MODEL_CONFUSION_ESTIMATED = f"{PREFIX}_model_confusion_estimated"  # the same cells, expected, labels pending
 MODEL_QUALITY_THRESHOLD = f"{PREFIX}_model_quality_threshold"
 MULTIVARIATE_DRIFT_SCORE = f"{PREFIX}_multivariate_drift_score"
 MULTIVARIATE_DRIFT_DETECTED = f"{PREFIX}_multivariate_drift_detected"
@@ -76,6 +79,7 @@ DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label
 # The confusion matrix of a classifier's window: monitor_model_metrics rows (kind CONFUSION_KIND,
 # name confusion_cell(actual, predicted), segment ""), value = labelled predictions in that cell.
 CONFUSION_KIND = "confusion"
+CONFUSION_ESTIMATED_KIND = "confusion_estimated"  # a pending window's expected matrix, from the scores
 
 
 def confusion_cell(actual, predicted) -> str:
@@ -128,8 +132,10 @@ ESTIMATE_KIND = "quality_estimated"
 ESTIMATE_CI_LOW_KIND = "quality_estimated_ci_low"
 ESTIMATE_CI_HIGH_KIND = "quality_estimated_ci_high"
 ESTIMATION_ERROR_KIND = "estimation_error"
+LABELS_SO_FAR_KIND = "labels_so_far"  # a pending window's label coverage so far (name "label_coverage")
 ESTIMATED_METRICS = {"binary_classification": ("roc_auc", "precision", "recall", "f1", "accuracy"),
-                     "regression": ("mae", "rmse")}
+                     "regression": ("mae", "rmse"),
+                     "multiclass_classification": ("accuracy", "precision_macro", "recall_macro", "f1_macro")}
 ESTIMATED_STATUSES = ("expected_met", "expected_missed", "insufficient_data", "no_data")
 ESTIMATION_ERROR_WINDOWS = 8  # monitor_model_estimation_error: mean over this many recent mature windows
 

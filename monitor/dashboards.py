@@ -390,21 +390,30 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
     for metric in sorted(_estimated()):
         _band(est, f"{metric} estimated low", f"{metric} estimated high", BLUE)
     d.with_panel(est)
+    half = (f"({sel(n.MODEL_QUALITY_ESTIMATED_CI_HIGH, **m)} - on(model, metric) "
+            f"{sel(n.MODEL_QUALITY_ESTIMATED_CI_LOW, **m)}) / 2")
     d.with_panel(_bars().title("Estimation error (mean absolute, latest 8 matured windows)").datasource(PROM)
                  .description("How far the estimates were from the realized values once labels matured: how far "
-                              "to trust the current estimate.")
+                              "to trust the current estimate. Beside it, the current estimate's own 95 % half-width "
+                              "(what its interval promises, and all there is before any window has matured).")
                  .span(12).height(8).unit("short").decimals(4).min(0)
-                 .with_target(prom(sel(n.MODEL_ESTIMATION_ERROR, **m), "{{metric}}")))
+                 .with_target(prom(sel(n.MODEL_ESTIMATION_ERROR, **m), "{{metric}}", "A"))
+                 .with_target(prom(half, "{{metric}} 95 % half-width (labels pending)", "B")))
     d.with_panel(timeseries.Panel().title("Quality per class (multiclass models)").datasource(PROM)
                  .description("Precision, recall and F1 of each class in the latest judged window (the "
                               "max_segments classes with the most labels); empty for other models.")
                  .span(12).height(8).unit("short").decimals(3).min(0).max(1)
                  .with_target(prom(sel(n.MODEL_CLASS_QUALITY, metric="~precision|recall|f1", **m), "{{class}} {{metric}}")))
-    d.with_panel(table.Panel().title("Confusion matrix (latest judged window)").datasource(PROM)
+    d.with_panel(table.Panel().title("Confusion matrix (latest judged window; estimated until there is one)")
+                 .datasource(PROM)
                  .description("Labelled predictions of the latest window whose labels are mature: true class down, "
                               "predicted class across (binary: 1 is the positive class; multiclass: classes past "
-                              "max_segments pooled as other).").span(12).height(8).unit("short")
-                 .with_target(prom(sel(n.MODEL_CONFUSION, **m), "", instant=True).format(PromQueryFormat.TABLE))
+                              "max_segments pooled as other). A model with no judged window yet shows instead the "
+                              "expected rows per cell of its latest window waiting for labels, from its scores "
+                              "(an estimate: its series carry matrix=\"estimated\").").span(12).height(8).unit("short").decimals(1)
+                 .with_target(prom(f"{sel(n.MODEL_CONFUSION, **m)} or label_replace({sel(n.MODEL_CONFUSION_ESTIMATED, **m)} "
+                                   f"unless on(model) {sel(n.MODEL_CONFUSION, **m)}, \"matrix\", \"estimated\", \"\", \"\")",
+                                   "", instant=True).format(PromQueryFormat.TABLE))
                  .with_transformation(dm.DataTransformerConfig(id_val="groupingToMatrix", options={
                      "rowField": "actual", "columnField": "predicted", "valueField": "Value"})))
     d.with_panel(_stat().title("Windows waiting for labels").datasource(PROM)
@@ -412,12 +421,17 @@ def models_dashboard(cfg: Config) -> db.Dashboard:
                  .span(4).height(4).unit("none").thresholds(thresholds((None, GREEN), (1, BLUE)))
                  .with_target(prom(sel(n.MODEL_QUALITY_PENDING, **m), "pending windows")))
     d.with_panel(_stat().title("Label coverage").datasource(PROM)
-                 .description("Share of the quality window's predictions that got a label.")
+                 .description("Share of the judged window's predictions that got a label; and of the latest window "
+                              "still waiting for its labels, the share labelled so far (pending: more may come).")
                  .span(4).height(4).unit("percentunit").thresholds(thresholds((None, RED), (0.5, ORANGE), (0.8, GREEN)))
-                 .with_target(prom(sel(n.MODEL_LABEL_COVERAGE, **m), "coverage")))
+                 .with_target(prom(sel(n.MODEL_LABEL_COVERAGE, **m), "judged window", "A"))
+                 .with_target(prom(sel(n.MODEL_LABEL_COVERAGE_SO_FAR, **m), "so far (labels pending)", "B")))
     d.with_panel(_stat().title("Age of the judged window").datasource(PROM)
-                 .description("How long ago the latest window with mature labels ended; the label delay shows here.")
-                 .span(4).height(4).unit("s").with_target(prom(age(sel(n.MODEL_QUALITY_WINDOW_END, **m)), "judged window")))
+                 .description("How long ago the latest window with mature labels ended (the label delay shows here); "
+                              "and the window whose quality is shown as estimated, while its labels are pending.")
+                 .span(4).height(4).unit("s")
+                 .with_target(prom(age(sel(n.MODEL_QUALITY_WINDOW_END, **m)), "judged window", "A"))
+                 .with_target(prom(age(sel(n.MODEL_ESTIMATED_WINDOW_END, **m)), "estimated window (labels pending)", "B")))
     d.with_panel(_stat().title("Age of the latest window").datasource(PROM)
                  .span(4).height(4).unit("s").with_target(prom(age(sel(n.MODEL_WINDOW_END, **m)), "latest window")))
     d.with_panel(table.Panel().title("Label coverage by window (results store)").datasource(RESULTS)

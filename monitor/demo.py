@@ -168,22 +168,31 @@ def compare(manifest: dict, cfg, store) -> list[str]:
 
 
 def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float, shift: timedelta = timedelta(0)) -> list[str]:
-    """The credit model's estimated ROC AUC of its pending windows beside the value realized on the
-    labels the generator draws once they have arrived (the same world, seen 200 days later), and
-    the large-loan goal's estimate beside the generator's default probability of a large loan."""
+    """The credit model's estimated ROC AUC of its pending windows beside the truth the generator
+    knows (every scored application's outcome, issued or not) and beside the value the labels will
+    realize (issued loans only: a selected population); the large-loan goal's estimate beside the
+    generator's lifetime default probability of the same loans."""
     import numpy as np
     from scipy.stats import rankdata
 
     from . import demo_world
     from .conventions import ESTIMATE_CI_HIGH_KIND, ESTIMATE_CI_LOW_KIND, ESTIMATE_KIND
+    from .estimate import Z95
+
+    def auc(y, s):
+        P, N = int(y.sum()), int(len(y) - y.sum())
+        return (rankdata(s)[y == 1].sum() - P * (P + 1) / 2) / (P * N) if P and N else float("nan")
 
     lines = []
     model = next((m for m in cfg.models if m.name == "credit_scoring"), None)
-    later = demo_world.build(seed=seed, days=days, scale=scale,
+    later = demo_world.build(seed=seed, days=days, scale=scale, truth=True,
                              as_of=demo_world.DEMO_START + timedelta(days=days + 200))
-    apps, labels = later["loan_applications"], later["credit_labels"]
+    apps, labels, truth = later["loan_applications"], later["credit_labels"], later["credit_truth"]
     y_of = dict(zip(labels["application_id"].tolist(), labels["is_bad"].tolist()))
+    outcome = dict(zip(truth["application_id"].tolist(), truth["is_bad"].tolist()))
     us = 1_000_000
+    origin = demo_world.DEMO_START + shift  # the world as written (a living demo is shifted by whole weeks)
+    inside = []
     for w in store.model_series(model.name) if model else []:
         if w["quality_status"] != "pending" or not w["rows"]:
             continue
@@ -192,29 +201,34 @@ def estimates_vs_truth(cfg, store, *, seed: int, days: int, scale: float, shift:
         est = rows.get((ESTIMATE_KIND, "roc_auc"))
         if est is None:
             continue
-        origin = demo_world.DEMO_START + shift  # the world as written (a living demo is shifted by whole weeks)
+        lo, hi = rows[(ESTIMATE_CI_LOW_KIND, "roc_auc")]["value"], rows[(ESTIMATE_CI_HIGH_KIND, "roc_auc")]["value"]
         lo_us = (w["window_start"] - origin).total_seconds() * us
         hi_us = (w["window_end"] - origin).total_seconds() * us
         sel = (apps["scored_at"] >= lo_us) & (apps["scored_at"] < hi_us)
-        ids, score = apps["application_id"][sel], apps["pd_score"][sel]
-        have = np.array([i in y_of for i in ids.tolist()], dtype=bool)
-        y = np.array([y_of[i] for i in ids[have].tolist()])
-        s = score[have]
-        P, N = int(y.sum()), int(len(y) - y.sum())
-        truth = (rankdata(s)[y == 1].sum() - P * (P + 1) / 2) / (P * N) if P and N else float("nan")
+        ids, score = apps["application_id"][sel].tolist(), apps["pd_score"][sel]
+        every = auc(np.array([outcome[i] for i in ids]), score)
+        have = np.array([i in y_of for i in ids], dtype=bool)
+        issued = auc(np.array([y_of[i] for i in np.array(ids)[have].tolist()]), score[have])
+        inside.append(lo <= every <= hi)
         lines.append(f"credit_scoring {w['window_start']:%m-%d}..{w['window_end']:%m-%d}: estimated roc_auc "
-                     f"{est['value']:.3f} [{rows[(ESTIMATE_CI_LOW_KIND, 'roc_auc')]['value']:.3f}, "
-                     f"{rows[(ESTIMATE_CI_HIGH_KIND, 'roc_auc')]['value']:.3f}] (calibration: {est['method']}); "
-                     f"realized once its labels arrive: {truth:.3f} on {len(y):,} issued loans")
+                     f"{est['value']:.3f} [{lo:.3f}, {hi:.3f}] (calibration: {est['method']}); truth over its "
+                     f"{len(ids):,} applications: {every:.3f} ({'inside' if inside[-1] else 'OUTSIDE'}); "
+                     f"realized on the {int(have.sum()):,} issued loans once labelled: {issued:.3f}")
+    if inside:
+        lines.append(f"credit_scoring: the truth inside the 95 % interval in {sum(inside)} of {len(inside)} windows; "
+                     "the labels will judge issued loans only (PD under 0.10), which rank less well than all applicants")
     goal = next((g for g in cfg.goals if g.name == "large_loan_default_rate" and g.estimate), None)
     if goal:
         est = [e for e in store.goal_estimates(goal.name, int(goal.window.total_seconds())) if e["value"] is not None]
         if est:
             num, den = sum(e["numerator"] for e in est), sum(e["denominator"] for e in est)
-            lines.append(f"large_loan_default_rate: estimated {num / den:.2%} over {len(est)} days of large loans "
-                         f"(latest day {est[-1]['status']}); the generator's default probability of a large loan: "
-                         f"{demo_world.LARGE_LOAN_PD:.3%} (the PD score is the model's early-delinquency risk, "
-                         "not a lifetime default probability: the estimate is only as good as the scores)")
+            sd = sum(e["variance"] or 0.0 for e in est) ** 0.5 / den
+            big = later["large_loan_truth"]
+            p = big["p_default"][big["issued_at"] < days * 86400 * us]  # issued within the world's days
+            lines.append(f"large_loan_default_rate: estimated {num / den:.4%} [{max(0.0, num / den - Z95 * sd):.4%}, "
+                         f"{num / den + Z95 * sd:.4%}] over {len(est)} days, {int(den):,} large loans (latest day "
+                         f"{est[-1]['status']}); the generator's lifetime default probability of those loans: "
+                         f"{p.mean():.4%} (their defaults show 120 days after issue at the earliest)")
     return lines
 
 

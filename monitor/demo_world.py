@@ -44,7 +44,8 @@ POLICY_DAY = 27                   # Monday 2026-09-28: credit policy raises cash
 ENGAGEMENT_BASE = 80.0            # minutes per active user-day on DEMO_START
 ENGAGEMENT_GROWTH = 0.45          # minutes per week: too slow for 100 by the deadline
 LARGE_LOAN_RUB = 1_000_000
-LARGE_LOAN_PD = 0.00035           # lifetime default probability of a large loan
+LARGE_LOAN_PD = 0.00035           # lifetime default probability of a large loan, on average
+LARGE_LOAN_DEFAULT_PER_PD = 0.02  # a large loan's lifetime default probability: its PD score times this
 REFERENCE_DAYS = 14               # fixed drift reference: the first two weeks
 DEADLINE = date(2027, 3, 31)
 OUTAGE_DAY = 48                   # the app's session log and the engagement model's log lose a whole day
@@ -495,10 +496,11 @@ def _lender(rng: np.random.Generator, days: int, scale: float, as_of_us: int) ->
         "customer_id": applicant[li], "issued_at": issued[li], "product": product[li],
         "amount_rub": loan_amount[li], "term_months": term[li], "interest_rate": rate[li],
     }
-    # lifetime default: a large loan defaults with LARGE_LOAN_PD; others with their true risk.
+    # lifetime default: a large loan (secured, collateral checked) defaults with its PD score times
+    # LARGE_LOAN_DEFAULT_PER_PD (LARGE_LOAN_PD on average); others with their true risk.
     # Default = 90 days past due, so at the earliest 120 days after issue
     l_large = loan_amount[li] > LARGE_LOAN_RUB
-    p_default = np.where(l_large, LARGE_LOAN_PD, 1.4 / (1 + np.exp(-true_logit[li])))
+    p_default = np.where(l_large, LARGE_LOAN_DEFAULT_PER_PD * pd_score[li], 1.4 / (1 + np.exp(-true_logit[li])))
     defaults = rng.random(nl) < p_default
     horizon = term[li] * 30.4 * _DAY
     d_at = issued[li] + (120 * _DAY + rng.exponential(200, nl) * _DAY).astype(np.int64)
@@ -511,15 +513,24 @@ def _lender(rng: np.random.Generator, days: int, scale: float, as_of_us: int) ->
         "loan_id": loans["loan_id"][di], "defaulted_at": d_at[di],
         "days_past_due": np.full(di.size, 90, dtype=np.int64), "outstanding_rub": outstanding[di].astype(np.int64),
     }
-    # the model's target: 30+ days past due within 90 days on book, known at 90 days on book
-    p_bad = np.where(l_large, 0.002, 1 / (1 + np.exp(-(true_logit[li] + 0.4))))
-    bad = (rng.random(nl) < p_bad).astype(np.int64)
+    # the model's target: 30+ days past due within 90 days on book, known at 90 days on book. The
+    # PD score is calibrated: the true probability is the score times a factor of mean 1 that the
+    # model does not see (the same hidden risk as above), so the model ranks less well than it could
+    # but its probabilities are right on average at every score. Drawn for every application, as if
+    # issued: the truth the demo compares the estimates with; only issued loans get a label.
+    hidden = (true_logit - logit) / 0.6
+    p_bad_all = np.minimum(1.0, pd_score * np.exp(0.6 * hidden - 0.18))
+    bad_all = (rng.random(n) < p_bad_all).astype(np.int64)
+    bad = bad_all[li]
     lab_at = issued[li] + 90 * _DAY + 4 * _HOUR + (rng.random(nl) * 2 * _HOUR).astype(np.int64)
     keep = lab_at < as_of_us
     credit_labels = {"application_id": app_id[li][keep], "loan_id": loans["loan_id"][keep],
                      "is_bad": bad[keep], "labeled_at": lab_at[keep]}
     return {"loan_applications": _take(apps, glob), "loans": loans, "loan_defaults": loan_defaults,
-            "credit_labels": credit_labels}
+            "credit_labels": credit_labels,
+            "credit_truth": {"application_id": app_id, "is_bad": bad_all, "p_bad": p_bad_all},
+            "large_loan_truth": {"loan_id": loans["loan_id"][l_large], "issued_at": issued[li][l_large],
+                                 "p_default": p_default[l_large]}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,10 +625,12 @@ def _write(engine: sa.Engine, world: dict[str, dict[str, np.ndarray]], shift: ti
 # Public
 # --------------------------------------------------------------------------------------------
 
-def build(*, seed: int = 7, days: int = 56, scale: float = 1.0,
-          as_of: datetime | None = None) -> dict[str, dict[str, np.ndarray]]:
+def build(*, seed: int = 7, days: int = 56, scale: float = 1.0, as_of: datetime | None = None,
+          truth: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """The world's tables as column arrays (timestamps in microseconds since DEMO_START, dates in
-    days since DEMO_START), without touching a database."""
+    days since DEMO_START), without touching a database. `truth`: also what only the generator
+    knows (``credit_truth``: every application's early-delinquency outcome and probability, issued
+    or not; ``large_loan_truth``: each large loan's lifetime default probability)."""
     if days < 1:
         raise ValueError("days must be at least 1")
     if scale <= 0:
@@ -635,7 +648,7 @@ def build(*, seed: int = 7, days: int = 56, scale: float = 1.0,
     world.update(_messenger(r_msg, days, scale, as_of_us, people, ctx))
     world.update(_lender(r_loan, days, scale, as_of_us))
     _pipeline_faults(world, days)
-    return {name: world[name] for name in TABLES}
+    return {name: world[name] for name in (*TABLES, *(("credit_truth", "large_loan_truth") if truth else ()))}
 
 
 def _pipeline_faults(world: dict[str, dict[str, np.ndarray]], days: int) -> None:
@@ -761,8 +774,8 @@ def manifest(*, seed: int = 7, days: int = 56, scale: float = 1.0, as_of: dateti
                          else "defaults of small loans appear 120 days after issue; large ones stay rare"),
             "loans_needed": "about 6,000 large loans without a default (rule of three: 3 / 0.0005) to show the target is met",
         },
-        "description": ("Large loans (> 1,000,000 RUB) default with a lifetime probability of "
-                        f"{LARGE_LOAN_PD:.3%}; a few dozen are issued a day (more after the policy "
+        "description": ("Large loans (> 1,000,000 RUB) default with a lifetime probability of about "
+                        f"{LARGE_LOAN_PD:.3%} ({LARGE_LOAN_DEFAULT_PER_PD:g} times their PD score); a few dozen are issued a day (more after the policy "
                         "change), far too few for a 0.05 % rate, and no default can be known yet."),
     })
     weeks_to_deadline = (datetime(DEADLINE.year, DEADLINE.month, DEADLINE.day, tzinfo=UTC) - DEMO_START) / timedelta(weeks=1)
@@ -891,13 +904,15 @@ def demo_config_data(database_url: str, sql_dir: str = "metrics_sql") -> dict:
                 "reference": ref, "drift": {"method": "auto", "threshold": None, "dataset_share": 0.5, **drift},
                 "quality": quality, "segments": [segment], "recompute": 3, "owner": owner}
 
-    def goal(name, title, unit, direction, target, baseline, owner, why, maturity, severity, **extra):
-        return {"name": name, "title": title, "sql": f"{sql_dir}/{name}.sql", "unit": unit, "direction": direction,
+    def goal(name, title, kind, models, unit, direction, target, baseline, owner, why, maturity, severity, **extra):
+        return {"name": name, "title": title, "sql": f"{sql_dir}/{name}.sql", "kind": kind, "models": models,
+                "unit": unit, "direction": direction,
                 "target": target, "baseline": {"value": baseline, "at": start}, "deadline": DEADLINE, "window": "1d",
                 "start": start, "owner": owner, "why": why, "recompute": 3, "maturity": maturity, **extra,
                 "review": "1w", "severity": severity}
 
     return {
+        "version": 1,
         "database_url": database_url,
         "models": [
             model("spam_classifier", "binary_classification", "1d",
@@ -923,13 +938,16 @@ def demo_config_data(database_url: str, sql_dir: str = "metrics_sql") -> dict:
                   {}, {"mae": {"max": 40}}, "platform", "feed-ml"),
         ],
         "goals": [
-            goal("spam_exposure_rate", "Share of active users who saw spam", "ratio", "at_most", 0.01, 0.005,
-                 "trust-and-safety", "Spam drives users away; exposure is what they feel.", "2d", "page"),
-            goal("large_loan_default_rate", "Share of large loans (> 1,000,000 RUB) that default", "ratio", "at_most",
-                 0.0005, 0.0004, "credit-risk", "Large loans carry most of the credit losses; their defaults must stay rare.",
+            goal("spam_exposure_rate", "Share of active users who saw spam", "rate", ["spam_classifier"], "ratio",
+                 "at_most", 0.01, 0.005, "trust-and-safety", "Spam drives users away; exposure is what they feel.",
+                 "2d", "page"),
+            goal("large_loan_default_rate", "Share of large loans (> 1,000,000 RUB) that default", "rate",
+                 ["credit_scoring"], "ratio", "at_most", 0.0005, 0.0004, "credit-risk",
+                 "Large loans carry most of the credit losses; their defaults must stay rare.",
                  "120d", "ticket", estimate={"sql": f"{sql_dir}/large_loan_default_rate_estimate.sql"}),
-            goal("minutes_per_active_user", "Average minutes of use per active user per day", "minutes", "at_least",
-                 100, 80, "feed", "Time spent is how we know the feed is worth opening.", "0d", "ticket"),
+            goal("minutes_per_active_user", "Average minutes of use per active user per day", "rate",
+                 ["engagement_model"], "minutes", "at_least", 100, 80, "feed",
+                 "Time spent is how we know the feed is worth opening.", "0d", "ticket"),
         ],
     }
 

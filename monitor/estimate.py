@@ -18,8 +18,9 @@ rows, whatever the window's size.
 - Expected positives per group: the sum of calibrated probabilities; its variance, for independent
   outcomes, the Poisson-binomial ``sum p (1 - p)``. ROC AUC from expected positives and negatives
   per bin (pairs within a bin count one half); precision, recall, F1 and accuracy from the expected
-  confusion matrix at the decision. 95 % intervals by the delta method: label noise of the window,
-  plus the isotonic map's own sampling error (per pooled block of the reference).
+  confusion matrix at the decision. 95 % intervals: the window's label noise by the delta method,
+  plus the isotonic map's own error, the estimate's mean square deviation over BOOT refits of the
+  map on the reference's labels redrawn (`bootstrap_maps`).
 
 **Regression models**: the reference's labelled rows, cut into REG_BINS equal-mass bins of the
 score, give the mean absolute and squared error per bin; a window's estimate weighs them by its
@@ -53,7 +54,9 @@ HL_ALPHA = 0.05
 Z95 = 1.959963984540054  # the normal's 97.5 % quantile
 BINARY_METRICS = names.ESTIMATED_METRICS["binary_classification"]
 REGRESSION_METRICS = names.ESTIMATED_METRICS["regression"]
-CALIBRATION_VERSION = 1
+MULTICLASS_METRICS = names.ESTIMATED_METRICS["multiclass_classification"]
+CALIBRATION_VERSION = 2  # 2: the reference's rows per bin are kept, for the calibration's bootstrap
+BOOT = 200  # refits of the isotonic map on the reference's labels redrawn: the calibration's own error
 
 
 # --------------------------------------------------------------------------- SQL
@@ -125,14 +128,46 @@ def isotonic(counts: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.
         fitted[first:last + 1] = p / n
         block_of[first:last + 1] = b
         sizes[b] = n
-    centers = (np.arange(BINS) + 0.5) / BINS
-    probs = np.interp(centers, centers[idx], fitted)
+    probs = _spread(idx, fitted)
     # an empty bin belongs to the block of the nearest filled bin
     nearest = np.clip(np.searchsorted(idx, np.arange(BINS)), 0, len(idx) - 1)
     left = np.clip(nearest - 1, 0, len(idx) - 1)
     closer_left = np.abs(idx[left] - np.arange(BINS)) < np.abs(idx[nearest] - np.arange(BINS))
     block = block_of[np.where(closer_left, left, nearest)]
     return probs, block, sizes
+
+
+def _spread(idx: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """Values at the filled bins `idx` to every bin (linear in between, flat beyond the ends)."""
+    centers = (np.arange(BINS) + 0.5) / BINS
+    return np.interp(centers, centers[idx], fitted)
+
+
+def bootstrap_maps(cal: dict, draws: int = BOOT) -> np.ndarray:
+    """(draws, BINS) isotonic maps refitted on the reference's labels redrawn, each bin's positives
+    ~ Binomial(rows, fitted probability) (not the bin's own share: a bin of one row has share 0 or
+    1, and would never vary): the spread of a window's estimate over these maps is the calibration's
+    sampling error, blocks chosen by the data included (a per-block binomial term, blocks taken as
+    fixed, misses that part and undercovers on small references). Seeded: the same calibration
+    gives the same intervals."""
+    c = np.asarray(cal["ref_counts"], dtype=float)
+    idx = np.nonzero(c > 0)[0]
+    rng = np.random.default_rng(20261201)
+    fitted = np.asarray(cal["map"], dtype=float)[idx]  # not the raw shares: a bin of one row has share 0 or 1
+    redrawn = rng.binomial(c[idx].astype(np.int64), np.clip(fitted, 0, 1), size=(draws, idx.size))
+    return np.array([_spread(idx, _pav(r / c[idx], c[idx])) for r in redrawn])
+
+
+def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted isotonic regression of `y` in its order (scikit-learn's compiled pool-adjacent-violators)."""
+    try:
+        from sklearn._isotonic import _inplace_contiguous_isotonic_regression as inplace
+    except ImportError:  # a private name: the public function is 300 times slower but the same
+        from sklearn.isotonic import isotonic_regression
+        return isotonic_regression(y, sample_weight=w)
+    out = np.ascontiguousarray(y, dtype=np.float64).copy()
+    inplace(out, np.ascontiguousarray(w, dtype=np.float64).copy())
+    return out
 
 
 def hosmer_lemeshow(counts: np.ndarray, positives: np.ndarray, scores: np.ndarray, groups: int = HL_GROUPS) -> float:
@@ -163,7 +198,7 @@ def fit_calibration(counts: np.ndarray, positives: np.ndarray, scores: np.ndarra
     """The calibration of a binary model from its reference's labelled bins (JSON-serialisable)."""
     n, p = float(counts.sum()), float(positives.sum())
     out = {"version": CALIBRATION_VERSION, "labelled": int(n), "positives": int(p), "hl_p": None,
-           "method": "none", "map": None, "block": None, "block_rows": None}
+           "method": "none", "map": None}
     if min(p, n - p) < MIN_LABELLED:
         out["reason"] = f"fewer than {MIN_LABELLED} labelled reference rows of each class"
         return out
@@ -171,8 +206,8 @@ def fit_calibration(counts: np.ndarray, positives: np.ndarray, scores: np.ndarra
     if out["hl_p"] >= HL_ALPHA:
         out["reason"] = "the reference's scores pass the calibration test"
         return out
-    probs, block, sizes = isotonic(counts, positives)
-    out.update(method="isotonic", map=probs.round(8).tolist(), block=block.tolist(), block_rows=sizes.tolist(),
+    probs, _, _ = isotonic(counts, positives)
+    out.update(method="isotonic", map=probs.round(8).tolist(), ref_counts=counts.astype(int).tolist(),
                reason="the reference's scores fail the calibration test")
     return out
 
@@ -226,12 +261,9 @@ def _groups_arrays(groups: list[tuple], cal: dict):
     return b, pr, c, e, v
 
 
-def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, float]]:
-    """{metric: (estimate, standard error)} from a window's groups and the model's calibration."""
-    if not groups:
-        return {}
-    b, pr, c, e, v = _groups_arrays(groups, cal)
-    out: dict[str, tuple[float, list]] = {}  # metric -> (value, gradient over groups)
+def _binary_values(b: np.ndarray, pr: np.ndarray, c: np.ndarray, e: np.ndarray, gradients: bool = True) -> dict:
+    """{metric: (value, gradient over groups)} from the expected positives `e` of each group."""
+    out: dict[str, tuple[float, np.ndarray | None]] = {}
     # ROC AUC over bins
     cb = np.bincount(b, weights=c, minlength=BINS)
     yb = np.bincount(b, weights=e, minlength=BINS)
@@ -239,40 +271,136 @@ def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, fl
     P, N = yb.sum(), nb.sum()
     if P > 1e-9 and N > 1e-9:
         below = np.cumsum(nb) - nb  # expected negatives in lower bins
-        above = yb.sum() - np.cumsum(yb)  # expected positives in higher bins
         U = float(np.sum(yb * (below + 0.5 * nb)))
         PN = P * N
-        dU = below + 0.5 * nb - 0.5 * yb - above
-        grad_bin = (dU * PN - U * (N - P)) / PN ** 2
-        out["roc_auc"] = (U / PN, grad_bin[b])
+        grad = None
+        if gradients:
+            above = yb.sum() - np.cumsum(yb)  # expected positives in higher bins
+            dU = below + 0.5 * nb - 0.5 * yb - above
+            grad = ((dU * PN - U * (N - P)) / PN ** 2)[b]
+        out["roc_auc"] = (U / PN, grad)
     one, zero = pr == 1, pr == 0
     PP, PNeg = c[one].sum(), c[zero].sum()
     TP, FN = e[one].sum(), e[zero].sum()
     rows = PP + PNeg
     if rows > 0:
-        g = np.zeros(len(c))
-        if PP > 0:
-            out["precision"] = (TP / PP, np.where(one, 1 / PP, 0.0))
-        else:
-            out["precision"] = (0.0, g)
+        g = np.zeros(len(c)) if gradients else None
+        out["precision"] = (TP / PP, np.where(one, 1 / PP, 0.0) if gradients else None) if PP > 0 else (0.0, g)
         pos = TP + FN
         if pos > 1e-12:
-            out["recall"] = (TP / pos, np.where(one, FN / pos ** 2, np.where(zero, -TP / pos ** 2, 0.0)))
+            out["recall"] = (TP / pos, np.where(one, FN / pos ** 2, np.where(zero, -TP / pos ** 2, 0.0))
+                             if gradients else None)
         D = PP + TP + FN
         if D > 1e-12:
-            out["f1"] = (2 * TP / D, np.where(one, 2 * (PP + FN) / D ** 2, np.where(zero, -2 * TP / D ** 2, 0.0)))
-        out["accuracy"] = ((TP + PNeg - FN) / rows, np.where(one, 1 / rows, np.where(zero, -1 / rows, 0.0)))
-    block = np.asarray(cal["block"])[b] if cal.get("map") is not None else None
+            out["f1"] = (2 * TP / D, np.where(one, 2 * (PP + FN) / D ** 2, np.where(zero, -2 * TP / D ** 2, 0.0))
+                         if gradients else None)
+        out["accuracy"] = ((TP + PNeg - FN) / rows, np.where(one, 1 / rows, np.where(zero, -1 / rows, 0.0))
+                           if gradients else None)
+    return out
+
+
+def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, float]]:
+    """{metric: (estimate, standard error)} from a window's groups and the model's calibration.
+
+    The variance is the window's label noise (delta method over the Poisson-binomial variance of
+    each group's positives) plus, for an isotonic calibration, the mean square of the estimate over
+    the calibration's bootstrap maps (`bootstrap_maps`) about the estimate itself."""
+    if not groups:
+        return {}
+    b, pr, c, e, v = _groups_arrays(groups, cal)
+    out = _binary_values(b, pr, c, e)
+    var = {k: float(np.sum(grad ** 2 * v)) for k, (_, grad) in out.items()}
+    if cal.get("map") is not None and cal.get("ref_counts") is not None:
+        boot = [_binary_values(b, pr, c, c * m[b], gradients=False) for m in bootstrap_maps(cal)]
+        for k in var:
+            got = np.array([x[k][0] for x in boot if k in x])
+            if got.size > 1:
+                # their mean square about the estimate, not their variance: pool-adjacent-violators
+                # overshoots at the ends on small references, and that offset is error too
+                var[k] += float(np.mean((got - out[k][0]) ** 2))
+    return {k: (float(out[k][0]), math.sqrt(max(var[k], 0.0))) for k in out}
+
+
+# --------------------------------------------------------------------------- multiclass estimates
+
+
+def _multiclass_groups(conn, model: Model, window: Window) -> tuple[list[str], list[tuple]]:
+    """(score classes, [(predicted class, rows, sums of p_k [K], sums of p_j p_k [K x K])]) of the
+    window's rows with a prediction and every class score: one GROUP BY over the predicted class."""
+    from .modeljobs import _bounds, _where
+    from .multiclass import _score_classes, class_name
+
+    s = model.source
+    classes = _score_classes(model)
+    p = [finite(conn, f"CAST({quote(conn, col)} AS {engines.of(conn).double})") for _, col in classes]
+    k = len(p)
+    pairs = [(i, j) for i in range(k) for j in range(i, k)]
+    aggs = [f"SUM(p{i})" for i in range(k)] + [f"SUM(p{i} * p{j})" for i, j in pairs]
+    inner = ", ".join(f"{e} AS p{i}" for i, e in enumerate(p))
+    sql = (f"SELECT pr, COUNT(*), {', '.join(aggs)} FROM (SELECT {quote(conn, s.prediction)} AS pr, {inner} "
+           f"FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)}) q "
+           f"WHERE pr IS NOT NULL AND {' AND '.join(f'p{i} IS NOT NULL' for i in range(k))} GROUP BY pr")
+    out: dict[str, list] = {}
+    for r in conn.execute(sa.text(sql), _bounds(conn, model, window)):
+        name = class_name(r[0])
+        s1 = np.array([float(x) for x in r[2:2 + k]])
+        s2 = np.zeros((k, k))
+        for (i, j), v in zip(pairs, r[2 + k:]):
+            s2[i, j] = s2[j, i] = float(v)
+        got = out.setdefault(name, [0, np.zeros(k), np.zeros((k, k))])  # codes 1 and 1.0 are one class
+        got[0] += int(r[1])
+        got[1] += s1
+        got[2] += s2
+    return [c for c, _ in classes], [(c, n, s1, s2) for c, (n, s1, s2) in sorted(out.items())]
+
+
+def estimate_multiclass(classes: list[str], groups: list[tuple]) -> dict[str, tuple[float, float]]:
+    """{metric: (estimate, standard error)}: accuracy and macro precision, recall and F1 (over the
+    classes with a score and the predicted ones, scikit-learn's zero_division 0) of a window.
+
+    With calibrated class scores, a row predicted p is of true class a with probability p_a: the
+    expected confusion matrix is, per predicted class, the sums of the scores; its covariance, rows
+    being independent multinomial draws, diag(sum p) - sum p p^T. Intervals by the delta method."""
+    if not groups:
+        return {}
+    preds = [g[0] for g in groups]
+    labels = list(dict.fromkeys([*classes, *preds]))  # every class the metrics average over
+    K, P = len(classes), len(groups)
+    n_pred = {c: 0.0 for c in labels}
+    for c, n, _, _ in groups:
+        n_pred[c] += n
+    C = np.column_stack([g[2] for g in groups])  # expected rows of true class a (row) predicted p (column)
+    cov = [np.diag(g[2]) - g[3] for g in groups]
+    rows = float(sum(g[1] for g in groups))
+    col = {c: j for j, c in enumerate(preds)}
+    out: dict[str, tuple[float, np.ndarray]] = {}
+    diag = np.zeros((K, P))
+    for a, c in enumerate(classes):
+        if c in col:
+            diag[a, col[c]] = 1.0
+    out["accuracy"] = (float((C * diag).sum()) / rows, diag / rows)
+    per = {m: [] for m in ("precision", "recall", "f1")}
+    for c in labels:
+        a, j = (classes.index(c) if c in classes else None), col.get(c)
+        tp = C[a, j] if a is not None and j is not None else 0.0
+        true = C[a].sum() if a is not None else 0.0
+        pred = n_pred[c]
+        g_tp = np.zeros((K, P))
+        if a is not None and j is not None:
+            g_tp[a, j] = 1.0
+        g_true = np.zeros((K, P))
+        if a is not None:
+            g_true[a, :] = 1.0
+        per["precision"].append((tp / pred, g_tp / pred) if pred else (0.0, np.zeros((K, P))))
+        per["recall"].append((tp / true, g_tp / true - tp * g_true / true ** 2) if true > 1e-12 else (0.0, np.zeros((K, P))))
+        d = true + pred
+        per["f1"].append((2 * tp / d, 2 * g_tp / d - 2 * tp * g_true / d ** 2) if d > 1e-12 else (0.0, np.zeros((K, P))))
+    for m, vals in per.items():
+        out[f"{m}_macro"] = (float(np.mean([v for v, _ in vals])), sum(g for _, g in vals) / len(vals))
     result = {}
     for k, (val, grad) in out.items():
-        var = float(np.sum(grad ** 2 * v))
-        if block is not None:  # the isotonic map's own error: one probability per pooled block
-            m = np.asarray(cal["map"])[b]
-            per_block = np.bincount(block, weights=grad * c, minlength=len(cal["block_rows"]))
-            pb = np.bincount(block, weights=m * c, minlength=len(per_block)) / np.maximum(
-                np.bincount(block, weights=c, minlength=len(per_block)), 1e-12)
-            var += float(np.sum(per_block ** 2 * pb * (1 - pb) / np.asarray(cal["block_rows"])))
-        result[k] = (float(val), math.sqrt(max(var, 0.0)))
+        var = sum(float(grad[:, j] @ cov[j] @ grad[:, j]) for j in range(P))
+        result[k] = (val, math.sqrt(max(var, 0.0)))
     return result
 
 
@@ -367,14 +495,36 @@ def _window_reg_counts(conn, model: Model, window: Window, edges: list[float]) -
 # --------------------------------------------------------------------------- the window's rows
 
 
+CONFUSION = "_confusion"  # in `estimates`: the expected confusion matrix, {"<actual>|<predicted>": rows}
+
+
+def binary_confusion(groups: list[tuple], cal: dict) -> dict[str, float]:
+    """A binary window's expected confusion matrix (cells named as the realized one's)."""
+    _, pr, c, e, _ = _groups_arrays(groups, cal)
+    tp, fn = float(e[pr == 1].sum()), float(e[pr == 0].sum())
+    return {"1|1": tp, "1|0": fn, "0|1": float(c[pr == 1].sum()) - tp, "0|0": float(c[pr == 0].sum()) - fn}
+
+
 def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple[dict, str]:
-    """{metric: (value, ci low, ci high)} of the window, and the method (the calibration used)."""
+    """{metric: (value, ci low, ci high)} of the window (and under CONFUSION, of a classifier, its
+    expected confusion matrix), and the method (the calibration used)."""
     if model.labels is None:
         return {}, ""
     if model.task == "binary_classification":
         cal = calibration(conn, store, model, now)
-        got = estimate_binary(_window_groups(conn, model, window), cal)
-        return {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}, cal["method"]
+        groups = _window_groups(conn, model, window)
+        got = estimate_binary(groups, cal)
+        out = {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}
+        return out | ({CONFUSION: binary_confusion(groups, cal)} if groups else {}), cal["method"]
+    if model.task == "multiclass_classification":
+        if not model.source.class_scores or not model.source.prediction:
+            return {}, ""
+        classes, groups = _multiclass_groups(conn, model, window)
+        got = estimate_multiclass(classes, groups)
+        # class scores are trusted as they are: a calibration per class would no longer sum to one
+        out = {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}
+        cells = {f"{a}|{g[0]}": float(g[2][i]) for g in groups for i, a in enumerate(classes)}
+        return out | ({CONFUSION: cells} if groups else {}), "none"
     if model.task == "regression":
         ref = regression_reference(conn, store, model, now)
         got = estimate_regression(_window_reg_counts(conn, model, window, ref["edges"]), ref)
@@ -382,22 +532,71 @@ def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple
     return {}, ""
 
 
-def metrics(conn, store, model: Model, window: Window, now: datetime, quality: dict | None) -> list[dict]:
-    """The window's estimate rows, and once its labels are mature (`quality`), the estimate's error."""
-    est, method = estimates(conn, store, model, window, now)
-    from .modeljobs import _breach, _floor
+ESTIMATE_KINDS = (names.ESTIMATE_KIND, names.ESTIMATE_CI_LOW_KIND, names.ESTIMATE_CI_HIGH_KIND)
 
-    rows = []
-    for k, (v, lo, hi) in est.items():
-        rows += [{"kind": names.ESTIMATE_KIND, "name": k, "method": method, "value": v,
-                  "threshold": _floor(model, k), "detected": _breach(model, k, v)},
-                 {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "method": method, "value": lo},
-                 {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "method": method, "value": hi}]
-        real = (quality or {}).get(k)
-        if real is not None:
-            rows.append({"kind": names.ESTIMATION_ERROR_KIND, "name": k, "method": method,
-                         "value": abs(v - real), "detected": not (lo <= real <= hi)})
-    return rows
+
+def kept_rows(store, model: Model, window: Window) -> list[dict]:
+    """The estimate rows stored for the window (made while its labels were pending), if any."""
+    return [{k: r[k] for k in ("kind", "name", "segment", "method", "value", "threshold", "detected")}
+            for r in store.model_metrics(model.name, window.start, kinds=ESTIMATE_KINDS)]
+
+
+def metrics(conn, store, model: Model, window: Window, now: datetime, quality: dict | None) -> list[dict]:
+    """The window's estimate rows, and once its labels are mature (`quality`), the estimate's error.
+
+    A mature window keeps the estimate made while its labels were pending (the one users saw, and
+    the one whose error tells how far to trust the next); it is computed now only for a window
+    that was never estimated before (a backfill)."""
+    kept = kept_rows(store, model, window) if quality is not None else []
+    so_far = [] if quality is not None or model.labels is None else labels_so_far(conn, model, window)
+    if kept:
+        rows = kept
+    else:
+        from .modeljobs import _breach, _floor
+
+        est, method = estimates(conn, store, model, window, now)
+        cells = est.pop(CONFUSION, {})
+        cells = cells if quality is None else {}  # a mature window has the realized matrix
+        rows = [{"kind": names.CONFUSION_ESTIMATED_KIND, "name": k, "segment": "", "method": method, "value": v}
+                for k, v in sorted(cells.items())]
+        for k, (v, lo, hi) in est.items():
+            rows += [{"kind": names.ESTIMATE_KIND, "name": k, "segment": "", "method": method, "value": v,
+                      "threshold": _floor(model, k), "detected": _breach(model, k, v)},
+                     {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "segment": "", "method": method, "value": lo},
+                     {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "segment": "", "method": method, "value": hi}]
+    return rows + errors(rows, quality or {}) + so_far
+
+
+def labels_so_far(conn, model: Model, window: Window) -> list[dict]:
+    """A pending window's label coverage so far: its predictions with a label already, over its rows
+    (the labels still to come may change it; the judged coverage is the mature window's)."""
+    from .modeljobs import _bounds, _joined, _where
+
+    s = model.source
+    params = _bounds(conn, model, window)
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)}"),
+                        params).scalar() or 0
+    if not rows:
+        return []
+    got = conn.execute(sa.text(f"SELECT COUNT(DISTINCT i) FROM ({_joined(conn, model, f's.{quote(conn, s.id)} AS i')}) j"),
+                       params).scalar() or 0
+    return [{"kind": names.LABELS_SO_FAR_KIND, "name": "label_coverage", "segment": "", "method": None,
+             "value": min(1.0, got / rows)}]
+
+
+def errors(rows: list[dict], quality: dict) -> list[dict]:
+    """|estimate - realized| per estimated metric with a realized value (`detected`: outside the interval)."""
+    by = {(r["kind"], r["name"], r.get("segment", "")): r for r in rows}
+    out = []
+    for (kind, k, seg), r in by.items():
+        real = quality.get(k) if not seg else None
+        lo, hi = by.get((names.ESTIMATE_CI_LOW_KIND, k, seg)), by.get((names.ESTIMATE_CI_HIGH_KIND, k, seg))
+        if kind != names.ESTIMATE_KIND or real is None or r["value"] is None:
+            continue
+        inside = (lo is None or lo["value"] is None or lo["value"] <= real) and (hi is None or hi["value"] is None or real <= hi["value"])
+        out.append({"kind": names.ESTIMATION_ERROR_KIND, "name": k, "segment": seg, "method": r["method"],
+                    "value": abs(r["value"] - real), "detected": not inside})
+    return out
 
 
 # --------------------------------------------------------------------------- goals
@@ -444,10 +643,16 @@ def goal_interval(goal, value: float | None, numerator: float | None, denominato
     return value, lo, hi, "expected_met" if good else "expected_missed" if bad else "insufficient_data"
 
 
-def goal_estimate(conn, goal, window: Window, realized: float | None) -> dict:
+def goal_estimate(conn, goal, window: Window, realized: float | None, kept: dict | None = None) -> dict:
     """The goal's `estimate` SQL on one window: value, interval, expected status; with `realized`
-    (a mature window), the estimate's absolute error."""
+    (a mature window), the estimate's absolute error. `kept`: the window's stored estimate; a
+    mature window keeps the one made while it was provisional rather than rerun the SQL on
+    scores that may have been rewritten since."""
     from .goals import GoalDataError, run_sql
+
+    if realized is not None and kept is not None and kept.get("value") is not None:
+        got = {k: kept.get(k) for k in ("value", "numerator", "denominator", "variance", "ci_low", "ci_high", "status")}
+        return got | {"realized": realized, "error": abs(got["value"] - realized)}
 
     columns, rows = run_sql(conn, goal, window, goal.estimate.sql_text)
     cols = [c.lower() for c in columns]

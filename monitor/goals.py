@@ -13,6 +13,7 @@ from .config import Goal
 from .db import bind_time
 from .smart import judge
 from .spec import kind_mismatch
+from .sqltext import strip_comments
 from .store import GoalWindow
 from .windows import Window
 
@@ -32,35 +33,6 @@ def _number(goal: Goal, column: str, raw, row_no: int) -> float | None:
     if not math.isfinite(x):
         raise GoalDataError(f"goal {goal.name} ({goal.sql}): column {column!r} of row {row_no} is {x}, expected a finite number or NULL")
     return x
-
-
-def strip_comments(sql: str) -> str:
-    """The SQL without `--` and `/* */` comments (outside quotes): a `:name` in a comment is not a parameter."""
-    out, i, n = [], 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in ("'", '"'):
-            j = i + 1
-            while j < n:
-                if sql[j] == c:
-                    if j + 1 < n and sql[j + 1] == c:  # doubled quote inside a literal
-                        j += 2
-                        continue
-                    break
-                j += 1
-            out.append(sql[i:j + 1])
-            i = j + 1
-        elif sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j
-        elif sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            out.append(" ")
-            i = n if j < 0 else j + 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out).strip()
 
 
 WINDOW_PARAMS = ("window_start", "window_end", "window_start_epoch", "window_end_epoch")
@@ -166,15 +138,18 @@ def cap_segments(segs: list[dict], limit: int) -> list[dict]:
     return keep + [{"segment": OTHER, "numerator": n, "denominator": d, "value": n / d if d else None}]
 
 
-def compute(conn, goal: Goal, window: Window, provisional: bool, size: timedelta | None = None) -> tuple[GoalWindow, int]:
+def compute(conn, goal: Goal, window: Window, provisional: bool, size: timedelta | None = None,
+            kept_estimate: dict | None = None) -> tuple[GoalWindow, int]:
     """The stored result of one goal window, and the rows the query returned. `size` (the configured
-    window size) keys it in the store: a calendar month's own length varies, its key does not."""
+    window size) keys it in the store: a calendar month's own length varies, its key does not.
+    `kept_estimate`: the window's stored estimate, kept once the window is mature."""
     columns, rows = run_sql(conn, goal, window)
     value, numerator, denominator, segs = shape(goal, columns, rows)
     j = judge(value, numerator, denominator, goal.target, goal.direction)
     from .estimate import goal_estimate
 
-    est = goal_estimate(conn, goal, window, None if provisional else value) if goal.estimate else None
+    est = (goal_estimate(conn, goal, window, None if provisional else value, kept_estimate)
+           if goal.estimate else None)
     return GoalWindow(
         goal=goal.name, size_seconds=int((size or window.size).total_seconds()), window_start=window.start,
         window_end=window.end, value=value, numerator=numerator, denominator=denominator,

@@ -427,7 +427,7 @@ def goal_sql_text(conn, d: Draft) -> str:
 def _value_so_far(conn, sql: str, d: Draft) -> float | None:
     """The skeleton goal's value over the whole log, as a first target to edit."""
     from .db import bind_time
-    from .goals import strip_comments
+    from .sqltext import strip_comments
 
     if not d.first or not d.last:
         return None

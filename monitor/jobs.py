@@ -79,9 +79,10 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime, hol
             windows = plan(goal.start, now, size, set(stored), goal.recompute, unsettled)
         for w in windows:
             def run(w=w, size=size):
+                mature = is_mature(w, now, goal.maturity)
+                kept = store.goal_estimate(goal.name, int(size.total_seconds()), w.start) if goal.estimate and mature else None
                 with source.connect() as conn:
-                    result, rows = goals.compute(conn, goal, w, provisional=not is_mature(w, now, goal.maturity),
-                                                 size=size)
+                    result, rows = goals.compute(conn, goal, w, provisional=not mature, size=size, kept_estimate=kept)
                 store.save_goal_window(result, now, hold=hold)
                 return rows
             tasks.append(Task(job, w, run))

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 
-from . import alerts as al
+from . import alertdefs as al
 from .config import Config, Notify
-from .exporter import ResultsCollector
+from .series import ResultsCollector
 from .spec import Samples
 from .store import Store
 

@@ -270,6 +270,7 @@ class ModelWindow:
     quality_status: str
     label_coverage: float | None
     metrics: list[dict] = field(default_factory=list)
+    references: dict[str, dict] = field(default_factory=dict)  # reference summaries it built, by key: saved with it
 
 
 class Store:
@@ -391,9 +392,12 @@ class Store:
                     dict(computed_at=now, **{k: _finite(v) for k, v in values.items()}))
 
     def save_model_window(self, r: ModelWindow, now: datetime, hold: Hold | None = None) -> None:
-        """Upsert the model's summary and replace its metrics for this window in one transaction."""
+        """Upsert the model's summary, replace its metrics and save the reference summaries it built, in one transaction."""
         with self._write() as conn:
             self._hold(conn, hold)
+            for key, summary in r.references.items():
+                _upsert(conn, reference_summaries, dict(model=r.model, ref_key=key),
+                        dict(summary=json.dumps(summary), computed_at=now))
             _upsert(conn, model_windows, dict(model=r.model, window_start=r.window_start), dict(
                 window_end=r.window_end, rows=r.rows,
                 drift_share=_finite(r.drift_share), dataset_drift=r.dataset_drift,

@@ -11,7 +11,7 @@ import yaml
 from fixtures.alerting_world import config
 from stack import binary
 
-from monitor import alerts
+from monitor import alertdefs, alerts
 from monitor.conventions import DATA_CHECKS
 from monitor.build import build
 from monitor.config import load_config
@@ -42,7 +42,7 @@ def fixture_alerts(tmp_path):
 
 def test_the_fixture_yields_these_alerts(fixture_alerts):
     cfg, _ = fixture_alerts
-    names = [a.alert for a in alerts.all_alerts(cfg)]
+    names = [a.alert for a in alertdefs.all_alerts(cfg)]
     assert names == [
         "BadSessionShareBreached", "BadSessionShareErrorBudgetFastBurn", "BadSessionShareErrorBudgetSlowBurn",
         "BadSessionShareAtRisk", "BadSessionShareNoData", "BadSessionShareStale",
@@ -60,7 +60,7 @@ def test_every_rule_is_a_plain_record_with_subject_owner_summary_and_runbook(fix
     runbook = (folder / "RUNBOOK.md").read_text()
     anchors = {m.lower() for m in re.findall(r"^## (\w+)$", runbook, re.MULTILINE)}
     rules = [r for g in doc["groups"] for r in g["rules"]]
-    assert len(rules) == len(alerts.all_alerts(cfg))
+    assert len(rules) == len(alertdefs.all_alerts(cfg))
     for r in rules:
         assert set(r) == {"alert", "expr", "for", "labels", "annotations"}
         assert r["labels"]["severity"] in ("page", "ticket")
@@ -96,8 +96,8 @@ def test_promtool_checks_and_unit_tests_pass_on_the_generated_rules(fixture_aler
 def test_each_alert_is_tested_quiet_firing_and_resolved(fixture_alerts):
     cfg, folder = fixture_alerts
     doc = yaml.safe_load((folder / "tests" / "monitor.rules.test.yml").read_text())
-    assert len(doc["tests"]) == sum(1 + len(a.extra_cases) for a in alerts.all_alerts(cfg))
-    assert {t["name"].split()[0] for t in doc["tests"]} == {a.alert for a in alerts.all_alerts(cfg)}
+    assert len(doc["tests"]) == sum(1 + len(a.extra_cases) for a in alertdefs.all_alerts(cfg))
+    assert {t["name"].split()[0] for t in doc["tests"]} == {a.alert for a in alertdefs.all_alerts(cfg)}
     for t in doc["tests"]:
         expected = [len(e["exp_alerts"]) for e in t["alert_rule_test"]]
         assert expected == [0, 1, 0], t["name"]
@@ -188,14 +188,14 @@ def test_alert_links_are_absolute_urls_from_the_configured_bases(tmp_path):
     cfg = parse_config({**base, "app_url": "http://old:1", "urls": {"app": "https://review.example.com/app/",
                                                                     "runbook": "https://wiki.example.com/monitor"}},
                        tmp_path / "m.yaml")
-    recs = {a.alert: a.record() for a in alerts.all_alerts(cfg)}
+    recs = {a.alert: a.record() for a in alertdefs.all_alerts(cfg)}
     goal = next(r for r in recs.values() if r["labels"].get("goal") == "g")
     model = next(r for r in recs.values() if r["labels"].get("model") == "m")
     assert goal["annotations"]["review_url"] == "https://review.example.com/app/?goal=g"
     assert model["annotations"]["review_url"] == "https://review.example.com/app/?model=m"
     assert goal["annotations"]["runbook_url"] == f"https://wiki.example.com/monitor#{goal['alert'].lower()}"
     cfg = parse_config({**base, "urls": {"app": "https://review.example.com"}}, tmp_path / "m.yaml")
-    rec = alerts.all_alerts(cfg)[0].record()
+    rec = alertdefs.all_alerts(cfg)[0].record()
     assert rec["annotations"]["runbook_url"] == f"https://review.example.com/runbook#{rec['alert'].lower()}"
-    for r in (a.record() for a in alerts.all_alerts(cfg)):
+    for r in (a.record() for a in alertdefs.all_alerts(cfg)):
         assert r["annotations"]["runbook_url"].startswith("https://") and r["annotations"]["review_url"].startswith("https://")

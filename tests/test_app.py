@@ -686,12 +686,12 @@ def test_model_query_parameter_at_the_root_opens_the_model_page(app_env):
 
 
 def test_the_runbook_page_has_every_alerts_section(app_env):
-    from monitor import alerts
+    from monitor import alertdefs
 
     at = clean(app().run().switch_page("runbook.py").run())
     body = texts(at)
     cfg = load_config(app_env)
-    for a in alerts.all_alerts(cfg):
+    for a in alertdefs.all_alerts(cfg):
         assert f"## {a.alert}" in body
         assert a.record()["annotations"]["runbook_url"] == f"http://localhost:8501/runbook#{a.alert.lower()}"
 

@@ -12,12 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import conventions as n
 from monitor.batch import write_textfile
-from monitor.exporter import (
-    ResultsCollector,
-    error_budget,
-    exposition,
-    registry,
-)
+from monitor.exporter import exposition, registry
+from monitor.series import ResultsCollector, error_budget
 from monitor.jobs import run_cycle
 from monitor.spec import budget_period, has_budget
 from monitor.store import ModelWindow, Store

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from monitor.config import Goal
-from monitor.goals import GoalDataError, cap_segments, shape, strip_comments
+from monitor.goals import GoalDataError, cap_segments, shape
+from monitor.sqltext import strip_comments
 
 GOAL = Goal(name="g", sql=Path("/cfg/metrics_sql/g.sql"), direction="at_most", target=0.01, start="2026-09-01")
 

@@ -505,24 +505,54 @@ def test_hourly_windows_on_sqlite_timestamps_spelled_with_a_t(tmp_path):
         assert got[("online", "score_mean", "")]["value"] == pytest.approx(cur.score.mean(), rel=1e-12)
 
 
+def _computed_and_saved(eng, store: Store, m: Model, w: Window, now) -> tuple:
+    """A window as the model job computes it: its result saved with the reference summaries it built."""
+    result, read = modeljobs.compute(eng, store, m, w, now)
+    store.save_model_window(result, now)
+    return result, read
+
+
 def test_fixed_reference_is_computed_once(world):
     df, eng, store = world
     m = model()
-    reads = [modeljobs.compute(eng, store, m, day(d), utc(9))[1] for d in (REF_DAYS, REF_DAYS + 1)]
+    reads = [_computed_and_saved(eng, store, m, day(d), utc(9))[1] for d in (REF_DAYS, REF_DAYS + 1)]
     window_rows = [len(rows_in(df, day(d))) for d in (REF_DAYS, REF_DAYS + 1)]
     ref_rows = len(rows_in(df, Window(utc(0), utc(REF_DAYS))))
     labelled = [reads[0] - window_rows[0] - ref_rows, reads[1] - window_rows[1]]
     assert all(0 < x <= r for x, r in zip(labelled, window_rows))  # the second read no reference rows
 
 
+def _summary_keys(store: Store, model_name: str) -> set[str]:
+    from monitor.store import reference_summaries as t
+
+    with store.engine.connect() as c:
+        return {r[0] for r in c.execute(sa.select(t.c.ref_key).where(t.c.model == model_name))}
+
+
+def test_a_window_writes_nothing_until_it_is_saved_with_its_reference_summaries(world):
+    """The summaries a window builds (its reference; its own part of later rolling references) come
+    back with it and are saved in its transaction: a computation that is not saved leaves none."""
+    df, eng, store = world
+    fixed, rolling = model(), model(name="roll", reference={"rolling": "3d"})
+    for m, w, ref in ((fixed, day(REF_DAYS), Window(utc(0), utc(REF_DAYS))),
+                      (rolling, day(REF_DAYS + 3), Window(utc(REF_DAYS), utc(REF_DAYS + 3)))):
+        result, first = modeljobs.compute(eng, store, m, w, utc(9))
+        assert result.references and _summary_keys(store, m.name) == set(), m.name
+        assert modeljobs.compute(eng, store, m, w, utc(9))[1] == first  # nothing kept: the reference is read again
+        store.save_model_window(result, utc(9))
+        assert _summary_keys(store, m.name) == set(result.references), m.name
+        assert all(store.load_reference(m.name, k) == v for k, v in result.references.items())
+        assert first - modeljobs.compute(eng, store, m, w, utc(9))[1] == len(rows_in(df, ref)), m.name
+
+
 def test_rolling_reference_is_the_sum_of_stored_window_summaries(world):
-    """Rolling: each window's summary is stored as it is computed, and a window's reference is the sum
+    """Rolling: each window's summary is stored with it, and a window's reference is the sum
     of its predecessors' summaries: equal to one scan of the whole range, to rounding."""
     _df, eng, store = world
     m = model(reference={"rolling": "3d"})
     now = utc(9)
     for d in range(REF_DAYS, REF_DAYS + 3):
-        _result, read = modeljobs.compute(eng, store, m, day(d), now)
+        _result, read = _computed_and_saved(eng, store, m, day(d), now)
     spec = store.load_reference("m", f"spec:{modeljobs._model_hash(m)}")
     w = day(REF_DAYS + 3)
     with eng.connect() as conn:
@@ -536,7 +566,7 @@ def test_rolling_reference_is_the_sum_of_stored_window_summaries(world):
     # drift against a rolling reference sees the planted change, then absorbs it
     flags = {}
     for d in range(REF_DAYS, 9):
-        r = modeljobs.compute(eng, store, m, day(d), now)[0]
+        r = _computed_and_saved(eng, store, m, day(d), now)[0]
         flags[d] = {x["name"] for x in r.metrics if x["kind"] == "feature_drift" and not x["segment"] and x["detected"]}
     assert flags[REF_DAYS + 1] == PLANTED
     assert flags[REF_DAYS + 4] == set() and flags[REF_DAYS] == set()

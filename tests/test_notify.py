@@ -11,7 +11,7 @@ import pytest
 from fixtures.alerting_world import World, config
 from stack import SMTPSink, WebhookReceiver
 
-from monitor import alerts
+from monitor import alertdefs
 from monitor.jobs import run_cycle
 from monitor.notify import notify_cycle
 from monitor.spec import Samples
@@ -156,7 +156,7 @@ def _minutes(t: str) -> int:
     return int(t[:-1]) * (60 if t.endswith("h") else 1)
 
 
-@pytest.mark.parametrize("alert", [a for a in alerts.all_alerts(config(Path("/tmp"))) if a.kind != "exporter_down"],
+@pytest.mark.parametrize("alert", [a for a in alertdefs.all_alerts(config(Path("/tmp"))) if a.kind != "exporter_down"],
                          ids=lambda a: f"{a.alert}-{'-'.join(a.subject.values())}")
 def test_the_notifier_evaluates_each_rule_condition_as_promtool_does(alert):
     """Each rule's promtool case, fed to the condition's evaluator: quiet, firing with the same value, resolved."""

@@ -14,7 +14,7 @@ from stack import binary
 from test_modeljobs import REF_DAYS, by_key, day, make_world, model, rows_in, utc
 
 from apppage import models_page
-from monitor import alerts
+from monitor import alertdefs, alerts
 from monitor import conventions as n
 from monitor import modeljobs
 from monitor.config import parse_config
@@ -68,7 +68,7 @@ def test_learned_floors_are_exported_and_alerted_on(tmp_path):
     text = exposition(cfg, store).decode()
     for metric, bound in (("roc_auc", "min"), ("accuracy", "min"), ("accuracy", "max"), ("recall", "min")):
         assert f'{n.MODEL_QUALITY_THRESHOLD}{{bound="{bound}",metric="{metric}",model="m"}}' in text
-    rules = {a.alert: a for a in alerts.all_alerts(cfg)}
+    rules = {a.alert: a for a in alertdefs.all_alerts(cfg)}
     assert "on(model, metric)" in rules["MRocAucBelowFloor"].expr
     assert {"MAccuracyBelowFloor", "MAccuracyAboveCeiling", "MRecallBelowFloor"} <= set(rules)
     # the estimate of a window waiting for labels is held to the same learned floor

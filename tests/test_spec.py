@@ -14,7 +14,7 @@ from fixtures.alerting_world import FIXTURE, config, write_config
 from test_check import WINDOWED, _check, _with_goal
 from test_goal_jobs import make_events
 
-from monitor import alerts, spec
+from monitor import alertdefs, alerts, spec
 from monitor.config import ConfigError, load_config, parse_config
 from monitor.spec import Age, And, Cmp, Or, Samples, Sel, Sub, Unless
 from stack import binary
@@ -44,7 +44,7 @@ def test_a_declared_kind_wins_over_the_sql_text():
     cfg = parse_config(data, FIXTURE)
     g = cfg.goal("bad_session_share")
     assert g.kind == "value" and g.kind_declared and not spec.has_budget(g)
-    assert not [a for a in alerts.all_alerts(cfg) if a.kind in ("fast_burn", "slow_burn")]
+    assert not [a for a in alertdefs.all_alerts(cfg) if a.kind in ("fast_burn", "slow_burn")]
 
 
 def test_an_unknown_kind_is_a_config_error_naming_the_key():
@@ -136,7 +136,7 @@ def test_alert_thresholds_come_from_the_config_defaults(tmp_path):
     moved = config(tmp_path, defaults={"stale_factor": 3, "volume_drop": 0.25, "label_coverage_min": 0.05})
 
     def by_name(cfg):
-        return {(a.alert, tuple(a.subject.items())): a for a in alerts.all_alerts(cfg)}
+        return {(a.alert, tuple(a.subject.items())): a for a in alertdefs.all_alerts(cfg)}
 
     a, b = by_name(base), by_name(moved)
     stale = ("BadSessionShareStale", (("goal", "bad_session_share"),))
@@ -181,7 +181,7 @@ def test_rules_from_declared_kinds_and_defaults_pass_promtool(tmp_path):
     data["goals"][0] |= {"kind": "rate", "models": ["scorer"]}
     data["goals"][1] |= {"kind": "value", "models": []}
     cfg = parse_config(data, FIXTURE)
-    slow = next(a for a in alerts.all_alerts(cfg) if a.kind == "slow_burn")
+    slow = next(a for a in alertdefs.all_alerts(cfg) if a.kind == "slow_burn")
     assert 'window="3d"' in slow.expr and "over the last 3d" in slow.record()["annotations"]["summary"]
     assert spec.burn_windows(cfg.goal("bad_session_share"), cfg.defaults) == {"1d": timedelta(days=1), "3d": timedelta(days=3)}
     for rel, text in alerts.render(cfg).items():
@@ -206,6 +206,28 @@ def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
             f"files = render_all(load_config({str(examples)!r})); "
             "bad = [m for m in ('monitor.exporter', 'monitor.notify', 'monitor.serve') if m in sys.modules]; "
             "print(len(files), bad); sys.exit(1 if bad or len(files) < 10 else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_notifier_loads_no_exporter_and_alert_definitions_load_no_generator():
+    """The notifier reads the alert definitions and the exported view (`monitor.series`), never the exporter or the file generators."""
+    code = ("import sys, monitor.notify; "
+            "bad = [m for m in ('monitor.exporter', 'monitor.alerts', 'monitor.serve', 'monitor.dashboards') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_loading_the_config_imports_no_goal_job_or_store():
+    """The config reads SQL as text (`monitor.sqltext`): loading the demo's, and one whose goals' kinds are read
+    from their SQL, loads neither the goal jobs nor the store."""
+    paths = [str(Path(__file__).parent.parent / "examples" / "monitor.yaml"), str(Path(__file__).parent / "golden" / "in-small.yaml")]
+    code = (f"import sys; from monitor.config import load_config; cfgs = [load_config(p) for p in {paths!r}]; "
+            "bad = [m for m in ('monitor.goals', 'monitor.store') if m in sys.modules]; "
+            "print([len(c.goals) for c in cfgs], bad); sys.exit(1 if bad or not all(c.goals for c in cfgs) else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
 

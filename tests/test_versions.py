@@ -7,7 +7,7 @@ import yaml
 from fixtures.alerting_world import FIXTURE
 from stack import binary
 
-from monitor import alerts
+from monitor import alertdefs, alerts
 from monitor.config import ConfigError, parse_config
 from monitor.dashboards import dashboards
 
@@ -34,7 +34,7 @@ def test_a_relative_floor_without_mlflow_is_a_config_error_naming_the_model(tmp_
 @pytest.mark.stack
 def test_relative_floors_compare_quality_with_the_exported_threshold_and_pass_promtool(tmp_path):
     cfg = _relative(tmp_path)
-    rules = {a.alert: a for a in alerts.all_alerts(cfg)}
+    rules = {a.alert: a for a in alertdefs.all_alerts(cfg)}
     low, high = rules["ScorerRocAucBelowFloor"], rules["ScorerLogLossAboveCeiling"]
     assert low.expr == ('monitor_model_quality{model="scorer",metric="roc_auc"} < on(model, metric) '
                         'monitor_model_quality_threshold{model="scorer",metric="roc_auc",bound="min"}')

@@ -1,6 +1,7 @@
 """A window's reference summary (fixed, or the sum of the stored windows before it) and learned thresholds."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from .. import drift as D
@@ -14,26 +15,61 @@ from .planning import reference_range
 from .specs import _fingerprint, _model_hash, build_spec
 
 
+class Summaries:
+    """The store as one window's computation sees it: reference summaries are read from the store,
+    and those the window builds are kept here (as the JSON the store would hold) until they are
+    saved with the window, in its transaction (`ModelWindow.references`). The rest is the store's."""
+
+    def __init__(self, store: Store, model: str):
+        self.store, self.model = store, model
+        self.new: dict[str, str] = {}  # ref_key -> JSON
+
+    def load_reference(self, model: str, ref_key: str) -> dict | None:
+        if model == self.model and ref_key in self.new:
+            return json.loads(self.new[ref_key])
+        return self.store.load_reference(model, ref_key)
+
+    def save_reference(self, model: str, ref_key: str, summary: dict, now: datetime) -> None:
+        assert model == self.model, model  # a window builds its own model's summaries only
+        self.new[ref_key] = json.dumps(summary)
+
+    def built(self) -> dict[str, dict]:
+        """The summaries built, by key."""
+        return {k: json.loads(v) for k, v in self.new.items()}
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
 def _reference(conn, store: Store, model: Model, window: Window, now: datetime) -> tuple[dict | None, dict | None, int]:
-    """(spec, reference summary, rows read to build it now)."""
-    h = _model_hash(model)
-    ref = model.reference
-    if ref.rolling is None:
-        key = f"fixed:{h}"
-        got = store.load_reference(model.name, key)
-        if got is not None:
-            return got["spec"], got["summary"], 0
-        rng = Window(ref.start, ref.end)
-        spec = build_spec(conn, model, rng)
-        if spec is None:
-            return None, None, 0
-        summary = scan(conn, model, spec, rng, moments=True, sample=False)  # once: exact
-        if now >= rng.end:  # a range still filling is recomputed next time, never frozen half full
-            store.save_reference(model.name, key, {"spec": spec, "summary": summary}, now)
-        return spec, summary, summary["all"]["rows"]
-    spec_key = f"spec:{h}"
+    """(spec, reference summary, rows read to build it now): fixed, or rolling."""
+    if model.reference.rolling is None:
+        return _fixed_reference(conn, store, model, now)
+    return _rolling_reference(conn, store, model, window, now)
+
+
+def _fixed_reference(conn, store: Store, model: Model, now: datetime) -> tuple[dict | None, dict | None, int]:
+    """A `{start, end}` reference: summarised once, exactly, and kept once its range has ended."""
+    key = f"fixed:{_model_hash(model)}"
+    got = store.load_reference(model.name, key)
+    if got is not None:
+        return got["spec"], got["summary"], 0
+    rng = Window(model.reference.start, model.reference.end)
+    spec = build_spec(conn, model, rng)
+    if spec is None:
+        return None, None, 0
+    summary = scan(conn, model, spec, rng, moments=True, sample=False)
+    if now >= rng.end:  # a range still filling is recomputed next time, never frozen half full
+        store.save_reference(model.name, key, {"spec": spec, "summary": summary}, now)
+    return spec, summary, summary["all"]["rows"]
+
+
+def _rolling_reference(conn, store: Store, model: Model, window: Window, now: datetime
+                       ) -> tuple[dict | None, dict | None, int]:
+    """A `{rolling: N}` reference: the sum of the summaries of the windows before, each scanned
+    once (normally when it was computed itself); the spec is cut once, on the first reference."""
+    spec_key = f"spec:{_model_hash(model)}"
     spec = store.load_reference(model.name, spec_key)
-    read = 0
     if spec is None:
         first = reference_range(model, window_at(model.start, model.window))
         spec = build_spec(conn, model, first, rolling=True)
@@ -42,7 +78,7 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
         if spec is None:
             return None, None, 0
         store.save_reference(model.name, spec_key, spec, now)
-    total = None
+    total, read = None, 0
     rng = reference_range(model, window)
     for w in windows_between(rng.start, rng.end, model.window):
         part = store.load_reference(model.name, _window_key(model, spec, w))

@@ -1,8 +1,14 @@
-"""One model window from start to end (`compute`)."""
+"""One model window from start to end (`compute`).
+
+A window is read in one transaction of the source (one snapshot where the engine has them) and
+written in one transaction of the store: every reference summary, learned threshold or floor it
+builds is kept in `Summaries` and comes back in `ModelWindow.references`, saved with the window
+(`Store.save_model_window`), so that a window that fails leaves nothing behind.
+"""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .. import bands as B
@@ -17,199 +23,272 @@ from .checks import QUALITY_CHECKS, REFERENCE_MIN_ROWS, _check, _schema_problems
 from .compare import _compare, _compared, _drift_metric, _exact_ks
 from .passes import scan
 from .planning import reference_range
-from .quality import (
-    _breach,
-    _chunk_quality,
-    _floor,
-    _integer_ids,
-    _label_ids,
-    _labels_unique,
-    _score_p95,
-    quality_binary,
-    quality_multiclass,
-    quality_regression,
-)
-from .references import _as_reference, _learned, _reference, _unseen_from, _window_key
+from .quality import (_breach, _chunk_quality, _floor, _integer_ids, _label_ids, _labels_unique, _score_p95, quality_binary,
+                      quality_multiclass, quality_regression)
+from .references import Summaries, _as_reference, _learned, _reference, _unseen_from, _window_key
 from .source import _bounds, _connect, _export_snapshot, _on_snapshot, _setup, _where
 from .specs import _empty_spec, _fingerprint, _model_hash
 
 
-def _mean(summary: dict) -> float | None:
-    return summary["s"] / summary["n"] if summary["n"] else None
+class _Quality:
+    """The window's quality query. On engines with snapshots it runs on a second connection that
+    sees the first one's rows, beside the window's pass; with integer ids it starts once that pass
+    has found the window's id range (`started`), and reads only the labels in it."""
+
+    def __init__(self, source_engine, conn, model: Model, window: Window, mature: bool):
+        self.source_engine, self.model, self.window = source_engine, model, window
+        self.snapshot = _export_snapshot(conn) if mature else None
+        self.unique = mature and _labels_unique(conn, model)  # each scored row labelled at most once
+        self.narrow = mature and _integer_ids(conn, model)
+        self.ids: tuple | None = None  # (smallest, largest) id of the window, once its first pass is in
+        self.pool = ThreadPoolExecutor(1) if self.snapshot else None
+        self.future: Future | None = None
+        if self.snapshot and not self.narrow:
+            self._submit()
+
+    def __enter__(self) -> _Quality:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _submit(self) -> None:
+        self.future = self.pool.submit(_on_snapshot, self.source_engine, self.snapshot, self.query)
+
+    def started(self, n: int, ids: tuple | None) -> None:
+        """The window's first pass is in (`scan`'s `on_pass`)."""
+        self.ids = ids
+        if self.snapshot and n:
+            self._submit()
+
+    def query(self, conn) -> dict:
+        m, w, binary = self.model, self.window, self.model.task == "binary_classification"
+        if binary:
+            q = quality_binary(conn, m, w, self.unique, self.ids, distinct=not self.unique)
+        elif MC.is_multiclass(m):
+            q = quality_multiclass(conn, m, w, self.ids)
+        else:
+            q = quality_regression(conn, m, w, self.ids)
+        # each labelled row its own label id: no id labelled twice, and as many ids as rows
+        once = self.unique or q.pop("_distinct", None) == q["labelled"]
+        q["_ids"] = (q["labelled"], 0) if once else _label_ids(conn, m, w, self.ids)
+        return q
+
+    def result(self, conn) -> dict:
+        return self.future.result() if self.future else self.query(conn)
+
+
+@dataclass
+class _Read:
+    """What a window's reads found: the spec, the reference and window summaries, and the side drifts."""
+
+    spec: dict | None
+    ref: dict | None  # None: no drift (the `reference` check says why)
+    cur: dict
+    rows: int
+    read: int  # source rows read
+    checks: list[dict]
+    learned: dict
+    classes: D.ColumnDrift | None = None
+    multivariate: dict | None = None
+    known: set[str] = field(default_factory=set)  # the classes a multiclass model predicts, here or in its reference
+
+    @property
+    def all(self) -> dict:
+        return self.cur["all"]
 
 
 def compute(source_engine, store: Store, model: Model, window: Window, now: datetime) -> tuple[ModelWindow, int]:
     """Drift, online signals and (once labels mature) quality of one window: (result, rows read)."""
     D.validate_method(model.drift.method)
-    metrics: list[dict] = []
-    binary = model.task == "binary_classification"
     mature = model.labels is not None and window.end + model.labels.max_delay <= now
+    summaries = Summaries(store, model.name)
     with _connect(source_engine) as conn:
         _setup(conn)
         problems = _schema_problems(conn, model)
         if problems:
             return _unusable(conn, model, window, problems, now)
-        snapshot = _export_snapshot(conn) if mature else None
-        unique = mature and _labels_unique(conn, model)
-        fold_p95 = binary and unique
-        window_ids = None  # (smallest, largest) id of the window, once its first pass is in
-
-        def job(c):
-            if binary:
-                q = quality_binary(c, model, window, fold_p95, window_ids, distinct=not unique)
-            elif MC.is_multiclass(model):
-                q = quality_multiclass(c, model, window, window_ids)
-            else:
-                q = quality_regression(c, model, window, window_ids)
-            # each labelled row its own label id: no id labelled twice, and as many ids as rows
-            once = unique or q.pop("_distinct", None) == q["labelled"]
-            q["_ids"] = (q["labelled"], 0) if once else _label_ids(c, model, window, window_ids)
-            return q
-
-        narrow = mature and _integer_ids(conn, model)
-        with ThreadPoolExecutor(1) if snapshot else nullcontext() as pool:
-            side = pool.submit(_on_snapshot, source_engine, snapshot, job) if snapshot and not narrow else None
-
-            def start(n: int, ids: tuple | None) -> None:
-                """The first pass is in: the quality query, narrowed to the window's ids, starts beside the rest."""
-                nonlocal side, window_ids
-                window_ids = ids
-                if snapshot and n:
-                    side = pool.submit(_on_snapshot, source_engine, snapshot, job)
-
-            spec, ref, read = _reference(conn, store, model, window, now)
-            ref_rows = int(ref["all"]["rows"]) if ref else 0
-            future = model.reference.rolling is None and model.reference.start > now
-            unjudged = future or ref_rows < REFERENCE_MIN_ROWS
-            checks = [_check("schema", None, False), _check("reference", ref_rows, unjudged)]
-            if unjudged:  # no reference rows, too few or in the future: no drift, and the check says so
-                ref = None
-            fuse = MV.centers(model, spec) if MV.enabled(model) and spec is not None else None
-            cur = scan(conn, model, spec or _empty_spec(model), window, moments=model.reference.rolling is not None,
-                       on_pass=start if narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse)
-            if spec is not None and model.reference.rolling is not None:
-                store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
-            allc = cur["all"]
-            rows = int(allc["rows"])
-            read += rows
-            learned = _learned(conn, store, model, spec, ref, window, now) if ref is not None and rows else {}
-            if ref is not None and rows:
-                _exact_ks(conn, model, spec, ref["all"], allc, window, learned)
-            # Side queries over the same rows (counted once, by the pass above): the predicted class
-            # distribution of a multiclass model, and the numeric features' moments (multivariate drift).
-            classes = multivariate = None
-            known: set[str] = set()  # the classes a multiclass model predicts, here or in its reference
-            if MC.is_multiclass(model) and rows:
-                classes, known = MC.prediction_drift(
-                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
-                    _model_hash(model), now, _where(conn, model), lambda w: _bounds(conn, model, w))
-            if MV.enabled(model) and spec is not None and rows:
-                multivariate = MV.window_drift(
-                    conn, store, model, window, reference_range(model, window), model.reference.rolling is not None,
-                    f"{_model_hash(model)}:{_fingerprint(spec)}", spec, now, _where(conn, model),
-                    lambda w: _bounds(conn, model, w), cur.get("moments"))
-            quality = (side.result() if side else job(conn)) if mature and rows else None
-        n_scores = int(allc["score"]["n"])
-        checks += _source_checks(conn, model, window, allc, now)
+        with _Quality(source_engine, conn, model, window, mature) as q:
+            r = _read(conn, summaries, model, window, now, q)
+            quality, found = _split(q.result(conn) if mature and r.rows else None)
+        checks = [*r.checks, *_source_checks(conn, model, window, r.all, now), *_label_checks(model, found, r.known)]
+        p95 = _p95(conn, model, window, r.all, found)
+        status, coverage = _status(model, mature, r.rows, found, checks)
         if quality:
-            distinct, duplicated = quality.pop("_ids")
-            invalid = MC.unknown_labels(model, quality, known) if MC.is_multiclass(model) else quality.pop("_invalid_labels", None)
-            quality.pop("_non_finite", None)
-            if invalid is not None:
-                checks.append(_check("label_values", invalid, invalid > 0))
-            checks.append(_check("label_duplicates", duplicated, duplicated > 0))
-        p95 = None
-        folded = quality.pop("_p95", None) if quality else None
-        if folded and folded[0] == n_scores:  # each scored row labelled once: the same scores
-            p95 = folded[1]
-        elif n_scores:
-            p95 = _score_p95(conn, model, window, n_scores, clean=bool(allc["checks"]["non_finite"]))
-        status, coverage = "no_labels", None
-        if model.labels is not None:
-            if not mature:
-                status = "pending"
-            elif rows == 0:
-                status = "empty"
-            else:
-                read += quality["labelled"]
-                # distinct labelled predictions: duplicate labels never push it above 1
-                status, coverage = "ok", min(1.0, distinct / rows)
-                if any(c["detected"] for c in checks if c["name"] in QUALITY_CHECKS):
-                    status, quality = "invalid", None  # never computed from invalid inputs as if fine
-        elif rows == 0:
-            status = "empty"
-        # quality estimated from the scores (and, once labels are mature, the estimate's error)
-        valid = status != "invalid" and not any(c["detected"] for c in checks if c["name"] in QUALITY_CHECKS)
-        estimated = E.metrics(conn, store, model, window, now, quality) if rows and valid else []
+            r.read += quality["labelled"]
+        if status == "invalid":
+            quality = None  # never computed from invalid inputs as if fine
+        estimated = E.metrics(conn, summaries, model, window, now, quality) if r.rows and _valid(status, checks) else []
         # the floors and ceilings the window is held to, some maybe learned from the reference's windows
-        bands = (B.bands(store, model, reference_range(model, window), now, _model_hash(model),
+        bands = (B.bands(summaries, model, reference_range(model, window), now, _model_hash(model),
                          lambda w: _chunk_quality(conn, model, w, now)) if quality and model.quality else None)
         conn.rollback()
-    metrics += checks
+    drift, share, dataset = _drift_rows(model, r)
+    metrics = [*checks, *drift, *([r.multivariate] if r.multivariate is not None else []), *_online_rows(r, p95),
+               *_quality_rows(model, quality, found.get("_rows", []), bands), *estimated]
+    result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=r.rows,
+                         drift_share=share, dataset_drift=dataset, quality_status=status,
+                         label_coverage=coverage, metrics=metrics, references=summaries.built())
+    return result, r.read
 
-    # drift: features, dataset share, score; per segment
-    drift_share = dataset_drift = None
-    if ref is not None and rows > 0:
-        cols, score = _compare(spec, ref["all"], allc, model, learned)
-        metrics += _compared(spec, ref["all"], allc, model)
-        flags = []
-        for name, r in cols.items():
-            if r.method is not None or r.null_detected is not None:
-                metrics.append(_drift_metric("feature_drift", name, r))
-            if r.detected is not None:
-                flags.append(r.detected)
-            metrics.append({"kind": "null_share", "name": name, "segment": "", "method": r.null_method, "value": r.null_cur,
-                            "threshold": None, "detected": r.null_detected})
-        if flags:
-            drift_share = sum(flags) / len(flags)
-            dataset_drift = drift_share >= model.drift.dataset_share
-        if score.method is not None:
-            metrics.append(_drift_metric("prediction_drift", "score", score))
-        if classes is not None and classes.method is not None:
-            metrics.append(_drift_metric("prediction_drift", "class", classes))
-        for seg, parts in cur["segments"].items():
-            for label, part in parts.items():
-                ref_part = ref.get("segments", {}).get(seg, {}).get(label)
-                if ref_part is None or part["rows"] == 0:
-                    continue
-                seg_cols, seg_score = _compare(spec, ref_part, part, model, learned)
-                for name, r in seg_cols.items():
-                    if r.method is not None:
-                        metrics.append(_drift_metric("feature_drift", name, r, label))
-                if seg_score.method is not None:
-                    metrics.append(_drift_metric("prediction_drift", "score", seg_score, label))
-    else:
-        for name in [*model.source.features.numeric, *model.source.features.categorical]:
-            part = allc["num"].get(name) or allc["cat"].get(name)
-            metrics.append({"kind": "null_share", "name": name, "segment": "", "method": None,
-                            "value": (part["rows"] - part["n"]) / part["rows"] if part["rows"] else None,
-                            "threshold": None, "detected": None})
 
-    if multivariate is not None:
-        metrics.append(multivariate)
+# --------------------------------------------------------------------------- reading
 
-    # online signals
-    online = {"predictions": rows}
+
+def _read(conn, store: Summaries, model: Model, window: Window, now: datetime, q: _Quality) -> _Read:
+    """The reference summary, the window's pass (with the quality query started beside it) and the
+    drift queries of its own that a model may need."""
+    rolling = model.reference.rolling is not None
+    spec, ref, read = _reference(conn, store, model, window, now)
+    ref_rows = int(ref["all"]["rows"]) if ref else 0
+    unjudged = (not rolling and model.reference.start > now) or ref_rows < REFERENCE_MIN_ROWS
+    checks = [_check("schema", None, False), _check("reference", ref_rows, unjudged)]
+    if unjudged:  # no reference rows, too few or in the future: no drift, and the check says so
+        ref = None
+    fuse = MV.centers(model, spec) if MV.enabled(model) and spec is not None else None  # the pass may take MV's moments
+    cur = scan(conn, model, spec or _empty_spec(model), window, moments=rolling,
+               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse)
+    if spec is not None and rolling:  # a part of the later windows' references
+        store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
+    rows = int(cur["all"]["rows"])
+    r = _Read(spec, ref, cur, rows, read + rows, checks, learned={})
+    if ref is not None and rows:
+        r.learned = _learned(conn, store, model, spec, ref, window, now)
+        _exact_ks(conn, model, spec, ref["all"], r.all, window, r.learned)
     if rows:
-        mean = _mean(allc["score"])
-        if mean is not None:
-            online["score_mean"] = mean
+        _side_drifts(conn, store, model, window, now, r)
+    return r
+
+
+def _side_drifts(conn, store: Summaries, model: Model, window: Window, now: datetime, r: _Read) -> None:
+    """Queries of their own over the same rows (counted once, by the pass): the predicted class
+    distribution of a multiclass model, and the numeric features' moments (multivariate drift)."""
+    rng, rolling = reference_range(model, window), model.reference.rolling is not None
+    where, bounds = _where(conn, model), (lambda w: _bounds(conn, model, w))
+    if MC.is_multiclass(model):
+        r.classes, r.known = MC.prediction_drift(conn, store, model, window, rng, rolling, _model_hash(model), now,
+                                                 where, bounds)
+    if MV.enabled(model) and r.spec is not None:
+        r.multivariate = MV.window_drift(conn, store, model, window, rng, rolling,
+                                         f"{_model_hash(model)}:{_fingerprint(r.spec)}", r.spec, now, where, bounds,
+                                         r.cur.get("moments"))
+
+
+# --------------------------------------------------------------------------- judging
+
+
+def _split(quality: dict | None) -> tuple[dict | None, dict]:
+    """The quality query's metrics (and `labelled`), and what it found besides (`_ids`, `_p95`, ...)."""
+    if quality is None:
+        return None, {}
+    return ({k: v for k, v in quality.items() if not k.startswith("_")},
+            {k: v for k, v in quality.items() if k.startswith("_")})
+
+
+def _label_checks(model: Model, found: dict, known: set[str]) -> list[dict]:
+    """The checks the quality query counts: `label_values` (binary and multiclass models) and `label_duplicates`."""
+    if "_ids" not in found:
+        return []
+    invalid = MC.unknown_labels(model, found, known) if MC.is_multiclass(model) else found.get("_invalid_labels")
+    duplicated = found["_ids"][1]
+    checks = [_check("label_values", invalid, invalid > 0)] if invalid is not None else []
+    return [*checks, _check("label_duplicates", duplicated, duplicated > 0)]
+
+
+def _p95(conn, model: Model, window: Window, allc: dict, found: dict) -> float | None:
+    """The window's score_p95: the quality query's when each scored row is labelled once (the same scores)."""
+    n_scores = int(allc["score"]["n"])
+    folded = found.get("_p95")
+    if folded and folded[0] == n_scores:
+        return folded[1]
+    return _score_p95(conn, model, window, n_scores, clean=bool(allc["checks"]["non_finite"])) if n_scores else None
+
+
+def _status(model: Model, mature: bool, rows: int, found: dict, checks: list[dict]) -> tuple[str, float | None]:
+    """(quality status, label coverage)."""
+    if model.labels is None:
+        return ("empty" if rows == 0 else "no_labels"), None
+    if not mature:
+        return "pending", None
+    if rows == 0:
+        return "empty", None
+    coverage = min(1.0, found["_ids"][0] / rows)  # distinct labelled predictions: duplicate labels never push it above 1
+    return ("ok" if _valid("ok", checks) else "invalid"), coverage
+
+
+def _valid(status: str, checks: list[dict]) -> bool:
+    return status != "invalid" and not any(c["detected"] for c in checks if c["name"] in QUALITY_CHECKS)
+
+
+# --------------------------------------------------------------------------- the rows stored
+
+
+def _drift_rows(model: Model, r: _Read) -> tuple[list[dict], float | None, bool | None]:
+    """Drift of the features, the dataset and the score, per segment too: (rows, drift share, dataset drift)."""
+    if r.ref is None or r.rows == 0:
+        return _null_shares(model, r.all), None, None
+    cols, score = _compare(r.spec, r.ref["all"], r.all, model, r.learned)
+    rows = _compared(r.spec, r.ref["all"], r.all, model)
+    for name, c in cols.items():
+        if c.method is not None or c.null_detected is not None:
+            rows.append(_drift_metric("feature_drift", name, c))
+        rows.append({"kind": "null_share", "name": name, "segment": "", "method": c.null_method, "value": c.null_cur,
+                     "threshold": None, "detected": c.null_detected})
+    flags = [c.detected for c in cols.values() if c.detected is not None]
+    share = sum(flags) / len(flags) if flags else None
+    for name, c in (("score", score), ("class", r.classes)):
+        if c is not None and c.method is not None:
+            rows.append(_drift_metric("prediction_drift", name, c))
+    rows += _segment_rows(model, r)
+    return rows, share, (share >= model.drift.dataset_share if share is not None else None)
+
+
+def _segment_rows(model: Model, r: _Read) -> list[dict]:
+    rows = []
+    for seg, parts in r.cur["segments"].items():
+        for label, part in parts.items():
+            ref_part = r.ref.get("segments", {}).get(seg, {}).get(label)
+            if ref_part is None or part["rows"] == 0:
+                continue
+            cols, score = _compare(r.spec, ref_part, part, model, r.learned)
+            rows += [_drift_metric("feature_drift", name, c, label) for name, c in cols.items() if c.method is not None]
+            if score.method is not None:
+                rows.append(_drift_metric("prediction_drift", "score", score, label))
+    return rows
+
+
+def _null_shares(model: Model, allc: dict) -> list[dict]:
+    """Without drift (no reference, or no rows): each feature's NULL share, unjudged."""
+    rows = []
+    for name in [*model.source.features.numeric, *model.source.features.categorical]:
+        part = allc["num"].get(name) or allc["cat"].get(name)
+        rows.append({"kind": "null_share", "name": name, "segment": "", "method": None,
+                     "value": (part["rows"] - part["n"]) / part["rows"] if part["rows"] else None,
+                     "threshold": None, "detected": None})
+    return rows
+
+
+def _online_rows(r: _Read, p95: float | None) -> list[dict]:
+    """Predictions, score mean and p95, positive rate: signals without labels."""
+    online = {"predictions": r.rows}
+    score, o = r.all["score"], r.all.get("online")
+    if r.rows:
+        if score["n"]:
+            online["score_mean"] = score["s"] / score["n"]
         if p95 is not None:
             online["score_p95"] = p95
-        o = allc.get("online")
         if o and o["pos_n"]:
             online["positive_rate"] = o["pos"] / o["pos_n"]
-    metrics += [{"kind": "online", "name": k, "segment": "", "value": float(v)} for k, v in online.items()]
+    return [{"kind": "online", "name": k, "segment": "", "value": float(v)} for k, v in online.items()]
 
-    if quality:
-        extra = quality.pop("_rows", [])  # multiclass: per-class quality and the confusion matrix
-        metrics += [{"kind": "quality", "name": k, "segment": "", "value": v,
-                     "threshold": _floor(model, k, bands), "detected": _breach(model, k, v, bands)}
-                    for k, v in quality.items() if k != "labelled"]
-        metrics += B.rows(model, bands or {})
-        metrics += [{"method": None, "threshold": None, "detected": None, **r} for r in extra]
-    metrics += estimated
-    result = ModelWindow(model=model.name, window_start=window.start, window_end=window.end, rows=rows,
-                         drift_share=drift_share, dataset_drift=dataset_drift, quality_status=status,
-                         label_coverage=coverage, metrics=metrics)
-    return result, read
+
+def _quality_rows(model: Model, quality: dict | None, extra: list[dict], bands: dict | None) -> list[dict]:
+    """The quality metrics with the floor or ceiling each is held to, the bands, and `extra` (multiclass:
+    the per-class quality and the confusion matrix)."""
+    if not quality:
+        return []
+    rows = [{"kind": "quality", "name": k, "segment": "", "value": v,
+             "threshold": _floor(model, k, bands), "detected": _breach(model, k, v, bands)}
+            for k, v in quality.items() if k != "labelled"]
+    return [*rows, *B.rows(model, bands or {}), *[{"method": None, "threshold": None, "detected": None, **x} for x in extra]]
