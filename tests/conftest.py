@@ -80,10 +80,8 @@ def _starts_nothing(item):
     return real, refuse
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    """Hold the fast tier to its word, in every run: its tests' setup (fixtures of any scope), call
-    and teardown start no process."""
+def _guarded(item):
+    """Run a phase of a fast-tier test with process starts refused."""
     if any(item.get_closest_marker(m) for m in SERVICE_MARKS):
         yield
         return
@@ -93,3 +91,16 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         subprocess.Popen.__init__ = real
+
+
+# Hold the fast tier to its word, in every run: its tests' setup (fixtures of any scope) and call
+# start no process. Teardown is left free: a session's PostgreSQL or Spark, started by a marked
+# test, is stopped in the teardown of whichever test happens to run last.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    yield from _guarded(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield from _guarded(item)

@@ -198,38 +198,37 @@ def test_the_demo_config_loads_with_every_goal_kind_inferred():
                                                    "minutes_per_active_user": "rate"}
 
 
+def _loads_none_of(code: str, modules: tuple[str, ...]) -> None:
+    """Runs `code` in a fresh interpreter (its asserts hold) and checks that it imported none of `modules`."""
+    check = f"import sys\n{code}\nbad = [m for m in {modules!r} if m in sys.modules]\nprint(bad)\nsys.exit(1 if bad else 0)"
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+EXAMPLE = str(Path(__file__).parent.parent / "examples" / "monitor.yaml")
+
+
 @pytest.mark.slow
 def test_building_the_rules_and_dashboards_never_imports_the_runtime_exporter():
     """The generators read the spec layer: rendering every file of the demo loads no exporter, notifier or scheduler."""
-    examples = Path(__file__).parent.parent / "examples" / "monitor.yaml"
-    code = ("import sys; from monitor.build import render_all; from monitor.config import load_config; "
-            f"files = render_all(load_config({str(examples)!r})); "
-            "bad = [m for m in ('monitor.exporter', 'monitor.notify', 'monitor.serve') if m in sys.modules]; "
-            "print(len(files), bad); sys.exit(1 if bad or len(files) < 10 else 0)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
+    _loads_none_of("from monitor.build import render_all; from monitor.config import load_config\n"
+                   f"assert len(render_all(load_config({EXAMPLE!r}))) >= 10",
+                   ("monitor.exporter", "monitor.notify", "monitor.serve"))
 
 
 @pytest.mark.slow
 def test_notifier_loads_no_exporter_and_alert_definitions_load_no_generator():
     """The notifier reads the alert definitions and the exported view (`monitor.series`), never the exporter or the file generators."""
-    code = ("import sys, monitor.notify; "
-            "bad = [m for m in ('monitor.exporter', 'monitor.alerts', 'monitor.serve', 'monitor.dashboards') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
+    _loads_none_of("import monitor.notify", ("monitor.exporter", "monitor.alerts", "monitor.serve", "monitor.dashboards"))
 
 
 @pytest.mark.slow
 def test_loading_the_config_imports_no_goal_job_or_store():
     """The config reads SQL as text (`monitor.sqltext`): loading the demo's, and one whose goals' kinds are read
     from their SQL, loads neither the goal jobs nor the store."""
-    paths = [str(Path(__file__).parent.parent / "examples" / "monitor.yaml"), str(Path(__file__).parent / "golden" / "in-small.yaml")]
-    code = (f"import sys; from monitor.config import load_config; cfgs = [load_config(p) for p in {paths!r}]; "
-            "bad = [m for m in ('monitor.goals', 'monitor.store') if m in sys.modules]; "
-            "print([len(c.goals) for c in cfgs], bad); sys.exit(1 if bad or not all(c.goals for c in cfgs) else 0)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
+    paths = [EXAMPLE, str(Path(__file__).parent / "golden" / "in-small.yaml")]
+    _loads_none_of(f"from monitor.config import load_config\nassert all(load_config(p).goals for p in {paths!r})",
+                   ("monitor.goals", "monitor.store"))
 
 
 @pytest.mark.parametrize("kind, columns, ok", [

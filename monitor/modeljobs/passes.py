@@ -214,67 +214,81 @@ def _count_categories(conn, model: Model, spec: dict, window: Window, segment: s
     if not cats:
         return
     segments = spec["segments"].get(segment, []) if segment else []
-    seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
     lookups = {c: {_jsonable(v): j for j, v in enumerate(spec["cat"][c]["categories"])} for c in cats}
-    raw_ok = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
-              and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
-
-    def add(part: dict, col: str, value, count: int) -> None:
-        if value is None:
-            return
-        c = part["cat"][col]
-        c["n"] += count
-        j = lookups[col].get(_jsonable(value))
-        if j is not None:
-            c["counts"][j] += count
-
-    t, where = quote_table(conn, model.source.table), _where(conn, model)
-    if raw_ok:
-        keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
-        rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {t} WHERE {where} "
-                                    f"GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"), _bounds(conn, model, window)).all()
-        if len(rows) <= JOINT_MAX:
-            for r in rows:
-                part = parts[seg_index.get(_jsonable(r[-2]), -1)] if segment else parts[-1]
-                for i, col in enumerate(cats):
-                    add(part, col, r[i], int(r[-1]))
-            return
+    joint = (not any(spec["cat"][c].get("pooled") or c in unseen_from for c in cats)
+             and math.prod(len(lookups[c]) + 1 for c in cats) * (len(segments) + 1) <= JOINT_MAX)
+    if joint and _count_jointly(conn, model, window, segment, segments, lookups, parts):
+        return
     for col in cats:
-        params = _bounds(conn, model, window)
-        x = quote(conn, col)
-        marks = []
-        for j, v in enumerate(spec["cat"][col]["categories"]):
-            params[f"c{j}"] = v
-            marks.append(f":c{j}")
-        mapped = f"CASE WHEN {x} IN ({', '.join(marks)}) THEN {x} END" if marks else "NULL"
-        cols = [f"{mapped} AS m", f"CASE WHEN {x} IS NULL THEN 1 ELSE 0 END AS z"]
-        keys = ["m", "z"]
-        g = _segment_expr(conn, spec, segment, params)
-        if g is not None:
-            cols.append(f"{g} AS g")
-            keys.append("g")
-        join = ""
-        if col in unseen_from:  # values outside the categories that the reference never holds
-            cols.append(f"{x} AS v")
-            params.update(_bounds(conn, model, unseen_from[col], p="r"))
-            ref_where = _where(conn, model, "r.", p="r")
-            for part in parts.values():
-                part["cat"][col].setdefault("unseen", 0)
-            join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
-                    "ON r.v = q.v AND q.m IS NULL")
-            keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
-        sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
-               f"GROUP BY {', '.join(keys)}")
-        for r in conn.execute(sa.text(sql), params):
-            part = parts[int(r[2])] if segment else parts[-1]
-            if r[1]:  # NULL
+        _count_column(conn, model, spec, window, segment, col, lookups[col], parts, unseen_from.get(col))
+
+
+def _count_jointly(conn, model: Model, window: Window, segment: str | None, segments: list, lookups: dict,
+                   parts: dict[int, dict]) -> bool:
+    """Every categorical column (and the segment) in one plain GROUP BY; False, counting nothing,
+    when the window holds more than JOINT_MAX combinations."""
+    cats = list(lookups)
+    keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
+    rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {quote_table(conn, model.source.table)} "
+                                f"WHERE {_where(conn, model)} GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"),
+                        _bounds(conn, model, window)).all()
+    if len(rows) > JOINT_MAX:
+        return False
+    seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
+    for r in rows:
+        part = parts[seg_index.get(_jsonable(r[-2]), -1)] if segment else parts[-1]
+        for i, col in enumerate(cats):
+            if r[i] is None:
                 continue
-            c = part["cat"][col]
-            c["n"] += int(r[-1])
-            if r[0] is not None:
-                c["counts"][lookups[col][_jsonable(r[0])]] += int(r[-1])
-            elif col in unseen_from and r[-2]:
-                c["unseen"] = c.get("unseen", 0) + int(r[-1])
+            c, count = part["cat"][col], int(r[-1])
+            c["n"] += count
+            j = lookups[col].get(_jsonable(r[i]))
+            if j is not None:
+                c["counts"][j] += count
+    return True
+
+
+def _count_column(conn, model: Model, spec: dict, window: Window, segment: str | None, col: str, lookup: dict,
+                  parts: dict[int, dict], unseen_from: Window | None) -> None:
+    """One column mapped to its reference categories in SQL and counted on its own; with
+    `unseen_from` (its reference range), the other values told apart into the reference's tail and
+    the values it never saw."""
+    t, where = quote_table(conn, model.source.table), _where(conn, model)
+    params = _bounds(conn, model, window)
+    x = quote(conn, col)
+    marks = []
+    for j, v in enumerate(spec["cat"][col]["categories"]):
+        params[f"c{j}"] = v
+        marks.append(f":c{j}")
+    mapped = f"CASE WHEN {x} IN ({', '.join(marks)}) THEN {x} END" if marks else "NULL"
+    cols = [f"{mapped} AS m", f"CASE WHEN {x} IS NULL THEN 1 ELSE 0 END AS z"]
+    keys = ["m", "z"]
+    g = _segment_expr(conn, spec, segment, params)
+    if g is not None:
+        cols.append(f"{g} AS g")
+        keys.append("g")
+    join = ""
+    if unseen_from is not None:  # values outside the categories that the reference never holds
+        cols.append(f"{x} AS v")
+        params.update(_bounds(conn, model, unseen_from, p="r"))
+        ref_where = _where(conn, model, "r.", p="r")
+        for part in parts.values():
+            part["cat"][col].setdefault("unseen", 0)
+        join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "
+                "ON r.v = q.v AND q.m IS NULL")
+        keys.append("CASE WHEN q.m IS NULL AND q.z = 0 AND r.v IS NULL THEN 1 ELSE 0 END")
+    sql = (f"SELECT {', '.join(keys)}, COUNT(*) FROM (SELECT {', '.join(cols)} FROM {t} WHERE {where}) q{join} "
+           f"GROUP BY {', '.join(keys)}")
+    for r in conn.execute(sa.text(sql), params):
+        part = parts[int(r[2])] if segment else parts[-1]
+        if r[1]:  # NULL
+            continue
+        c = part["cat"][col]
+        c["n"] += int(r[-1])
+        if r[0] is not None:
+            c["counts"][lookup[_jsonable(r[0])]] += int(r[-1])
+        elif unseen_from is not None and r[-2]:
+            c["unseen"] = c.get("unseen", 0) + int(r[-1])
 
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
