@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 from monitor import formatting, spec
 from monitor.config import Config, Goal, Model
+from monitor.conventions import (CLASS_SEGMENT, CONFUSION_KIND, OTHER, VERSION_SEGMENT, confusion_labels,
+                                segment_value)
 from monitor.smart import planned
 from monitor.versions import version_text
 from monitor.store import Store
@@ -405,10 +407,11 @@ def version_changes(model: Model, r: Reader) -> list[dict]:
     if not seen and model.source.version:
         top: dict = {}
         for m in r.model_metrics(model.name, ("online",), overall_only=False):
-            if m["name"] == "predictions" and m["segment"].startswith("version=") and m["segment"] != "version=other":
+            v = segment_value(m["segment"], VERSION_SEGMENT)
+            if m["name"] == "predictions" and v is not None and v != OTHER:
                 best = top.get(m["window_start"])
                 if best is None or m["value"] > best[1]:
-                    top[m["window_start"]] = (m["segment"].split("=", 1)[1], m["value"])
+                    top[m["window_start"]] = (v, m["value"])
         seen = [(w, v) for w, (v, _) in sorted(top.items())]
     out, last = [], None
     for w, v in seen:
@@ -422,9 +425,9 @@ def by_version(model: Model, r: Reader) -> list[dict]:
     """Per window and version: predictions, score mean, positive rate, quality (rows of `source.version`)."""
     out: dict = {}
     for m in r.model_metrics(model.name, ("online", "quality"), overall_only=False):
-        if m["segment"].startswith("version="):
-            row = out.setdefault((m["window_start"], m["segment"]), {"window_start": m["window_start"],
-                                                                      "version": m["segment"].split("=", 1)[1]})
+        v = segment_value(m["segment"], VERSION_SEGMENT)
+        if v is not None:
+            row = out.setdefault((m["window_start"], m["segment"]), {"window_start": m["window_start"], "version": v})
             row[m["name"]] = m["value"]
     return [out[k] for k in sorted(out)]
 
@@ -448,11 +451,12 @@ def class_quality(model: Model, r: Reader) -> dict | None:
     start = judged[-1]["window_start"]
     per: dict[str, dict] = {}
     for m in r.model_metrics(model.name, ("quality",), False):
-        if m["window_start"] == start and m["segment"].startswith("class="):
-            per.setdefault(m["segment"][len("class="):], {})[m["name"]] = m["value"]
+        k = segment_value(m["segment"], CLASS_SEGMENT)
+        if m["window_start"] == start and k is not None:
+            per.setdefault(k, {})[m["name"]] = m["value"]
     cells = []
-    for m in r.model_metrics(model.name, ("confusion",)):
+    for m in r.model_metrics(model.name, (CONFUSION_KIND,)):
         if m["window_start"] == start:
-            true, _, pred = m["name"].partition("|")
-            cells.append({"true": true, "predicted": pred, "count": int(m["value"] or 0)})
+            true, pred = confusion_labels(m["name"])
+            cells.append({"true": true, "predicted": pred, "count": None if m["value"] is None else int(m["value"])})
     return {"window_start": start, "classes": [{"class": k, **v} for k, v in per.items()], "confusion": cells}

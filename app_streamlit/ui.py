@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 import streamlit as st
 
-from monitor import formatting, review
+from monitor import formatting
 from monitor.conventions import STATUS_TEXT, TRAJECTORY_TEXT
 from monitor.config import Config, ConfigError, Goal, load_config
 
@@ -233,7 +233,7 @@ def goal_picker(ctx: Context) -> Goal | None:
 
 def _closed(ctx: Context) -> dict:
     try:
-        return review.closed_weeks(ctx.reader.store)
+        return ctx.reader.store.closed_weeks()
     except sa.exc.SQLAlchemyError:
         return {}
 
@@ -260,7 +260,7 @@ def author(ctx: Context) -> str | None:
 def week_view(ctx: Context, week: datetime) -> tuple[list[dict], list[dict], dict | None, list[dict]]:
     """(cards, alerts, closed record, changes since closing): a closed week shows its snapshot."""
     live = data.week_cards(ctx.cfg, ctx.reader, week)
-    closed = review.closed_week(ctx.reader.store, week)
+    closed = ctx.reader.store.closed_week(week)
     if closed:
         snap = closed["snapshot"]
         return snap["cards"], snap.get("alerts", []), closed, data.changes_since(snap["cards"], live)

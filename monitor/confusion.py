@@ -7,6 +7,7 @@ The counts come from the quality query's sums over the labelled predictions with
 from __future__ import annotations
 
 from .config import Model
+from .conventions import CONFUSION_KIND, confusion_cell
 
 
 def binary(model: Model, tp: float, fp: float, fn: float, tn: float) -> dict:
@@ -20,7 +21,7 @@ def binary(model: Model, tp: float, fp: float, fn: float, tn: float) -> dict:
     bv = model.business_value
     if bv is not None:
         out["business_value"] = bv.tp * tp + bv.fp * fp + bv.fn * fn + bv.tn * tn
-    # stored as the multiclass matrix is: name "<true>|<predicted>"
-    out["_rows"] = [{"kind": "confusion", "name": f"{y}|{p}", "segment": "", "value": float(c)}
+    # stored as the multiclass matrix is
+    out["_rows"] = [{"kind": CONFUSION_KIND, "name": confusion_cell(y, p), "segment": "", "value": float(c)}
                     for (y, p), c in (((1, 1), tp), ((1, 0), fn), ((0, 1), fp), ((0, 0), tn))]
     return out

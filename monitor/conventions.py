@@ -77,9 +77,42 @@ DATA_CHECK_KIND = "data_check"
 DATA_CHECKS = ("timestamp", "score_range", "score_nulls", "label_values", "label_duplicates", "reference", "schema",
                "non_finite")
 # The confusion matrix of a classifier's window: monitor_model_metrics rows (kind CONFUSION_KIND,
-# name "<actual>|<predicted>", segment ""), value = labelled predictions in that cell.
+# name confusion_cell(actual, predicted), segment ""), value = labelled predictions in that cell.
 CONFUSION_KIND = "confusion"
 CONFUSION_ESTIMATED_KIND = "confusion_estimated"  # a pending window's expected matrix, from the scores
+
+
+def confusion_cell(actual, predicted) -> str:
+    """A confusion cell's stored name, "<actual>|<predicted>"; a "%" or "|" in a class is escaped
+    (%25, %7C) so any class name reads back as it was."""
+    def esc(v) -> str:
+        return str(v).replace("%", "%25").replace("|", "%7C")
+    return f"{esc(actual)}|{esc(predicted)}"
+
+
+def confusion_labels(name: str) -> tuple[str, str]:
+    """(actual, predicted) of a name written by confusion_cell."""
+    def unesc(v: str) -> str:
+        return v.replace("%7C", "|").replace("%25", "%")
+    actual, _, predicted = name.partition("|")
+    return unesc(actual), unesc(predicted)
+
+
+# Per-class and per-version results: monitor_model_metrics rows with segment "<key>=<value>".
+CLASS_SEGMENT = "class"
+VERSION_SEGMENT = "version"
+OTHER = "other"  # the rows of the classes or versions beyond the kept ones
+
+
+def segment(key: str, value) -> str:
+    """The segment of the rows of one class (CLASS_SEGMENT) or version (VERSION_SEGMENT)."""
+    return f"{key}={value}"
+
+
+def segment_value(seg: str, key: str) -> str | None:
+    """The class or version a segment written by segment(key, ...) names; None for another segment."""
+    prefix = f"{key}="
+    return seg[len(prefix):] if seg.startswith(prefix) else None
 # What each data check finds, for alert texts and the app.
 DATA_CHECK_TEXT = {
     "timestamp": "rows with a NULL or unparseable timestamp",

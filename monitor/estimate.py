@@ -502,7 +502,8 @@ def binary_confusion(groups: list[tuple], cal: dict) -> dict[str, float]:
     """A binary window's expected confusion matrix (cells named as the realized one's)."""
     _, pr, c, e, _ = _groups_arrays(groups, cal)
     tp, fn = float(e[pr == 1].sum()), float(e[pr == 0].sum())
-    return {"1|1": tp, "1|0": fn, "0|1": float(c[pr == 1].sum()) - tp, "0|0": float(c[pr == 0].sum()) - fn}
+    cell = names.confusion_cell
+    return {cell(1, 1): tp, cell(1, 0): fn, cell(0, 1): float(c[pr == 1].sum()) - tp, cell(0, 0): float(c[pr == 0].sum()) - fn}
 
 
 def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple[dict, str]:
@@ -523,7 +524,7 @@ def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple
         got = estimate_multiclass(classes, groups)
         # class scores are trusted as they are: a calibration per class would no longer sum to one
         out = {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}
-        cells = {f"{a}|{g[0]}": float(g[2][i]) for g in groups for i, a in enumerate(classes)}
+        cells = {names.confusion_cell(a, g[0]): float(g[2][i]) for g in groups for i, a in enumerate(classes)}
         return out | ({CONFUSION: cells} if groups else {}), "none"
     if model.task == "regression":
         ref = regression_reference(conn, store, model, now)

@@ -27,13 +27,13 @@ import sqlalchemy as sa
 
 from . import drift as D
 from .config import Model
+from .conventions import CLASS_SEGMENT, CONFUSION_KIND, OTHER, confusion_cell, segment
 from . import engines
 from .db import quote, quote_table
 from .windows import Window, windows_between
 
 TASK = "multiclass_classification"
 CAT_MAX = 50  # reference classes compared one by one; the rest are pooled with unseen ones
-OTHER = "other"
 
 
 def is_multiclass(model: Model) -> bool:
@@ -115,12 +115,12 @@ def quality(conn, model: Model, rows) -> dict:
         for metric, per in _per_class(cells).items():
             for k in classes:
                 if k in kept:
-                    extra.append({"kind": "quality", "name": metric, "segment": f"class={k}", "value": per[k]})
+                    extra.append({"kind": "quality", "name": metric, "segment": segment(CLASS_SEGMENT, k), "value": per[k]})
         confusion: dict[str, int] = {}
         for (y, pr), c in cells.items():
-            key = f"{y if y in kept else OTHER}|{pr if pr in kept else OTHER}"
+            key = confusion_cell(y if y in kept else OTHER, pr if pr in kept else OTHER)
             confusion[key] = confusion.get(key, 0) + c
-        extra += [{"kind": "confusion", "name": k, "segment": "", "value": float(v)} for k, v in sorted(confusion.items())]
+        extra += [{"kind": CONFUSION_KIND, "name": k, "segment": "", "value": float(v)} for k, v in sorted(confusion.items())]
     if scored and not unscorable:
         out["log_loss"] = -ll / scored
     out["_rows"] = extra

@@ -50,7 +50,8 @@ def _goal_estimate(store: Store, g, r: dict | None) -> dict | None:
 def model_table(cfg: Config, store: Store, computed: dict[str, int] | None = None) -> list[dict]:
     """One row per model: windows computed this cycle, and its latest window's drift, quality
     (or why there is none yet), estimates and failing data checks."""
-    from .conventions import CONFUSION_KIND, DATA_CHECK_KIND, ESTIMATION_ERROR_WINDOWS, model_job
+    from .conventions import (CLASS_SEGMENT, CONFUSION_KIND, DATA_CHECK_KIND, ESTIMATION_ERROR_WINDOWS, confusion_labels,
+                              model_job, segment_value)
     from .durations import format_duration
 
     computed = computed or {}
@@ -90,13 +91,14 @@ def model_table(cfg: Config, store: Store, computed: dict[str, int] | None = Non
             row["quality"] = {r["name"]: r["value"] for r in q}
             per_class: dict[str, dict] = {}
             for r in stored:
-                if r["kind"] == "quality" and r["segment"].startswith("class="):
-                    per_class.setdefault(r["segment"][len("class="):], {})[r["name"]] = r["value"]
+                k = segment_value(r["segment"], CLASS_SEGMENT)
+                if r["kind"] == "quality" and k is not None:
+                    per_class.setdefault(k, {})[r["name"]] = r["value"]
             if per_class:
                 row["class_quality"] = per_class
-            cells = [(*r["name"].partition("|")[::2], r["value"]) for r in stored if r["kind"] == CONFUSION_KIND]
+            cells = [(*confusion_labels(r["name"]), r["value"]) for r in stored if r["kind"] == CONFUSION_KIND]
             if cells:  # of the latest judged window, as the exporter's monitor_model_confusion
-                row["confusion"] = [{"actual": a, "predicted": p, "count": int(c or 0)} for a, p, c in cells]
+                row["confusion"] = [{"actual": a, "predicted": p, "count": None if c is None else int(c)} for a, p, c in cells]
             row["below_floor"] = sorted(r["name"] for r in q if r["detected"])
             row["floors"] = sorted(m.quality)
         if row["quality_status"] == "pending" and m.labels is not None:

@@ -69,16 +69,6 @@ def carried_actions(store: Store, week_start: datetime) -> list[dict]:
     return store.carried_actions(week_start)
 
 
-def closed_week(store: Store, week_start: datetime) -> dict | None:
-    """The closed week's record with its snapshot parsed, or None while the week is open."""
-    return store.closed_week(week_start)
-
-
-def closed_weeks(store: Store) -> dict[datetime, datetime]:
-    """Every closed week: start -> when it was closed."""
-    return store.closed_weeks()
-
-
 def close_week(store: Store, week_start: datetime, snapshot: dict, by: str | None, now: datetime) -> dict:
     """Freeze a week: store its snapshot; a week is closed once (a second close raises ReviewError)."""
     store.close_week(week_start, snapshot, _who(by), now)

@@ -283,14 +283,14 @@ class ResultsCollector:
                     coverage.add_metric([m.name], judged["label_coverage"])
                 for r in self.store.model_metrics(m.name, judged["window_start"], kinds=("quality", "quality_threshold", n.CONFUSION_KIND)):
                     if r["kind"] == n.CONFUSION_KIND:
-                        actual, _, predicted = r["name"].partition("|")
+                        actual, predicted = n.confusion_labels(r["name"])
                         cm.add_metric([m.name, actual, predicted], _num(r["value"]))
                     elif r["kind"] == "quality_threshold":  # the floor (min) or ceiling (max), fixed or learned
                         quality_thr.add_metric([m.name, r["name"], r["segment"]], _num(r["value"]))
                     elif not r["segment"]:
                         quality.add_metric([m.name, r["name"]], _num(r["value"]))
-                    elif r["segment"].startswith("class="):
-                        klass.add_metric([m.name, r["segment"][len("class="):], r["name"]], _num(r["value"]))
+                    elif n.segment_value(r["segment"], n.CLASS_SEGMENT) is not None:
+                        klass.add_metric([m.name, n.segment_value(r["segment"], n.CLASS_SEGMENT), r["name"]], _num(r["value"]))
             # estimates: of the latest window still waiting for its labels (a mature one shows realized values)
             waiting = self.store.latest_model_window(m.name, with_rows=True, status="pending")
             if waiting and (judged is None or waiting["window_start"] > judged["window_start"]):
@@ -300,7 +300,7 @@ class ResultsCollector:
                     if r["kind"] == n.LABELS_SO_FAR_KIND:
                         so_far.add_metric([m.name], _num(r["value"]))
                     elif r["kind"] == n.CONFUSION_ESTIMATED_KIND:
-                        actual, _, predicted = r["name"].partition("|")
+                        actual, predicted = n.confusion_labels(r["name"])
                         cm_est.add_metric([m.name, actual, predicted], _num(r["value"]))
                     else:
                         estimates[r["kind"]].add_metric([m.name, r["name"]], _num(r["value"]))

@@ -5,6 +5,7 @@ and a job that dies stores no half window. The schema is created and upgraded by
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -164,13 +165,40 @@ reference_summaries = sa.Table(
     _ts("computed_at", nullable=False),
 )
 
+NOTIFY_KEY_LENGTH = 300
 notify_state = sa.Table(
     "monitor_notify_state", metadata,
-    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("key", sa.String(NOTIFY_KEY_LENGTH), primary_key=True),
     sa.Column("state", sa.String(30), nullable=False),
     _ts("changed_at", nullable=False),
     sa.Column("detail", sa.Text),
 )
+
+
+def _notify_key(key: str) -> str:
+    """The stored form of a notifier state key: as it is when it fits the column, else its start
+    and a hash of the whole key, so two long keys with the same start keep their own state."""
+    if len(key) <= NOTIFY_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{key[:NOTIFY_KEY_LENGTH - len(digest) - 1]}#{digest}"
+
+
+class _NotifyState(dict):
+    """The notifier's state by key: a key reads and writes as it is stored (see _notify_key)."""
+
+    def __getitem__(self, key):
+        return super().__getitem__(_notify_key(key))
+
+    def __setitem__(self, key, value):
+        super().__setitem__(_notify_key(key), value)
+
+    def __contains__(self, key):
+        return super().__contains__(_notify_key(key))
+
+    def get(self, key, default=None):
+        return super().get(_notify_key(key), default)
+
 
 review_items = sa.Table(
     "monitor_review_items", metadata,
@@ -696,13 +724,14 @@ class Store:
     # --- the notifier's state (the notifier is its only writer) ---
 
     def notify_state(self) -> dict[str, dict]:
-        """Every condition's and channel's state: key -> {key, state, changed_at, detail}."""
+        """Every condition's and channel's state: key -> {key, state, changed_at, detail}; looked up
+        by the full key, however long."""
         with self.engine.connect() as conn:
-            return {r.key: dict(r._mapping) for r in conn.execute(sa.select(notify_state))}
+            return _NotifyState({r.key: dict(r._mapping) for r in conn.execute(sa.select(notify_state))})
 
     def save_notify_state(self, key: str, state: str, at: datetime, detail: str | None = None) -> None:
         t = notify_state
-        key = key[:300]
+        key = _notify_key(key)
         with self._write() as conn:
             conn.execute(t.delete().where(t.c.key == key))
             conn.execute(t.insert().values(key=key, state=state, changed_at=at, detail=detail))

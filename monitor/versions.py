@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from .bands import KIND as BAND_KIND
 from .config import MLflow, Model, RelativeBound
+from .conventions import VERSION_SEGMENT, segment
 from . import engines
 from .db import quote, quote_table
 from .store import Store
@@ -166,9 +167,9 @@ def by_version(source_engine, model: Model, window: Window, now: datetime) -> li
         if rest or any(r[0] is None for r in kept):  # NULL versions and the tail are summed as `other`
             rest = [r for r in rows if r[0] is None or r not in kept]
             kept = [r for r in kept if r[0] is not None]
-        groups = [(f"version={r[0]}", r[0], r[1:]) for r in kept]
+        groups = [(segment(VERSION_SEGMENT, r[0]), r[0], r[1:]) for r in kept]
         if rest:
-            groups.append((f"version={OTHER}", None, [sum(x[i] or 0 for x in rest) for i in range(1, len(rows[0]))]))
+            groups.append((segment(VERSION_SEGMENT, OTHER), None, [sum(x[i] or 0 for x in rest) for i in range(1, len(rows[0]))]))
         mature = model.labels is not None and window.end + model.labels.max_delay <= now
         out = []
         for label, value, (n, n_sc, sum_sc, p, p_n) in groups:

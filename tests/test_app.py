@@ -421,10 +421,10 @@ def test_closing_the_week_freezes_its_values_and_later_shows_what_changed(app_en
     at.text_input(key="author_name").input("Ann").run()
     at.button(key="close-week").click().run()
     clean(at)
-    assert review.closed_week(store, W3) is None  # the first click asks
+    assert store.closed_week(W3) is None  # the first click asks
     assert "Close the review of 2026-W12" in " ".join(w.value for w in at.warning)
     at.button(key="confirm-close-cancel").click().run()
-    assert review.closed_week(store, W3) is None and not at.button(key="close-week").disabled
+    assert store.closed_week(W3) is None and not at.button(key="close-week").disabled
     at.button(key="close-week").click().run()
     at.button(key="confirm-close-yes").click().run()
     clean(at)
@@ -619,7 +619,7 @@ def test_the_review_store_works_on_both_dialects(db_url):
     assert review.carried_actions(store, W3) == []
     closed = review.close_week(store, W1, {"cards": [{"goal": "g", "value": 0.5}], "at": NOW}, "Ann", NOW)
     assert closed["snapshot"] == {"cards": [{"goal": "g", "value": 0.5}], "at": NOW.isoformat()}
-    assert review.closed_weeks(store) == {W1: NOW}
+    assert store.closed_weeks() == {W1: NOW}
     with pytest.raises(review.ReviewError, match="unknown kind"):
         review.add_item(store, week_start=W2, goal="g", kind="todo", text="x", author=None, now=NOW)
     c = review.add_item(store, week_start=W2, goal="g", kind="note", text="draft", author="Bo", now=NOW)
@@ -703,14 +703,14 @@ def test_a_closed_week_can_be_reopened_recording_who_and_when_and_keeping_the_sn
     at.text_input(key="author_name").input("Ann").run()
     at.button(key="close-week").click().run()
     clean(at.button(key="confirm-close-yes").click().run())
-    value = review.closed_week(store, W3)["snapshot"]["cards"][0]["value"]
+    value = store.closed_week(W3)["snapshot"]["cards"][0]["value"]
     at.text_input(key="author_name").input("Bo").run()
     at.button(key="reopen-week").click().run()
-    assert review.closed_week(store, W3) is not None  # asked first
+    assert store.closed_week(W3) is not None  # asked first
     assert "was closed by Ann" in " ".join(w.value for w in clean(at).warning).replace("It was", "was")
     at.button(key="confirm-reopen-yes").click().run()
     clean(at)
-    assert review.closed_week(store, W3) is None
+    assert store.closed_week(W3) is None
     (h,) = review.reopenings(store, W3)
     assert h["reopened_by"] == "Bo" and h["reopened_at"] is not None
     assert h["closed_by"] == "Ann" and h["snapshot"]["cards"][0]["value"] == value
@@ -721,7 +721,7 @@ def test_a_closed_week_can_be_reopened_recording_who_and_when_and_keeping_the_sn
     # and closed anew
     at.button(key="close-week").click().run()
     clean(at.button(key="confirm-close-yes").click().run())
-    assert review.closed_week(store, W3)["closed_by"] == "Bo"
+    assert store.closed_week(W3)["closed_by"] == "Bo"
     with pytest.raises(review.ReviewError, match="not closed"):
         review.reopen_week(store, W2, "Bo", NOW)
 

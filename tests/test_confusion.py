@@ -68,16 +68,26 @@ def test_binary_confusion_in_json_and_metrics_equals_sklearn(db_url, tmp_path, c
     assert exported == want
 
 
-@pytest.mark.parametrize("classes", [["cat", "dog", "bird"], [0, 1, 2]], ids=["names", "codes"])
-def test_multiclass_confusion_and_class_quality_in_json_and_metrics_equal_sklearn(db_url, tmp_path, capsys, classes):
+@pytest.mark.parametrize("classes", [["cat", "dog", "bird"], [0, 1, 2], ["a|b", "x=y|z", "50%7C"]],
+                         ids=["names", "codes", "separators"])
+def test_multiclass_confusion_and_class_quality_in_json_metrics_and_app_equal_sklearn(db_url, tmp_path, capsys, classes):
+    """Class names with "|", "=" or "%" read back as they are, in every reader."""
+    from app_streamlit import data
+    from monitor.config import load_config
+
     df = mc_world.make_world(db_url, classes)
-    row, exported = _readers(_config(tmp_path, db_url, mc_world.model_dict(classes)), mc_world.utc(5).isoformat(), capsys)
+    path = _config(tmp_path, db_url, mc_world.model_dict(classes))
+    row, exported = _readers(path, mc_world.utc(5).isoformat(), capsys)
     labels = pd.read_sql("SELECT pid, y FROM mc_labels", sa.create_engine(db_url))
     names = [str(c) for c in classes]
     assert row["quality_window_start"].startswith("2026-03-05")  # day 3, the latest with rows and labels
     want = _expected(df, labels, row["quality_window_start"], "pred", names)
     assert {(c["actual"], c["predicted"]): c["count"] for c in row["confusion"]} == want
     assert exported == want
+    cfg = load_config(path)
+    app = data.class_quality(cfg.models[0], data.Reader(cfg.store_url))
+    assert {(c["true"], c["predicted"]): c["count"] for c in app["confusion"]} == want
+    assert {c["class"] for c in app["classes"]} == set(names) == set(row["class_quality"])
     j = _window(df, row["quality_window_start"]).drop(columns=["y"]).merge(labels, on="pid")
     j = j[j["pred"].notna()]
     recall = skm.recall_score(j["y"].map(mc_world.text), j["pred"].map(mc_world.text), labels=names, average=None)
@@ -86,9 +96,6 @@ def test_multiclass_confusion_and_class_quality_in_json_and_metrics_equal_sklear
 
 @pytest.mark.slow
 def test_the_models_page_draws_a_binary_models_confusion_matrix(tmp_path, monkeypatch, capsys):
-
-
-
     src = f"sqlite:///{tmp_path / 'src.db'}"
     binary_world.make_world(src, per_day=300, days=binary_world.REF_DAYS + 2)
     spec = binary_world.model().model_dump(mode="json", exclude_none=True)
@@ -105,3 +112,27 @@ def test_the_models_page_draws_a_binary_models_confusion_matrix(tmp_path, monkey
     frame = pa.ipc.open_stream(data.data.data).read_pandas()
     got = {(str(r["true"]), str(r["predicted"])): r["count"] for r in frame.to_dict("records")}
     assert got == {(c["actual"], c["predicted"]): c["count"] for c in row["confusion"]}
+
+
+def test_a_confusion_cell_stored_without_a_count_reads_as_missing_not_zero(tmp_path, capsys):
+    from monitor.config import load_config
+    from monitor.report import model_table
+    from monitor.store import Store
+
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    binary_world.make_world(src, per_day=200, days=binary_world.REF_DAYS + 2)
+    spec = binary_world.model().model_dump(mode="json", exclude_none=True)
+    spec["window"], spec["labels"]["max_delay"] = "1d", "1d"
+    spec["drift"].pop("multivariate", None)
+    path = _config(tmp_path, src, spec)
+    row, _ = _readers(path, binary_world.utc(binary_world.REF_DAYS + 3).isoformat(), capsys)
+    (a, p), *_ = [(c["actual"], c["predicted"]) for c in row["confusion"]]
+    cfg = load_config(path)
+    with sa.create_engine(cfg.store_url).begin() as conn:
+        conn.execute(sa.text("UPDATE monitor_model_metrics SET value = NULL WHERE kind = :k AND name = :c"),
+                     {"k": n.CONFUSION_KIND, "c": n.confusion_cell(a, p)})
+    (got,) = model_table(cfg, Store(cfg.store_url))
+    cells = {(c["actual"], c["predicted"]): c["count"] for c in got["confusion"]}
+    assert cells[(a, p)] is None
+    assert all(v == row_c["count"] for row_c in row["confusion"] for k, v in cells.items()
+               if k == (row_c["actual"], row_c["predicted"]) and k != (a, p))

@@ -155,12 +155,12 @@ def test_running_the_demo_again_keeps_the_review_unless_force(tmp_path, capsys):
     assert "Kept the review of the earlier demo (1 note, decisions and actions and 1 closed week)" in out
     store = Store(load_config(tmp_path / "w" / "monitor.yaml").store_url)
     assert [i["text"] for i in review.week_items(store, week)] == ["keep me"]
-    assert review.closed_week(store, week)["closed_by"] == "ann"
+    assert store.closed_week(week)["closed_by"] == "ann"
     assert store.goal_series("spam_exposure_rate")  # and the world was computed afresh around it
     main(args + ["--force"])
     assert "Kept" not in capsys.readouterr().out
     store = Store(load_config(tmp_path / "w" / "monitor.yaml").store_url)
-    assert review.week_items(store, week) == [] and review.closed_week(store, week) is None
+    assert review.week_items(store, week) == [] and store.closed_week(week) is None
 
 
 def test_the_committed_example_config_is_the_demo_config():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -351,27 +350,6 @@ def test_the_outage_and_the_broken_label_feed_are_in_the_data(world):
     kinds = {(e["name"], e["kind"], e["subject"]) for e in manifest["episodes"]}
     assert {("engagement_outage", "outage", "minutes_per_active_user"), ("engagement_outage", "outage", "engagement_model"),
             ("broken_label_feed", "broken_labels", "spam_classifier")} <= kinds
-
-
-def test_the_demo_config_built_as_data_is_the_one_its_yaml_template_wrote(tmp_path):
-    """The demo config is data dumped as YAML; loaded through config.py it is the config its former
-    YAML template wrote (tests/fixtures/demo-config-template.yaml), with the same comments. A change
-    of the demo config on purpose rewrites that file (the command is in the failure's message)."""
-    import re
-
-    from monitor.config import load_config
-
-    template = (Path(__file__).parent / "fixtures" / "demo-config-template.yaml").read_text()
-    built = dw.demo_config("sqlite:///monitor.db")
-    dw.copy_sql(tmp_path)
-    (tmp_path / "template.yaml").write_text(template)
-    (tmp_path / "built.yaml").write_text(built)
-    hint = ("the demo config differs from tests/fixtures/demo-config-template.yaml; when it changed on purpose, rewrite "
-            "that file: python -c 'from monitor import demo_world as d; print(d.demo_config(\"sqlite:///monitor.db\"), end=\"\")' "
-            "> tests/fixtures/demo-config-template.yaml")
-    assert load_config(tmp_path / "built.yaml").model_dump() == load_config(tmp_path / "template.yaml").model_dump(), hint
-    comments = lambda text: [re.sub(r"\s+", " ", c).strip() for c in re.findall(r"#(.*)", text)]  # noqa: E731
-    assert comments(built) == comments(template), hint
 
 
 def test_the_demo_config_yaml_says_what_its_data_says(tmp_path):

@@ -192,7 +192,7 @@ def test_models_page_shows_per_class_quality_and_the_confusion_matrix(tmp_path, 
     assert set(per["class"]) == set(classes) and {"precision", "recall", "f1"} <= set(per.columns)
     stored = {r["segment"]: r["value"] for r in result.metrics if r["kind"] == "quality" and r["name"] == "recall"}
     # the page shows the latest judged window (day 3)
-    assert per.set_index("class")["recall"].to_dict() == {k[len("class="):]: v for k, v in stored.items() if k}
+    assert per.set_index("class")["recall"].to_dict() == {n.segment_value(k, n.CLASS_SEGMENT): v for k, v in stored.items() if k}
     assert len(at.get("vega_lite_chart")) >= 3  # prediction drift, quality, confusion matrix
 
 

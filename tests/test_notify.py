@@ -190,3 +190,20 @@ def test_a_goal_window_without_rows_is_notified_as_no_data_and_not_as_a_breach(t
     hook = next(b for b in receiver.on("/hook") if b["alert"] == "BadSessionShareNoData")
     assert hook["status"] == "firing" and hook["labels"]["kind"] == "no_data"
     assert "has no rows at all" in hook["annotations"]["summary"] and "ending 2026-09-12 00:00:00" in hook["annotations"]["summary"]
+
+
+def test_long_state_keys_with_the_same_start_keep_their_own_state(db_url):
+    from datetime import datetime, timezone
+    store = Store(db_url)
+    store.migrate()
+    at = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    one, two = "sent|webhook|" + "x" * 400 + "|one", "sent|webhook|" + "x" * 400 + "|two"
+    store.save_notify_state(one, "firing", at, "one")
+    store.save_notify_state(two, "ok", at, "two")
+    store.save_notify_state("short", "pending", at)
+    state = store.notify_state()
+    assert len(state) == 3
+    assert (state[one]["state"], state[one]["detail"]) == ("firing", "one")
+    assert state.get(two)["state"] == "ok" and two in state and state["short"]["state"] == "pending"
+    store.save_notify_state(one, "ok", at, "again")  # rewritten in place, not beside
+    assert store.notify_state()[one]["detail"] == "again" and len(store.notify_state()) == 3

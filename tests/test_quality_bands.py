@@ -87,7 +87,6 @@ def test_learned_floors_are_exported_and_alerted_on(tmp_path):
 
 @pytest.mark.slow
 def test_the_models_page_shows_learned_floors_and_the_windows_past_them(tmp_path, monkeypatch):
-
     import yaml
 
     src = f"sqlite:///{tmp_path / 'src.db'}"

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from .base import Engine, no_savepoint, sa_type
 
+log = logging.getLogger(__name__)
+
 
 class SparkError(sa.exc.DBAPIError):
     """A Spark error, shaped like SQLAlchemy's so that the jobs report it as a database error."""
@@ -168,8 +170,8 @@ class SparkSource:
             for key, value in FAST.items():
                 try:
                     s.conf.set(key, value)
-                except Exception:  # a managed cluster that pins it: slower, still right
-                    pass
+                except Exception as e:  # a managed cluster that pins it: slower, still right
+                    log.warning("spark: cannot set %s=%s (%s); queries run slower", key, value, _one_line(e))
             for name, path in self.parquet.items():
                 s.read.parquet(path).createOrReplaceTempView(name)
         except Exception as e:

@@ -174,7 +174,7 @@ def _model_rows(mi: int, m) -> tuple[list[dict], list[dict]]:
                         add("quality_threshold", metric, 0.75, segment=bound)
             if multiclass:
                 for c in m.source.class_scores or {}:
-                    add("quality", "f1", round(0.5 + 0.4 * _wave(i, len(c)), 6), segment=f"class={c}")
+                    add("quality", "f1", round(0.5 + 0.4 * _wave(i, len(c)), 6), segment=n.segment(n.CLASS_SEGMENT, c))
             for metric in n.ESTIMATED_METRICS.get(m.task, ())[:2]:
                 add(n.ESTIMATION_ERROR_KIND, metric, round(0.02 + 0.01 * _wave(i, 60), 6))
         if pending:
