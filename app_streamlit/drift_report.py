@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from monitor import engines
 from monitor.config import Model
 from monitor.db import quote, quote_table
-from monitor.modeljobs import _bounds, _connect, _where, reference_range
+from monitor.modeljobs import reference_range
+from monitor.modeljobs.source import connect, model_bounds, model_where
 from monitor.windows import Window
 
 
@@ -23,8 +24,8 @@ def _sample_frame(conn, model: Model, window: Window, sample: int, with_labels: 
         lab = model.labels
         sel += f", l.{quote(conn, lab.label)} AS {quote(conn, '__label__')}"
         t += (f" LEFT JOIN {quote_table(conn, lab.table)} l ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)}")
-    sql = f"SELECT {sel} FROM {t} WHERE {_where(conn, model, 's.')} ORDER BY {engines.of(conn).random()} LIMIT {int(sample)}"
-    result = conn.execute(sa.text(sql), _bounds(conn, model, window))
+    sql = f"SELECT {sel} FROM {t} WHERE {model_where(conn, model, 's.')} ORDER BY {engines.of(conn).random()} LIMIT {int(sample)}"
+    result = conn.execute(sa.text(sql), model_bounds(conn, model, window))
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
@@ -52,7 +53,7 @@ def evidently_report(source_engine, model: Model, window: Window, reference: Win
     reference = reference or reference_range(model, window)
     s = model.source
     with_labels = model.labels is not None
-    with _connect(source_engine) as conn:
+    with connect(source_engine) as conn:
         cur = _sample_frame(conn, model, window, sample, with_labels)
         ref = _sample_frame(conn, model, reference, sample, with_labels)
         conn.rollback()

@@ -44,6 +44,9 @@ from . import conventions as names
 from .config import Model
 from . import engines
 from .db import finite, quote, quote_table
+from .modeljobs.quality import joined, quality_breach, quality_floor
+from .modeljobs.source import model_bounds, model_where
+from .modeljobs.specs import model_hash, quantiles_sql
 from .windows import Window
 
 BINS = 1000  # equal-width score bins of a binary classifier
@@ -79,28 +82,26 @@ def _pred_expr(conn, model: Model, prefix: str = "") -> str:
 
 def _window_groups(conn, model: Model, window: Window) -> list[tuple]:
     """(bin, decision, rows, sum of scores, sum of squared scores) of the window's scored rows."""
-    from .modeljobs import _bounds, _where
 
     s = model.source
     sc = finite(conn, f"CAST({quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
     sql = (f"SELECT b, pr, COUNT(*), SUM(sc), SUM(sc * sc) FROM (SELECT {_bin_expr(conn, sc)} AS b, "
            f"{_pred_expr(conn, model)} AS pr, {sc} AS sc FROM {quote_table(conn, s.table)} "
-           f"WHERE {_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b, pr")
+           f"WHERE {model_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b, pr")
     return [(int(r[0]), None if r[1] is None else int(r[1]), int(r[2]), float(r[3]), float(r[4]))
-            for r in conn.execute(sa.text(sql), _bounds(conn, model, window))]
+            for r in conn.execute(sa.text(sql), model_bounds(conn, model, window))]
 
 
 def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per bin of the reference's labelled rows: rows, label sum, score sum."""
-    from .modeljobs import _bounds, _joined
 
     s, lab = model.source, model.labels
     sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
-    j = _joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS y, "
+    j = joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS y, "
                              f"{sc} AS sc")
     c, y, p = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
     for b, n, ys, ss in conn.execute(sa.text(f"SELECT b, COUNT(*), SUM(y), SUM(sc) FROM ({j}) j "
-                                             f"WHERE b IS NOT NULL GROUP BY b"), _bounds(conn, model, ref)):
+                                             f"WHERE b IS NOT NULL GROUP BY b"), model_bounds(conn, model, ref)):
         c[int(b)], y[int(b)], p[int(b)] = int(n), float(ys), float(ss)
     return c, y, p
 
@@ -228,12 +229,11 @@ def _calibration_range(model: Model, now: datetime) -> Window | None:
 
 def calibration(conn, store, model: Model, now: datetime) -> dict:
     """The model's calibration, stored with its reference summaries once its labels are mature."""
-    from .modeljobs import _model_hash
 
     rng = _calibration_range(model, now)
     if rng is None:
         return fit_calibration(np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)) | {"reason": "no labelled reference yet"}
-    key = f"calib:{_model_hash(model)}:{CALIBRATION_VERSION}:{rng.start:%Y%m%dT%H%M%S}:{rng.end:%Y%m%dT%H%M%S}"
+    key = f"calib:{model_hash(model)}:{CALIBRATION_VERSION}:{rng.start:%Y%m%dT%H%M%S}:{rng.end:%Y%m%dT%H%M%S}"
     got = store.load_reference(model.name, key)
     if got is not None:
         return got
@@ -327,7 +327,6 @@ def estimate_binary(groups: list[tuple], cal: dict) -> dict[str, tuple[float, fl
 def _multiclass_groups(conn, model: Model, window: Window) -> tuple[list[str], list[tuple]]:
     """(score classes, [(predicted class, rows, sums of p_k [K], sums of p_j p_k [K x K])]) of the
     window's rows with a prediction and every class score: one GROUP BY over the predicted class."""
-    from .modeljobs import _bounds, _where
     from .multiclass import _score_classes, class_name
 
     s = model.source
@@ -338,10 +337,10 @@ def _multiclass_groups(conn, model: Model, window: Window) -> tuple[list[str], l
     aggs = [f"SUM(p{i})" for i in range(k)] + [f"SUM(p{i} * p{j})" for i, j in pairs]
     inner = ", ".join(f"{e} AS p{i}" for i, e in enumerate(p))
     sql = (f"SELECT pr, COUNT(*), {', '.join(aggs)} FROM (SELECT {quote(conn, s.prediction)} AS pr, {inner} "
-           f"FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)}) q "
+           f"FROM {quote_table(conn, s.table)} WHERE {model_where(conn, model)}) q "
            f"WHERE pr IS NOT NULL AND {' AND '.join(f'p{i} IS NOT NULL' for i in range(k))} GROUP BY pr")
     out: dict[str, list] = {}
-    for r in conn.execute(sa.text(sql), _bounds(conn, model, window)):
+    for r in conn.execute(sa.text(sql), model_bounds(conn, model, window)):
         name = class_name(r[0])
         s1 = np.array([float(x) for x in r[2:2 + k]])
         s2 = np.zeros((k, k))
@@ -408,14 +407,13 @@ def estimate_multiclass(classes: list[str], groups: list[tuple]) -> dict[str, tu
 
 
 def _reg_edges(conn, model: Model, ref: Window) -> list[float]:
-    from .modeljobs import _bounds, _quantiles_sql, _where
 
     s = model.source
     n = conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} "
-                             f"WHERE {_where(conn, model)}"), _bounds(conn, model, ref)).scalar() or 0
+                             f"WHERE {model_where(conn, model)}"), model_bounds(conn, model, ref)).scalar() or 0
     if not n:
         return []
-    q = _quantiles_sql(conn, model, s.score, ref, int(n), [i / REG_BINS for i in range(1, REG_BINS)])
+    q = quantiles_sql(conn, model, s.score, ref, int(n), [i / REG_BINS for i in range(1, REG_BINS)])
     return sorted(set(q.values()))
 
 
@@ -427,23 +425,22 @@ def _reg_bin(edges: list[float], x: str) -> str:
 
 def regression_reference(conn, store, model: Model, now: datetime) -> dict:
     """Error moments per score bin of the reference's labelled rows, stored once labels are mature."""
-    from .modeljobs import _bounds, _joined, _model_hash
 
     rng = _calibration_range(model, now)
     if rng is None:
         return {"edges": [], "bins": [], "labelled": 0}
-    key = f"regerr:{_model_hash(model)}:{CALIBRATION_VERSION}:{rng.start:%Y%m%dT%H%M%S}:{rng.end:%Y%m%dT%H%M%S}"
+    key = f"regerr:{model_hash(model)}:{CALIBRATION_VERSION}:{rng.start:%Y%m%dT%H%M%S}:{rng.end:%Y%m%dT%H%M%S}"
     got = store.load_reference(model.name, key)
     if got is not None:
         return got
     edges = _reg_edges(conn, model, rng)
     s, lab = model.source, model.labels
     sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
-    j = _joined(conn, model, f"{_reg_bin(edges, sc)} AS b, {sc} - CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS e")
+    j = joined(conn, model, f"{_reg_bin(edges, sc)} AS b, {sc} - CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS e")
     bins = [[0, 0.0, 0.0, 0.0, 0.0] for _ in range(len(edges) + 1)]
     for b, n, a, e2, a3, e4 in conn.execute(sa.text(
             f"SELECT b, COUNT(e), SUM(ABS(e)), SUM(e * e), SUM(ABS(e) * e * e), SUM(e * e * e * e) FROM ({j}) j "
-            f"WHERE e IS NOT NULL GROUP BY b"), _bounds(conn, model, rng)):
+            f"WHERE e IS NOT NULL GROUP BY b"), model_bounds(conn, model, rng)):
         bins[int(b)] = [int(n), float(a), float(e2), float(a3), float(e4)]
     out = {"edges": edges, "bins": bins, "labelled": sum(x[0] for x in bins)}
     if rng.end + lab.max_delay <= now:
@@ -479,15 +476,14 @@ def estimate_regression(counts: list[int], ref: dict) -> dict[str, tuple[float, 
 
 
 def _window_reg_counts(conn, model: Model, window: Window, edges: list[float]) -> list[int]:
-    from .modeljobs import _bounds, _where
 
     s = model.source
     sc = finite(conn, f"CAST({quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
     counts = [0] * (len(edges) + 1)
     for b, n in conn.execute(sa.text(
             f"SELECT b, COUNT(*) FROM (SELECT {_reg_bin(edges, sc)} AS b FROM {quote_table(conn, s.table)} "
-            f"WHERE {_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b"),
-            _bounds(conn, model, window)):
+            f"WHERE {model_where(conn, model)} AND {sc} IS NOT NULL) q GROUP BY b"),
+            model_bounds(conn, model, window)):
         counts[int(b)] = int(n)
     return counts
 
@@ -553,7 +549,6 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
     if kept:
         rows = kept
     else:
-        from .modeljobs import _breach, _floor
 
         est, method = estimates(conn, store, model, window, now)
         cells = est.pop(CONFUSION, {})
@@ -562,7 +557,7 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
                 for k, v in sorted(cells.items())]
         for k, (v, lo, hi) in est.items():
             rows += [{"kind": names.ESTIMATE_KIND, "name": k, "segment": "", "method": method, "value": v,
-                      "threshold": _floor(model, k), "detected": _breach(model, k, v)},
+                      "threshold": quality_floor(model, k), "detected": quality_breach(model, k, v)},
                      {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "segment": "", "method": method, "value": lo},
                      {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "segment": "", "method": method, "value": hi}]
     return rows + errors(rows, quality or {}) + so_far
@@ -571,15 +566,14 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
 def labels_so_far(conn, model: Model, window: Window) -> list[dict]:
     """A pending window's label coverage so far: its predictions with a label already, over its rows
     (the labels still to come may change it; the judged coverage is the mature window's)."""
-    from .modeljobs import _bounds, _joined, _where
 
     s = model.source
-    params = _bounds(conn, model, window)
-    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)}"),
+    params = model_bounds(conn, model, window)
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote_table(conn, s.table)} WHERE {model_where(conn, model)}"),
                         params).scalar() or 0
     if not rows:
         return []
-    got = conn.execute(sa.text(f"SELECT COUNT(DISTINCT i) FROM ({_joined(conn, model, f's.{quote(conn, s.id)} AS i')}) j"),
+    got = conn.execute(sa.text(f"SELECT COUNT(DISTINCT i) FROM ({joined(conn, model, f's.{quote(conn, s.id)} AS i')}) j"),
                        params).scalar() or 0
     return [{"kind": names.LABELS_SO_FAR_KIND, "name": "label_coverage", "segment": "", "method": None,
              "value": min(1.0, got / rows)}]

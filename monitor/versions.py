@@ -32,6 +32,8 @@ from .config import MLflow, Model, RelativeBound
 from .conventions import VERSION_SEGMENT, segment
 from . import engines
 from .db import quote, quote_table
+from .modeljobs import OTHER, quality_binary, quality_regression
+from .modeljobs.source import connect, model_bounds, model_where
 from .store import Store
 from .windows import Window
 
@@ -148,11 +150,10 @@ def attach(store: Store, model: Model, window: Window, now: datetime, result, re
 
 def by_version(source_engine, model: Model, window: Window, now: datetime) -> list[dict]:
     """Online signals and (labels mature) quality of each version of the window."""
-    from .modeljobs import OTHER, _bounds, _connect, _where, quality_binary, quality_regression
 
     s = model.source
     binary = model.task == "binary_classification"
-    with _connect(source_engine) as conn:
+    with connect(source_engine) as conn:
         v, sc = quote(conn, s.version), f"CAST({quote(conn, s.score)} AS {engines.of(conn).double})"
         if not binary:
             pos = "NULL, NULL"
@@ -162,7 +163,7 @@ def by_version(source_engine, model: Model, window: Window, now: datetime) -> li
             pos = f"SUM(CASE WHEN {sc} >= 0.5 THEN 1 ELSE 0 END), COUNT({sc})"
         rows = conn.execute(sa.text(
             f"SELECT {v}, COUNT(*), COUNT({sc}), SUM({sc}), {pos} FROM {quote_table(conn, s.table)} "
-            f"WHERE {_where(conn, model)} GROUP BY {v} ORDER BY COUNT(*) DESC, {v}"), _bounds(conn, model, window)).all()
+            f"WHERE {model_where(conn, model)} GROUP BY {v} ORDER BY COUNT(*) DESC, {v}"), model_bounds(conn, model, window)).all()
         kept, rest = rows[:model.max_segments], rows[model.max_segments:]
         if rest or any(r[0] is None for r in kept):  # NULL versions and the tail are summed as `other`
             rest = [r for r in rows if r[0] is None or r not in kept]

@@ -29,7 +29,7 @@ NOW = utc(REF_DAYS + 5)
 @pytest.fixture
 def world(db_url, tmp_path):
     db.clear_timestamp_cache()
-    modeljobs._table_columns.clear()
+    modeljobs.checks._table_columns.clear()
     df = make_world(db_url)
     store = Store(f"sqlite:///{tmp_path / 'results.db'}")
     store.migrate()

@@ -316,7 +316,7 @@ def test_online_signals_and_quality_equal_sklearn(world, ids):
                 c.execute(sa.text(f"UPDATE {t} SET pid = 'p' || pid"))
         df = df.assign(pid="p" + df.pid.astype(str))
     with eng.connect() as c:
-        assert modeljobs._integer_ids(c, m) == (eng.dialect.name == "postgresql" and ids == "integer")
+        assert modeljobs.quality._integer_ids(c, m) == (eng.dialect.name == "postgresql" and ids == "integer")
     result, _rows = modeljobs.compute(eng, store, m, w, utc(REF_DAYS + 4))
     got = by_key(result)
     cur = rows_in(df, w)
@@ -553,7 +553,7 @@ def test_rolling_reference_is_the_sum_of_stored_window_summaries(world):
     now = utc(9)
     for d in range(REF_DAYS, REF_DAYS + 3):
         _result, read = _computed_and_saved(eng, store, m, day(d), now)
-    spec = store.load_reference("m", f"spec:{modeljobs._model_hash(m)}")
+    spec = store.load_reference("m", f"spec:{modeljobs.specs.model_hash(m)}")
     w = day(REF_DAYS + 3)
     with eng.connect() as conn:
         _, summed, read = modeljobs._reference(conn, store, m, w, now)

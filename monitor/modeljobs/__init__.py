@@ -39,18 +39,18 @@ How a window is computed (`compute`):
    ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database). Exact either way.
 """
 from ..windows import Window
-from .checks import REFERENCE_MIN_ROWS, _table_columns
+from .checks import REFERENCE_MIN_ROWS
 from .passes import OTHER, SAMPLE_BUCKETS, SAMPLE_ROWS, scan
 from .planning import plan_windows, reference_range
-from .quality import _breach, _floor, _integer_ids, _joined, quality_binary, quality_multiclass, quality_regression
-from .references import _reference
-from .source import _bounds, _connect, _setup, _where
-from .specs import CAT_MAX, W_LEVELS, _model_hash, _quantiles_sql, build_spec
+from .quality import quality_binary, quality_multiclass, quality_regression
+from .references import _reference  # read by benchmarks/
+from .source import _setup, connect  # _setup: read by benchmarks/
+from .source import connect as _connect  # the name benchmarks/ read
+from .specs import CAT_MAX, W_LEVELS, build_spec
 from .window import compute
 
 __all__ = [
     "CAT_MAX", "OTHER", "REFERENCE_MIN_ROWS", "SAMPLE_BUCKETS", "SAMPLE_ROWS", "W_LEVELS", "Window",
-    "_bounds", "_breach", "_connect", "_floor", "_integer_ids", "_joined", "_model_hash",
-    "_quantiles_sql", "_reference", "_setup", "_table_columns", "_where", "build_spec", "compute",
+    "_connect", "_reference", "_setup", "build_spec", "compute", "connect",
     "plan_windows", "quality_binary", "quality_multiclass", "quality_regression", "reference_range", "scan",
 ]

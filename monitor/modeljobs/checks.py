@@ -13,7 +13,7 @@ from ..config import Model
 from ..db import invalid_time, newest_of, quote, quote_table
 from ..store import ModelWindow
 from ..windows import Window
-from .source import _bounds, _columns, _table_columns, _ts, _where
+from .source import model_bounds, _columns, _table_columns, _ts, model_where
 
 log = logging.getLogger("monitor.modeljobs")
 
@@ -99,8 +99,8 @@ def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime
               _check("non_finite", found.get("non_finite", 0), found.get("non_finite", 0) > 0)]
     if model.task == "binary_classification":
         checks.append(_check("score_range", found.get("score_range", 0), found.get("score_range", 0) > 0))
-    newest = conn.execute(sa.text(f"SELECT {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
-                          _bounds(conn, model, window)).scalar() if rows else None
+    newest = conn.execute(sa.text(f"SELECT {newest_of(conn, x, ts)} FROM {t} WHERE {model_where(conn, model)}"),
+                          model_bounds(conn, model, window)).scalar() if rows else None
     checks.append({"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
                    "value": None if newest is None else float(newest), "threshold": None, "detected": None})
     return checks
@@ -112,8 +112,8 @@ def _unusable(conn, model: Model, window: Window, problems: list[str], now: date
     s = model.source
     log.warning("model %s: %s", model.name, "; ".join(problems), extra={"model": model.name})
     t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
-    row = conn.execute(sa.text(f"SELECT COUNT(*), {newest_of(conn, x, ts)} FROM {t} WHERE {_where(conn, model)}"),
-                       _bounds(conn, model, window)).one()
+    row = conn.execute(sa.text(f"SELECT COUNT(*), {newest_of(conn, x, ts)} FROM {t} WHERE {model_where(conn, model)}"),
+                       model_bounds(conn, model, window)).one()
     bad_ts = _bad_timestamps(conn, model, now)
     conn.rollback()
     rows = int(row[0] or 0)

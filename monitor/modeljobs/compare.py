@@ -7,7 +7,7 @@ from .. import exactks as KS
 from ..config import Model
 from ..windows import Window
 from .planning import reference_range
-from .source import _bounds, _where
+from .source import model_bounds, model_where
 
 
 def _compare_column(spec: dict, column: str | None, method: str, threshold: float | None, ref: dict, cur: dict,
@@ -57,7 +57,7 @@ def _exact_ks(conn, model: Model, spec: dict, ref: dict, cur: dict, window: Wind
             continue
         d = KS.refine(conn, model, col, spec["num"][col], D.NumericSummary.from_dict(ref["num"][col]),
                       D.NumericSummary.from_dict(cur["num"][col]), thr, reference_range(model, window), window,
-                      _where(conn, model), lambda w: _bounds(conn, model, w))
+                      model_where(conn, model), lambda w: model_bounds(conn, model, w))
         if d is not None:
             cur["num"][col]["ks_d"] = d
 

@@ -10,7 +10,7 @@ from .. import engines
 from ..config import Model
 from ..db import finite, non_finite, quote, quote_table
 from ..windows import Window
-from .source import _bounds, _jsonable, _num, _where
+from .source import model_bounds, _jsonable, _num, model_where
 
 SAMPLE_ROWS = 100_000  # Wasserstein sums of larger windows: over a hashed sample of about this many rows
 SAMPLE_BUCKETS = 65536  # ... one in m of these hash buckets
@@ -125,7 +125,7 @@ class _Pass:
                 self.abs_aggs.insert(0, "g")
         # one row in `sample` of SAMPLE_BUCKETS, picked by a hash of the id: the same rows every time
         sampled = f" AND {self.bucket} < :sample"
-        rows = f"(SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {_where(conn, m)}{{}}) q"
+        rows = f"(SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {model_where(conn, m)}{{}}) q"
         frm = f"FROM {rows}{group}"
         sql = f"SELECT {', '.join(self.aggs)} {frm.format('')}"
         if over:  # the moments' differences computed once per row, in a projection of their own
@@ -133,7 +133,7 @@ class _Pass:
         # the distances' query, over every row (False) or over a sample (True)
         self.abs_sql = {x: f"SELECT {', '.join(self.abs_aggs)} {frm.format(sampled if x else '')}"
                         for x in (False, True)} if self.abs_aggs else None
-        return sql, {**self.params, **_bounds(conn, m, window)}
+        return sql, {**self.params, **model_bounds(conn, m, window)}
 
     def _moments(self, cols: list[str]) -> str:
         """`multivariate.moments` in this pass: over the rows where every numeric feature is finite,
@@ -230,8 +230,8 @@ def _count_jointly(conn, model: Model, window: Window, segment: str | None, segm
     cats = list(lookups)
     keys = [quote(conn, c) for c in cats] + ([quote(conn, segment)] if segment else [])
     rows = conn.execute(sa.text(f"SELECT {', '.join(keys)}, COUNT(*) FROM {quote_table(conn, model.source.table)} "
-                                f"WHERE {_where(conn, model)} GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"),
-                        _bounds(conn, model, window)).all()
+                                f"WHERE {model_where(conn, model)} GROUP BY {', '.join(keys)} LIMIT {JOINT_MAX + 1}"),
+                        model_bounds(conn, model, window)).all()
     if len(rows) > JOINT_MAX:
         return False
     seg_index = {_jsonable(v): i for i, v in enumerate(segments)}
@@ -253,8 +253,8 @@ def _count_column(conn, model: Model, spec: dict, window: Window, segment: str |
     """One column mapped to its reference categories in SQL and counted on its own; with
     `unseen_from` (its reference range), the other values told apart into the reference's tail and
     the values it never saw."""
-    t, where = quote_table(conn, model.source.table), _where(conn, model)
-    params = _bounds(conn, model, window)
+    t, where = quote_table(conn, model.source.table), model_where(conn, model)
+    params = model_bounds(conn, model, window)
     x = quote(conn, col)
     marks = []
     for j, v in enumerate(spec["cat"][col]["categories"]):
@@ -270,8 +270,8 @@ def _count_column(conn, model: Model, spec: dict, window: Window, segment: str |
     join = ""
     if unseen_from is not None:  # values outside the categories that the reference never holds
         cols.append(f"{x} AS v")
-        params.update(_bounds(conn, model, unseen_from, p="r"))
-        ref_where = _where(conn, model, "r.", p="r")
+        params.update(model_bounds(conn, model, unseen_from, p="r"))
+        ref_where = model_where(conn, model, "r.", p="r")
         for part in parts.values():
             part["cat"][col].setdefault("unseen", 0)
         join = (f" LEFT JOIN (SELECT DISTINCT r.{x} AS v FROM {t} r WHERE r.{x} IS NOT NULL AND {ref_where}) r "

@@ -14,7 +14,7 @@ from .. import multiclass as MC
 from ..config import Model
 from ..db import non_finite, quote, quote_table
 from ..windows import Window
-from .source import _bounds, _is_boolean, _num, _where
+from .source import model_bounds, _is_boolean, _num, model_where
 
 LOG_EPS = float(np.finfo(np.float64).eps)  # scikit-learn's clipping of probabilities in log_loss
 
@@ -44,9 +44,9 @@ def _score_p95(conn, model: Model, window: Window, n: int, clean: bool = True) -
     s = model.source
     sc = _num(conn, quote(conn, s.score), clean)
     rows = conn.execute(sa.text(
-        f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {_where(conn, model)} "
+        f"SELECT v FROM (SELECT {sc} AS v FROM {quote_table(conn, s.table)} WHERE {model_where(conn, model)} "
         f"AND {sc} IS NOT NULL) q ORDER BY v DESC LIMIT {take} OFFSET {first - 1}"),
-        _bounds(conn, model, window)).all()
+        model_bounds(conn, model, window)).all()
     return _p95_value([float(r[0]) for r in rows], take, t)
 
 
@@ -65,12 +65,12 @@ def _label_ids(conn, model: Model, window: Window, ids: tuple | None = None) -> 
     row = conn.execute(sa.text(
         f"SELECT COUNT(*), SUM(CASE WHEN c > 1 THEN 1 ELSE 0 END) FROM (SELECT COUNT(*) AS c "
         f"FROM {quote_table(conn, lab.table)} l WHERE l.{quote(conn, lab.label)} IS NOT NULL{narrow} AND {lid} IN "
-        f"(SELECT s.{quote(conn, s.id)} FROM {quote_table(conn, s.table)} s WHERE {_where(conn, model, 's.')}) "
-        f"GROUP BY {lid}) d"), {**_bounds(conn, model, window), **_id_params(ids)}).one()
+        f"(SELECT s.{quote(conn, s.id)} FROM {quote_table(conn, s.table)} s WHERE {model_where(conn, model, 's.')}) "
+        f"GROUP BY {lid}) d"), {**model_bounds(conn, model, window), **_id_params(ids)}).one()
     return int(row[0] or 0), int(row[1] or 0)
 
 
-def _joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False) -> str:
+def joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False) -> str:
     """The window's labelled predictions. `ids` (the window's smallest and largest id) narrows the
     labels read to that range: with ids that grow with time, the labels of one window instead of
     the whole history (and :id_lo, :id_hi must then be bound). `version`: only the rows of the
@@ -80,7 +80,7 @@ def _joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bo
     narrow += f" AND s.{quote(conn, s.version)} = :version" if version else ""
     return (f"SELECT {cols} FROM {quote_table(conn, s.table)} s JOIN {quote_table(conn, lab.table)} l "
             f"ON l.{quote(conn, lab.id)} = s.{quote(conn, s.id)} "
-            f"WHERE {_where(conn, model, 's.')} AND l.{quote(conn, lab.label)} IS NOT NULL{narrow}")
+            f"WHERE {model_where(conn, model, 's.')} AND l.{quote(conn, lab.label)} IS NOT NULL{narrow}")
 
 
 def _id_params(ids: tuple | None) -> dict:
@@ -138,14 +138,14 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     y = f"l.{quote(conn, lab.label)}"
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
-    j = _joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
+    j = joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
                              f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf"
                              + (f", l.{quote(conn, lab.id)} AS lid" if distinct else ""), ids, version is not None)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last, so that they never rank above a score
     order = engines.of(conn).desc_nulls_last("sc")
-    params = {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS,
+    params = {**model_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS,
               **({"version": version} if version is not None else {})}
     extra = f", {engines.of(conn).percentile_cont_desc('sc', 0.05)}" if p95 else ""
     extra += ", COUNT(DISTINCT lid)" if distinct else ""
@@ -186,8 +186,8 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
 def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = None) -> dict:
     """Multiclass quality from one GROUP BY (true class, predicted class) over the join: see `multiclass`."""
     _ensure_ln(conn)
-    sql = MC.quality_sql(conn, model, lambda cols: _joined(conn, model, cols, ids))
-    rows = conn.execute(sa.text(sql), {**_bounds(conn, model, window), **_id_params(ids),
+    sql = MC.quality_sql(conn, model, lambda cols: joined(conn, model, cols, ids))
+    rows = conn.execute(sa.text(sql), {**model_bounds(conn, model, window), **_id_params(ids),
                                        "eps": LOG_EPS, "one_eps": 1 - LOG_EPS}).all()
     return MC.quality(conn, model, rows)
 
@@ -205,10 +205,10 @@ def quality_regression(conn, model: Model, window: Window, ids: tuple | None = N
     sc, y = f"s.{quote(conn, s.score)}", f"l.{quote(conn, lab.label)}"
     nf = (f"CASE WHEN {non_finite(conn, _num(conn, sc, False))} OR {non_finite(conn, _num(conn, y, False))} "
           "THEN 1 ELSE 0 END")
-    j = _joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids, version is not None)
+    j = joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids, version is not None)
     r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
                              f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)), SUM(nf) FROM ({j}) j"),
-                     {**_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS,
+                     {**model_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS,
                       **({"version": version} if version is not None else {})}).one()
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled, "_non_finite": int(r[5] or 0)}
@@ -220,12 +220,12 @@ def quality_regression(conn, model: Model, window: Window, ids: tuple | None = N
     return out
 
 
-def _floor(model: Model, metric: str, bands: dict | None = None) -> float | None:
+def quality_floor(model: Model, metric: str, bands: dict | None = None) -> float | None:
     """The bound a quality row shows: of `bands` (`monitor.bands`), else the config's fixed numbers."""
     return B.threshold((bands if bands is not None else _fixed_bands(model)).get(metric))
 
 
-def _breach(model: Model, metric: str, value: float, bands: dict | None = None) -> bool | None:
+def quality_breach(model: Model, metric: str, value: float, bands: dict | None = None) -> bool | None:
     return B.breach((bands if bands is not None else _fixed_bands(model)).get(metric), value)
 
 

@@ -12,7 +12,7 @@ from ..windows import Window, window_at, windows_between
 from .compare import _compare_column
 from .passes import scan
 from .planning import reference_range
-from .specs import _fingerprint, _model_hash, build_spec
+from .specs import _fingerprint, model_hash, build_spec
 
 
 class Summaries:
@@ -50,7 +50,7 @@ def _reference(conn, store: Store, model: Model, window: Window, now: datetime) 
 
 def _fixed_reference(conn, store: Store, model: Model, now: datetime) -> tuple[dict | None, dict | None, int]:
     """A `{start, end}` reference: summarised once, exactly, and kept once its range has ended."""
-    key = f"fixed:{_model_hash(model)}"
+    key = f"fixed:{model_hash(model)}"
     got = store.load_reference(model.name, key)
     if got is not None:
         return got["spec"], got["summary"], 0
@@ -68,7 +68,7 @@ def _rolling_reference(conn, store: Store, model: Model, window: Window, now: da
                        ) -> tuple[dict | None, dict | None, int]:
     """A `{rolling: N}` reference: the sum of the summaries of the windows before, each scanned
     once (normally when it was computed itself); the spec is cut once, on the first reference."""
-    spec_key = f"spec:{_model_hash(model)}"
+    spec_key = f"spec:{model_hash(model)}"
     spec = store.load_reference(model.name, spec_key)
     if spec is None:
         first = reference_range(model, window_at(model.start, model.window))
@@ -110,7 +110,7 @@ def _unseen_from(model: Model, window: Window, ref: dict | None) -> dict[str, Wi
 
 
 def _window_key(model: Model, spec: dict, w: Window) -> str:
-    return f"win:{_model_hash(model)}:{_fingerprint(spec)}:{w.start.strftime('%Y%m%dT%H%M%S')}"
+    return f"win:{model_hash(model)}:{_fingerprint(spec)}:{w.start.strftime('%Y%m%dT%H%M%S')}"
 
 
 def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Window, now: datetime) -> dict:
@@ -118,7 +118,7 @@ def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Wi
     if not S.learns(model):
         return {}
     rolling = model.reference.rolling is not None
-    key = f"thresholds:{_model_hash(model)}:{_fingerprint(spec)}"
+    key = f"thresholds:{model_hash(model)}:{_fingerprint(spec)}"
     if not rolling:
         got = store.load_reference(model.name, key)
         if got is not None:
@@ -126,7 +126,7 @@ def _learned(conn, store: Store, model: Model, spec: dict, ref: dict, window: Wi
     rng = reference_range(model, window)
     chunks = []
     for w in windows_between(rng.start, rng.end, model.window):
-        k = _window_key(model, spec, w) if rolling else f"chunk:{_model_hash(model)}:{_fingerprint(spec)}:{w.start:%Y%m%dT%H%M%S}"
+        k = _window_key(model, spec, w) if rolling else f"chunk:{model_hash(model)}:{_fingerprint(spec)}:{w.start:%Y%m%dT%H%M%S}"
         part = store.load_reference(model.name, k)
         if part is None:
             part = scan(conn, model, spec, w, moments=True, sample=False)

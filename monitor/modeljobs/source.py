@@ -17,13 +17,13 @@ def _ts(conn, model: Model) -> Timestamps:
     return timestamps(conn, s.table, s.timestamp, s.timestamp_format)
 
 
-def _where(conn, model: Model, prefix: str = "", p: str = "") -> str:
-    """The rows of the window bound by `_bounds` (exact in UTC whatever the column holds); `p`
+def model_where(conn, model: Model, prefix: str = "", p: str = "") -> str:
+    """The rows of the window bound by `model_bounds` (exact in UTC whatever the column holds); `p`
     prefixes the parameters' names, for a second window in one statement."""
     return window_where(conn, prefix + quote(conn, model.source.timestamp), _ts(conn, model), p)
 
 
-def _bounds(conn, model: Model, w: Window, p: str = "") -> dict:
+def model_bounds(conn, model: Model, w: Window, p: str = "") -> dict:
     return window_params(conn, _ts(conn, model), w.start, w.end, p)
 
 
@@ -65,7 +65,7 @@ def _is_boolean(conn, table: str, column: str) -> bool:
     return isinstance((_columns(conn, table) or {}).get(column), sa.Boolean)
 
 
-def _connect(engine):
+def connect(engine):
     """A connection whose queries all see one snapshot, where the engine has them."""
     return engines.of(engine).connect(engine)
 

@@ -17,7 +17,7 @@ from .. import engines
 from ..config import Model
 from ..db import quote, quote_table
 from ..windows import Window
-from .source import _bounds, _jsonable, _num, _where
+from .source import model_bounds, _jsonable, _num, model_where
 
 SPEC_VERSION = 3
 # Cut points, as reference quantile levels. The Wasserstein estimate is exact where the two CDFs do
@@ -35,7 +35,7 @@ ROLLING_LT_MAX = 5000  # rolling `auto` references: KS counts kept while the fir
 ROLLING_ABS_MIN = 200  # ... and Wasserstein sums once it is this large
 
 
-def _model_hash(model: Model) -> str:
+def model_hash(model: Model) -> str:
     """Identifies everything a summary depends on: a config change starts new summaries."""
     s = model.source
     key = {
@@ -89,8 +89,8 @@ def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple
     t, x = quote_table(conn, model.source.table), quote(conn, column)
     v = _num(conn, x)
     rows = conn.execute(sa.text(
-        f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {v} IS NOT NULL "
-        f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), _bounds(conn, model, ref)).all()
+        f"SELECT {v} AS v, COUNT(*) AS c FROM {t} WHERE {model_where(conn, model)} AND {v} IS NOT NULL "
+        f"GROUP BY {v} LIMIT {DISCRETE_MAX + 1}"), model_bounds(conn, model, ref)).all()
     return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
 
 
@@ -99,21 +99,21 @@ def _quantiles_one(conn, model: Model, columns: list[str], ref: Window) -> list[
     with such an aggregate (`Engine.quantiles`)."""
     t = quote_table(conn, model.source.table)
     aggs = engines.of(conn).quantiles([_num(conn, quote(conn, c)) for c in columns], ALL_LEVELS)
-    row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {_where(conn, model)}"),
-                       _bounds(conn, model, ref)).one()
+    row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {model_where(conn, model)}"),
+                       model_bounds(conn, model, ref)).one()
     return [dict(zip(ALL_LEVELS, map(float, vals))) if vals else {} for vals in row]
 
 
-def _quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: list[float]) -> dict[float, float]:
+def quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: list[float]) -> dict[float, float]:
     """Portable: the order statistics at the levels' ranks, with ROW_NUMBER (one sort)."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
     v = _num(conn, x)
     ranks = sorted({_rank(q, n) for q in levels})
     marks = ", ".join(f":r{i}" for i in range(len(ranks)))
-    params = {**_bounds(conn, model, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
+    params = {**model_bounds(conn, model, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
     got = dict(conn.execute(sa.text(
         f"SELECT rn, v FROM (SELECT {v} AS v, ROW_NUMBER() OVER (ORDER BY {v}) AS rn FROM {t} "
-        f"WHERE {_where(conn, model)} AND {v} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
+        f"WHERE {model_where(conn, model)} AND {v} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
     return {q: float(got[_rank(q, n)]) for q in levels if _rank(q, n) in got}
 
 
@@ -144,7 +144,7 @@ def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling:
                 "distinct": distinct, "n_ref": n, "lt": lt, "abs": abs_, "eq": eq}
     levels = _levels(needs)
     if quantiles is None:
-        quantiles = _quantiles_sql(conn, model, column, ref, n, [*levels, 0.5])
+        quantiles = quantiles_sql(conn, model, column, ref, n, [*levels, 0.5])
     edges = sorted({quantiles[q] for q in levels if q in quantiles})
     return {"edges": edges, "center": quantiles.get(0.5, edges[len(edges) // 2] if edges else 0.0),
             "values": None, "distinct": None, "n_ref": n, "lt": lt, "abs": abs_, "eq": False}
@@ -153,8 +153,8 @@ def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling:
 def _top_values(conn, model: Model, column: str, ref: Window, limit: int) -> tuple[list, int]:
     t, x = quote_table(conn, model.source.table), quote(conn, column)
     rows = conn.execute(sa.text(
-        f"SELECT {x} AS v, COUNT(*) AS c FROM {t} WHERE {_where(conn, model)} AND {x} IS NOT NULL "
-        f"GROUP BY {x} ORDER BY COUNT(*) DESC, {x} LIMIT {limit + 1}"), _bounds(conn, model, ref)).all()
+        f"SELECT {x} AS v, COUNT(*) AS c FROM {t} WHERE {model_where(conn, model)} AND {x} IS NOT NULL "
+        f"GROUP BY {x} ORDER BY COUNT(*) DESC, {x} LIMIT {limit + 1}"), model_bounds(conn, model, ref)).all()
     return [_jsonable(r[0]) for r in rows[:limit]], len(rows)
 
 
@@ -165,8 +165,8 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     numeric = list(s.features.numeric)
     # a multiclass model may have no score column: its score summary is then empty (COUNT(NULL) = 0)
     counts = ", ".join(f"COUNT({_num(conn, quote(conn, c)) if c else 'NULL'})" for c in [*numeric, s.score])
-    row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {_where(conn, model)}"),
-                       _bounds(conn, model, ref)).one()
+    row = conn.execute(sa.text(f"SELECT COUNT(*), {counts} FROM {t} WHERE {model_where(conn, model)}"),
+                       model_bounds(conn, model, ref)).one()
     rows = int(row[0] or 0)
     if rows == 0:
         return None

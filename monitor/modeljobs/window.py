@@ -23,11 +23,11 @@ from .checks import QUALITY_CHECKS, REFERENCE_MIN_ROWS, _check, _schema_problems
 from .compare import _compare, _compared, _drift_metric, _exact_ks
 from .passes import scan
 from .planning import reference_range
-from .quality import (_breach, _chunk_quality, _floor, _integer_ids, _label_ids, _labels_unique, _score_p95, quality_binary,
+from .quality import (quality_breach, _chunk_quality, quality_floor, _integer_ids, _label_ids, _labels_unique, _score_p95, quality_binary,
                       quality_multiclass, quality_regression)
 from .references import Summaries, _as_reference, _learned, _reference, _unseen_from, _window_key
-from .source import _bounds, _connect, _export_snapshot, _on_snapshot, _setup, _where
-from .specs import _empty_spec, _fingerprint, _model_hash
+from .source import model_bounds, connect, _export_snapshot, _on_snapshot, _setup, model_where
+from .specs import _empty_spec, _fingerprint, model_hash
 
 
 class _Quality:
@@ -104,7 +104,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
     D.validate_method(model.drift.method)
     mature = model.labels is not None and window.end + model.labels.max_delay <= now
     summaries = Summaries(store, model.name)
-    with _connect(source_engine) as conn:
+    with connect(source_engine) as conn:
         _setup(conn)
         problems = _schema_problems(conn, model)
         if problems:
@@ -121,7 +121,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             quality = None  # never computed from invalid inputs as if fine
         estimated = E.metrics(conn, summaries, model, window, now, quality) if r.rows and _valid(status, checks) else []
         # the floors and ceilings the window is held to, some maybe learned from the reference's windows
-        bands = (B.bands(summaries, model, reference_range(model, window), now, _model_hash(model),
+        bands = (B.bands(summaries, model, reference_range(model, window), now, model_hash(model),
                          lambda w: _chunk_quality(conn, model, w, now)) if quality and model.quality else None)
         conn.rollback()
     drift, share, dataset = _drift_rows(model, r)
@@ -165,13 +165,13 @@ def _side_drifts(conn, store: Summaries, model: Model, window: Window, now: date
     """Queries of their own over the same rows (counted once, by the pass): the predicted class
     distribution of a multiclass model, and the numeric features' moments (multivariate drift)."""
     rng, rolling = reference_range(model, window), model.reference.rolling is not None
-    where, bounds = _where(conn, model), (lambda w: _bounds(conn, model, w))
+    where, bounds = model_where(conn, model), (lambda w: model_bounds(conn, model, w))
     if MC.is_multiclass(model):
-        r.classes, r.known = MC.prediction_drift(conn, store, model, window, rng, rolling, _model_hash(model), now,
+        r.classes, r.known = MC.prediction_drift(conn, store, model, window, rng, rolling, model_hash(model), now,
                                                  where, bounds)
     if MV.enabled(model) and r.spec is not None:
         r.multivariate = MV.window_drift(conn, store, model, window, rng, rolling,
-                                         f"{_model_hash(model)}:{_fingerprint(r.spec)}", r.spec, now, where, bounds,
+                                         f"{model_hash(model)}:{_fingerprint(r.spec)}", r.spec, now, where, bounds,
                                          r.cur.get("moments"))
 
 
@@ -289,6 +289,6 @@ def _quality_rows(model: Model, quality: dict | None, extra: list[dict], bands: 
     if not quality:
         return []
     rows = [{"kind": "quality", "name": k, "segment": "", "value": v,
-             "threshold": _floor(model, k, bands), "detected": _breach(model, k, v, bands)}
+             "threshold": quality_floor(model, k, bands), "detected": quality_breach(model, k, v, bands)}
             for k, v in quality.items() if k != "labelled"]
     return [*rows, *B.rows(model, bands or {}), *[{"method": None, "threshold": None, "detected": None, **x} for x in extra]]
