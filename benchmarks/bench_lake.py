@@ -138,8 +138,8 @@ def run_reference(url: str, lake: str, store_url: str) -> dict:
     store, eng = _store(store_url), _engine(url, lake)
     base = _rss_mb()
     t0 = time.perf_counter()
-    with modeljobs._connect(eng) as conn:
-        _spec, _summary, rows = modeljobs._reference(conn, store, model(), _window(), datetime(2026, 1, 3, tzinfo=UTC))
+    with modeljobs.connect(eng) as conn:
+        _spec, _summary, rows = modeljobs.references._reference(conn, store, model(), _window(), datetime(2026, 1, 3, tzinfo=UTC))
         conn.rollback()
     return {"wall": time.perf_counter() - t0, "base_mb": base, "peak_mb": _rss_mb(), "rows": rows}
 

@@ -158,8 +158,8 @@ def run_reference(url: str, table: str, store_url: str) -> dict:
     base = _rss_mb()
     t0 = time.perf_counter()
     with eng.connect() as conn:
-        modeljobs._setup(conn)
-        _spec, _summary, rows = modeljobs._reference(conn, store, m, _window(), now)
+        modeljobs.source._setup(conn)
+        _spec, _summary, rows = modeljobs.references._reference(conn, store, m, _window(), now)
         conn.rollback()
     return {"wall": time.perf_counter() - t0, "base_mb": base, "peak_mb": _rss_mb(), "rows": rows}
 
@@ -229,7 +229,7 @@ def run_estimate(url: str, table: str, store_url: str) -> dict:
     store, eng, m, now = _monitor_setup(url, table, store_url)
     base = _rss_mb()
     with eng.connect() as conn:
-        modeljobs._setup(conn)
+        modeljobs.source._setup(conn)
         t0 = time.perf_counter()
         cal = E.calibration(conn, store, m, now)
         t1 = time.perf_counter()

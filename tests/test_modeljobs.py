@@ -556,7 +556,7 @@ def test_rolling_reference_is_the_sum_of_stored_window_summaries(world):
     spec = store.load_reference("m", f"spec:{modeljobs.specs.model_hash(m)}")
     w = day(REF_DAYS + 3)
     with eng.connect() as conn:
-        _, summed, read = modeljobs._reference(conn, store, m, w, now)
+        _, summed, read = modeljobs.references._reference(conn, store, m, w, now)
         direct = modeljobs.scan(conn, m, spec, Window(w.start - 3 * DAY, w.start), moments=True)
     assert read == 0  # every predecessor's summary was stored
     flat_a, flat_b = _flatten(summed), _flatten(direct)

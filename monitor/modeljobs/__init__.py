@@ -43,14 +43,12 @@ from .checks import REFERENCE_MIN_ROWS
 from .passes import OTHER, SAMPLE_BUCKETS, SAMPLE_ROWS, scan
 from .planning import plan_windows, reference_range
 from .quality import quality_binary, quality_multiclass, quality_regression
-from .references import _reference  # read by benchmarks/
-from .source import _setup, connect  # _setup: read by benchmarks/
-from .source import connect as _connect  # the name benchmarks/ read
+from .source import connect
 from .specs import CAT_MAX, W_LEVELS, build_spec
 from .window import compute
 
 __all__ = [
     "CAT_MAX", "OTHER", "REFERENCE_MIN_ROWS", "SAMPLE_BUCKETS", "SAMPLE_ROWS", "W_LEVELS", "Window",
-    "_connect", "_reference", "_setup", "build_spec", "compute", "connect",
+    "build_spec", "compute", "connect",
     "plan_windows", "quality_binary", "quality_multiclass", "quality_regression", "reference_range", "scan",
 ]
