@@ -54,13 +54,18 @@ def _expected(df: pd.DataFrame, labels: pd.DataFrame, start: str, pred: str, nam
     return {(a, p): float(cm[i, k]) for i, a in enumerate(names) for k, p in enumerate(names) if cm[i, k]}
 
 
-def test_binary_confusion_in_json_and_metrics_equals_sklearn(db_url, tmp_path, capsys):
-    df = binary_world.make_world(db_url, per_day=600, days=binary_world.REF_DAYS + 2)
+def _binary_world(db_url: str, tmp_path, per_day: int) -> tuple[pd.DataFrame, str, str]:
+    """A binary world with one-day windows: (its rows, its config's path, the `--now` that judges its last day)."""
+    df = binary_world.make_world(db_url, per_day=per_day, days=binary_world.REF_DAYS + 2)
     spec = binary_world.model().model_dump(mode="json", exclude_none=True)
     spec["window"], spec["labels"]["max_delay"] = "1d", "1d"
     spec["drift"].pop("multivariate", None)
-    now = binary_world.utc(binary_world.REF_DAYS + 3).isoformat()
-    row, exported = _readers(_config(tmp_path, db_url, spec), now, capsys)
+    return df, _config(tmp_path, db_url, spec), binary_world.utc(binary_world.REF_DAYS + 3).isoformat()
+
+
+def test_binary_confusion_in_json_and_metrics_equals_sklearn(db_url, tmp_path, capsys):
+    df, path, now = _binary_world(db_url, tmp_path, per_day=600)
+    row, exported = _readers(path, now, capsys)
     labels = pd.read_sql("SELECT pid, y FROM labels", sa.create_engine(db_url))
     want = _expected(df, labels, row["quality_window_start"], "pred", ["0", "1"])
     assert sum(want.values()) > 500 and len(want) == 4
@@ -96,13 +101,8 @@ def test_multiclass_confusion_and_class_quality_in_json_metrics_and_app_equal_sk
 
 @pytest.mark.slow
 def test_the_models_page_draws_a_binary_models_confusion_matrix(tmp_path, monkeypatch, capsys):
-    src = f"sqlite:///{tmp_path / 'src.db'}"
-    binary_world.make_world(src, per_day=300, days=binary_world.REF_DAYS + 2)
-    spec = binary_world.model().model_dump(mode="json", exclude_none=True)
-    spec["window"], spec["labels"]["max_delay"] = "1d", "1d"
-    spec["drift"].pop("multivariate", None)
-    path = _config(tmp_path, src, spec)
-    row, _ = _readers(path, binary_world.utc(binary_world.REF_DAYS + 3).isoformat(), capsys)
+    _, path, now = _binary_world(f"sqlite:///{tmp_path / 'src.db'}", tmp_path, per_day=300)
+    row, _ = _readers(path, now, capsys)
     at = models_page(path, monkeypatch)
     assert "Confusion matrix" in [s.value for s in at.subheader]
     charts = [c.proto for c in at.get("arrow_vega_lite_chart") + at.get("vega_lite_chart")]
@@ -119,13 +119,8 @@ def test_a_confusion_cell_stored_without_a_count_reads_as_missing_not_zero(tmp_p
     from monitor.report import model_table
     from monitor.store import Store
 
-    src = f"sqlite:///{tmp_path / 'src.db'}"
-    binary_world.make_world(src, per_day=200, days=binary_world.REF_DAYS + 2)
-    spec = binary_world.model().model_dump(mode="json", exclude_none=True)
-    spec["window"], spec["labels"]["max_delay"] = "1d", "1d"
-    spec["drift"].pop("multivariate", None)
-    path = _config(tmp_path, src, spec)
-    row, _ = _readers(path, binary_world.utc(binary_world.REF_DAYS + 3).isoformat(), capsys)
+    _, path, now = _binary_world(f"sqlite:///{tmp_path / 'src.db'}", tmp_path, per_day=200)
+    row, _ = _readers(path, now, capsys)
     (a, p), *_ = [(c["actual"], c["predicted"]) for c in row["confusion"]]
     cfg = load_config(path)
     with sa.create_engine(cfg.store_url).begin() as conn:
