@@ -549,17 +549,19 @@ def metrics(conn, store, model: Model, window: Window, now: datetime, quality: d
     if kept:
         rows = kept
     else:
-
         est, method = estimates(conn, store, model, window, now)
         cells = est.pop(CONFUSION, {})
         cells = cells if quality is None else {}  # a mature window has the realized matrix
-        rows = [{"kind": names.CONFUSION_ESTIMATED_KIND, "name": k, "segment": "", "method": method, "value": v}
-                for k, v in sorted(cells.items())]
+
+        def row(kind: str, name: str, value, threshold=None, detected=None) -> dict:
+            # every key, as kept_rows reads them back: a kept estimate is the same row as a fresh one
+            return {"kind": kind, "name": name, "segment": "", "method": method, "value": value,
+                    "threshold": threshold, "detected": detected}
+
+        rows = [row(names.CONFUSION_ESTIMATED_KIND, k, v) for k, v in sorted(cells.items())]
         for k, (v, lo, hi) in est.items():
-            rows += [{"kind": names.ESTIMATE_KIND, "name": k, "segment": "", "method": method, "value": v,
-                      "threshold": quality_floor(model, k), "detected": quality_breach(model, k, v)},
-                     {"kind": names.ESTIMATE_CI_LOW_KIND, "name": k, "segment": "", "method": method, "value": lo},
-                     {"kind": names.ESTIMATE_CI_HIGH_KIND, "name": k, "segment": "", "method": method, "value": hi}]
+            rows += [row(names.ESTIMATE_KIND, k, v, quality_floor(model, k), quality_breach(model, k, v)),
+                     row(names.ESTIMATE_CI_LOW_KIND, k, lo), row(names.ESTIMATE_CI_HIGH_KIND, k, hi)]
     return rows + errors(rows, quality or {}) + so_far
 
 

@@ -565,7 +565,12 @@ def test_models_are_linked_to_goals_by_the_tables_their_sql_reads_or_by_owner(tm
     demo_world.copy_sql(tmp_path)
     import yaml
 
-    cfg = parse_config(yaml.safe_load(demo_world.demo_config("sqlite:///x.db")), tmp_path / "monitor.yaml")
+    raw = yaml.safe_load(demo_world.demo_config("sqlite:///x.db"))
+    declared = parse_config(raw, tmp_path / "monitor.yaml")
+    assert {link.reason for link in data.links(declared)} == {"listed in the goal's `models`"}
+    for g in raw["goals"]:  # without `models`, the links are found from the SQL and the owners
+        g.pop("models")
+    cfg = parse_config(raw, tmp_path / "monitor.yaml")
     got = {(link.goal, link.model): link.reason for link in data.links(cfg)}
     assert set(got) == {("spam_exposure_rate", "spam_classifier"), ("large_loan_default_rate", "credit_scoring"),
                         ("minutes_per_active_user", "engagement_model")}

@@ -153,6 +153,7 @@ def test_a_new_user_reviews_the_demo_week_in_a_browser(demo, browser, tmp_path):
         form.get_by_label("Text").fill(note)
         form.get_by_role("button", name="Add").click()
         settle(page, note)
+        form.get_by_text("Ann · ").first.wait_for(timeout=30_000)  # the rerun that stored it draws its author
         assert "Ann · " in form.inner_text()
         screenshot(page, folder, "review")
 
