@@ -184,20 +184,6 @@ def scrape(url: str, seconds: float, workers: int = 20) -> dict:
             "max_ms": round(1000 * lat[-1], 1)}
 
 
-def postgres_pids(cluster: Cluster) -> list[int]:
-    """The postmaster and every backend of the cluster."""
-    master = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    pids = [master]
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
-                    pids.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return pids
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--windows", type=int, default=24, help="hourly windows to catch up (default 24)")
@@ -275,7 +261,7 @@ def main() -> None:
         b, _ = serve(cfg, folder / "f2.log")
         wait(lambda: stored(url) >= n // 4)
         calm = scrape(f"http://127.0.0.1:{pa}/healthz", 3.0)
-        pids = postgres_pids(cluster)
+        pids = cluster.pids()
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         try:

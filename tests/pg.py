@@ -89,6 +89,19 @@ class Cluster:
                 return
             time.sleep(0.1)
 
+    def pids(self) -> list[int]:
+        """The postmaster and each of its children (backends, writers)."""
+        master = int((self.data / "postmaster.pid").read_text().split()[0])
+        pids = [master]
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
+                        pids.append(int(d.name))
+                except (OSError, IndexError, ValueError):
+                    pass
+        return pids
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -190,20 +190,6 @@ def test_a_results_store_down_mid_cycle_keeps_its_failures_and_records_them_once
         cluster.destroy()
 
 
-def postgres_pids(cluster: Cluster) -> list[int]:
-    """The postmaster and each of its children (backends, writers)."""
-    master = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    pids = [master]
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
-                    pids.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return pids
-
-
 def test_a_frozen_database_gets_a_bounded_503_and_no_window_runs_twice_at_once(tmp_path):
     """SIGSTOP on every PostgreSQL process, longer than lease_ttl, under two replicas."""
     cluster = own_cluster()
@@ -218,7 +204,7 @@ def test_a_frozen_database_gets_a_bounded_503_and_no_window_runs_twice_at_once(t
             try:
                 wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30)
                 wait_for(lambda: len(stored_windows(store)) >= 2, timeout=60, every=0.05)
-                pids = postgres_pids(cluster)
+                pids = cluster.pids()
                 for pid in pids:
                     os.kill(pid, signal.SIGSTOP)
                 try:
