@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_models import CATEGORICAL, CUR_END, CUR_START, NUMERIC, REF_START  # noqa: E402
+from bench_models import CATEGORICAL, CUR_END, CUR_START, NUMERIC, REF_START, _rss_mb, _store  # noqa: E402
 
 CHUNK = 1_000_000
 
@@ -88,10 +87,6 @@ def model():
     return m("preds").model_copy(update={"labels": m("preds").labels.model_copy(update={"table": "labels"})})
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _engine(url: str, lake: str):
     from monitor.db import make_engine
 
@@ -122,14 +117,6 @@ def run_floor(url: str, lake: str, store_url: str) -> dict:
                   {"a": e.bind_time(w.start), "b": e.bind_time(w.end)}).all()
         wall = time.perf_counter() - t0
     return {"wall": wall, "base_mb": base, "peak_mb": _rss_mb()}
-
-
-def _store(store_url: str):
-    from monitor.store import Store
-
-    s = Store(store_url)
-    s.migrate()
-    return s
 
 
 def run_reference(url: str, lake: str, store_url: str) -> dict:
