@@ -145,10 +145,7 @@ def test_two_serve_replicas_share_a_slow_goal_and_compute_each_window_once(tmp_p
             wait_for(lambda: len(stored_windows(store)) == 5, timeout=90)
             time.sleep(4)  # several retries of the idle replica
         finally:
-            for p in (a, b):
-                p.send_signal(signal.SIGTERM)
-            for p in (a, b):
-                assert p.wait(timeout=30) == 0
+            stop_cleanly(a, b)
     runs = audit(store)
     assert len([r for r in runs if r["status"] == "ok"]) == 5, "two replicas do the work of one"
     assert not [r for r in runs if r["status"] == "failed"]
@@ -190,6 +187,14 @@ def test_a_results_store_down_mid_cycle_keeps_its_failures_and_records_them_once
         cluster.destroy()
 
 
+def stop_cleanly(*procs) -> None:
+    """SIGTERM every replica at once, then each must exit 0."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        assert p.wait(timeout=30) == 0
+
+
 def test_a_frozen_database_gets_a_bounded_503_and_no_window_runs_twice_at_once(tmp_path):
     """SIGSTOP on every PostgreSQL process, longer than lease_ttl, under two replicas."""
     cluster = own_cluster()
@@ -219,10 +224,7 @@ def test_a_frozen_database_gets_a_bounded_503_and_no_window_runs_twice_at_once(t
                 wait_for(lambda: len(stored_windows(store)) == 6, timeout=90)
                 wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30)
             finally:
-                for p in (a, b):
-                    p.send_signal(signal.SIGTERM)
-                for p in (a, b):
-                    assert p.wait(timeout=30) == 0
+                stop_cleanly(a, b)
         runs = audit(store)
         ok = [r for r in runs if r["status"] == "ok"]
         assert len({(r["window_start"]) for r in ok}) == 6
