@@ -171,6 +171,7 @@ def run_monitor(url: str, table: str, store_url: str) -> dict:
     base = _rss_mb()
     t0 = time.perf_counter()
     result, rows = modeljobs.compute(eng, store, m, _window(), now)
+    store.save_model_window(result, now)  # with what it summed once per reference, as the model job does
     wall = time.perf_counter() - t0
     q = {x["name"]: x["value"] for x in result.metrics if x["kind"] == "quality"}
     drifted = sorted(x["name"] for x in result.metrics if x["kind"] == "feature_drift" and x["detected"] and not x["segment"])

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from test_modeljobs import CATEGORICAL, NUMERIC, PLANTED, REF_DAYS, _w_on, by_key, corpus, day, model, rows_in, utc
+from test_modeljobs import CATEGORICAL, NUMERIC, PLANTED, REF_DAYS, _mv_sampled, _w_on, by_key, corpus, day, model, rows_in, utc
 
 from monitor import engines, modeljobs
 from monitor.config import ConfigError, parse_config
@@ -217,6 +217,11 @@ def _check_sample(eng, df: pd.DataFrame, tmp_path, monkeypatch) -> None:
     assert first[("prediction_drift", "score", "")]["value"] == pytest.approx(
         _w_on(ref.score.to_numpy(), sample.score.to_numpy()), rel=1e-9)
     assert first[("online", "predictions", "")]["value"] == len(cur)
+    # DuckDB takes it in the pass (`Engine.percentile`), Spark in a query of its own: numpy's either way
+    assert first[("online", "score_p95", "")]["value"] == pytest.approx(np.percentile(cur.score.dropna(), 95), rel=1e-12)
+    mv, threshold = _mv_sampled(df, w, lambda rng, k: _sample_ids(eng, rng, k))
+    assert first[("multivariate_drift", "reconstruction_error", "")]["value"] == pytest.approx(mv, rel=1e-9)
+    assert first[("multivariate_drift", "reconstruction_error", "")]["threshold"] == pytest.approx(threshold, rel=1e-9)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from scipy import stats
 from scipy.spatial import distance
 from sklearn import metrics as skm
+from sklearn.decomposition import PCA
 
 from app_streamlit.drift_report import evidently_report
 from monitor import drift as D
@@ -189,6 +190,30 @@ def _w_on(ref: np.ndarray, cur: np.ndarray) -> float:
     return D.wasserstein(edges, dist(ref), n, ref.mean(), ref.std(), dist(cur), len(cur), cur.mean())
 
 
+def _mv_sampled(df: pd.DataFrame, w: Window, ids_of) -> tuple[float, float]:
+    """The multivariate drift of window `w` as the engine takes it above SAMPLE_ROWS (300 here): over
+    the hashed sample of each range (the window and each reference day, a cut each from its emptiest
+    column, `ids_of(window, cut)` the ids below it), in scikit-learn: (the window's error, the
+    threshold from the reference days' errors)."""
+    def sample(rng: Window) -> pd.DataFrame:
+        rows = rows_in(df, rng)
+        keep = math.ceil(65536 * 300 / min(int(rows[c].notna().sum()) for c in [*NUMERIC, "score"]))
+        return rows[rows.pid.isin(ids_of(rng, keep))][NUMERIC].dropna().to_numpy()
+
+    chunks = [sample(day(d)) for d in range(REF_DAYS)]
+    ref = np.concatenate(chunks)
+    mu, sd = ref.mean(axis=0), ref.std(axis=0)
+    pca = PCA(n_components=0.65, svd_solver="full").fit((ref - mu) / sd)
+
+    def err(x):
+        z = (x - mu) / sd
+        return float(np.mean(np.sum((z - pca.inverse_transform(pca.transform(z))) ** 2, axis=1)))
+
+    errors = [err(c) for c in chunks]
+    assert all(25 < len(c) < 600 for c in chunks), [len(c) for c in chunks]  # samples, not every row
+    return err(sample(w)), float(np.mean(errors) + 3 * np.std(errors))
+
+
 def _sampled_ids(eng, w: Window, keep: int) -> set:
     with eng.connect() as c:
         return set(c.execute(sa.text(
@@ -225,6 +250,10 @@ def test_large_windows_take_distances_over_a_fixed_hashed_sample(pg_url, tmp_pat
         _w_on(ref.score.to_numpy(), sample.score.to_numpy()), rel=1e-9)
     assert first[("online", "score_mean", "")]["value"] == pytest.approx(cur.score.mean(), rel=1e-12)
     assert {k for (kind, k, seg), x in first.items() if kind == "feature_drift" and not seg and x["detected"]} == PLANTED
+    # the multivariate moments: over the same sample, and the reference days' over theirs
+    mv, threshold = _mv_sampled(df, w, lambda rng, k: _sampled_ids(eng, rng, k))
+    assert first[("multivariate_drift", "reconstruction_error", "")]["value"] == pytest.approx(mv, rel=1e-9)
+    assert first[("multivariate_drift", "reconstruction_error", "")]["threshold"] == pytest.approx(threshold, rel=1e-9)
 
 
 def test_a_sample_that_comes_out_empty_is_taken_again_over_every_row(pg_url, tmp_path, monkeypatch):

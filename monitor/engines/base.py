@@ -38,8 +38,9 @@ class Engine:
     double = "DOUBLE PRECISION"
     #: whether a second connection can see exactly the first one's rows (`export_snapshot`)
     snapshots = False
-    #: whether the multivariate sums of products go in the window's numeric pass (one scan fewer):
-    #: for engines that compute a subquery's column once per row, where others inline it in each use
+    #: whether the multivariate sums of products go in the window's distances query, over its
+    #: sample (one scan fewer): for engines that compute a subquery's column once per row, where
+    #: others inline it in each use (then a query of their own reads the same sample)
     fused_moments = False
 
     # ------------------------------------------------------------------ connections
@@ -98,6 +99,11 @@ class Engine:
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str] | None:
         """One aggregate per numeric SQL expression giving its `percentile_disc` values at `levels`
         as an array, all in one statement; None: the portable ROW_NUMBER query per column."""
+        return None
+
+    def percentile(self, expr: str, q: float) -> str | None:
+        """An aggregate, in any query: numpy's linear percentile `q` of `expr`, exact, without a sort
+        of its own; None: not available (the score's p95 is then a query of its own)."""
         return None
 
     def percentile_cont_desc(self, expr: str, q: float) -> str | None:

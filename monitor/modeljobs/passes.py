@@ -38,13 +38,16 @@ class _Pass:
 
     `moments`: also ``SUM((x - center)^2)``, needed of references (their standard deviation) and so
     of every window when the reference is rolling. `mv`: the centres of the numeric features'
-    multivariate moments (`multivariate.moments`), taken in this pass on engines that fuse them.
+    multivariate moments (`moments`), taken in the distances' query, over its sample, on engines
+    that fuse them (`Engine.fused_moments`).
     """
 
     def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False,
-                 clean: bool = False, mv: list[float] | None = None):
+                 clean: bool = False, mv: list[float] | None = None, p95: bool = False):
         self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
         self.mv = mv
+        # the scores' 95th percentile, on engines with an exact one that costs no sort (one per pass)
+        self.p95 = p95 and segment is None and bool(model.source.score) and engines.of(conn).percentile("sc", 0.95) is not None
         self.clean = clean  # NaN and +-infinity read as NULL (`_num`)
         self.ids = ids  # also MIN(id) and MAX(id): the range of the labels' ids to read (`_integer_ids`)
         self.params: dict = {}
@@ -55,6 +58,7 @@ class _Pass:
         self.split = self.bucket is not None
         self.abs_aggs: list[str] = []
         self.abs_slots: list[tuple] = []
+        self.keep = SAMPLE_BUCKETS  # the sample the distances were taken over at last (`_distances`)
 
     def _p(self, value) -> str:
         name = f"p{len(self.params)}"
@@ -108,13 +112,16 @@ class _Pass:
             else:
                 self.aggs += ["SUM(CASE WHEN sc >= 0.5 THEN 1 ELSE 0 END)", "COUNT(sc)"]
             self.slots += [("online", "pos"), ("online", "pos_n")]
+        if self.p95:
+            self.aggs.append(engines.of(conn).percentile("sc", 0.95))
+            self.slots.append(("p95",))
         if self.ids:
             cols.append(f"{quote(conn, s.id)} AS i")
             self.aggs += ["MIN(i)", "MAX(i)"]
             self.slots += [("ids", "lo"), ("ids", "hi")]
-        over = ""
-        if self.mv is not None:
-            over = self._moments(cols)
+        if self.mv is not None and not self.abs_aggs:
+            self.mv = None  # no distances' query to take them in: `moments` does
+        over = self._moments(cols) if self.mv is not None else ""
         group = ""
         g = _segment_expr(conn, self.spec, self.segment, self.params)
         if g is not None:
@@ -126,17 +133,16 @@ class _Pass:
         # one row in `sample` of SAMPLE_BUCKETS, picked by a hash of the id: the same rows every time
         sampled = f" AND {self.bucket} < :sample"
         rows = f"(SELECT {', '.join(cols)} FROM {quote_table(conn, s.table)} WHERE {model_where(conn, m)}{{}}) q"
-        frm = f"FROM {rows}{group}"
-        sql = f"SELECT {', '.join(self.aggs)} {frm.format('')}"
-        if over:  # the moments' differences computed once per row, in a projection of their own
-            sql = f"SELECT {', '.join(self.aggs)} FROM (SELECT q.*, {over} FROM {rows.format('')}) q{group}"
-        # the distances' query, over every row (False) or over a sample (True)
+        sql = f"SELECT {', '.join(self.aggs)} FROM {rows.format('')}{group}"
+        # the distances' query, over every row (False) or over a sample (True); the moments'
+        # differences computed once per row, in a projection of their own
+        frm = f"FROM (SELECT q.*, {over} FROM {rows}) q{group}" if over else f"FROM {rows}{group}"
         self.abs_sql = {x: f"SELECT {', '.join(self.abs_aggs)} {frm.format(sampled if x else '')}"
                         for x in (False, True)} if self.abs_aggs else None
         return sql, {**self.params, **model_bounds(conn, m, window)}
 
     def _moments(self, cols: list[str]) -> str:
-        """`multivariate.moments` in this pass: over the rows where every numeric feature is finite,
+        """`moments` in the distances' query: over the rows where every numeric feature is finite,
         d_i = x_i - c_i, exactly as that query takes them. `mvz` is 0 on those rows and NULL on the
         others (x * 0 is NaN for NaN and infinities, which `finite` reads as NULL), so that
         ``d_i + mvz`` is d_i itself or NULL: COUNT(mvz), SUM(d_i), SUM(d_i d_j) need no filter."""
@@ -146,12 +152,12 @@ class _Pass:
         cols.append(f"{finite(conn, f'({zero})')} AS mvz")
         d = len(numeric)
         over = ", ".join(f"(n{i} - {self._p(float(c))}) + mvz AS m{i}" for i, c in enumerate(self.mv))
-        self.aggs.append("COUNT(mvz)")
-        self.slots.append(("mv", "n"))
-        self.aggs += [f"SUM(m{i})" for i in range(d)]
-        self.slots += [("mv", "s", i) for i in range(d)]
-        self.aggs += [f"SUM(m{i} * m{j})" for i in range(d) for j in range(i, d)]
-        self.slots += [("mv", "p", k) for k in range(d * (d + 1) // 2)]
+        self.abs_aggs.append("COUNT(mvz)")
+        self.abs_slots.append(("mv", "n"))
+        self.abs_aggs += [f"SUM(m{i})" for i in range(d)]
+        self.abs_slots += [("mv", "s", i) for i in range(d)]
+        self.abs_aggs += [f"SUM(m{i} * m{j})" for i in range(d) for j in range(i, d)]
+        self.abs_slots += [("mv", "p", k) for k in range(d * (d + 1) // 2)]
         return over
 
     def blank(self) -> dict:
@@ -184,6 +190,9 @@ class _Pass:
         for slot, value in zip(self.slots if slots is None else slots, row):
             if slot[0] == "ids":  # integers, kept as they are (NULL when no rows)
                 out["ids"][slot[1]] = value
+                continue
+            if slot[0] == "p95":
+                out["p95"] = None if value is None else float(value)
                 continue
             value = 0 if value is None else (value if isinstance(value, (int, float)) else float(value))
             node = out
@@ -308,20 +317,69 @@ def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: boo
         return part[key[0]] if key[0] == "score" else part[key[0]][key[1]]
 
     least = min((node(part, key)["n"] for part in parts.values() for key in cols if node(part, key)["n"]), default=0)
-    keep = math.ceil(SAMPLE_BUCKETS * SAMPLE_ROWS / least) if sample and least > SAMPLE_ROWS else SAMPLE_BUCKETS
+    keep = _keep(least) if sample else SAMPLE_BUCKETS
     while True:
         rows = conn.execute(sa.text(p.abs_sql[keep < SAMPLE_BUCKETS]), {**params, "sample": keep}).all()
         got = {-1: rows[0]} if p.segment is None else {int(r[0]): r[1:] for r in rows}
         for g, part in parts.items():
             p.decode(got.get(g, [0] * len(p.abs_slots)), part, p.abs_slots)
-        if keep == SAMPLE_BUCKETS or all(node(part, key)["abs_n"] >= SAMPLE_ROWS / 4
-                                         for part in parts.values() for key in cols if node(part, key)["n"]):
+        p.keep = keep
+        if keep == SAMPLE_BUCKETS or (
+                all(node(part, key)["abs_n"] >= SAMPLE_ROWS / 4 for part in parts.values() for key in cols if node(part, key)["n"])
+                and (p.mv is None or sum(part["mv"]["n"] for part in parts.values()) >= SAMPLE_ROWS / 4)):
             return
         keep = SAMPLE_BUCKETS
 
 
+def _keep(least: int) -> int:
+    """The sample's cut, of SAMPLE_BUCKETS, for about SAMPLE_ROWS of `least` values (all above)."""
+    return math.ceil(SAMPLE_BUCKETS * SAMPLE_ROWS / least) if least > SAMPLE_ROWS else SAMPLE_BUCKETS
+
+
+def _sampled_columns(model: Model, spec: dict) -> list[str]:
+    """The columns whose Wasserstein sums a window takes over its sample (whose emptiest sets its size)."""
+    return [*(c for c in model.source.features.numeric if spec["num"][c].get("abs")),
+            *([model.source.score] if spec["score"].get("abs") and model.source.score else [])]
+
+
+def moments(conn, model: Model, spec: dict, centers: list[float], window: Window, keep: int | None = None) -> dict:
+    """The multivariate moments of a range's complete rows (every numeric feature finite), in one
+    query: {"n": count, "s": [sum(x_i - c_i)], "p": [sum((x_i - c_i)(x_j - c_j)) for i <= j]}.
+
+    Over the hashed sample of the range's Wasserstein sums (`keep`, its cut; None: found as
+    `_distances` finds it, from the emptiest of those columns or from the rows), so that a window
+    reads 231 sums of products of 20 features over about SAMPLE_ROWS rows, not all of them; over
+    every row on engines without a sample, in ranges of at most SAMPLE_ROWS values, and when the
+    sample comes out below a quarter of that."""
+    cols, e = model.source.features.numeric, engines.of(conn)
+    t, where, params = quote_table(conn, model.source.table), model_where(conn, model), model_bounds(conn, model, window)
+    bucket = e.sample_bucket(quote(conn, model.source.id), SAMPLE_BUCKETS)
+    if bucket is None:
+        keep = SAMPLE_BUCKETS
+    elif keep is None:
+        counted = _sampled_columns(model, spec)
+        counts = conn.execute(sa.text(f"SELECT COUNT(*){''.join(f', COUNT({_num(conn, quote(conn, c))})' for c in counted)} "
+                                      f"FROM {t} WHERE {where}"), params).one()
+        keep = _keep(min((int(v) for v in counts[1:] if v), default=int(counts[0] or 0)))
+    d = len(cols)
+    binds = {f"mc{i}": float(c) for i, c in enumerate(centers)}
+    inner = ", ".join(f"CAST({quote(conn, c)} AS {e.double}) - :mc{i} AS d{i}" for i, c in enumerate(cols))
+    # complete rows: NaN and +-infinity count as missing, as everywhere
+    present = " AND ".join(f"{finite(conn, f'CAST({quote(conn, c)} AS {e.double})')} IS NOT NULL" for c in cols)
+    aggs = ["COUNT(*)", *(f"SUM(d{i})" for i in range(d)), *(f"SUM(d{i} * d{j})" for i in range(d) for j in range(i, d))]
+    while True:
+        sampled = f" AND {bucket} < :sample" if keep < SAMPLE_BUCKETS else ""
+        row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM (SELECT {inner} FROM {t} "
+                                   f"WHERE {where}{sampled} AND {present}) q"), {**params, **binds, "sample": keep}).one()
+        vals = [0.0 if v is None else float(v) for v in row]
+        if keep == SAMPLE_BUCKETS or vals[0] >= SAMPLE_ROWS / 4:
+            return {"n": int(vals[0]), "s": vals[1:1 + d], "p": vals[1 + d:]}
+        keep = SAMPLE_BUCKETS
+
+
 def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
-         on_pass=None, unseen_from: dict[str, Window] | None = None, mv: list[float] | None = None) -> dict:
+         on_pass=None, unseen_from: dict[str, Window] | None = None, mv: list[float] | None = None,
+         p95: bool = False) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
@@ -330,15 +388,18 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
     `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, on
-    engines that take them in the pass (`Engine.fused_moments`), as "moments" of the result.
+    engines that take them in the distances' query (`Engine.fused_moments`), as "moments" of the
+    result; "sample" is the cut of the distances' sample (`moments` takes the others' over it).
+    `p95`: also the scores' numpy 95th percentile ("p95") where the engine has an exact aggregate
+    for it (`Engine.percentile`) and there are no segments.
     """
-    mv = mv if mv is not None and engines.of(conn).fused_moments else None
+    asked, mv = mv is not None, mv if mv is not None and engines.of(conn).fused_moments else None
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     result = {"all": None, "segments": {}}
     for i, seg in enumerate(segs or [None]):
         for clean in (False, True):  # plain first; again reading NaN and infinities as NULL if it met any
             p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean,
-                      mv=mv if i == 0 else None)
+                      mv=mv if i == 0 else None, p95=p95)
             sql, params = p.sql(window)
             rows = conn.execute(sa.text(sql), params).all()
             if seg is None:
@@ -350,11 +411,8 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
                     parts.setdefault(g, p.blank())
             if not any(part["checks"]["non_finite"] for part in parts.values()):
                 break
-        if p.mv is not None:  # the caller's too
-            got = None
-            for part in parts.values():
-                got = D.add_summaries(got, part.pop("mv"))
-            result["moments"] = {"n": int(got["n"]), "s": [float(v) for v in got["s"]], "p": [float(v) for v in got["p"]]}
+        if p.p95:  # the caller's, never part of a stored summary
+            result["p95"] = parts[-1].pop("p95")
         if p.ids:  # the id range is the caller's, never part of a stored summary
             ranges = [part.pop("ids") for part in parts.values()]
             los = [r["lo"] for r in ranges if r["lo"] is not None]
@@ -362,6 +420,13 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
             on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None)
         if p.abs_sql:
             _distances(conn, p, params, parts, sample)
+        if asked and i == 0:  # the sample's cut, and the moments (`mv`) if taken here
+            result["sample"] = p.keep if p.abs_sql else None
+        if p.mv is not None:
+            got = None
+            for part in parts.values():
+                got = D.add_summaries(got, part.pop("mv"))
+            result["moments"] = {"n": int(got["n"]), "s": [float(v) for v in got["s"]], "p": [float(v) for v in got["p"]]}
         _count_categories(conn, model, spec, window, seg, parts, unseen_from)
         if seg is None:
             result["all"] = parts[-1]

@@ -105,16 +105,18 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
                    clean: bool | None = None, version=None, distinct: bool = False) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
-    The labelled rows, sorted once by descending score, carry three window functions over the
-    default frame (every row with a score at least as high, ties included): ``rank()`` (1 + the
-    rows scored higher), ``COUNT(*)`` and ``SUM(y)``. Hence, with n labelled scores of which P are
-    positive, a positive's mid-rank among the ascending scores is n + 1 - (rank + count) / 2, and
-    the Mann-Whitney U = sum of the positives' mid-ranks - P (P + 1) / 2: ROC AUC = U / (P N)
-    (ties count one half, as scikit-learn), computed in integers. Average precision is the sum
-    over positives of the precision at their score (positives / rows scored at least as high),
-    over P, as scikit-learn's step sum; log loss and Brier are sums over rows. Precision, recall
-    and F1 count the prediction column (or score >= 0.5 without one). No GROUP BY of a million
-    distinct scores and no second sort: a third faster than grouping then accumulating.
+    The labelled rows, sorted once by descending score, carry two window functions over the
+    default frame (every row with a score at least as high, ties included): ``COUNT(*)`` and
+    ``SUM(y)``, the rows and the positives scored at least as high. With P positives and N
+    negatives, A = the sum over negatives of the positives scored at least as high and B = the
+    sum over positives of the negatives scored at least as high count every tied pair in both and
+    every other pair once: A + B = P N + ties, and the Mann-Whitney 2 U = 2 (A - ties) + ties
+    = A - B + P N, so ROC AUC = (A - B + P N) / (2 P N) (ties count one half, as scikit-learn),
+    in integers. Average precision is the sum over positives of the precision at their score
+    (positives / rows scored at least as high), over P, as scikit-learn's step sum; log loss and
+    Brier are sums over rows. Precision, recall and F1 count the prediction column (or score >=
+    0.5 without one). No GROUP BY of a million distinct scores and no second sort: a third faster
+    than grouping then accumulating, and a ``rank()`` fewer than mid-ranks need.
 
     `p95` (PostgreSQL): also the labelled scores' 95th percentile, numpy's linear one
     (``percentile_cont``, taken as the 5th from the top over rows that arrive sorted that way):
@@ -142,6 +144,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
                              f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf"
                              + (f", l.{quote(conn, lab.id)} AS lid" if distinct else ""), ids, version is not None)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
+    neg = "FILTER (WHERE sc IS NOT NULL AND (y IS NULL OR y <> 1))"  # N counts them: n - P
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
     # NULL scores sort last, so that they never rank above a score
     order = engines.of(conn).desc_nulls_last("sc")
@@ -151,20 +154,19 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     extra += ", COUNT(DISTINCT lid)" if distinct else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
-    SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(rk + cnt) {pos},
+    SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(ctp) {neg}, SUM(cnt - ctp) {pos},
            SUM(CAST(ctp AS {engines.of(conn).double}) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
            SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y), SUM(nf){extra}
-    FROM (SELECT sc, y, pr, nf{', lid' if distinct else ''}, RANK() OVER w AS rk, COUNT(*) OVER w AS cnt, SUM(y) OVER w AS ctp
+    FROM (SELECT sc, y, pr, nf{', lid' if distinct else ''}, COUNT(*) OVER w AS cnt, COALESCE(SUM(y) OVER w, 0) AS ctp
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
-    labelled, P, n, ranks = (0 if v is None else int(v) for v in row[:4])
-    ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[4:11])
+    labelled, P, n, above_neg, above_pos = (0 if v is None else int(v) for v in row[:5])
+    ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[5:12])
     N = n - P
-    out: dict = {"labelled": labelled, "_invalid_labels": labelled - int(row[11] or 0), "_non_finite": int(row[12] or 0)}
+    out: dict = {"labelled": labelled, "_invalid_labels": labelled - int(row[12] or 0), "_non_finite": int(row[13] or 0)}
     if P > 0 and N > 0:
-        # 2 U = 2 P (n + 1) - sum(rank + count) - P (P + 1), exact in integers
-        out["roc_auc"] = (2 * P * (n + 1) - ranks - P * (P + 1)) / (2 * P * N)
+        out["roc_auc"] = (above_neg - above_pos + P * N) / (2 * P * N)  # 2 U / (2 P N), exact in integers
     if P > 0:
         out["pr_auc"] = ap / P
     if n > 0:
@@ -177,7 +179,7 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
         out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))  # accuracy, specificity, ...
     if p95:
-        out["_p95"] = (n, None if row[13] is None else float(row[13]))
+        out["_p95"] = (n, None if row[14] is None else float(row[14]))
     if distinct:
         out["_distinct"] = int(row[-1] or 0)
     return out

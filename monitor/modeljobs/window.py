@@ -21,7 +21,7 @@ from ..store import ModelWindow, Store
 from ..windows import Window
 from .checks import QUALITY_CHECKS, REFERENCE_MIN_ROWS, _check, _schema_problems, _source_checks, _unusable
 from .compare import _compare, _compared, _drift_metric, _exact_ks
-from .passes import scan
+from .passes import moments, scan
 from .planning import reference_range
 from .quality import (quality_breach, _chunk_quality, quality_floor, _integer_ids, _label_ids, _labels_unique, _score_p95, quality_binary,
                       quality_multiclass, quality_regression)
@@ -113,7 +113,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             r = _read(conn, summaries, model, window, now, q)
             quality, found = _split(q.result(conn) if mature and r.rows else None)
         checks = [*r.checks, *_source_checks(conn, model, window, r.all, now), *_label_checks(model, found, r.known)]
-        p95 = _p95(conn, model, window, r.all, found)
+        p95 = r.cur["p95"] if "p95" in r.cur else _p95(conn, model, window, r.all, found)
         status, coverage = _status(model, mature, r.rows, found, checks)
         if quality:
             r.read += quality["labelled"]
@@ -148,7 +148,7 @@ def _read(conn, store: Summaries, model: Model, window: Window, now: datetime, q
         ref = None
     fuse = MV.centers(model, spec) if MV.enabled(model) and spec is not None else None  # the pass may take MV's moments
     cur = scan(conn, model, spec or _empty_spec(model), window, moments=rolling,
-               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse)
+               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse, p95=True)
     if spec is not None and rolling:  # a part of the later windows' references
         store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
     rows = int(cur["all"]["rows"])
@@ -170,9 +170,14 @@ def _side_drifts(conn, store: Summaries, model: Model, window: Window, now: date
         r.classes, r.known = MC.prediction_drift(conn, store, model, window, rng, rolling, model_hash(model), now,
                                                  where, bounds)
     if MV.enabled(model) and r.spec is not None:
-        r.multivariate = MV.window_drift(conn, store, model, window, rng, rolling,
-                                         f"{model_hash(model)}:{_fingerprint(r.spec)}", r.spec, now, where, bounds,
-                                         r.cur.get("moments"))
+        centers = MV.centers(model, r.spec)
+
+        def read(w: Window, keep: int | None = None) -> dict:
+            return moments(conn, model, r.spec, centers, w, keep)
+
+        cur = r.cur.get("moments") or read(window, r.cur["sample"])  # over the distances' sample
+        r.multivariate = MV.window_drift(store, model, window, rng, rolling, f"{model_hash(model)}:{_fingerprint(r.spec)}",
+                                         now, cur, read)
 
 
 # --------------------------------------------------------------------------- judging
