@@ -106,10 +106,6 @@ class Engine:
         of its own; None: not available (the score's p95 is then a query of its own)."""
         return None
 
-    def percentile_cont_desc(self, expr: str, q: float) -> str | None:
-        """An ordered-set aggregate: numpy's linear percentile `1 - q` of `expr`; None: not available."""
-        return None
-
     def random(self) -> str:
         return "RANDOM()"
 

@@ -59,9 +59,6 @@ class PostgreSQL(Engine):
         arr = "ARRAY[" + ", ".join(repr(q) for q in levels) + "]::double precision[]"
         return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {c})" for c in columns]
 
-    def percentile_cont_desc(self, expr: str, q: float) -> str:
-        return f"percentile_cont({q!r}) WITHIN GROUP (ORDER BY {expr} DESC)"
-
     def iso_time(self, column: str) -> str:
         return f"(CASE WHEN {column} ~ '{ISO_RE}' THEN CAST({column} AS TIMESTAMPTZ) END)"
 

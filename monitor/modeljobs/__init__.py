@@ -34,9 +34,9 @@ How a window is computed (`compute`):
    SNAPSHOT``), alongside the pass of step 2: both see the same rows. With integer ids it starts
    once the pass has found the window's smallest and largest id, and reads only the labels in
    that range: with ids that grow with time, one window's labels, not the whole history's.
-4. **score_p95**: from the quality query (``percentile_cont`` over the rows it has sorted) when
-   every scored row is labelled exactly once (PostgreSQL, labels keyed by a unique id), else
-   ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database). Exact either way.
+4. **score_p95**: from the quality query (two order statistics of the rows it has sorted) when
+   every scored row is labelled exactly once; on DuckDB from the numeric pass (``quantile_cont``);
+   else ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database). Exact either way.
 """
 from ..windows import Window
 from .checks import REFERENCE_MIN_ROWS

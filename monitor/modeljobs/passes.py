@@ -385,7 +385,7 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
     segments); with segments, the whole is the sum of the first column's segments. On PostgreSQL
     the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
-    see `_distances`). `on_pass(rows, (min id, max id))` is called once the first numeric pass is
+    see `_distances`). `on_pass(rows, (min id, max id), scores)` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
     `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, on
     engines that take them in the distances' query (`Engine.fused_moments`), as "moments" of the
@@ -417,7 +417,8 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
             ranges = [part.pop("ids") for part in parts.values()]
             los = [r["lo"] for r in ranges if r["lo"] is not None]
             his = [r["hi"] for r in ranges if r["hi"] is not None]
-            on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None)
+            on_pass(sum(part["rows"] for part in parts.values()), (min(los), max(his)) if los else None,
+                    sum(part["score"]["n"] for part in parts.values()))
         if p.abs_sql:
             _distances(conn, p, params, parts, sample)
         if asked and i == 0:  # the sample's cut, and the moments (`mv`) if taken here

@@ -52,9 +52,8 @@ def _score_p95(conn, model: Model, window: Window, n: int, clean: bool = True) -
 
 def _labels_unique(conn, model: Model) -> bool:
     """Whether a unique index (or primary key) of the labels table is its id alone, so that the
-    join gives each prediction at most one label, on an engine that can fold p95 into the query."""
-    e = engines.of(conn)
-    return e.percentile_cont_desc("sc", 0.05) is not None and e.unique_column(conn, model.labels.table, model.labels.id)
+    join gives each prediction at most one label."""
+    return engines.of(conn).unique_column(conn, model.labels.table, model.labels.id)
 
 
 def _label_ids(conn, model: Model, window: Window, ids: tuple | None = None) -> tuple[int, int]:
@@ -101,7 +100,7 @@ def _ensure_ln(conn) -> None:
     engines.of(conn).ensure_functions(conn)
 
 
-def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: tuple | None = None,
+def quality_binary(conn, model: Model, window: Window, p95: int | None = None, ids: tuple | None = None,
                    clean: bool | None = None, version=None, distinct: bool = False) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
@@ -118,9 +117,10 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     0.5 without one). No GROUP BY of a million distinct scores and no second sort: a third faster
     than grouping then accumulating, and a ``rank()`` fewer than mid-ranks need.
 
-    `p95` (PostgreSQL): also the labelled scores' 95th percentile, numpy's linear one
-    (``percentile_cont``, taken as the 5th from the top over rows that arrive sorted that way):
-    the window's score_p95 when every scored row of the window is labelled once. `distinct`: also
+    `p95` (the window's number of scores): also the labelled scores' 95th percentile, numpy's
+    linear one, as if there were that many, from the rows already in order: the score at descending
+    position k is the largest whose count of rows scored at least as high reaches k. It is the
+    window's score_p95 when every scored row of the window is labelled once (`_p95`). `distinct`: also
     the number of distinct label ids among the rows (`_distinct`): when it is the number of rows,
     no id is labelled twice and the separate count of `_label_ids` is not needed.
     Memory is the database's; Python gets one row. NaN and infinite scores are NULL (`clean`
@@ -150,7 +150,11 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
     order = engines.of(conn).desc_nulls_last("sc")
     params = {**model_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS, "one_eps": 1 - LOG_EPS,
               **({"version": version} if version is not None else {})}
-    extra = f", {engines.of(conn).percentile_cont_desc('sc', 0.05)}" if p95 else ""
+    extra = ""
+    if p95:
+        first, take, t = _p95_plan(p95)  # the order statistics' descending positions
+        params.update(p95_a=first, p95_b=first + 1)
+        extra = ", MAX(sc) FILTER (WHERE cnt >= :p95_a)" + (", MAX(sc) FILTER (WHERE cnt >= :p95_b)" if take == 2 else "")
     extra += ", COUNT(DISTINCT lid)" if distinct else ""
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
@@ -179,7 +183,8 @@ def quality_binary(conn, model: Model, window: Window, p95: bool = False, ids: t
         out["f1"] = 2 * tpp / (2 * tpp + fp_ + fn_) if (2 * tpp + fp_ + fn_) else 0.0
         out.update(confusion.binary(model, tpp, fp_, fn_, pn - pp - ppos + tpp))  # accuracy, specificity, ...
     if p95:
-        out["_p95"] = (n, None if row[14] is None else float(row[14]))
+        vals = [float(v) for v in row[14:14 + take] if v is not None]
+        out["_p95"] = (n, _p95_value(vals, take, t) if len(vals) == take else None)
     if distinct:
         out["_distinct"] = int(row[-1] or 0)
     return out

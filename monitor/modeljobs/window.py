@@ -41,6 +41,7 @@ class _Quality:
         self.unique = mature and _labels_unique(conn, model)  # each scored row labelled at most once
         self.narrow = mature and _integer_ids(conn, model)
         self.ids: tuple | None = None  # (smallest, largest) id of the window, once its first pass is in
+        self.scores: int | None = None  # and its number of scores (for the p95 of `quality_binary`)
         self.pool = ThreadPoolExecutor(1) if self.snapshot else None
         self.future: Future | None = None
         if self.snapshot and not self.narrow:
@@ -56,16 +57,16 @@ class _Quality:
     def _submit(self) -> None:
         self.future = self.pool.submit(_on_snapshot, self.source_engine, self.snapshot, self.query)
 
-    def started(self, n: int, ids: tuple | None) -> None:
+    def started(self, n: int, ids: tuple | None, scores: int) -> None:
         """The window's first pass is in (`scan`'s `on_pass`)."""
-        self.ids = ids
+        self.ids, self.scores = ids, scores
         if self.snapshot and n:
             self._submit()
 
     def query(self, conn) -> dict:
         m, w, binary = self.model, self.window, self.model.task == "binary_classification"
         if binary:
-            q = quality_binary(conn, m, w, self.unique, self.ids, distinct=not self.unique)
+            q = quality_binary(conn, m, w, self.scores, self.ids, distinct=not self.unique)
         elif MC.is_multiclass(m):
             q = quality_multiclass(conn, m, w, self.ids)
         else:
@@ -75,8 +76,11 @@ class _Quality:
         q["_ids"] = (q["labelled"], 0) if once else _label_ids(conn, m, w, self.ids)
         return q
 
-    def result(self, conn) -> dict:
-        return self.future.result() if self.future else self.query(conn)
+    def result(self, conn, scores: int) -> dict:
+        if self.future:
+            return self.future.result()
+        self.scores = scores
+        return self.query(conn)
 
 
 @dataclass
@@ -111,7 +115,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             return _unusable(conn, model, window, problems, now)
         with _Quality(source_engine, conn, model, window, mature) as q:
             r = _read(conn, summaries, model, window, now, q)
-            quality, found = _split(q.result(conn) if mature and r.rows else None)
+            quality, found = _split(q.result(conn, int(r.all["score"]["n"])) if mature and r.rows else None)
         checks = [*r.checks, *_source_checks(conn, model, window, r.all, now), *_label_checks(model, found, r.known)]
         p95 = r.cur["p95"] if "p95" in r.cur else _p95(conn, model, window, r.all, found)
         status, coverage = _status(model, mature, r.rows, found, checks)
@@ -202,10 +206,11 @@ def _label_checks(model: Model, found: dict, known: set[str]) -> list[dict]:
 
 
 def _p95(conn, model: Model, window: Window, allc: dict, found: dict) -> float | None:
-    """The window's score_p95: the quality query's when each scored row is labelled once (the same scores)."""
+    """The window's score_p95: the quality query's when each scored row is labelled once (the same
+    scores: as many, none twice), else a query of its own."""
     n_scores = int(allc["score"]["n"])
     folded = found.get("_p95")
-    if folded and folded[0] == n_scores:
+    if folded and folded[0] == n_scores and found["_ids"][1] == 0:
         return folded[1]
     return _score_p95(conn, model, window, n_scores, clean=bool(allc["checks"]["non_finite"])) if n_scores else None
 
