@@ -42,6 +42,9 @@ class Engine:
     #: sample (one scan fewer): for engines that compute a subquery's column once per row, where
     #: others inline it in each use (then a query of their own reads the same sample)
     fused_moments = False
+    #: whether the quality query groups labels without a unique key by id before the join (their
+    #: count per id), rather than counting distinct label ids after its sort
+    group_labels = False
 
     # ------------------------------------------------------------------ connections
 

@@ -72,8 +72,9 @@ class _Quality:
         else:
             q = quality_regression(conn, m, w, self.ids)
         # each labelled row its own label id: no id labelled twice, and as many ids as rows
-        once = self.unique or q.pop("_distinct", None) == q["labelled"]
-        q["_ids"] = (q["labelled"], 0) if once else _label_ids(conn, m, w, self.ids)
+        if "_ids" not in q:
+            once = self.unique or q.pop("_distinct", None) == q["labelled"]
+            q["_ids"] = (q["labelled"], 0) if once else _label_ids(conn, m, w, self.ids)
         return q
 
     def result(self, conn, scores: int) -> dict:
