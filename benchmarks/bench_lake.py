@@ -222,12 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         ref = child("reference", url, str(lake), store_url)
                         first = Path(tmp) / f"reference-{n}.db"
+                        shutil.copy(store, first)  # the reference only: each engine samples its own moments
                     # the first window also sums and stores what is summed once per reference (its
                     # chunks' moments, the estimate's calibration): the best of the later ones is steady
                     runs = [child("monitor", url, str(lake), store_url) for _ in range(args.repeat + 1)]
                     mon = {**min(runs[1:], key=lambda r: r["wall"]), "first_wall": runs[0]["wall"]}
-                    if ref is not None:
-                        shutil.copy(store, first)
                     load = max(load, os.getloadavg()[0])
                     results.append({"rows": n, "engine": engine, "url": url, "floor": floor, "reference": ref,
                                     "monitor": mon, "load": load})

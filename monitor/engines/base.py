@@ -104,11 +104,6 @@ class Engine:
         as an array, all in one statement; None: the portable ROW_NUMBER query per column."""
         return None
 
-    def percentile(self, expr: str, q: float) -> str | None:
-        """An aggregate, in any query: numpy's linear percentile `q` of `expr`, exact, without a sort
-        of its own; None: not available (the score's p95 is then a query of its own)."""
-        return None
-
     def random(self) -> str:
         return "RANDOM()"
 

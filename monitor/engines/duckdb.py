@@ -114,9 +114,6 @@ class DuckDB(Engine):
         # the value's own hash: twice as fast as of its text, on integer ids
         return f"CAST(hash({expr}) % {buckets} AS BIGINT)"
 
-    def percentile(self, expr: str, q: float) -> str:
-        return f"quantile_cont({expr}, {q!r})"  # a selection over the values, numpy's interpolation
-
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
         # DuckDB's quantile_disc takes the value at position ceil(q n), as percentile_disc does
         arr = "[" + ", ".join(repr(q) for q in levels) + "]"

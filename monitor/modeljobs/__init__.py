@@ -17,26 +17,27 @@ How a window is computed (`compute`):
 2. **One pass over the window's rows** computes every numeric column's statistics as plain
    aggregates, portable to PostgreSQL and SQLite: ``COUNT(x)``, ``SUM(x)``,
    ``SUM(CASE WHEN x < e THEN 1 ELSE 0 END)`` (histograms, KS), ``SUM(ABS(x - e))`` (Wasserstein),
-   and ``SUM((x - c)^2)`` for references. On PostgreSQL the Wasserstein sums, most of the
-   aggregates, take a query of their own that reads, in windows of more than SAMPLE_ROWS values,
-   a fixed sample of about SAMPLE_ROWS rows picked by a hash of the id (`_distances`); the rest is
-   exact. The categorical columns are counted by one
+   and ``SUM((x - c)^2)`` for references. On engines with a stable hash (PostgreSQL, DuckDB,
+   Spark) the Wasserstein sums, most of the aggregates, take a query of their own that reads, in
+   windows of more than SAMPLE_ROWS values, a fixed sample of about SAMPLE_ROWS rows picked by a
+   hash of the id (`_distances`), and the multivariate sums of products are taken over the same
+   sample (`moments`); the rest is exact. The categorical columns are counted by one
    ``GROUP BY`` over all of them (a hash per row, where a CASE per category would cost a comparison
    each), with a LIMIT that keeps it bounded, else one mapped ``GROUP BY`` per column. With segments
    both group by the segment too (a bounded CASE), and the whole window is the sum of its segments.
    Python receives one row per segment (per category combination): memory does not grow with rows.
 3. **Offline quality** (labels mature): one query joins the window's predictions to their labels
-   and sorts them once by score; ``RANK()``, ``COUNT(*)`` and ``SUM(label)`` over that order give
-   every positive its mid-rank and the precision at its score, so ROC AUC (Mann-Whitney, in
-   integers), average precision, log loss and Brier are exact; precision/recall/F1 come from the
+   and sorts them once by score; ``COUNT(*)`` and ``SUM(label)`` over that order (rows and
+   positives scored at least as high) give the Mann-Whitney U in integers and the precision at
+   every positive's score, so ROC AUC, average precision, log loss and Brier are exact; precision/recall/F1 come from the
    prediction column (or score >= 0.5). The result is one row. On PostgreSQL it runs on a second
    connection that imports the first one's snapshot (``pg_export_snapshot`` / ``SET TRANSACTION
    SNAPSHOT``), alongside the pass of step 2: both see the same rows. With integer ids it starts
    once the pass has found the window's smallest and largest id, and reads only the labels in
    that range: with ids that grow with time, one window's labels, not the whole history's.
 4. **score_p95**: from the quality query (two order statistics of the rows it has sorted) when
-   every scored row is labelled exactly once; on DuckDB from the numeric pass (``quantile_cont``);
-   else ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a top-N sort in the database). Exact either way.
+   every scored row is labelled exactly once, else ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a
+   top-N sort in the database). Exact either way.
 """
 from ..windows import Window
 from .checks import REFERENCE_MIN_ROWS

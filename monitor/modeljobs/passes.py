@@ -43,11 +43,9 @@ class _Pass:
     """
 
     def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False,
-                 clean: bool = False, mv: list[float] | None = None, p95: bool = False):
+                 clean: bool = False, mv: list[float] | None = None):
         self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
         self.mv = mv
-        # the scores' 95th percentile, on engines with an exact one that costs no sort (one per pass)
-        self.p95 = p95 and segment is None and bool(model.source.score) and engines.of(conn).percentile("sc", 0.95) is not None
         self.clean = clean  # NaN and +-infinity read as NULL (`_num`)
         self.ids = ids  # also MIN(id) and MAX(id): the range of the labels' ids to read (`_integer_ids`)
         self.params: dict = {}
@@ -58,7 +56,6 @@ class _Pass:
         self.split = self.bucket is not None
         self.abs_aggs: list[str] = []
         self.abs_slots: list[tuple] = []
-        self.keep = SAMPLE_BUCKETS  # the sample the distances were taken over at last (`_distances`)
 
     def _p(self, value) -> str:
         name = f"p{len(self.params)}"
@@ -112,9 +109,6 @@ class _Pass:
             else:
                 self.aggs += ["SUM(CASE WHEN sc >= 0.5 THEN 1 ELSE 0 END)", "COUNT(sc)"]
             self.slots += [("online", "pos"), ("online", "pos_n")]
-        if self.p95:
-            self.aggs.append(engines.of(conn).percentile("sc", 0.95))
-            self.slots.append(("p95",))
         if self.ids:
             cols.append(f"{quote(conn, s.id)} AS i")
             self.aggs += ["MIN(i)", "MAX(i)"]
@@ -190,9 +184,6 @@ class _Pass:
         for slot, value in zip(self.slots if slots is None else slots, row):
             if slot[0] == "ids":  # integers, kept as they are (NULL when no rows)
                 out["ids"][slot[1]] = value
-                continue
-            if slot[0] == "p95":
-                out["p95"] = None if value is None else float(value)
                 continue
             value = 0 if value is None else (value if isinstance(value, (int, float)) else float(value))
             node = out
@@ -301,7 +292,8 @@ def _count_column(conn, model: Model, spec: dict, window: Window, segment: str |
 
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
-    """PostgreSQL: the Wasserstein sums ``SUM(ABS(x - e))``, in a query of their own.
+    """On engines with a sample: the Wasserstein sums ``SUM(ABS(x - e))``, in a query of their own
+    (with the multivariate moments, `_Pass._moments`, where the engine fuses them).
 
     They are most of the pass's aggregates, and each costs about as much per row as a whole scan
     of one column: so above SAMPLE_ROWS non-null values (in the emptiest column and segment) they
@@ -323,7 +315,6 @@ def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: boo
         got = {-1: rows[0]} if p.segment is None else {int(r[0]): r[1:] for r in rows}
         for g, part in parts.items():
             p.decode(got.get(g, [0] * len(p.abs_slots)), part, p.abs_slots)
-        p.keep = keep
         if keep == SAMPLE_BUCKETS or (
                 all(node(part, key)["abs_n"] >= SAMPLE_ROWS / 4 for part in parts.values() for key in cols if node(part, key)["n"])
                 and (p.mv is None or sum(part["mv"]["n"] for part in parts.values()) >= SAMPLE_ROWS / 4)):
@@ -342,15 +333,23 @@ def _sampled_columns(model: Model, spec: dict) -> list[str]:
             *([model.source.score] if spec["score"].get("abs") and model.source.score else [])]
 
 
+def sample_cut(model: Model, spec: dict, summary: dict) -> int:
+    """The cut of a range's hashed sample from its summary (the whole range's, segments summed):
+    about SAMPLE_ROWS values in the emptiest sampled column, or rows when there is none."""
+    nodes = [summary["num"][c] for c in model.source.features.numeric if spec["num"][c].get("abs")]
+    nodes += [summary["score"]] if model.source.score and spec["score"].get("abs") else []
+    return _keep(min((int(d["n"]) for d in nodes if d["n"]), default=int(summary["rows"])))
+
+
 def moments(conn, model: Model, spec: dict, centers: list[float], window: Window, keep: int | None = None) -> dict:
     """The multivariate moments of a range's complete rows (every numeric feature finite), in one
     query: {"n": count, "s": [sum(x_i - c_i)], "p": [sum((x_i - c_i)(x_j - c_j)) for i <= j]}.
 
-    Over the hashed sample of the range's Wasserstein sums (`keep`, its cut; None: found as
-    `_distances` finds it, from the emptiest of those columns or from the rows), so that a window
-    reads 231 sums of products of 20 features over about SAMPLE_ROWS rows, not all of them; over
-    every row on engines without a sample, in ranges of at most SAMPLE_ROWS values, and when the
-    sample comes out below a quarter of that."""
+    Over the range's hashed sample (`keep`, its cut, from `sample_cut`; None: counted here the
+    same way), so that a window reads the 210 products of 20 features over about SAMPLE_ROWS
+    rows, not all of them; over every row on engines without a sample, in ranges of at most
+    SAMPLE_ROWS values, and when the sample comes out below a quarter of that. The sample is the
+    engine's (its hash): sums stored by one engine are another sample of the same rows to another."""
     cols, e = model.source.features.numeric, engines.of(conn)
     t, where, params = quote_table(conn, model.source.table), model_where(conn, model), model_bounds(conn, model, window)
     bucket = e.sample_bucket(quote(conn, model.source.id), SAMPLE_BUCKETS)
@@ -360,7 +359,7 @@ def moments(conn, model: Model, spec: dict, centers: list[float], window: Window
         counted = _sampled_columns(model, spec)
         counts = conn.execute(sa.text(f"SELECT COUNT(*){''.join(f', COUNT({_num(conn, quote(conn, c))})' for c in counted)} "
                                       f"FROM {t} WHERE {where}"), params).one()
-        keep = _keep(min((int(v) for v in counts[1:] if v), default=int(counts[0] or 0)))
+        keep = _keep(min((int(v) for v in counts[1:] if v), default=int(counts[0] or 0)))  # as `sample_cut`
     d = len(cols)
     binds = {f"mc{i}": float(c) for i, c in enumerate(centers)}
     inner = ", ".join(f"CAST({quote(conn, c)} AS {e.double}) - :mc{i} AS d{i}" for i, c in enumerate(cols))
@@ -378,8 +377,7 @@ def moments(conn, model: Model, spec: dict, centers: list[float], window: Window
 
 
 def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
-         on_pass=None, unseen_from: dict[str, Window] | None = None, mv: list[float] | None = None,
-         p95: bool = False) -> dict:
+         on_pass=None, unseen_from: dict[str, Window] | None = None, mv: list[float] | None = None) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
@@ -387,19 +385,17 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
     see `_distances`). `on_pass(rows, (min id, max id), scores)` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
-    `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, on
-    engines that take them in the distances' query (`Engine.fused_moments`), as "moments" of the
-    result; "sample" is the cut of the distances' sample (`moments` takes the others' over it).
-    `p95`: also the scores' numpy 95th percentile ("p95") where the engine has an exact aggregate
-    for it (`Engine.percentile`) and there are no segments.
+    `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, as
+    "moments" of the result, on engines that take them in the distances' query
+    (`Engine.fused_moments`) of a window without segments (whose sample is then the whole
+    window's, as `sample_cut` gives it).
     """
-    asked, mv = mv is not None, mv if mv is not None and engines.of(conn).fused_moments else None
     segs = [c for c in model.segments if c in spec.get("segments", {})]
+    mv = mv if mv is not None and engines.of(conn).fused_moments and not segs else None
     result = {"all": None, "segments": {}}
     for i, seg in enumerate(segs or [None]):
         for clean in (False, True):  # plain first; again reading NaN and infinities as NULL if it met any
-            p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean,
-                      mv=mv if i == 0 else None, p95=p95)
+            p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean, mv=mv)
             sql, params = p.sql(window)
             rows = conn.execute(sa.text(sql), params).all()
             if seg is None:
@@ -411,8 +407,6 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
                     parts.setdefault(g, p.blank())
             if not any(part["checks"]["non_finite"] for part in parts.values()):
                 break
-        if p.p95:  # the caller's, never part of a stored summary
-            result["p95"] = parts[-1].pop("p95")
         if p.ids:  # the id range is the caller's, never part of a stored summary
             ranges = [part.pop("ids") for part in parts.values()]
             los = [r["lo"] for r in ranges if r["lo"] is not None]
@@ -421,8 +415,6 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
                     sum(part["score"]["n"] for part in parts.values()))
         if p.abs_sql:
             _distances(conn, p, params, parts, sample)
-        if asked and i == 0:  # the sample's cut, and the moments (`mv`) if taken here
-            result["sample"] = p.keep if p.abs_sql else None
         if p.mv is not None:
             got = None
             for part in parts.values():

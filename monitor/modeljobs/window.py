@@ -21,7 +21,7 @@ from ..store import ModelWindow, Store
 from ..windows import Window
 from .checks import QUALITY_CHECKS, REFERENCE_MIN_ROWS, _check, _schema_problems, _source_checks, _unusable
 from .compare import _compare, _compared, _drift_metric, _exact_ks
-from .passes import moments, scan
+from .passes import moments, sample_cut, scan
 from .planning import reference_range
 from .quality import (quality_breach, _chunk_quality, quality_floor, _integer_ids, _label_ids, _labels_unique, _score_p95, quality_binary,
                       quality_multiclass, quality_regression)
@@ -118,7 +118,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
             r = _read(conn, summaries, model, window, now, q)
             quality, found = _split(q.result(conn, int(r.all["score"]["n"])) if mature and r.rows else None)
         checks = [*r.checks, *_source_checks(conn, model, window, r.all, now), *_label_checks(model, found, r.known)]
-        p95 = r.cur["p95"] if "p95" in r.cur else _p95(conn, model, window, r.all, found)
+        p95 = _p95(conn, model, window, r.all, found)
         status, coverage = _status(model, mature, r.rows, found, checks)
         if quality:
             r.read += quality["labelled"]
@@ -153,7 +153,7 @@ def _read(conn, store: Summaries, model: Model, window: Window, now: datetime, q
         ref = None
     fuse = MV.centers(model, spec) if MV.enabled(model) and spec is not None else None  # the pass may take MV's moments
     cur = scan(conn, model, spec or _empty_spec(model), window, moments=rolling,
-               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse, p95=True)
+               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse)
     if spec is not None and rolling:  # a part of the later windows' references
         store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
     rows = int(cur["all"]["rows"])
@@ -180,7 +180,7 @@ def _side_drifts(conn, store: Summaries, model: Model, window: Window, now: date
         def read(w: Window, keep: int | None = None) -> dict:
             return moments(conn, model, r.spec, centers, w, keep)
 
-        cur = r.cur.get("moments") or read(window, r.cur["sample"])  # over the distances' sample
+        cur = r.cur.get("moments") or read(window, sample_cut(model, r.spec, r.all))  # over the distances' sample
         r.multivariate = MV.window_drift(store, model, window, rng, rolling, f"{model_hash(model)}:{_fingerprint(r.spec)}",
                                          now, cur, read)
 
