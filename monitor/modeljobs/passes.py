@@ -381,9 +381,9 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
-    segments); with segments, the whole is the sum of the first column's segments. On PostgreSQL
-    the Wasserstein sums take a query of their own, over a sample of large windows (`sample`:
-    see `_distances`). `on_pass(rows, (min id, max id), scores)` is called once the first numeric pass is
+    segments); with segments, the whole is the sum of the first column's segments. On engines with
+    a hashed sample the Wasserstein sums take a query of their own, over a sample of large windows
+    (`sample`: see `_distances`). `on_pass(rows, (min id, max id), scores)` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
     `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, as
     "moments" of the result, on engines that take them in the distances' query
