@@ -327,8 +327,7 @@ def _quality_annotations(m: Model, metric: str, lim_text: str, end_sel: str, url
                 f"{metric} is {v} in the latest window with mature labels")
         return {"summary": f"{m.name}: {what} (ending {f.timestamp(end_sel)}), {tail}.",
                 "description": f"{trust}{why}Owner: {m.owner or 'unowned'}.",
-                "title": m.name, "value": f"{v} (estimated)" if estimated else v, "target": lim_text,
-                "window": f"{win} ending {f.timestamp(end_sel)}", "review_url": url}
+                **_model_common(m, url, f"{v} (estimated)" if estimated else v, lim_text, f"{win} ending {f.timestamp(end_sel)}")}
     return annotations
 
 
@@ -377,8 +376,7 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
         return {"summary": (f"{m.name}: {v} of its features drifted in the {win} window ending "
                             f"{f.timestamp(end_sel)} (dataset drift from {go_percent(thr)})."),
                 "description": f"Owner: {m.owner or 'unowned'}. See which features in the Model health dashboard.",
-                "title": m.name, "value": v, "target": f"below {go_percent(thr)}",
-                "window": f"{win} ending {f.timestamp(end_sel)}", "review_url": url}
+                **_model_common(m, url, v, f"below {go_percent(thr)}", f"{win} ending {f.timestamp(end_sel)}")}
 
     s = sel(n.DATASET_DRIFT_SHARE, model=m.name)
     hi = min(1.0, max(thr, 0.01) * 1.5) if thr < 1 else 1.0
@@ -449,8 +447,7 @@ def model_alerts(cfg: Config, m: Model) -> list[Alert]:
                                 f"{go_percent(cfg.defaults.label_coverage_min)} of its predictions)."),
                     "description": (f"Labels from {m.labels.table} stopped arriving, or arrive later than "
                                     f"max_delay {format_duration(m.labels.max_delay)}. Quality is not being judged."),
-                    "title": m.name, "value": v, "target": f"labels within {format_duration(m.labels.max_delay)}",
-                    "window": win, "review_url": url}
+                    **_model_common(m, url, v, f"labels within {format_duration(m.labels.max_delay)}", win)}
 
         # The latest judged window has (almost) no labels; or it is too old; or there is none for too long.
         cov_sel = sel(n.MODEL_LABEL_COVERAGE, model=m.name)
@@ -510,8 +507,8 @@ def _multivariate_alert(m: Model, C: str, end_sel: str, url: str, win: str) -> A
                             f"{f.timestamp(end_sel)} (PCA reconstruction error {v}, above its threshold)."),
                 "description": (f"Owner: {m.owner or 'unowned'}. The features' joint distribution moved (for example "
                                 "a correlation), even where no feature drifted on its own."),
-                "title": m.name, "value": v, "target": "below the threshold learned from the reference",
-                "window": f"{win} ending {f.timestamp(end_sel)}", "review_url": url}
+                **_model_common(m, url, v, "below the threshold learned from the reference",
+                                f"{win} ending {f.timestamp(end_sel)}")}
 
     return Alert(
         alert=f"{C}MultivariateDrift", kind="multivariate_drift", group="monitor-models", subject={"model": m.name},
@@ -522,13 +519,15 @@ def _multivariate_alert(m: Model, C: str, end_sel: str, url: str, win: str) -> A
                   value=4.5, labels={"model": m.name}, timestamps={end_sel: WINDOW_END_AT_FIRING}))
 
 
-def _model_common(cfg: Config, m: Model, value: str, target: str, window: str) -> dict[str, str]:
-    return {"title": m.name, "value": value, "target": target, "window": window, "review_url": review_url(cfg, model=m.name)}
+def _model_common(m: Model, url: str, value: str, target: str, window: str) -> dict[str, str]:
+    """The annotations every model alert carries besides its summary and description."""
+    return {"title": m.name, "value": value, "target": target, "window": window, "review_url": url}
 
 
 def drift_alerts(cfg: Config, m: Model) -> list[Alert]:
     """Drift of the score (prediction drift), and of each feature listed in `drift.alert_features`."""
     C = n.camel(m.name)
+    url = review_url(cfg, model=m.name)
     end_sel = sel(n.MODEL_WINDOW_END, model=m.name)
     win = format_duration(m.window)
     end_series = {end_sel: f"{WINDOW_END_AT_FIRING:.0f}x30"}
@@ -540,7 +539,7 @@ def drift_alerts(cfg: Config, m: Model) -> list[Alert]:
                             f"(drift score {v} against the reference, beyond its threshold)."),
                 "description": ("The model's output moved: its inputs changed, or the population it scores did. "
                                 f"Owner: {m.owner or 'unowned'}. See the Model health dashboard."),
-                **_model_common(cfg, m, v, "no drift", f"{win} ending {f.timestamp(end_sel)}")}
+                **_model_common(m, url, v, "no drift", f"{win} ending {f.timestamp(end_sel)}")}
 
     pd_ = sel(n.PREDICTION_DRIFT_DETECTED, model=m.name)
     out.append(Alert(
@@ -559,7 +558,7 @@ def drift_alerts(cfg: Config, m: Model) -> list[Alert]:
                                 f"{f.timestamp(end_sel)} (drift score {v}, beyond its threshold)."),
                     "description": (f"{feature} is listed in drift.alert_features: its drift alone matters. "
                                     f"Owner: {m.owner or 'unowned'}. Check the pipeline that fills it."),
-                    **_model_common(cfg, m, v, "no drift", f"{win} ending {f.timestamp(end_sel)}")}
+                    **_model_common(m, url, v, "no drift", f"{win} ending {f.timestamp(end_sel)}")}
 
         fd = sel(n.FEATURE_DRIFT_DETECTED, model=m.name, feature=feature)
         out.append(Alert(
@@ -578,6 +577,7 @@ def drift_alerts(cfg: Config, m: Model) -> list[Alert]:
 def pipeline_alerts(cfg: Config, m: Model) -> list[Alert]:
     """A broken pipeline: the source stopped (stale), its volume dropped or surged, a data check fails."""
     C = n.camel(m.name)
+    url = review_url(cfg, model=m.name)
     win = format_duration(m.window)
     end_sel = sel(n.MODEL_WINDOW_END, model=m.name)
     newest_sel = sel(n.MODEL_NEWEST_ROW, model=m.name)
@@ -590,7 +590,7 @@ def pipeline_alerts(cfg: Config, m: Model) -> list[Alert]:
                             f"(expected within {format_duration(spec.source_stale_after(cfg, m))})."),
                 "description": (f"The prediction log {m.source.table} stopped filling, or the monitor stopped "
                                 "computing its windows (see MonitorJobFailing)."),
-                **_model_common(cfg, m, v, f"a row within {format_duration(spec.source_stale_after(cfg, m))}", win)}
+                **_model_common(m, url, v, f"a row within {format_duration(spec.source_stale_after(cfg, m))}", win)}
 
     old = -(after + 3600)
     out.append(Alert(
@@ -610,7 +610,7 @@ def pipeline_alerts(cfg: Config, m: Model) -> list[Alert]:
                     "description": ("Compared with the median of the same time of day on the 7 days before "
                                     "(windows under a day) or of the 7 windows before. A drop: an outage upstream or "
                                     "a filter gone wrong; a surge: duplicated rows or a replay."),
-                    **_model_common(cfg, m, v, f"between {go_percent(drop)} and {go_percent(surge)}",
+                    **_model_common(m, url, v, f"between {go_percent(drop)} and {go_percent(surge)}",
                                     f"{win} ending {f.timestamp(end_sel)}")}
 
         out.append(Alert(
@@ -626,7 +626,7 @@ def pipeline_alerts(cfg: Config, m: Model) -> list[Alert]:
                                 f"{n.DATA_CHECK_TEXT.get(check, 'invalid inputs')}."),
                     "description": ("Results computed from invalid inputs are withheld (quality_status invalid) or "
                                     "computed without the offending rows; see the model's page in the review app."),
-                    **_model_common(cfg, m, "failing", "passing", f"{win} ending {f.timestamp(end_sel)}")}
+                    **_model_common(m, url, "failing", "passing", f"{win} ending {f.timestamp(end_sel)}")}
 
         cs = sel(n.MODEL_DATA_CHECK_FAILED, model=m.name, check=check)
         out.append(Alert(
