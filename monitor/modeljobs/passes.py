@@ -338,7 +338,12 @@ def sample_cut(model: Model, spec: dict, summary: dict) -> int:
     about SAMPLE_ROWS values in the emptiest sampled column, or rows when there is none."""
     nodes = [summary["num"][c] for c in model.source.features.numeric if spec["num"][c].get("abs")]
     nodes += [summary["score"]] if model.source.score and spec["score"].get("abs") else []
-    return _keep(min((int(d["n"]) for d in nodes if d["n"]), default=int(summary["rows"])))
+    return _cut([int(d["n"]) for d in nodes], int(summary["rows"]))
+
+
+def _cut(counts: list[int], rows: int) -> int:
+    """`_keep` of the emptiest non-empty of the sampled columns' `counts`, else of the `rows`."""
+    return _keep(min((n for n in counts if n), default=rows))
 
 
 def moments(conn, model: Model, spec: dict, centers: list[float], window: Window, keep: int | None = None) -> dict:
@@ -359,7 +364,7 @@ def moments(conn, model: Model, spec: dict, centers: list[float], window: Window
         counted = _sampled_columns(model, spec)
         counts = conn.execute(sa.text(f"SELECT COUNT(*){''.join(f', COUNT({_num(conn, quote(conn, c))})' for c in counted)} "
                                       f"FROM {t} WHERE {where}"), params).one()
-        keep = _keep(min((int(v) for v in counts[1:] if v), default=int(counts[0] or 0)))  # as `sample_cut`
+        keep = _cut([int(v or 0) for v in counts[1:]], int(counts[0] or 0))  # as `sample_cut`
     d = len(cols)
     binds = {f"mc{i}": float(c) for i, c in enumerate(centers)}
     inner = ", ".join(f"CAST({quote(conn, c)} AS {e.double}) - :mc{i} AS d{i}" for i, c in enumerate(cols))
