@@ -235,6 +235,31 @@ def test_spark_sample_is_numpy_on_exactly_its_rows(lake, spark_cluster, tmp_path
     _check_sample(make_engine(spark_cluster.url, None, _parquet(root)), df, tmp_path, monkeypatch)
 
 
+def test_duckdb_reference_quantiles_in_several_statements_are_those_of_one(lake, monkeypatch):
+    """Above `quantile_values` the reference's columns are cut in several statements (DuckDB holds
+    each value of a statement's columns in memory): the same cut points as one statement, and each
+    the order statistic percentile_disc takes, in numpy."""
+    root, df, _ = lake
+    rows = rows_in(df.assign(at=df["at"].dt.tz_localize(None)), ref := Window(utc(0), utc(REF_DAYS)))
+    eng, m = make_engine("duckdb:///:memory:", None, _parquet(root)), model()
+    statements = []
+    sa.event.listen(eng, "before_cursor_execute", lambda c, cur, sql, *a: statements.append(sql.count("quantile_disc(")))
+
+    def spec() -> dict:
+        statements.clear()
+        with eng.connect() as c:
+            return modeljobs.specs.build_spec(c, m, ref)
+
+    whole = spec()
+    assert [n for n in statements if n] == [len(NUMERIC) + 1]
+    monkeypatch.setattr(type(engines.for_url("duckdb://")), "quantile_values", 2 * len(rows))
+    assert spec() == whole
+    assert [n for n in statements if n] == [2] * (len(NUMERIC) // 2) + [1]
+    values = np.sort(rows["n_skew"].dropna().to_numpy())
+    levels = modeljobs.specs._levels(frozenset({modeljobs.specs.D.DISTANCES}))
+    assert whole["num"]["n_skew"]["edges"] == sorted({values[modeljobs.specs._rank(q, len(values)) - 1] for q in levels})
+
+
 def test_spark_binds_named_parameters_and_reports_errors_in_one_line(spark_cluster, lake):
     """Spark binds the `:name` parameters itself; a failing query is one line, without the JVM's stack."""
     root, df, _ = lake

@@ -1,7 +1,7 @@
 """What a model window and a goal send to a database, and how each engine spells it.
 
 An engine is one module of this package with one subclass of `Engine`: how it quotes names, binds
-a UTC timestamp, picks the hashed sample of the Wasserstein sums, takes quantiles in one statement
+a UTC timestamp, picks the hashed sample of the Wasserstein sums, takes quantiles in few statements
 (or not), gives two connections one snapshot (or not), and opens connections. Everything else the
 jobs send is plain SQL that every engine here runs as it is (aggregates, CASE, FILTER, window
 functions, LIMIT/OFFSET) with named bind parameters (`:name`).
@@ -45,6 +45,9 @@ class Engine:
     #: whether the quality query groups labels without a unique key by id before the join (their
     #: count per id), rather than counting distinct label ids after its sort
     group_labels = False
+    #: the most column values one `quantiles` statement may hold (None: no bound, the engine's
+    #: sort spills to disk); above it the reference's columns are cut in several statements
+    quantile_values: int | None = None
 
     # ------------------------------------------------------------------ connections
 
@@ -101,7 +104,8 @@ class Engine:
 
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str] | None:
         """One aggregate per numeric SQL expression giving its `percentile_disc` values at `levels`
-        as an array, all in one statement; None: the portable ROW_NUMBER query per column."""
+        as an array, for one statement (as many columns as `quantile_values` allows); None: the
+        portable ROW_NUMBER query per column."""
         return None
 
     def random(self) -> str:

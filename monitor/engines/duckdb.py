@@ -114,6 +114,10 @@ class DuckDB(Engine):
         # the value's own hash: twice as fast as of its text, on integer ids
         return f"CAST(hash({expr}) % {buckets} AS BIGINT)"
 
+    # quantile_disc holds every value of its column in memory (it does not spill): 21 columns of a
+    # 100 M-row reference in one statement need some 17 GB
+    quantile_values = 50_000_000
+
     def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
         # DuckDB's quantile_disc takes the value at position ceil(q n), as percentile_disc does
         arr = "[" + ", ".join(repr(q) for q in levels) + "]"

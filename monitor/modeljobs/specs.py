@@ -94,14 +94,27 @@ def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple
     return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
 
 
-def _quantiles_one(conn, model: Model, columns: list[str], ref: Window) -> list[dict[float, float]]:
-    """Every column's quantiles at ALL_LEVELS in one statement (one sort per column), on engines
-    with such an aggregate (`Engine.quantiles`)."""
-    t = quote_table(conn, model.source.table)
-    aggs = engines.of(conn).quantiles([_num(conn, quote(conn, c)) for c in columns], ALL_LEVELS)
-    row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {model_where(conn, model)}"),
-                       model_bounds(conn, model, ref)).one()
-    return [dict(zip(ALL_LEVELS, map(float, vals))) if vals else {} for vals in row]
+def _quantiles_one(conn, model: Model, columns: list[str], counts: list[int], ref: Window) -> list[dict[float, float]]:
+    """Every column's quantiles at ALL_LEVELS in as few statements as the engine's
+    `quantile_values` allows (one sort per column), on engines with such an aggregate
+    (`Engine.quantiles`). `counts`: each column's non-null values in the reference."""
+    e, t = engines.of(conn), quote_table(conn, model.source.table)
+    batches: list[list[int]] = [[]]
+    held = 0
+    for i, n in enumerate(counts):
+        if batches[-1] and e.quantile_values is not None and held + n > e.quantile_values:
+            batches.append([])
+            held = 0
+        batches[-1].append(i)
+        held += n
+    out: list[dict[float, float]] = [{} for _ in columns]
+    for batch in batches:
+        aggs = e.quantiles([_num(conn, quote(conn, columns[i])) for i in batch], ALL_LEVELS)
+        row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {model_where(conn, model)}"),
+                           model_bounds(conn, model, ref)).one()
+        for i, vals in zip(batch, row):
+            out[i] = dict(zip(ALL_LEVELS, map(float, vals))) if vals else {}
+    return out
 
 
 def quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: list[float]) -> dict[float, float]:
@@ -174,7 +187,8 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     quantiles = [None] * (len(numeric) + 1)
     cut = [*numeric, *([s.score] if s.score else [])]
     if engines.of(conn).quantiles([], ALL_LEVELS) is not None and cut:
-        quantiles = [*_quantiles_one(conn, model, cut, ref), None][:len(numeric) + 1]
+        counts = [int(n or 0) for n in row[1:1 + len(cut)]]
+        quantiles = [*_quantiles_one(conn, model, cut, counts, ref), None][:len(numeric) + 1]
     for col, n, q in zip(numeric, row[1:], quantiles):
         spec["num"][col] = _numeric_spec(conn, model, col, ref, int(n or 0), rolling, q)
     spec["score"] = _numeric_spec(conn, model, s.score, ref, int(row[-1] or 0), rolling, quantiles[-1])
