@@ -71,9 +71,9 @@ class _Quality:
             q = quality_multiclass(conn, m, w, self.ids)
         else:
             q = quality_regression(conn, m, w, self.ids)
-        # each labelled row its own label id: no id labelled twice, and as many ids as rows
+        # no prediction labelled twice: as many labelled predictions as rows
         if "_ids" not in q:
-            once = self.unique or q.pop("_distinct", None) == q["labelled"]
+            once = self.unique or q.pop("_repeats", None) == 0
             q["_ids"] = (q["labelled"], 0) if once else _label_ids(conn, m, w, self.ids)
         return q
 
