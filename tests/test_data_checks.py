@@ -16,7 +16,7 @@ from sklearn import metrics as skm
 from test_modeljobs import CATEGORICAL, NUMERIC, REF_DAYS, by_key, day, make_world, model, rows_in, utc
 
 from monitor import conventions as names
-from monitor import db, engines, modeljobs
+from monitor import db, modeljobs
 from monitor.db import make_engine
 from monitor.store import Store
 
@@ -53,15 +53,7 @@ def update(eng, sql: str, pids: list[int]) -> None:
         c.execute(sa.text(sql.replace(":pids", ", ".join(map(str, pids)))))
 
 
-@pytest.fixture(params=["distinct", "grouped"])
-def labels_counted(request, db_url, monkeypatch):
-    """The quality query counts label ids with COUNT(DISTINCT) after its sort, or groups the labels
-    by id before its join (as on Spark: `Engine.group_labels`): the same checks either way."""
-    monkeypatch.setattr(engines.for_url(db_url), "group_labels", request.param == "grouped")
-    return request.param
-
-
-def test_a_clean_window_passes_every_check_and_records_its_newest_row(world, labels_counted):
+def test_a_clean_window_passes_every_check_and_records_its_newest_row(world):
     df, eng, store = world
     result, _ = modeljobs.compute(eng, store, model(), W, NOW)
     got = checks(result)
@@ -103,7 +95,7 @@ def test_a_few_null_scores_pass_score_nulls(world):
     assert result.quality_status == "ok"
 
 
-def test_labels_outside_zero_one_are_counted_and_quality_withheld(world, labels_counted):
+def test_labels_outside_zero_one_are_counted_and_quality_withheld(world):
     df, eng, store = world
     pids = window_pids(df, W, every=30)
     update(eng, "UPDATE labels SET y = 3 WHERE pid IN (:pids)", pids)
@@ -114,7 +106,7 @@ def test_labels_outside_zero_one_are_counted_and_quality_withheld(world, labels_
 
 
 @pytest.mark.parametrize("keyed", [False, True])
-def test_duplicate_labels_are_counted_coverage_stays_at_most_one(world, keyed, labels_counted):
+def test_duplicate_labels_are_counted_coverage_stays_at_most_one(world, keyed):
     """Labels keyed by a primary key cannot repeat: on PostgreSQL the check passes by the key."""
     df, eng, store = world
     cur = rows_in(df, W)

@@ -28,6 +28,7 @@ from monitor.windows import Window
 
 DAYS = 6
 NOW = utc(DAYS + 2)
+DUPLICATED = 7
 GOAL_SQL = ("SELECT SUM(pred) AS numerator, COUNT(*) AS denominator, SUM(pred) / COUNT(*) AS value "
             "FROM preds WHERE at >= :window_start AND at < :window_end")
 
@@ -43,7 +44,10 @@ def world(per_day: int = 1500, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFra
         f["pid"] = np.arange(n) + d * 1_000_000
         frames.append(f)
     df = pd.concat(frames, ignore_index=True)
-    return df, df[["pid", "y"]].sample(frac=0.85, random_state=seed).reset_index(drop=True)
+    labels = df[["pid", "y"]].sample(frac=0.85, random_state=seed)
+    # the last day has predictions labelled twice: its quality is withheld on every engine
+    twice = labels[labels.pid // 1_000_000 == DAYS - 1].head(DUPLICATED)
+    return df, pd.concat([labels, twice]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +148,9 @@ def test_postgresql_results_are_those_of_the_world(on_postgresql, lake):
         assert res["metrics"][(key, "online", "predictions", "", None)][0] == len(cur)
         flagged = {k[2] for k, (v, det) in res["metrics"].items() if k[0] == key and k[1] == "feature_drift" and not k[3] and det}
         assert flagged == (PLANTED if d > REF_DAYS else set()), d
+        twice = DUPLICATED if d == DAYS - 1 else 0
+        assert res["metrics"][(key, "data_check", "label_duplicates", "", None)] == (twice, twice > 0)
+        assert {w[2] for w in res["windows"] if str(w[0])[:19] == key} == {"invalid" if twice else "ok"}
     assert [g[3] for g in res["goals"]] == [len(df[df["at"].dt.floor("D") == pd.Timestamp(utc(d))]) for d in range(DAYS)] + [0.0, 0.0]
 
 

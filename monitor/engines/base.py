@@ -42,9 +42,6 @@ class Engine:
     #: sample (one scan fewer): for engines that compute a subquery's column once per row, where
     #: others inline it in each use (then a query of their own reads the same sample)
     fused_moments = False
-    #: whether the quality query groups labels without a unique key by id before the join (their
-    #: count per id), rather than finding labels repeated in its sort
-    group_labels = False
     #: the most column values one `quantiles` statement may hold (None: no bound, the engine's
     #: sort spills to disk); above it the reference's columns are cut in several statements
     quantile_values: int | None = None

@@ -194,8 +194,6 @@ class SparkSource:
 class Spark(Engine):
     can_store = False  # results go to results_url (PostgreSQL or SQLite)
     fused_moments = True
-    # at 10 M rows on the test cluster: 29 s for the quality query, 42 s with COUNT(DISTINCT) after its sort
-    group_labels = True
     name = "spark"
     schemes = ("sc",)
     double = "DOUBLE"

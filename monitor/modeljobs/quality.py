@@ -69,21 +69,16 @@ def _label_ids(conn, model: Model, window: Window, ids: tuple | None = None) -> 
     return int(row[0] or 0), int(row[1] or 0)
 
 
-def joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False,
-           grouped: str | None = None) -> str:
+def joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False) -> str:
     """The window's labelled predictions. `ids` (the window's smallest and largest id) narrows the
     labels read to that range: with ids that grow with time, the labels of one window instead of
     the whole history (and :id_lo, :id_hi must then be bound). `version`: only the rows of the
-    model version bound as :version. `grouped`: the labels grouped by id first, with these
-    aggregates of theirs as columns of `l` (one row per labelled id)."""
+    model version bound as :version."""
     s, lab = model.source, model.labels
     lid = quote(conn, lab.id)
     labels = quote_table(conn, lab.table)
     narrow = f" AND l.{lid} BETWEEN :id_lo AND :id_hi" if ids else ""
     present = f"l.{quote(conn, lab.label)} IS NOT NULL{narrow}"
-    if grouped:
-        labels = f"(SELECT l.{lid} AS {lid}, {grouped} FROM {labels} l WHERE {present} GROUP BY l.{lid})"
-        present = "1 = 1"
     version_ = f" AND s.{quote(conn, s.version)} = :version" if version else ""
     return (f"SELECT {cols} FROM {quote_table(conn, s.table)} s JOIN {labels} l "
             f"ON l.{lid} = s.{quote(conn, s.id)} "
@@ -131,12 +126,9 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     window's score_p95 when every scored row of the window is labelled once (`_p95`). `distinct`: also
     the rows whose label id is that of the row before them in the order (score, label id)
     (`_repeats`): a prediction labelled twice gives two rows alike in both, so when there are none
-    no prediction is labelled twice and the separate count of `_label_ids` is not needed (this
-    order shares the score's sort: a COUNT(DISTINCT) of the ids took half the query). On engines that
-    group the labels by id before the join instead (`Engine.group_labels`), each labelled
-    prediction is one row and the query gives `_label_ids`' counts itself (`_ids`); an id labelled
-    twice then reads as its largest label, and fails the `label_duplicates` check, which
-    withholds the window's quality.
+    no prediction is labelled twice and the separate count of `_label_ids` is not needed. This
+    order shares the score's sort: at 10 M rows a COUNT(DISTINCT) of the ids cost 1.5 s of a 4 s
+    query on DuckDB, and on Spark grouping the labels by id before the join took as long.
     Memory is the database's; Python gets one row. NaN and infinite scores are NULL (`clean`
     None: read plainly first, and again clean if there were any).
     """
@@ -154,16 +146,10 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     y = f"l.{quote(conn, lab.label)}"
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
-    # labels without a unique key: each label id's count, where a DISTINCT costs a sort of its own
-    grouped = distinct and engines.of(conn).group_labels
-    if grouped:
-        labels = f"COUNT(*) AS lc, MAX({y}) AS y, SUM(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) AS lbad"
-        y, tail = "l.y", ", l.lc AS lc, l.lbad AS lbad"
-    else:
-        labels, tail = None, (f", l.{quote(conn, lab.id)} AS lid" if distinct else "")
+    tail = f", l.{quote(conn, lab.id)} AS lid" if distinct else ""
     j = joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
                              f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf" + tail, ids,
-               version is not None, labels)
+               version is not None)
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     neg = "FILTER (WHERE sc IS NOT NULL AND (y IS NULL OR y <> 1))"  # N counts them: n - P
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
@@ -176,9 +162,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
         first, take, t = _p95_plan(p95)  # the order statistics' descending positions
         params.update(p95_a=first, p95_b=first + 1)
         extra = ", MAX(sc) FILTER (WHERE cnt >= :p95_a)" + (", MAX(sc) FILTER (WHERE cnt >= :p95_b)" if take == 2 else "")
-    if grouped:  # the ids labelled more than once, and their labels outside 0 and 1
-        extra += ", SUM(CASE WHEN lc > 1 THEN 1 ELSE 0 END), SUM(lbad)"
-    elif distinct:
+    if distinct:
         extra += ", SUM(CASE WHEN plid = lid THEN 1 ELSE 0 END)"
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
@@ -186,8 +170,8 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
            SUM(CAST(ctp AS {engines.of(conn).double}) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
            SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y), SUM(nf){extra}
-    FROM (SELECT sc, y, pr, nf{', lc, lbad' if grouped else ', lid' if distinct else ''}, COUNT(*) OVER w AS cnt,
-                 COALESCE(SUM(y) OVER w, 0) AS ctp{f', LAG(lid) OVER (ORDER BY {order}, lid) AS plid' if distinct and not grouped else ''}
+    FROM (SELECT sc, y, pr, nf{', lid' if distinct else ''}, COUNT(*) OVER w AS cnt,
+                 COALESCE(SUM(y) OVER w, 0) AS ctp{f', LAG(lid) OVER (ORDER BY {order}, lid) AS plid' if distinct else ''}
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
     labelled, P, n, above_neg, above_pos = (0 if v is None else int(v) for v in row[:5])
@@ -210,10 +194,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     if p95:
         vals = [float(v) for v in row[14:14 + take] if v is not None]
         out["_p95"] = (n, _p95_value(vals, take, t) if len(vals) == take else None)
-    if grouped:  # each row one labelled id: the counts `_label_ids` would give
-        out["_ids"] = (labelled, int(row[-2] or 0))
-        out["_invalid_labels"] = int(row[-1] or 0)
-    elif distinct:
+    if distinct:
         out["_repeats"] = int(row[-1] or 0)
     return out
 
