@@ -160,8 +160,9 @@ CHILDREN = {"floor": run_floor, "reference": run_reference, "monitor": run_monit
 def child(name: str, url: str, lake: str, store_url: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", name, "--url", url, "--lake", lake, "--store-url", store_url],
                          capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{out.stderr[-4000:]}")
+    if out.returncode != 0:  # the first line naming an error, where a JVM's stack follows it
+        said = next((line for line in out.stderr.splitlines() if "Error" in line or "Exception" in line), "")
+        raise SystemExit(f"{name} failed: {said[:1000]}\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -176,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs of the floor, and of the monitor after its first window (the best is kept)")
     ap.add_argument("--dir", help="where the Parquet files go (default: a temporary folder)")
     ap.add_argument("--keep", help="a folder for the Parquet files that is kept and reused by later runs")
+    ap.add_argument("--spark-memory", default="1g", help="memory of each of the local cluster's two workers (default 1g)")
+    ap.add_argument("--reference-from", metavar="STORE",
+                    help="a results store (SQLite file) holding the reference summary an earlier run built on the "
+                         "same files: it is copied, and no reference is built")
     ap.add_argument("--share-reference", action="store_true",
                     help="build the reference once, on the first engine, and give the others its results store "
                          "(their reference line is then not measured)")
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT / "tests"))
         from spark import SparkCluster
 
-        cluster = SparkCluster().start()
+        cluster = SparkCluster(worker_memory=args.spark_memory).start()
         spark_url = cluster.url
     results = []
     try:
@@ -216,16 +221,21 @@ def main(argv: list[str] | None = None) -> int:
                     load = os.getloadavg()[0]
                     child("floor", url, str(lake), store_url)  # warm the file cache once
                     floor = min((child("floor", url, str(lake), store_url) for _ in range(args.repeat)), key=lambda r: r["wall"])
-                    if first is not None and args.share_reference:
-                        shutil.copy(first, store)
-                        ref = None
-                    else:
-                        ref = child("reference", url, str(lake), store_url)
-                        first = Path(tmp) / f"reference-{n}.db"
-                        shutil.copy(store, first)  # the reference only: each engine samples its own moments
-                    # the first window also sums and stores what is summed once per reference (its
-                    # chunks' moments, the estimate's calibration): the best of the later ones is steady
-                    runs = [child("monitor", url, str(lake), store_url) for _ in range(args.repeat + 1)]
+                    try:
+                        if args.reference_from or (first is not None and args.share_reference):
+                            shutil.copy(args.reference_from or first, store)
+                            ref = None
+                        else:
+                            ref = child("reference", url, str(lake), store_url)
+                            first = Path(tmp) / f"reference-{n}.db"
+                            shutil.copy(store, first)  # the reference only: each engine samples its own moments
+                        # the first window also sums and stores what is summed once per reference (its
+                        # chunks' moments, the estimate's calibration): the best of the later ones is steady
+                        runs = [child("monitor", url, str(lake), store_url) for _ in range(args.repeat + 1)]
+                    except SystemExit as failed:  # kept, and the run goes on with the next engine
+                        results.append({"rows": n, "engine": engine, "url": url, "floor": floor, "failed": str(failed)[-3000:]})
+                        print(f"{engine} {n:,}: floor {floor['wall']:.2f} s; {failed}", file=sys.stderr)
+                        continue
                     mon = {**min(runs[1:], key=lambda r: r["wall"]), "first_wall": runs[0]["wall"]}
                     load = max(load, os.getloadavg()[0])
                     results.append({"rows": n, "engine": engine, "url": url, "floor": floor, "reference": ref,
@@ -249,6 +259,10 @@ def table_markdown(results: list[dict]) -> str:
              "first window | reference (once) | load average |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
+        if "failed" in r:
+            lines.append(f"| {r['rows']:,} | {r['engine']} | {r['floor']['wall']:.2f} s | failed: "
+                         f"{r['failed'].splitlines()[-1][:120]} | | | | | | |")
+            continue
         f, m = r["floor"]["wall"], r["monitor"]["wall"]
         ref = f"{r['reference']['wall']:.1f} s" if r.get("reference") else "shared"
         first = f"{r['monitor']['first_wall']:.2f} s" if "first_wall" in r["monitor"] else ""
