@@ -38,10 +38,10 @@ class Engine:
     double = "DOUBLE PRECISION"
     #: whether a second connection can see exactly the first one's rows (`export_snapshot`)
     snapshots = False
-    #: whether the multivariate sums of products go in the window's distances query, over its
-    #: sample (one scan fewer): for engines that compute a subquery's column once per row, where
-    #: others inline it in each use (then a query of their own reads the same sample)
-    fused_moments = False
+    #: what ends a subquery whose columns must be computed once per row, where the engine would
+    #: inline them into each use ("": it does not): the multivariate sums of products over a
+    #: window's sample take the centred values of such a subquery in the distances' query
+    fence = ""
     #: the most column values one `quantiles` statement may hold (None: no bound, the engine's
     #: sort spills to disk); above it the reference's columns are cut in several statements
     quantile_values: int | None = None

@@ -69,7 +69,6 @@ def _cut_after(engine, seconds: float) -> None:
 
 class DuckDB(Engine):
     can_store = False  # results go to results_url (PostgreSQL or SQLite)
-    fused_moments = True
     name = "duckdb"
     schemes = ("duckdb",)
 

@@ -193,7 +193,6 @@ class SparkSource:
 
 class Spark(Engine):
     can_store = False  # results go to results_url (PostgreSQL or SQLite)
-    fused_moments = True
     name = "spark"
     schemes = ("sc",)
     double = "DOUBLE"

@@ -38,8 +38,7 @@ class _Pass:
 
     `moments`: also ``SUM((x - center)^2)``, needed of references (their standard deviation) and so
     of every window when the reference is rolling. `mv`: the centres of the numeric features'
-    multivariate moments (`moments`), taken in the distances' query, over its sample, on engines
-    that fuse them (`Engine.fused_moments`).
+    multivariate moments (`moments`), taken in the distances' query, over its sample.
     """
 
     def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False,
@@ -130,7 +129,8 @@ class _Pass:
         sql = f"SELECT {', '.join(self.aggs)} FROM {rows.format('')}{group}"
         # the distances' query, over every row (False) or over a sample (True); the moments'
         # differences computed once per row, in a projection of their own
-        frm = f"FROM (SELECT q.*, {over} FROM {rows}) q{group}" if over else f"FROM {rows}{group}"
+        fence = engines.of(conn).fence
+        frm = f"FROM (SELECT q.*, {over} FROM {rows}{fence}) q{group}" if over else f"FROM {rows}{group}"
         self.abs_sql = {x: f"SELECT {', '.join(self.abs_aggs)} {frm.format(sampled if x else '')}"
                         for x in (False, True)} if self.abs_aggs else None
         return sql, {**self.params, **model_bounds(conn, m, window)}
@@ -293,7 +293,7 @@ def _count_column(conn, model: Model, spec: dict, window: Window, segment: str |
 
 def _distances(conn, p: _Pass, params: dict, parts: dict[int, dict], sample: bool) -> None:
     """On engines with a sample: the Wasserstein sums ``SUM(ABS(x - e))``, in a query of their own
-    (with the multivariate moments, `_Pass._moments`, where the engine fuses them).
+    (with the multivariate moments, `_Pass._moments`, of a window without segments).
 
     They are most of the pass's aggregates, and each costs about as much per row as a whole scan
     of one column: so above SAMPLE_ROWS non-null values (in the emptiest column and segment) they
@@ -391,12 +391,11 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     (`sample`: see `_distances`). `on_pass(rows, (min id, max id), scores)` is called once the first numeric pass is
     in, so that the quality query can start beside the rest; it also makes the pass read the ids.
     `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, as
-    "moments" of the result, on engines that take them in the distances' query
-    (`Engine.fused_moments`) of a window without segments (whose sample is then the whole
-    window's, as `sample_cut` gives it).
+    "moments" of the result, taken in the distances' query of a window without segments (whose
+    sample is then the whole window's, as `sample_cut` gives it) on engines with a sample.
     """
     segs = [c for c in model.segments if c in spec.get("segments", {})]
-    mv = mv if mv is not None and engines.of(conn).fused_moments and not segs else None
+    mv = mv if mv is not None and not segs else None
     result = {"all": None, "segments": {}}
     for i, seg in enumerate(segs or [None]):
         for clean in (False, True):  # plain first; again reading NaN and infinities as NULL if it met any

@@ -94,7 +94,7 @@ def _discrete_values(conn, model: Model, column: str, ref: Window) -> list[tuple
     return sorted((float(r[0]), int(r[1])) for r in rows) if len(rows) <= DISCRETE_MAX else None
 
 
-def _quantiles_one(conn, model: Model, columns: list[str], counts: list[int], ref: Window) -> list[dict[float, float]]:
+def _quantiles_aggregated(conn, model: Model, columns: list[str], counts: list[int], ref: Window) -> list[dict[float, float]]:
     """Every column's quantiles at ALL_LEVELS in as few statements as the engine's
     `quantile_values` allows (one sort per column), on engines with such an aggregate
     (`Engine.quantiles`). `counts`: each column's non-null values in the reference."""
@@ -188,7 +188,7 @@ def build_spec(conn, model: Model, ref: Window, rolling: bool = False) -> dict |
     cut = [*numeric, *([s.score] if s.score else [])]
     if engines.of(conn).quantiles([], ALL_LEVELS) is not None and cut:
         counts = [int(n or 0) for n in row[1:1 + len(cut)]]
-        quantiles = [*_quantiles_one(conn, model, cut, counts, ref), None][:len(numeric) + 1]
+        quantiles = [*_quantiles_aggregated(conn, model, cut, counts, ref), None][:len(numeric) + 1]
     for col, n, q in zip(numeric, row[1:], quantiles):
         spec["num"][col] = _numeric_spec(conn, model, col, ref, int(n or 0), rolling, q)
     spec["score"] = _numeric_spec(conn, model, s.score, ref, int(row[-1] or 0), rolling, quantiles[-1])
