@@ -14,7 +14,9 @@ class PostgreSQL(Engine):
     schemes = ("postgresql", "postgres")
     snapshots = True
     # the planner inlines a subquery's columns into every use: 231 products of 21 centred values
-    # each spelled out again; OFFSET 0 keeps the subquery (and its scan stays parallel beneath it)
+    # each spelled out again; OFFSET 0 keeps the subquery. Its scan then runs in one process, not
+    # in parallel: still faster than a second, parallel read of the window (3.23 s against 4.11 s
+    # for a 1 M-row window on 2 cores)
     fence = " OFFSET 0"
 
     def make_engine(self, url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):
