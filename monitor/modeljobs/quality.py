@@ -104,7 +104,7 @@ def _ensure_ln(conn) -> None:
 
 
 def quality_binary(conn, model: Model, window: Window, p95: int | None = None, ids: tuple | None = None,
-                   clean: bool | None = None, version=None, distinct: bool = False) -> dict:
+                   clean: bool | None = None, version=None, repeats: bool = False) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry two window functions over the
@@ -123,7 +123,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     `p95` (the window's number of scores): also the labelled scores' 95th percentile, numpy's
     linear one, as if there were that many, from the rows already in order: the score at descending
     position k is the largest whose count of rows scored at least as high reaches k. It is the
-    window's score_p95 when every scored row of the window is labelled once (`_p95`). `distinct`: also
+    window's score_p95 when every scored row of the window is labelled once (`_p95`). `repeats`: also
     the rows whose label id is that of the row before them in the order (score, label id)
     (`_repeats`): a prediction labelled twice gives two rows alike in both, so when there are none
     no prediction is labelled twice and the separate count of `_label_ids` is not needed. This
@@ -133,9 +133,9 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     None: read plainly first, and again clean if there were any).
     """
     if clean is None:
-        out = quality_binary(conn, model, window, p95, ids, clean=False, version=version, distinct=distinct)
+        out = quality_binary(conn, model, window, p95, ids, clean=False, version=version, repeats=repeats)
         return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True,
-                                                                 version=version, distinct=distinct)
+                                                                 version=version, repeats=repeats)
     s, lab = model.source, model.labels
     _ensure_ln(conn)
     raw = f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})"
@@ -146,7 +146,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     y = f"l.{quote(conn, lab.label)}"
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
-    tail = f", l.{quote(conn, lab.id)} AS lid" if distinct else ""
+    tail = f", l.{quote(conn, lab.id)} AS lid" if repeats else ""
     j = joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
                              f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf" + tail, ids,
                version is not None)
@@ -162,7 +162,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
         first, take, t = _p95_plan(p95)  # the order statistics' descending positions
         params.update(p95_a=first, p95_b=first + 1)
         extra = ", MAX(sc) FILTER (WHERE cnt >= :p95_a)" + (", MAX(sc) FILTER (WHERE cnt >= :p95_b)" if take == 2 else "")
-    if distinct:
+    if repeats:
         extra += ", SUM(CASE WHEN plid = lid THEN 1 ELSE 0 END)"
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
     sql = f"""
@@ -170,8 +170,8 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
            SUM(CAST(ctp AS {engines.of(conn).double}) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
            SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y), SUM(nf){extra}
-    FROM (SELECT sc, y, pr, nf{', lid' if distinct else ''}, COUNT(*) OVER w AS cnt,
-                 COALESCE(SUM(y) OVER w, 0) AS ctp{f', LAG(lid) OVER (ORDER BY {order}, lid) AS plid' if distinct else ''}
+    FROM (SELECT sc, y, pr, nf{', lid' if repeats else ''}, COUNT(*) OVER w AS cnt,
+                 COALESCE(SUM(y) OVER w, 0) AS ctp{f', LAG(lid) OVER (ORDER BY {order}, lid) AS plid' if repeats else ''}
           FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
     labelled, P, n, above_neg, above_pos = (0 if v is None else int(v) for v in row[:5])
@@ -194,7 +194,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     if p95:
         vals = [float(v) for v in row[14:14 + take] if v is not None]
         out["_p95"] = (n, _p95_value(vals, take, t) if len(vals) == take else None)
-    if distinct:
+    if repeats:
         out["_repeats"] = int(row[-1] or 0)
     return out
 

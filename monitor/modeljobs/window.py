@@ -66,7 +66,7 @@ class _Quality:
     def query(self, conn) -> dict:
         m, w, binary = self.model, self.window, self.model.task == "binary_classification"
         if binary:
-            q = quality_binary(conn, m, w, self.scores, self.ids, distinct=not self.unique)
+            q = quality_binary(conn, m, w, self.scores, self.ids, repeats=not self.unique)
         elif MC.is_multiclass(m):
             q = quality_multiclass(conn, m, w, self.ids)
         else:
