@@ -1,22 +1,26 @@
 """The same world on PostgreSQL, DuckDB over Parquet and Spark (Spark Connect over Parquet).
 
-One world of predictions and labels (the drift corpus of test_modeljobs.py, with segments) is
-loaded into a real PostgreSQL and written as Parquet files, which an in-memory DuckDB and a real
+One world of predictions and labels (the drift corpus of test_modeljobs.py, with segments, and
+the class scores and regression targets of two more models of the same rows) is loaded into a real PostgreSQL and written as Parquet files, which an in-memory DuckDB and a real
 Spark standalone cluster (a master, two workers and a Spark Connect server on loopback) read
 through the `parquet:` config. `run_cycle` computes every window of a model and a goal on each
-engine, into a SQLite results store per engine. Counts, category counts and statuses must agree
+engine (a binary model, a regression and a multiclass one), into a SQLite results store per engine. Counts, category counts and statuses must agree
 exactly, distances and quality to 1e-9. Each engine's hashed Wasserstein sample is checked against
 numpy on exactly the rows that engine's hash picks.
 """
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error
 from test_modeljobs import CATEGORICAL, NUMERIC, PLANTED, REF_DAYS, _mv_sampled, _w_on, by_key, corpus, day, model, rows_in, utc
 
 from monitor import engines, modeljobs
@@ -29,8 +33,12 @@ from monitor.windows import Window
 DAYS = 6
 NOW = utc(DAYS + 2)
 DUPLICATED = 7
+CLASSES = ["a", "b", "c", "d"]
 GOAL_SQL = ("SELECT SUM(pred) AS numerator, COUNT(*) AS denominator, SUM(pred) / COUNT(*) AS value "
             "FROM preds WHERE at >= :window_start AND at < :window_end")
+
+
+LABELS = ["y", "cls", "target"]  # the labels table's columns besides the id
 
 
 def world(per_day: int = 1500, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -42,9 +50,15 @@ def world(per_day: int = 1500, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFra
         f = corpus(rng, n, d > REF_DAYS)
         f["at"] = pd.to_datetime([utc(d) + timedelta(seconds=float(s)) for s in np.sort(rng.uniform(0, 86399, n))], utc=True)
         f["pid"] = np.arange(n) + d * 1_000_000
+        p = rng.dirichlet([2, 1, 1, 0.5], n)  # the multiclass model's class scores, calibrated
+        for i, c in enumerate(CLASSES):
+            f[f"p_{c}"] = p[:, i]
+        f["klass"] = np.array(CLASSES)[p.argmax(axis=1)]
+        f["cls"] = np.array(CLASSES)[(rng.random(n)[:, None] > p.cumsum(axis=1)).sum(axis=1).clip(0, 3)]
+        f["target"] = np.round(5 * f["score"] + rng.normal(0, 1, n), 2)  # the regression's truth of `score`
         frames.append(f)
     df = pd.concat(frames, ignore_index=True)
-    labels = df[["pid", "y"]].sample(frac=0.85, random_state=seed)
+    labels = df[["pid", "y", "cls", "target"]].sample(frac=0.85, random_state=seed)
     # the last day has predictions labelled twice: its quality is withheld on every engine
     twice = labels[labels.pid // 1_000_000 == DAYS - 1].head(DUPLICATED)
     return df, pd.concat([labels, twice]).reset_index(drop=True)
@@ -58,14 +72,14 @@ def lake(tmp_path_factory, request):
     (root / "preds").mkdir()
     us = {"coerce_timestamps": "us"}  # as Spark writes them (it reads no nanosecond timestamps)
     for d, part in df.groupby(df["at"].dt.floor("D")):
-        part.drop(columns=["y"]).to_parquet(root / "preds" / f"part-{d:%Y%m%d}.parquet", index=False, **us)
+        part.drop(columns=LABELS).to_parquet(root / "preds" / f"part-{d:%Y%m%d}.parquet", index=False, **us)
     labels.to_parquet(root / "labels.parquet", index=False)
     return root, df, labels
 
 
 def _load_pg(url: str, df: pd.DataFrame, labels: pd.DataFrame) -> None:
     eng = sa.create_engine(url)
-    df.drop(columns=["y"]).to_sql("preds", eng, index=False, if_exists="replace", chunksize=5000)
+    df.drop(columns=LABELS).to_sql("preds", eng, index=False, if_exists="replace", chunksize=5000)
     labels.to_sql("labels", eng, index=False, if_exists="replace", chunksize=5000)
     eng.dispose()
 
@@ -84,8 +98,14 @@ def _config(tmp_path, database_url: str, parquet: dict | None):
     # a goal's SQL is in the engine's own dialect: DuckDB reserves `at`
     (tmp_path / "rate.sql").write_text(GOAL_SQL.replace(" at ", ' "at" ') if database_url.startswith("duckdb") else GOAL_SQL)
     m = _model(segments=["client"])
+    reg = _model(name="reg", task="regression")
+    reg["source"] = {**reg["source"], "prediction": None}
+    reg["labels"] = {**reg["labels"], "label": "target"}
+    mc = _model(name="mc", task="multiclass_classification")
+    mc["source"] = {**mc["source"], "score": None, "prediction": "klass", "class_scores": {c: f"p_{c}" for c in CLASSES}}
+    mc["labels"] = {**mc["labels"], "label": "cls"}
     data = {"database_url": database_url, "results_url": f"sqlite:///{tmp_path / 'results.db'}",
-            "models": [m], "goals": [{"name": "pred_rate", "sql": "rate.sql", "direction": "at_most", "target": 0.6,
+            "models": [m, reg, mc], "goals": [{"name": "pred_rate", "sql": "rate.sql", "direction": "at_most", "target": 0.6,
                                       "start": utc(0).isoformat(), "review": None}]}
     if parquet:
         data["parquet"] = parquet
@@ -95,10 +115,10 @@ def _config(tmp_path, database_url: str, parquet: dict | None):
 def _results(cfg) -> dict:
     store = Store(cfg.store_url)
     with store.engine.connect() as c:
-        windows = {(r.window_start, r.rows, r.quality_status, r.label_coverage, r.drift_share, r.dataset_drift)
-                   for r in c.execute(sa.text("SELECT * FROM monitor_model_windows WHERE model = 'm'"))}
-        metrics = {(str(r.window_start)[:19], r.kind, r.name, r.segment, r.method): (r.value, r.detected)
-                   for r in c.execute(sa.text("SELECT * FROM monitor_model_metrics WHERE model = 'm'"))}
+        windows = {(r.model, r.window_start, r.rows, r.quality_status, r.label_coverage, r.drift_share, r.dataset_drift)
+                   for r in c.execute(sa.text("SELECT * FROM monitor_model_windows"))}
+        metrics = {(r.model, str(r.window_start)[:19], r.kind, r.name, r.segment, r.method): (r.value, r.detected)
+                   for r in c.execute(sa.text("SELECT * FROM monitor_model_metrics"))}
         goals = [(g["window_start"], g["value"], g["numerator"], g["denominator"], g["status"])
                  for g in store.goal_series("pred_rate")]
     return {"windows": windows, "metrics": metrics, "goals": goals}
@@ -116,7 +136,7 @@ def _same(a: dict, b: dict, engine: str) -> None:
         assert da == db, (engine, key)
         if va is None or vb is None:
             assert va is vb, (engine, key)
-        elif key[1] in EXACT_KINDS and key[2] == "predictions":
+        elif key[2] in EXACT_KINDS and key[3] == "predictions":
             assert va == vb, (engine, key)
         else:
             assert va == pytest.approx(vb, rel=1e-9, abs=1e-12), (engine, key)
@@ -145,12 +165,23 @@ def test_postgresql_results_are_those_of_the_world(on_postgresql, lake):
         w = day(d)
         cur = df[(df["at"] >= pd.Timestamp(w.start)) & (df["at"] < pd.Timestamp(w.end))]
         key = str(w.start.replace(tzinfo=None))
-        assert res["metrics"][(key, "online", "predictions", "", None)][0] == len(cur)
-        flagged = {k[2] for k, (v, det) in res["metrics"].items() if k[0] == key and k[1] == "feature_drift" and not k[3] and det}
+        assert res["metrics"][("m", key, "online", "predictions", "", None)][0] == len(cur)
+        flagged = {k[3] for k, (v, det) in res["metrics"].items()
+                   if k[:3] == ("m", key, "feature_drift") and not k[4] and det}
         assert flagged == (PLANTED if d > REF_DAYS else set()), d
         twice = DUPLICATED if d == DAYS - 1 else 0
-        assert res["metrics"][(key, "data_check", "label_duplicates", "", None)] == (twice, twice > 0)
-        assert {w[2] for w in res["windows"] if str(w[0])[:19] == key} == {"invalid" if twice else "ok"}
+        for name in ("m", "reg", "mc"):
+            assert res["metrics"][(name, key, "data_check", "label_duplicates", "", None)] == (twice, twice > 0)
+        assert {w[3] for w in res["windows"] if str(w[1])[:19] == key} == {"invalid" if twice else "ok"}
+        if twice:
+            continue
+        got = {k[:4]: v for k, (v, _) in res["metrics"].items() if k[1] == key and k[2] == "quality"}
+        lab = cur.drop(columns=LABELS).merge(labels, on="pid")
+        assert got[("reg", key, "quality", "mae")] == pytest.approx(mean_absolute_error(lab.target, lab.score), rel=1e-12)
+        assert got[("mc", key, "quality", "accuracy")] == pytest.approx(accuracy_score(lab.cls, lab.klass), rel=1e-12)
+        probs = lab[[f"p_{c}" for c in CLASSES]].to_numpy()
+        assert got[("mc", key, "quality", "log_loss")] == pytest.approx(
+            log_loss(lab.cls, probs / probs.sum(axis=1, keepdims=True), labels=CLASSES), rel=1e-9)
     assert [g[3] for g in res["goals"]] == [len(df[df["at"].dt.floor("D") == pd.Timestamp(utc(d))]) for d in range(DAYS)] + [0.0, 0.0]
 
 
@@ -169,7 +200,7 @@ def test_duckdb_file_with_tables_gives_the_results_of_postgresql(lake, on_postgr
 
     path = tmp_path / "lake.duckdb"
     with duckdb.connect(str(path)) as c:
-        preds = df.drop(columns=["y"]).assign(at=df["at"].dt.tz_localize(None))  # noqa: F841 (read by DuckDB)
+        preds = df.drop(columns=LABELS).assign(at=df["at"].dt.tz_localize(None))  # noqa: F841 (read by DuckDB)
         c.execute("CREATE TABLE preds AS SELECT * FROM preds")
         c.execute("CREATE TABLE labels AS SELECT * FROM labels")
     cfg = _config(tmp_path, f"duckdb:///{path}", None)
@@ -265,6 +296,62 @@ def test_duckdb_reference_quantiles_in_several_statements_are_those_of_one(lake,
     values = np.sort(rows["n_skew"].dropna().to_numpy())
     levels = modeljobs.specs._levels(frozenset({modeljobs.specs.D.DISTANCES}))
     assert whole["num"]["n_skew"]["edges"] == sorted({values[modeljobs.specs._rank(q, len(values)) - 1] for q in levels})
+
+
+GONE_AWAY = """
+import socket, sys, threading, time
+import sqlalchemy as sa
+from monitor.engines.spark import SparkSource
+
+up = ("127.0.0.1", int(sys.argv[1]))
+front, held = socket.create_server(("127.0.0.1", 0)), []
+
+
+def pump(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+
+
+def forward():
+    while True:
+        try:
+            c = front.accept()[0]
+        except OSError:
+            return
+        u = socket.create_connection(up)
+        held.extend([c, u])
+        for a, b in ((c, u), (u, c)):
+            threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+
+threading.Thread(target=forward, daemon=True).start()
+with SparkSource(f"sc://127.0.0.1:{front.getsockname()[1]}").connect() as c:
+    print(c.execute(sa.text("SELECT 41 + 1")).scalar())
+time.sleep(2)  # the client releases each result on the server in the background: let it finish
+front.shutdown(socket.SHUT_RDWR)  # no longer listening (a close alone leaves the accept waiting)
+front.close()
+for s in held:  # the server is gone: every connection to it drops
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:  # its other end dropped first
+        pass
+    s.close()
+print("gone", flush=True)
+"""
+
+
+def test_a_spark_session_whose_server_went_away_lets_the_process_exit(spark_cluster):
+    """At exit the Spark Connect client calls its server, retrying for about ten minutes when the
+    server is gone: the session is closed first, so that the process ends at once. The server is
+    reached through a forwarder that the child closes, as if the server had stopped."""
+    port = spark_cluster.url.rsplit(":", 1)[1]
+    out = subprocess.run([sys.executable, "-c", GONE_AWAY, port], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["42", "gone"]
 
 
 def test_spark_binds_named_parameters_and_reports_errors_in_one_line(spark_cluster, lake):

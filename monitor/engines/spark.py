@@ -9,6 +9,7 @@ Parquet files (`parquet:`, as temporary views of the session). Needs the `spark`
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
@@ -116,13 +117,13 @@ def _one_line(e: Exception) -> Exception:
     return RuntimeError(text or type(e).__name__)
 
 
-def _reachable(url: str) -> None:
+def _reachable(url: str, timeout: float = 10) -> None:
     """Fail fast on a server that is not there (the client would retry for minutes)."""
     import socket
     from urllib.parse import urlparse
 
     u = urlparse(url)
-    socket.create_connection((u.hostname or "localhost", u.port or 15002), timeout=10).close()
+    socket.create_connection((u.hostname or "localhost", u.port or 15002), timeout=timeout).close()
 
 
 # The window's passes are single rows of a few hundred aggregates. Past `maxFields` (100) output
@@ -147,9 +148,10 @@ class SparkSource:
         with self._lock:
             if self._session is not None:
                 try:
+                    _reachable(self.url, timeout=2)  # asking the session itself would retry for minutes
                     self._session.conf.get("spark.sql.session.timeZone")
                 except Exception:  # the server went away: a new session
-                    self._session = None
+                    self._close()
             if self._session is None:
                 self._session = self._open()
             return self._session
@@ -166,6 +168,8 @@ class SparkSource:
         try:
             _reachable(self.url)
             s = SparkSession.builder.remote(self.url).create()
+            # before the client's own exit handler (they run last first), which calls the server
+            atexit.register(self.dispose)
             s.conf.set("spark.sql.session.timeZone", "UTC")
             for key, value in FAST.items():
                 try:
@@ -182,13 +186,23 @@ class SparkSource:
         return SparkConnection(self)
 
     def dispose(self) -> None:
+        """Stop the session (at exit too); only close its channel when the server is gone, since
+        the client's own calls to a server that is not there retry for about ten minutes."""
         with self._lock:
             if self._session is not None:
                 try:
+                    _reachable(self.url, timeout=2)
                     self._session.stop()
+                    self._session = None
                 except Exception:
-                    pass
-                self._session = None
+                    self._close()
+
+    def _close(self) -> None:
+        try:
+            self._session.client.close()
+        except Exception:  # closing is all that is left to do
+            pass
+        self._session = None
 
 
 class Spark(Engine):
