@@ -1,12 +1,13 @@
 """The same world on PostgreSQL, DuckDB over Parquet and Spark (Spark Connect over Parquet).
 
 One world of predictions and labels (the drift corpus of test_modeljobs.py, with segments, and
-the class scores and regression targets of two more models of the same rows) is loaded into a real PostgreSQL and written as Parquet files, which an in-memory DuckDB and a real
-Spark standalone cluster (a master, two workers and a Spark Connect server on loopback) read
-through the `parquet:` config. `run_cycle` computes every window of a model and a goal on each
-engine (a binary model, a regression and a multiclass one), into a SQLite results store per engine. Counts, category counts and statuses must agree
-exactly, distances and quality to 1e-9. Each engine's hashed Wasserstein sample is checked against
-numpy on exactly the rows that engine's hash picks.
+the class scores and regression targets of two more models of the same rows) is loaded into a
+real PostgreSQL and written as Parquet files, which an in-memory DuckDB and a real Spark
+standalone cluster (a master, two workers and a Spark Connect server on loopback) read through
+the `parquet:` config. `run_cycle` computes every window of three models (binary, regression,
+multiclass) and a goal on each engine, into a SQLite results store per engine. Counts, category
+counts and statuses must agree exactly, distances and quality to 1e-9. Each engine's hashed
+Wasserstein sample is checked against numpy on exactly the rows that engine's hash picks.
 """
 from __future__ import annotations
 
@@ -33,12 +34,10 @@ from monitor.windows import Window
 DAYS = 6
 NOW = utc(DAYS + 2)
 DUPLICATED = 7
-CLASSES = ["a", "b", "c", "d"]
+CLASSES = ["a", "b", "c", "d"]  # of the multiclass model
+LABELS = ["y", "cls", "target"]  # the labels table's columns besides the id
 GOAL_SQL = ("SELECT SUM(pred) AS numerator, COUNT(*) AS denominator, SUM(pred) / COUNT(*) AS value "
             "FROM preds WHERE at >= :window_start AND at < :window_end")
-
-
-LABELS = ["y", "cls", "target"]  # the labels table's columns besides the id
 
 
 def world(per_day: int = 1500, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -181,7 +180,7 @@ def test_postgresql_results_are_those_of_the_world(on_postgresql, lake):
         assert got[("mc", key, "quality", "accuracy")] == pytest.approx(accuracy_score(lab.cls, lab.klass), rel=1e-12)
         probs = lab[[f"p_{c}" for c in CLASSES]].to_numpy()
         assert got[("mc", key, "quality", "log_loss")] == pytest.approx(
-            log_loss(lab.cls, probs / probs.sum(axis=1, keepdims=True), labels=CLASSES), rel=1e-9)
+            log_loss(lab.cls, probs, labels=CLASSES), rel=1e-9)
     assert [g[3] for g in res["goals"]] == [len(df[df["at"].dt.floor("D") == pd.Timestamp(utc(d))]) for d in range(DAYS)] + [0.0, 0.0]
 
 
