@@ -21,9 +21,10 @@ How a window is computed (`compute`):
    Spark) the Wasserstein sums, most of the aggregates, take a query of their own that reads, in
    windows of more than SAMPLE_ROWS values, a fixed sample of about SAMPLE_ROWS rows picked by a
    hash of the id (`_distances`), and the multivariate sums of products are taken over the same
-   sample, in the same query (in one of their own with segments: `moments`); the rest is exact. The categorical columns are counted by one
-   ``GROUP BY`` over all of them (a hash per row, where a CASE per category would cost a comparison
-   each), with a LIMIT that keeps it bounded, else one mapped ``GROUP BY`` per column. With segments
+   sample, in the same query (in one of their own with segments: `moments`); the rest is exact.
+   The categorical columns are counted by one ``GROUP BY`` over all of them (a hash per row, where
+   a CASE per category would cost a comparison each), with a LIMIT that keeps it bounded, else one
+   mapped ``GROUP BY`` per column. With segments
    both group by the segment too (a bounded CASE), and the whole window is the sum of its segments.
    Python receives one row per segment (per category combination): memory does not grow with rows.
 3. **Offline quality** (labels mature): one query joins the window's predictions to their labels
