@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error
+from sklearn.metrics import accuracy_score, average_precision_score, log_loss, mean_absolute_error, roc_auc_score
 from test_modeljobs import CATEGORICAL, NUMERIC, PLANTED, REF_DAYS, _mv_sampled, _w_on, by_key, corpus, day, model, rows_in, utc
 
 from monitor import engines, modeljobs
@@ -295,6 +295,37 @@ def test_duckdb_reference_quantiles_in_several_statements_are_those_of_one(lake,
     values = np.sort(rows["n_skew"].dropna().to_numpy())
     levels = modeljobs.specs._levels(frozenset({modeljobs.specs.D.DISTANCES}))
     assert whole["num"]["n_skew"]["edges"] == sorted({values[modeljobs.specs._rank(q, len(values)) - 1] for q in levels})
+
+
+def test_quality_ordered_within_score_buckets_is_that_of_one_order(tmp_path, monkeypatch):
+    """Scores tied across bucket edges, NULL scores and a prediction labelled twice: quality from
+    rows ordered within score buckets (`split_order`, Spark's) is that of one order, and scikit-learn's."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    preds = pd.DataFrame({"pid": np.arange(n), "at": [utc(REF_DAYS + 1) + timedelta(seconds=i) for i in range(n)],
+                          "score": np.where(rng.random(n) < 0.05, np.nan, np.round(rng.random(n), 1))})
+    preds["pred"] = (preds.score >= 0.5).astype("Int64").where(preds.score.notna())
+    labels = preds[["pid"]].sample(frac=0.9, random_state=1)
+    labels["y"] = (rng.random(len(labels)) < preds.score.reindex(labels.index).fillna(0.5)).astype(int)
+    labels = pd.concat([labels, labels[preds.score.reindex(labels.index) == 0.5].head(1)])  # labelled twice
+    preds.to_parquet(tmp_path / "preds.parquet", index=False)
+    labels.to_parquet(tmp_path / "labels.parquet", index=False)
+    eng = make_engine("duckdb:///:memory:", None, {"preds": str(tmp_path / "preds.parquet"),
+                                                   "labels": str(tmp_path / "labels.parquet")})
+    m, w, edges = model(), day(REF_DAYS + 1), [0.2, 0.5, 0.7]  # 0.5: a tied score at an edge
+
+    def quality(split: bool) -> dict:
+        monkeypatch.setattr(type(engines.for_url("duckdb://")), "split_order", split)
+        with eng.connect() as c:
+            return modeljobs.quality_binary(c, m, w, p95=int(preds.score.notna().sum()), repeats=True, edges=edges)
+
+    one, split = quality(False), quality(True)
+    assert split.keys() == one.keys() and split["_repeats"] == one["_repeats"] == 1
+    for k, v in one.items():
+        assert split[k] == pytest.approx(v, rel=1e-12), k
+    rows = labels.merge(preds, on="pid").dropna(subset=["score"])
+    assert split["roc_auc"] == pytest.approx(roc_auc_score(rows.y, rows.score), rel=1e-12)
+    assert split["pr_auc"] == pytest.approx(average_precision_score(rows.y, rows.score), rel=1e-12)
 
 
 GONE_AWAY = """

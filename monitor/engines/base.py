@@ -45,6 +45,10 @@ class Engine:
     #: the most column values one `quantiles` statement may hold (None: no bound, the engine's
     #: sort spills to disk); above it the reference's columns are cut in several statements
     quantile_values: int | None = None
+    #: whether a window function ordered over every row runs in one task: the quality query then
+    #: orders the rows within buckets of score (the reference's quantiles), in parallel, and adds
+    #: the counts of the buckets above
+    split_order = False
 
     # ------------------------------------------------------------------ connections
 

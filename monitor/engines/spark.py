@@ -210,6 +210,7 @@ class Spark(Engine):
     name = "spark"
     schemes = ("sc",)
     double = "DOUBLE"
+    split_order = True
 
     def make_engine(self, url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):
         return SparkSource(url, statement_timeout, parquet)

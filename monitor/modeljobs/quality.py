@@ -104,7 +104,8 @@ def _ensure_ln(conn) -> None:
 
 
 def quality_binary(conn, model: Model, window: Window, p95: int | None = None, ids: tuple | None = None,
-                   clean: bool | None = None, version=None, repeats: bool = False) -> dict:
+                   clean: bool | None = None, version=None, repeats: bool = False,
+                   edges: list[float] | None = None) -> dict:
     """Exact classification quality of the window's labelled predictions, in one query.
 
     The labelled rows, sorted once by descending score, carry two window functions over the
@@ -131,11 +132,16 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     query on DuckDB, and on Spark grouping the labels by id before the join took as long.
     Memory is the database's; Python gets one row. NaN and infinite scores are NULL (`clean`
     None: read plainly first, and again clean if there were any).
+
+    `edges` (the reference's score quantiles), on engines that run a window function ordered over
+    every row in one task (`split_order`): the rows are ordered within buckets of score cut at
+    the edges, each bucket in a task of its own, and each row's counts add those of the buckets
+    above it (one small GROUP BY of the buckets). Ties share a bucket, so the counts are the same.
     """
     if clean is None:
-        out = quality_binary(conn, model, window, p95, ids, clean=False, version=version, repeats=repeats)
+        out = quality_binary(conn, model, window, p95, ids, clean=False, version=version, repeats=repeats, edges=edges)
         return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True,
-                                                                 version=version, repeats=repeats)
+                                                                 version=version, repeats=repeats, edges=edges)
     s, lab = model.source, model.labels
     _ensure_ln(conn)
     raw = f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})"
@@ -164,15 +170,25 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
         extra = ", MAX(sc) FILTER (WHERE cnt >= :p95_a)" + (", MAX(sc) FILTER (WHERE cnt >= :p95_b)" if take == 2 else "")
     if repeats:
         extra += ", SUM(CASE WHEN plid = lid THEN 1 ELSE 0 END)"
+    head, rows, part, above_n, above_p = "", f"({j}) j", "", "", ""
+    if edges and engines.of(conn).split_order:
+        params.update({f"qb{i}": float(e) for i, e in enumerate(edges)})
+        bucket = " ".join(f"WHEN sc >= :qb{i} THEN {i + 1}" for i in reversed(range(len(edges))))
+        before = "OVER (ORDER BY b DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+        head = (f"WITH r AS (SELECT j.*, CASE WHEN sc IS NULL THEN -1 {bucket} ELSE 0 END AS b FROM ({j}) j), "
+                f"o AS (SELECT b, SUM(bn) {before} AS bn, SUM(bp) {before} AS bp "
+                "FROM (SELECT b, COUNT(*) AS bn, SUM(y) AS bp FROM r GROUP BY b) t)")
+        rows, part = "r JOIN o ON o.b = r.b", "PARTITION BY r.b "
+        above_n, above_p = " + COALESCE(o.bn, 0)", " + COALESCE(o.bp, 0)"
     # FILTER, not CASE: this aggregate runs in one process over every row, and a FILTER costs less
-    sql = f"""
+    sql = f"""{head}
     SELECT COUNT(*), COUNT(*) {pos}, COUNT(sc), SUM(ctp) {neg}, SUM(cnt - ctp) {pos},
            SUM(CAST(ctp AS {engines.of(conn).double}) / cnt) {pos},
            SUM(LN(CASE WHEN y = 1 THEN {clip} ELSE 1 - {clip} END)), SUM((y - sc) * (y - sc)),
            SUM(pr * y), SUM(pr), SUM(y) FILTER (WHERE pr IS NOT NULL), COUNT(pr), COUNT(y), SUM(nf){extra}
-    FROM (SELECT sc, y, pr, nf{', lid' if repeats else ''}, COUNT(*) OVER w AS cnt,
-                 COALESCE(SUM(y) OVER w, 0) AS ctp{f', LAG(lid) OVER (ORDER BY {order}, lid) AS plid' if repeats else ''}
-          FROM ({j}) j WINDOW w AS (ORDER BY {order})) x"""
+    FROM (SELECT sc, y, pr, nf{', lid' if repeats else ''}, COUNT(*) OVER w{above_n} AS cnt,
+                 COALESCE(SUM(y) OVER w, 0){above_p} AS ctp{f', LAG(lid) OVER ({part}ORDER BY {order}, lid) AS plid' if repeats else ''}
+          FROM {rows} WINDOW w AS ({part}ORDER BY {order})) x"""
     row = conn.execute(sa.text(sql), params).one()
     labelled, P, n, above_neg, above_pos = (0 if v is None else int(v) for v in row[:5])
     ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[5:12])

@@ -42,6 +42,7 @@ class _Quality:
         self.narrow = mature and _integer_ids(conn, model)
         self.ids: tuple | None = None  # (smallest, largest) id of the window, once its first pass is in
         self.scores: int | None = None  # and its number of scores (for the p95 of `quality_binary`)
+        self.edges: list[float] | None = None  # the reference's score quantiles, once the spec is in
         self.pool = ThreadPoolExecutor(1) if self.snapshot else None
         self.future: Future | None = None
         if self.snapshot and not self.narrow:
@@ -66,7 +67,7 @@ class _Quality:
     def query(self, conn) -> dict:
         m, w, binary = self.model, self.window, self.model.task == "binary_classification"
         if binary:
-            q = quality_binary(conn, m, w, self.scores, self.ids, repeats=not self.unique)
+            q = quality_binary(conn, m, w, self.scores, self.ids, repeats=not self.unique, edges=self.edges)
         elif MC.is_multiclass(m):
             q = quality_multiclass(conn, m, w, self.ids)
         else:
@@ -146,6 +147,7 @@ def _read(conn, store: Summaries, model: Model, window: Window, now: datetime, q
     drift queries of its own that a model may need."""
     rolling = model.reference.rolling is not None
     spec, ref, read = _reference(conn, store, model, window, now)
+    q.edges = spec["score"]["edges"] if spec else None
     ref_rows = int(ref["all"]["rows"]) if ref else 0
     unjudged = (not rolling and model.reference.start > now) or ref_rows < REFERENCE_MIN_ROWS
     checks = [_check("schema", None, False), _check("reference", ref_rows, unjudged)]
