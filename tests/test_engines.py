@@ -328,6 +328,22 @@ def test_quality_ordered_within_score_buckets_is_that_of_one_order(tmp_path, mon
     assert split["pr_auc"] == pytest.approx(average_precision_score(rows.y, rows.score), rel=1e-12)
 
 
+def test_learned_floors_order_their_reference_chunks_within_score_buckets_too(lake, tmp_path, monkeypatch):
+    """On an engine with `split_order`, the quality of each reference day that a learned floor is
+    taken from is ordered within score buckets like the window's: no chunk sorts every row in one task."""
+    root, _, _ = lake
+    monkeypatch.setattr(type(engines.for_url("duckdb://")), "split_order", True)
+    eng = make_engine("duckdb:///:memory:", None, _parquet(root))
+    orders = []
+    sa.event.listen(eng, "before_cursor_execute",
+                    lambda c, cur, sql, *a: orders.append("PARTITION BY r.b" in sql) if "OVER w" in sql else None)
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    result, _ = modeljobs.compute(eng, store, model(quality={"roc_auc": {"min": {"sd": 3}}}), day(REF_DAYS + 1), utc(10))
+    assert ("quality_threshold", "roc_auc", "min") in by_key(result)
+    assert len(orders) == 1 + REF_DAYS and all(orders), orders
+
+
 GONE_AWAY = """
 import socket, sys, threading, time
 import sqlalchemy as sa

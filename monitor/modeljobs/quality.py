@@ -271,12 +271,13 @@ def _fixed_bands(model: Model) -> dict:
     return out
 
 
-def _chunk_quality(conn, model: Model, w: Window, now: datetime) -> dict | None:
-    """Quality of a reference chunk, once its labels are mature (for learned floors)."""
+def _chunk_quality(conn, model: Model, w: Window, now: datetime, edges: list[float] | None = None) -> dict | None:
+    """Quality of a reference chunk, once its labels are mature (for learned floors); `edges` as
+    for `quality_binary`."""
     if model.labels is None or w.end + model.labels.max_delay > now:
         return None
     if model.task == "binary_classification":
-        q = quality_binary(conn, model, w)
+        q = quality_binary(conn, model, w, edges=edges)
     elif MC.is_multiclass(model):
         q = quality_multiclass(conn, model, w)
     else:

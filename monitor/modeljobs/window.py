@@ -128,7 +128,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         estimated = E.metrics(conn, summaries, model, window, now, quality) if r.rows and _valid(status, checks) else []
         # the floors and ceilings the window is held to, some maybe learned from the reference's windows
         bands = (B.bands(summaries, model, reference_range(model, window), now, model_hash(model),
-                         lambda w: _chunk_quality(conn, model, w, now)) if quality and model.quality else None)
+                         lambda w: _chunk_quality(conn, model, w, now, q.edges)) if quality and model.quality else None)
         conn.rollback()
     drift, share, dataset = _drift_rows(model, r)
     metrics = [*checks, *drift, *([r.multivariate] if r.multivariate is not None else []), *_online_rows(r, p95),
