@@ -116,7 +116,7 @@ def segment_value(seg: str, key: str) -> str | None:
 # What each data check finds, for alert texts and the app.
 DATA_CHECK_TEXT = {
     "timestamp": "rows with a NULL or unparseable timestamp",
-    "score_range": "classifier scores outside [0, 1]",
+    "score_range": "classifier scores outside [0, 1], or class scores not summing to 1",
     "score_nulls": "rows with a NULL score",
     "label_values": "labels of no class the model knows (outside {0, 1} for a binary model)",
     "label_duplicates": "predictions with more than one label",

@@ -43,7 +43,9 @@ def make_world(url: str, classes, per_day: int = 900, days: int = 4, seed: int =
             logits[:, -1] += 1.5
         p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         p = np.round(p, 2)
-        p[rng.random(m) < 0.02, 0] = 0.0  # a zero score: log loss clips it
+        zero = rng.random(m) < 0.02  # a zero score, its mass moved to the next class: log loss clips it
+        p[zero, 1] += p[zero, 0]
+        p[zero, 0] = 0.0
         f = pd.DataFrame({f"p{j}": p[:, j] for j in range(k)})
         f["pred"] = [classes[j] for j in p.argmax(axis=1)]
         f["y"] = [classes[j] for j in y]
@@ -232,3 +234,32 @@ def test_labels_of_no_known_class_fail_label_values_and_withhold_quality(db_url,
     result, _ = modeljobs.compute(make_engine(db_url), store, m, Window(utc(2), utc(3)), utc(5))
     got = {r["name"]: r for r in result.metrics if r["kind"] == n.DATA_CHECK_KIND}["label_values"]
     assert got["value"] == len(bad) and got["detected"] is True
+
+
+def test_class_scores_out_of_range_or_not_summing_to_one_fail_score_range_and_withhold_quality(db_url, tmp_path):
+    """A row whose class scores leave [0, 1] or sum far from 1 (a column of another model, scores
+    in percent) is an offending row of `score_range`; the rounded scores of the world pass it."""
+    classes = ["cat", "dog", "bird"]
+    df = make_world(db_url, classes)
+    day2 = rows_in(df, 2)["pid"]
+    over, half = [int(x) for x in day2.iloc[:4]], [int(x) for x in day2.iloc[10:15]]
+    eng = sa.create_engine(db_url)
+    with eng.begin() as c:
+        c.execute(sa.text("UPDATE mc SET p0 = 1.2, p1 = 0, p2 = 0 WHERE pid IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
+                  {"ids": over})
+        c.execute(sa.text("UPDATE mc SET p0 = p0 / 2, p1 = p1 / 2, p2 = p2 / 2 WHERE pid IN :ids")
+                  .bindparams(sa.bindparam("ids", expanding=True)), {"ids": half})
+    eng.dispose()
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    got = {}
+    for d in (1, 2):
+        result, _ = modeljobs.compute(make_engine(db_url), store, model(classes), Window(utc(d), utc(d + 1)), utc(5))
+        got[d] = result
+    checks = {d: {r["name"]: r for r in got[d].metrics if r["kind"] == n.DATA_CHECK_KIND} for d in got}
+    assert (checks[1]["score_range"]["value"], checks[1]["score_range"]["detected"]) == (0, False)
+    assert got[1].quality_status == "ok"
+    assert (checks[2]["score_range"]["value"], checks[2]["score_range"]["detected"]) == (len(over) + len(half), True)
+    assert got[2].quality_status == "invalid"
+    assert [r for r in got[1].metrics if r["kind"] == n.ESTIMATE_KIND], "the class scores' estimate of a window that passes"
+    assert not [r for r in got[2].metrics if r["kind"] in ("quality", "confusion", n.ESTIMATE_KIND)], "withheld, estimate too"

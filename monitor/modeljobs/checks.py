@@ -97,7 +97,7 @@ def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime
     checks = [_check("timestamp", bad_ts, bad_ts > 0),
               *([_check("score_nulls", nulls, nulls > SCORE_NULL_TOLERANCE * rows)] if s.score else []),
               _check("non_finite", found.get("non_finite", 0), found.get("non_finite", 0) > 0)]
-    if model.task == "binary_classification":
+    if model.task == "binary_classification" or s.class_scores:
         checks.append(_check("score_range", found.get("score_range", 0), found.get("score_range", 0) > 0))
     newest = conn.execute(sa.text(f"SELECT {newest_of(conn, x, ts)} FROM {t} WHERE {model_where(conn, model)}"),
                           model_bounds(conn, model, window)).scalar() if rows else None

@@ -14,6 +14,7 @@ from .source import model_bounds, _jsonable, _num, model_where
 
 SAMPLE_ROWS = 100_000  # Wasserstein sums of larger windows: over a hashed sample of about this many rows
 SAMPLE_BUCKETS = 65536  # ... one in m of these hash buckets
+CLASS_SUM_TOLERANCE = 0.05  # class scores summing further from 1 fail score_range (2-decimal rounding of 10 classes stays within)
 JOINT_MAX = 50_000  # categorical columns are counted in one GROUP BY while their combinations are this few
 OTHER = "other"  # the segment of the rows outside a segment column's values
 
@@ -94,12 +95,19 @@ class _Pass:
         cols.append(f"{_num(conn, quote(conn, s.score), self.clean) if s.score else 'CAST(NULL AS ' + engines.of(conn).double + ')'} AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
         # data checks: rows with a non-finite score or numeric feature (read as NULL above) ...
-        raw = [f"CAST({quote(conn, c)} AS {engines.of(conn).double})" for c in [*s.features.numeric, s.score] if c]
+        class_scores = list((s.class_scores or {}).values())
+        raw = [f"CAST({quote(conn, c)} AS {engines.of(conn).double})" for c in [*s.features.numeric, s.score, *class_scores] if c]
         cols.append(f"CASE WHEN {' OR '.join(non_finite(conn, r) for r in raw) or '1 = 0'} THEN 1 ELSE 0 END AS nf")
         self.aggs.append("SUM(nf)")
         self.slots.append(("checks", "non_finite"))
         if m.task == "binary_classification":  # ... and classifier scores outside [0, 1]
             self.aggs.append("SUM(CASE WHEN sc < 0 OR sc > 1 THEN 1 ELSE 0 END)")
+            self.slots.append(("checks", "score_range"))
+        elif class_scores:  # ... or class scores outside [0, 1], or whose sum is not 1
+            ps = [_num(conn, quote(conn, c), self.clean) for c in class_scores]
+            bad = [*(f"{p} < 0 OR {p} > 1" for p in ps), f"ABS({' + '.join(ps)} - 1) > {CLASS_SUM_TOLERANCE!r}"]
+            cols.append(f"CASE WHEN {' OR '.join(bad)} THEN 1 ELSE 0 END AS sr")
+            self.aggs.append("SUM(sr)")
             self.slots.append(("checks", "score_range"))
         if m.task == "binary_classification":
             if s.prediction:
