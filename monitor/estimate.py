@@ -514,13 +514,17 @@ def estimates(conn, store, model: Model, window: Window, now: datetime) -> tuple
         out = {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}
         return out | ({CONFUSION: binary_confusion(groups, cal)} if groups else {}), cal["method"]
     if model.task == "multiclass_classification":
+        from .multiclass import capped_confusion
+
         if not model.source.class_scores or not model.source.prediction:
             return {}, ""
         classes, groups = _multiclass_groups(conn, model, window)
         got = estimate_multiclass(classes, groups)
-        # class scores are trusted as they are: a calibration per class would no longer sum to one
+        # class scores are taken as they are (`score_range` checks them): a calibration per class would no longer sum to one
         out = {k: (v, max(0.0, v - Z95 * sd), min(1.0, v + Z95 * sd)) for k, (v, sd) in got.items()}
-        cells = {names.confusion_cell(a, g[0]): float(g[2][i]) for g in groups for i, a in enumerate(classes)}
+        # the expected matrix, capped as the realized one is: the max_segments classes with the most (expected) truth
+        _, cells = capped_confusion({(a, g[0]): float(g[2][i]) for g in groups for i, a in enumerate(classes)},
+                                    model.max_segments)
         return out | ({CONFUSION: cells} if groups else {}), "none"
     if model.task == "regression":
         ref = regression_reference(conn, store, model, now)
@@ -611,29 +615,53 @@ def _goal_number(goal, column: str, raw) -> float | None:
     return float(raw)
 
 
+def count_interval(mean: float, var: float) -> tuple[float, float]:
+    """The 2.5 % and 97.5 % quantiles of a sum of independent 0/1 outcomes with this mean and
+    variance (at most the mean): those of the binomial with the same two moments (n p = mean,
+    n p (1 - p) = var), the Poisson's when p is nil. Exact when every outcome has the same
+    probability; discrete, so it holds the count at least 95 % of the time."""
+    from scipy import stats
+
+    if var <= 0 or mean <= 0:
+        return mean, mean
+    p = 1 - var / mean
+    if p < 1e-9:
+        dist = stats.poisson(mean)
+    else:
+        n = max(1, round(mean / p))
+        dist = stats.binom(n, min(1.0, mean / n))
+    lo, hi = dist.interval(0.95)
+    return float(lo), float(hi)
+
+
 def goal_interval(goal, value: float | None, numerator: float | None, denominator: float | None,
                   variance: float | None) -> tuple[float | None, float | None, float | None, str]:
     """(value, ci low, ci high, expected status) of a goal's estimate.
 
     A rate's `variance` is that of its numerator (for independent outcomes, the sum of p (1 - p));
-    without one, the binomial numerator (1 - numerator / denominator), its upper bound. A plain
-    value's `variance` is the value's own; without one there is no interval and the expected status
-    is the value's against the target.
+    without one, the binomial numerator (1 - numerator / denominator), its upper bound. A rate's
+    interval is where the realized count falls 95 % of the time (`count_interval`), over the
+    denominator: unlike the normal's, it is right for the few expected events of a rare outcome.
+    A plain value's `variance` is the value's own (a normal interval); without one there is no
+    interval and the expected status is the value's against the target.
     """
     if value is None and numerator is not None and denominator:
         value = numerator / denominator
     if value is None:
         return None, None, None, "no_data"
-    sd = None
     if numerator is not None and denominator:
         var = variance if variance is not None else numerator * max(0.0, 1 - numerator / denominator)
-        sd = math.sqrt(max(var, 0.0)) / denominator
+        if 0 <= numerator and var <= numerator:  # a count of independent outcomes
+            lo, hi = (x / denominator for x in count_interval(numerator, var))
+        else:  # more spread than any such count (weighted outcomes): the normal's
+            sd = math.sqrt(max(var, 0.0)) / denominator
+            lo, hi = value - Z95 * sd, value + Z95 * sd
     elif variance is not None:
         sd = math.sqrt(max(variance, 0.0))
-    if sd is None:
+        lo, hi = value - Z95 * sd, value + Z95 * sd
+    else:
         ok = value <= goal.target if goal.direction == "at_most" else value >= goal.target
         return value, None, None, "expected_met" if ok else "expected_missed"
-    lo, hi = value - Z95 * sd, value + Z95 * sd
     if goal.unit.lower() == "ratio":
         lo, hi = max(0.0, lo), min(1.0, hi)
     good, bad = (hi <= goal.target, lo > goal.target) if goal.direction == "at_most" else (lo >= goal.target, hi < goal.target)

@@ -106,25 +106,30 @@ def quality(conn, model: Model, rows) -> dict:
     n = sum(cells.values())
     if n:
         out.update(_from_confusion(cells))
-        support = {}
-        for (y, pr), c in cells.items():
-            support[y] = support.get(y, 0) + c
-            support.setdefault(pr, 0)
-        classes = sorted(support, key=lambda k: (-support[k], k))
-        kept = set(classes[:model.max_segments])
+        kept, confusion = capped_confusion(cells, model.max_segments)
         for metric, per in _per_class(cells).items():
-            for k in classes:
-                if k in kept:
-                    extra.append({"kind": "quality", "name": metric, "segment": segment(CLASS_SEGMENT, k), "value": per[k]})
-        confusion: dict[str, int] = {}
-        for (y, pr), c in cells.items():
-            key = confusion_cell(y if y in kept else OTHER, pr if pr in kept else OTHER)
-            confusion[key] = confusion.get(key, 0) + c
+            extra += [{"kind": "quality", "name": metric, "segment": segment(CLASS_SEGMENT, k), "value": per[k]} for k in kept]
         extra += [{"kind": CONFUSION_KIND, "name": k, "segment": "", "value": float(v)} for k, v in sorted(confusion.items())]
     if scored and not unscorable:
         out["log_loss"] = -ll / scored
     out["_rows"] = extra
     return out
+
+
+def capped_confusion(cells: dict[tuple, float], max_segments: int) -> tuple[list, dict[str, float]]:
+    """The `max_segments` classes with the most true rows (classes only predicted have none; ties by
+    name), and the confusion cells {cell name: count} with every other class pooled as `other`."""
+    support: dict = {}
+    for (y, pr), c in cells.items():
+        support[y] = support.get(y, 0) + c
+        support.setdefault(pr, 0)
+    kept = sorted(support, key=lambda k: (-support[k], k))[:max_segments]
+    keep = set(kept)
+    confusion: dict[str, float] = {}
+    for (y, pr), c in cells.items():
+        key = confusion_cell(y if y in keep else OTHER, pr if pr in keep else OTHER)
+        confusion[key] = confusion.get(key, 0) + c
+    return kept, confusion
 
 
 def unknown_labels(model: Model, quality: dict, known: set[str]) -> int:

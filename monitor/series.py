@@ -188,7 +188,7 @@ class ResultsCollector:
         end = GaugeMetricFamily(n.MODEL_WINDOW_END, "End of the model's latest window with predictions.", labels=["model"])
         qend = GaugeMetricFamily(n.MODEL_QUALITY_WINDOW_END, "End of the model's latest window with mature labels.", labels=["model"])
         cm_est = GaugeMetricFamily(n.MODEL_CONFUSION_ESTIMATED, "Expected rows per cell of the confusion matrix of the "
-                                   "latest window whose labels are not mature, from its scores.",
+                                   "latest window whose labels are not mature, from its scores; classes beyond max_segments pooled as other.",
                                    labels=["model", "actual", "predicted"])
         so_far = GaugeMetricFamily(n.MODEL_LABEL_COVERAGE_SO_FAR, "Share of the latest pending window's predictions "
                                    "labelled so far (its labels are not mature).", labels=["model"])

@@ -263,3 +263,27 @@ def test_class_scores_out_of_range_or_not_summing_to_one_fail_score_range_and_wi
     assert got[2].quality_status == "invalid"
     assert [r for r in got[1].metrics if r["kind"] == n.ESTIMATE_KIND], "the class scores' estimate of a window that passes"
     assert not [r for r in got[2].metrics if r["kind"] in ("quality", "confusion", n.ESTIMATE_KIND)], "withheld, estimate too"
+
+
+def test_the_estimated_confusion_of_a_pending_window_is_capped_as_the_realized_one(db_url, tmp_path):
+    """With max_segments 2, the expected matrix keeps the two classes with the most expected truth
+    and pools the third as `other`, each cell the sum of its class scores (pandas on the same rows)."""
+    classes = ["a", "b", "c"]
+    df = make_world(db_url, classes, days=3)
+    over = {"max_segments": 2, "labels": {**model_dict(classes)["labels"], "max_delay": "30d"}}
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    result, _ = modeljobs.compute(make_engine(db_url), store, model(classes, **over), Window(utc(1), utc(2)), utc(5))
+    assert result.quality_status == "pending"
+    got = {r["name"]: r["value"] for r in result.metrics if r["kind"] == n.CONFUSION_ESTIMATED_KIND}
+    rows = rows_in(df, 1)
+    rows = rows[rows["pred"].notna()]
+    expected = {(k, g): float(rows.loc[rows["pred"] == g, f"p{j}"].sum()) for j, k in enumerate(classes) for g in classes}
+    truth = {k: sum(v for (t, _), v in expected.items() if t == k) for k in classes}
+    kept = sorted(classes, key=lambda k: -truth[k])[:2]
+    want: dict[str, float] = {}
+    for (t, g), v in expected.items():
+        cell = n.confusion_cell(t if t in kept else n.OTHER, g if g in kept else n.OTHER)
+        want[cell] = want.get(cell, 0.0) + v
+    assert got == pytest.approx(want, abs=1e-9)
+    assert any(n.OTHER in k for k in got)
