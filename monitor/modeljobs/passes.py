@@ -94,7 +94,7 @@ class _Pass:
             self._numeric(("num", col), f"n{i}", self.spec["num"][col])
         cols.append(f"{_num(conn, quote(conn, s.score), self.clean) if s.score else 'CAST(NULL AS ' + engines.of(conn).double + ')'} AS sc")
         self._numeric(("score",), "sc", self.spec["score"])
-        # data checks: rows with a non-finite score or numeric feature (read as NULL above) ...
+        # data checks: rows with a non-finite score, class score or numeric feature (read as NULL above) ...
         class_scores = list((s.class_scores or {}).values())
         raw = [f"CAST({quote(conn, c)} AS {engines.of(conn).double})" for c in [*s.features.numeric, s.score, *class_scores] if c]
         cols.append(f"CASE WHEN {' OR '.join(non_finite(conn, r) for r in raw) or '1 = 0'} THEN 1 ELSE 0 END AS nf")
