@@ -184,9 +184,20 @@ def test_postgresql_results_are_those_of_the_world(on_postgresql, lake):
     assert [g[3] for g in res["goals"]] == [len(df[df["at"].dt.floor("D") == pd.Timestamp(utc(d))]) for d in range(DAYS)] + [0.0, 0.0]
 
 
-def test_duckdb_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path):
+CAPPED = "duckdb:///:memory:?memory_limit=64MB&threads=1&disable_parquet_prefetching=true"
+
+
+@pytest.mark.parametrize("url", ["duckdb:///:memory:", CAPPED], ids=["default", "capped"])
+def test_duckdb_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path, url):
+    """Capped too: DuckDB's settings in the URL, those of its Parquet reader among them, are set on
+    every connection, and the window spills rather than changes."""
     root, _, _ = lake
-    cfg = _config(tmp_path, "duckdb:///:memory:", _parquet(root))
+    cfg = _config(tmp_path, url, _parquet(root))
+    if url == CAPPED:
+        with make_engine(url, None, _parquet(root)).connect() as c:
+            got = c.execute(sa.text("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                                    "current_setting('disable_parquet_prefetching')")).one()
+        assert tuple(got) == ("61.0 MiB", 1, True)
     report = run_cycle(cfg, NOW)
     assert report.ok, report.failed
     _same(on_postgresql[1], _results(cfg), "duckdb")

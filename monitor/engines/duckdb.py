@@ -3,6 +3,7 @@
 Each connection is set to UTC and gets the configured Parquet tables as temporary views
 (``read_parquet``), so an in-memory database needs no file at all. DuckDB has no statement
 timeout of its own: a timer interrupts the connection's statement once it has run that long.
+DuckDB's settings come in the URL (`?memory_limit=100MB&disable_parquet_prefetching=true`).
 Needs the `duckdb` extra.
 """
 from __future__ import annotations
@@ -77,13 +78,21 @@ class DuckDB(Engine):
             import duckdb_engine  # noqa: F401
         except ImportError:
             raise ValueError("database_url: duckdb:// needs DuckDB: pip install 'monitor[duckdb]'") from None
-        engine = sa.create_engine(url)
+        # settings of DuckDB's Parquet reader (`?disable_parquet_prefetching=true`) exist once its
+        # extension is loaded, after the connection is made: they are set on each connection then
+        u = sa.engine.make_url(url)
+        later = {k: v for k, v in u.query.items() if "parquet" in k}
+        engine = sa.create_engine(u.difference_update_query(later))
         views = [f"CREATE OR REPLACE TEMPORARY VIEW {self.quote(None, name)} AS "
                  f"SELECT * FROM read_parquet({_literal(parquet_source(path))})" for name, path in (parquet or {}).items()]
 
         def on_connect(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("SET TimeZone = 'UTC'")
+            if later:
+                cur.execute("LOAD parquet")
+            for k, v in later.items():
+                cur.execute(f"SET {k} = {_literal(str(v))}")
             for v in views:
                 cur.execute(v)
             cur.close()
