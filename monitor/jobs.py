@@ -20,7 +20,7 @@ from . import conventions as names
 from .config import Config, Goal, Model
 from .db import describe_error, make_engine
 from .durations import utcnow
-from .store import Hold, LeaseLost, Store
+from .store import Closing, Hold, LeaseLost, Store, closing
 from .windows import Window, due_windows, is_mature, plan
 
 log = logging.getLogger("monitor.jobs")
@@ -32,7 +32,8 @@ class Task:
 
     job: str
     window: Window
-    run: Callable[[], int]  # computes and stores the window; returns rows read
+    # computes and stores the window, closing its run in the same transaction (`closes(rows)`); returns rows read
+    run: Callable[[Callable[[int], Closing]], int]
 
 
 @dataclass
@@ -78,12 +79,12 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime, hol
             unsettled = {s for s, prov in stored.items() if prov} | ahead
             windows = plan(goal.start, now, size, set(stored), goal.recompute, unsettled)
         for w in windows:
-            def run(w=w, size=size):
+            def run(closes, w=w, size=size):
                 mature = is_mature(w, now, goal.maturity)
                 kept = store.goal_estimate(goal.name, int(size.total_seconds()), w.start) if goal.estimate and mature else None
                 with source.connect() as conn:
                     result, rows = goals.compute(conn, goal, w, provisional=not mature, size=size, kept_estimate=kept)
-                store.save_goal_window(result, now, hold=hold)
+                store.save_goal_window(result, now, hold=hold, closes=closes(rows))
                 return rows
             tasks.append(Task(job, w, run))
     return tasks
@@ -105,11 +106,11 @@ def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime, 
     planned = {w.start for w in windows}
     windows = sorted(windows + [w for w in due_windows(model.start, now, model.window) if w.start in ahead and w.start not in planned])
     for w in windows:
-        def run(w=w):
+        def run(closes, w=w):
             result, rows = modeljobs.compute(source, store, model, w, now)
             if model.source.version or registry:
                 versions.extend(source, store, model, w, now, result, registry)
-            store.save_model_window(result, now, hold=hold)
+            store.save_model_window(result, now, hold=hold, closes=closes(rows))
             return rows
         tasks.append(Task(job, w, run))
     return tasks
@@ -317,9 +318,15 @@ def _run_task(store: Store, report: CycleReport, task: Task) -> str:
     started = utcnow()
     t0 = time.perf_counter()
     run_id = None
+    closed = []
+
+    def closes(rows: int) -> Closing:  # the run is closed with the window's results: a crash leaves neither or both
+        closed.append(closing(run_id, "ok", utcnow(), time.perf_counter() - t0, rows_read=rows))
+        return closed[-1]
+
     try:
         run_id = store.start_job(task.job, task.window.start, task.window.end, started)
-        rows = task.run()
+        rows = task.run(closes)
     except Exception as e:
         msg = describe_error(e)
         log.error("job %s failed on %s: %s", task.job, task.window, msg,
@@ -333,10 +340,11 @@ def _run_task(store: Store, report: CycleReport, task: Task) -> str:
             log.error("cannot record a failed run now: the results store is unreachable (kept to record later)")
         report.failed.append((task.job, task.window, msg))
         return "lost" if isinstance(e, LeaseLost) else "failed"
-    try:
-        store.finish_job(run_id, "ok", utcnow(), time.perf_counter() - t0, rows_read=rows)
-    except Exception:
-        log.error("cannot close a run now: the results store is unreachable (kept to record later)")
+    if not closed:
+        try:
+            store.finish_job(run_id, "ok", utcnow(), time.perf_counter() - t0, rows_read=rows)
+        except Exception:
+            log.error("cannot close a run now: the results store is unreachable (kept to record later)")
     report.ran += 1
     report.computed[task.job] = report.computed.get(task.job, 0) + 1
     report.windows.append((task.job, task.window))

@@ -366,11 +366,13 @@ class Store:
 
     # --- writers (jobs only) ---
 
-    def save_goal_window(self, r: GoalWindow, now: datetime, hold: Hold | None = None) -> None:
-        """Upsert the goal's result and replace its segments for this window in one transaction."""
+    def save_goal_window(self, r: GoalWindow, now: datetime, hold: Hold | None = None, closes: Closing | None = None) -> None:
+        """Upsert the goal's result and replace its segments for this window in one transaction
+        (which also closes the run that computed it: `closes`)."""
         key = dict(goal=r.goal, size_seconds=r.size_seconds, window_start=r.window_start)
         with self._write() as conn:
             self._hold(conn, hold)
+            _close_run(conn, closes)
             # the upsert of the parent row first: a concurrent writer of the same window waits on it
             _upsert(conn, goal_results, key, dict(
                 window_end=r.window_end, value=_finite(r.value), numerator=_finite(r.numerator),
@@ -391,10 +393,12 @@ class Store:
             _upsert(conn, goal_trajectory, dict(goal=goal, as_of=as_of),
                     dict(computed_at=now, **{k: _finite(v) for k, v in values.items()}))
 
-    def save_model_window(self, r: ModelWindow, now: datetime, hold: Hold | None = None) -> None:
-        """Upsert the model's summary, replace its metrics and save the reference summaries it built, in one transaction."""
+    def save_model_window(self, r: ModelWindow, now: datetime, hold: Hold | None = None, closes: Closing | None = None) -> None:
+        """Upsert the model's summary, replace its metrics and save the reference summaries it
+        built, in one transaction (which also closes the run that computed it: `closes`)."""
         with self._write() as conn:
             self._hold(conn, hold)
+            _close_run(conn, closes)
             for key, summary in r.references.items():
                 _upsert(conn, reference_summaries, dict(model=r.model, ref_key=key),
                         dict(summary=json.dumps(summary), computed_at=now))
@@ -434,7 +438,7 @@ class Store:
 
         A run already closed (as failed, by the process that took its lease over) stays closed.
         """
-        values = dict(status=status, finished_at=finished_at, error=error, rows_read=rows_read, duration_seconds=duration)
+        _, values = closing(run_id, status, finished_at, duration, error, rows_read)
         try:
             self._finish(run_id, values)
         except Exception:
@@ -444,7 +448,7 @@ class Store:
 
     def _finish(self, run_id: int, values: dict) -> None:
         with self.engine.begin() as conn:
-            conn.execute(job_runs.update().where(job_runs.c.id == run_id, job_runs.c.status == "running").values(**values))
+            _close_run(conn, (run_id, values))
 
     def record_failure(self, job: str, window_start: datetime | None, window_end: datetime | None,
                        at: datetime, error: str) -> None:
@@ -980,6 +984,21 @@ def _json_default(x):
 
 def _wall() -> datetime:
     return datetime.now(timezone.utc)
+
+
+Closing = tuple[int, dict]  # (run id, the values that close it) for `finish_job` or a save
+
+
+def closing(run_id: int, status: str, finished_at: datetime, duration: float,
+            error: str | None = None, rows_read: int | None = None) -> Closing:
+    return run_id, dict(status=status, finished_at=finished_at, error=error, rows_read=rows_read, duration_seconds=duration)
+
+
+def _close_run(conn, closes: Closing | None) -> None:
+    """Close a run still running (one closed as failed by the process that took its lease over stays so)."""
+    if closes is not None:
+        run_id, values = closes
+        conn.execute(job_runs.update().where(job_runs.c.id == run_id, job_runs.c.status == "running").values(**values))
 
 
 def _upsert(conn, table: sa.Table, key: dict, values: dict) -> None:

@@ -12,7 +12,7 @@ from scipy.stats import binomtest, theilslopes
 from monitor.cli import main
 from monitor.config import load_config
 from monitor.jobs import run_cycle
-from monitor.store import Store, goal_results, goal_segments, job_runs
+from monitor.store import GoalWindow, Store, closing, goal_results, goal_segments, job_runs
 
 UTC = timezone.utc
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -119,6 +119,25 @@ def test_a_rerun_stores_nothing_twice_and_changes_nothing(world):
     strip = lambda rows: [tuple(v for k, v in r._mapping.items() if k != "computed_at") for r in rows]  # noqa: E731
     assert strip(before) == strip(after)
     assert dict(runs)["goal:bad_rate"] == 2  # recompute: the last windows run again, and are replaced, not added
+
+
+def test_a_window_and_the_run_that_computed_it_are_stored_together_or_not_at_all(tmp_path):
+    """The run is closed in the save's own transaction: a process killed between the two cannot
+    leave a stored window whose run is then closed as abandoned. A save that fails leaves no window
+    and the run open (for its process, or the next, to close as failed); one that commits closes it."""
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    t1 = t0 + timedelta(days=1)
+    run = store.start_job("goal:g", t0, t1, t0)
+    broken = GoalWindow("g", 86400, t0, t1, 0.5, segments=[{"segment": "x", "value": 1.0}] * 2)  # one key twice
+    with pytest.raises(sa.exc.SQLAlchemyError):
+        store.save_goal_window(broken, t1, closes=closing(run, "ok", t1, 1.5, rows_read=7))
+    assert [(r["status"], r["rows_read"]) for r in store.job_runs("goal:g")] == [("running", None)]
+    assert not store.goal_windows("g", 86400)
+    store.save_goal_window(GoalWindow("g", 86400, t0, t1, 0.5), t1, closes=closing(run, "ok", t1, 1.5, rows_read=7))
+    assert [(r["status"], r["rows_read"]) for r in store.job_runs("goal:g")] == [("ok", 7)]
+    assert list(store.goal_windows("g", 86400)) == [t0]
 
 
 @pytest.mark.slow
