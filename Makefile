@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := postgresql prometheus prometheus-alertmanager prometheus-pushgateway chromium openjdk-17-jre-headless
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit venv deb bench build golden previews lint clean
+.PHONY: demo test test-unit venv deb bench build golden previews spark lint clean
 
 $(BIN)/monitor: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,10 @@ golden: venv
 previews: venv deb
 	$(BIN)/python tools/previews.py --out docs/
 	MONITOR_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_app_browser.py
+
+# a local Spark cluster on loopback (master, two workers, Spark Connect) until Ctrl-C: its sc:// URL is printed
+spark: venv deb
+	cd tests && ../$(BIN)/python spark.py
 
 lint: venv
 	$(BIN)/ruff check monitor app_streamlit tests benchmarks tools

@@ -2,16 +2,19 @@
 
 A master, two workers (1 core, 1 GiB each) and a Spark Connect server (`sc://127.0.0.1:PORT`),
 each a foreground process of its own group, on Debian's openjdk-17-jre-headless. For tests and
-benchmarks.
+benchmarks, and run as a script (`make spark`) to try `database_url: sc://...` here: it prints
+the URL and stops the cluster, leaving nothing behind, on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -131,3 +134,33 @@ class SparkCluster:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="A local Spark cluster on loopback (a master, workers and a Spark Connect "
+                                             "server) until Ctrl-C or SIGTERM, for trying database_url: sc://...")
+    ap.add_argument("--workers", type=int, default=2, help="workers of one core each (default 2)")
+    ap.add_argument("--worker-memory", default="1g", help="memory of each worker (default 1g)")
+    args = ap.parse_args(argv)
+    print(f"Starting Spark (master, {args.workers} worker(s) of {args.worker_memory}, Spark Connect) ...", flush=True)
+    try:
+        cluster = SparkCluster(workers=args.workers, worker_memory=args.worker_memory).start()
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"Spark Connect on {cluster.url}: put `database_url: {cluster.url}` in the config "
+          f"(logs in {cluster.root}). Ctrl-C stops it.", flush=True)
+    try:
+        while True:
+            signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        cluster.destroy()
+        print("Spark stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -411,6 +411,39 @@ def test_a_spark_session_whose_server_went_away_lets_the_process_exit(spark_clus
     assert out.stdout.split() == ["42", "gone"]
 
 
+@pytest.mark.slow
+def test_make_spark_starts_a_cluster_the_monitor_queries_and_stops_it_on_sigterm_leaving_nothing():
+    """`make spark` (tests/spark.py as a script), with one worker beside the session's cluster."""
+    import re
+    import signal
+    import socket
+
+    proc = subprocess.Popen([sys.executable, "spark.py", "--workers", "1"], cwd=Path(__file__).parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = ""
+        for line in proc.stdout:  # until the cluster is up (or the script ended)
+            said += line
+            if "Ctrl-C stops it" in line:
+                break
+        found = re.search(r"database_url: (sc://127\.0\.0\.1:(\d+))`.*logs in (\S+)\)", said)
+        assert found, said + (proc.stderr.read() if proc.poll() is not None else "")
+        url, port, root = found.group(1), int(found.group(2)), Path(found.group(3))
+        eng = make_engine(url)
+        with eng.connect() as c:
+            assert c.execute(sa.text("SELECT :a + 1 AS b"), {"a": 41}).scalar() == 42
+        eng.dispose()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err[-2000:]
+        assert "Spark stopped." in out and not root.exists()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "the Spark Connect server is gone"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_spark_binds_named_parameters_and_reports_errors_in_one_line(spark_cluster, lake):
     """Spark binds the `:name` parameters itself; a failing query is one line, without the JVM's stack."""
     root, df, _ = lake
