@@ -32,8 +32,8 @@ class Task:
 
     job: str
     window: Window
-    # computes and stores the window, closing its run in the same transaction (`closes(rows)`); returns rows read
-    run: Callable[[Callable[[int], Closing]], int]
+    # computes and stores the window, closing its run with the rows read in the same transaction (`closes(rows)`)
+    run: Callable[[Callable[[int], Closing]], None]
 
 
 @dataclass
@@ -85,7 +85,6 @@ def goal_tasks(cfg: Config, store: Store, source, goal: Goal, now: datetime, hol
                 with source.connect() as conn:
                     result, rows = goals.compute(conn, goal, w, provisional=not mature, size=size, kept_estimate=kept)
                 store.save_goal_window(result, now, hold=hold, closes=closes(rows))
-                return rows
             tasks.append(Task(job, w, run))
     return tasks
 
@@ -111,7 +110,6 @@ def model_tasks(cfg: Config, store: Store, source, model: Model, now: datetime, 
             if model.source.version or registry:
                 versions.extend(source, store, model, w, now, result, registry)
             store.save_model_window(result, now, hold=hold, closes=closes(rows))
-            return rows
         tasks.append(Task(job, w, run))
     return tasks
 
@@ -318,15 +316,13 @@ def _run_task(store: Store, report: CycleReport, task: Task) -> str:
     started = utcnow()
     t0 = time.perf_counter()
     run_id = None
-    closed = []
 
     def closes(rows: int) -> Closing:  # the run is closed with the window's results: a crash leaves neither or both
-        closed.append(closing(run_id, "ok", utcnow(), time.perf_counter() - t0, rows_read=rows))
-        return closed[-1]
+        return closing(run_id, "ok", utcnow(), time.perf_counter() - t0, rows_read=rows)
 
     try:
         run_id = store.start_job(task.job, task.window.start, task.window.end, started)
-        rows = task.run(closes)
+        task.run(closes)
     except Exception as e:
         msg = describe_error(e)
         log.error("job %s failed on %s: %s", task.job, task.window, msg,
@@ -340,11 +336,6 @@ def _run_task(store: Store, report: CycleReport, task: Task) -> str:
             log.error("cannot record a failed run now: the results store is unreachable (kept to record later)")
         report.failed.append((task.job, task.window, msg))
         return "lost" if isinstance(e, LeaseLost) else "failed"
-    if not closed:
-        try:
-            store.finish_job(run_id, "ok", utcnow(), time.perf_counter() - t0, rows_read=rows)
-        except Exception:
-            log.error("cannot close a run now: the results store is unreachable (kept to record later)")
     report.ran += 1
     report.computed[task.job] = report.computed.get(task.job, 0) + 1
     report.windows.append((task.job, task.window))
