@@ -52,6 +52,25 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> 
     raise RuntimeError(f"Spark did not listen on {port} within {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies, which hold no ports, do not count)."""
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 class SparkCluster:
     """Master + `workers` workers + Spark Connect server; `url` is the Spark Connect URL."""
 
@@ -117,18 +136,29 @@ class SparkCluster:
         return self
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        """SIGTERM every process group, then wait until no process of any group is left.
+
+        A group's leader (a launch script) can exit before the JVM it started has closed its
+        ports, so waiting for the leaders alone is not enough.
+        """
+        groups = [proc.pid for proc in reversed(self.procs)]
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGTERM)
         for proc in self.procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                pass
+        deadline = time.time() + 20
+        while any(map(_group_alive, groups)) and time.time() < deadline:
+            time.sleep(0.2)
+        for pgid in filter(_group_alive, groups):
+            _signal_group(pgid, signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait()
+        deadline = time.time() + 10
+        while any(map(_group_alive, groups)) and time.time() < deadline:
+            time.sleep(0.1)
         self.procs = []
 
     def destroy(self) -> None:
