@@ -132,6 +132,66 @@ def _reachable(url: str, timeout: float = 10) -> None:
 FAST = {"spark.sql.codegen.maxFields": "10000"}
 
 
+NANOS = "spark.sql.legacy.parquet.nanosAsLong"
+
+
+def _parquet_view(s, name: str, path: str) -> None:
+    """The session's temporary view `name` of the Parquet files at `path`.
+
+    Spark reads no nanosecond timestamps, which pandas writes by default: where the monitor sees
+    the files (a local path), such columns are read as integers and turned back into timestamps
+    of their microseconds; elsewhere the error says how to write them.
+    """
+    nanos = _nanosecond_columns(path)
+    if nanos:
+        from pyspark.sql.connect import functions as F
+
+        s.conf.set(NANOS, "true")
+        df = s.read.parquet(path)
+        # floor, in integers: a double would round nanoseconds since 1970 to 256 of them
+        df = df.withColumns({c: F.expr(f"timestamp_micros(({_quote(c)} - pmod({_quote(c)}, 1000)) DIV 1000)")
+                             .cast("timestamp" if aware else "timestamp_ntz") for c, aware in nanos.items()})
+    else:
+        df = s.read.parquet(path)
+    try:
+        df.createOrReplaceTempView(name)
+    except Exception as e:
+        if "TIMESTAMP(NANOS" not in str(e):
+            raise
+        raise RuntimeError(f"parquet: {name} ({path}): Spark reads no nanosecond timestamps; write them in "
+                           "microseconds (pandas: to_parquet(..., coerce_timestamps='us'), pyarrow: "
+                           "pq.write_table(..., coerce_timestamps='us'))") from None
+
+
+def _nanosecond_columns(path: str) -> dict[str, bool]:
+    """{column: whether it is in UTC} of the nanosecond timestamps in the first Parquet file at a
+    local `path` (a file, a glob or a folder); {} when there are none or the files are elsewhere."""
+    import glob
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    scheme = urlparse(path).scheme
+    if scheme not in ("", "file"):
+        return {}
+    local = path.removeprefix("file://") if scheme else path
+    if Path(local).is_dir():
+        files = sorted(str(f) for f in Path(local).rglob("*.parquet")  # as Spark, skip hidden files
+                       if not any(p.startswith((".", "_")) for p in f.relative_to(local).parts))
+    else:
+        files = sorted(glob.glob(local))
+    if not files:
+        return {}
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(files[0])
+    except Exception:  # Spark's own read reports what is wrong with the file
+        return {}
+    return {f.name: f.type.tz is not None for f in schema
+            if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+
+
 class SparkSource:
     """The Spark Connect server of a `sc://` URL; `connect()` like a SQLAlchemy engine."""
 
@@ -177,7 +237,7 @@ class SparkSource:
                 except Exception as e:  # a managed cluster that pins it: slower, still right
                     log.warning("spark: cannot set %s=%s (%s); queries run slower", key, value, _one_line(e))
             for name, path in self.parquet.items():
-                s.read.parquet(path).createOrReplaceTempView(name)
+                _parquet_view(s, name, path)
         except Exception as e:
             raise sa.exc.OperationalError(f"connect {self.url}", {}, _one_line(e)) from None
         return s
