@@ -27,6 +27,7 @@ from test_modeljobs import CATEGORICAL, NUMERIC, PLANTED, REF_DAYS, _mv_sampled,
 from monitor import engines, modeljobs
 from monitor.config import ConfigError, parse_config
 from monitor.db import make_engine
+from monitor.engines.base import disc_rank
 from monitor.jobs import run_cycle
 from monitor.store import Store
 from monitor.windows import Window
@@ -305,7 +306,32 @@ def test_duckdb_reference_quantiles_in_several_statements_are_those_of_one(lake,
     assert [n for n in statements if n] == [2] * (len(NUMERIC) // 2) + [1]
     values = np.sort(rows["n_skew"].dropna().to_numpy())
     levels = modeljobs.specs._levels(frozenset({modeljobs.specs.D.DISTANCES}))
-    assert whole["num"]["n_skew"]["edges"] == sorted({values[modeljobs.specs._rank(q, len(values)) - 1] for q in levels})
+    assert whole["num"]["n_skew"]["edges"] == sorted({values[disc_rank(q, len(values)) - 1] for q in levels})
+
+
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_reference_quantiles_are_the_order_statistics_percentile_disc_takes_where_q_n_is_whole(engine, request):
+    """Cut points are the values at position ceil(q n) on every engine. DuckDB's quantile_disc
+    takes the next position where q n is a whole number (n = 780, q = 1/65): a reference of
+    such a size was cut elsewhere on DuckDB than on PostgreSQL and Spark, and its distances
+    differed between them."""
+    levels = modeljobs.specs.ALL_LEVELS
+    url = "duckdb:///:memory:" if engine == "duckdb" else request.getfixturevalue("pg_cluster").create_db("engines_disc")
+    eng = make_engine(url)
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 100, 780, 1300, 6500):
+        values = np.round(rng.normal(0, 1, n), 6)
+        with eng.begin() as c:
+            c.execute(sa.text("DROP TABLE IF EXISTS q"))
+            c.execute(sa.text("CREATE TABLE q (x DOUBLE PRECISION)"))
+            c.execute(sa.text("INSERT INTO q VALUES (:x)"), [{"x": float(v)} for v in values])
+            c.execute(sa.text("INSERT INTO q VALUES (NULL)"))  # not counted, as in the reference's counts
+            (agg,) = engines.of(c).quantiles([("x", n)], levels)
+            got = c.execute(sa.text(f"SELECT {agg} FROM q")).scalar()
+        ordered = np.sort(values)
+        assert [float(v) for v in got] == [ordered[disc_rank(q, n) - 1] for q in levels], n
+    assert disc_rank(1 / 65, 780) == 12  # the first position whose share reaches 1/65
+    eng.dispose()
 
 
 def test_quality_ordered_within_score_buckets_is_that_of_one_order(tmp_path, monkeypatch):
@@ -442,6 +468,43 @@ def test_make_spark_starts_a_cluster_the_monitor_queries_and_stops_it_on_sigterm
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_spark_reads_the_nanosecond_timestamps_pandas_writes_by_default(spark_cluster, lake, tmp_path, monkeypatch):
+    """Spark reads no TIMESTAMP(NANOS) Parquet columns: local files' are read as their microseconds,
+    in UTC or without a zone as written, and a window selects the rows pandas does. Where the
+    monitor cannot see the files, the error names the table and how to write them."""
+    from monitor.db import timestamps
+    from monitor.engines import spark as S
+
+    _, df, _ = lake
+    rows = df.drop(columns=LABELS)
+    w = day(REF_DAYS)
+    expected = rows_in(rows.assign(at=rows["at"].dt.tz_localize(None)), w)
+    for zone, frame in (("utc", rows), ("naive", rows.assign(at=rows["at"].dt.tz_localize(None)))):
+        (tmp_path / zone).mkdir()
+        frame.to_parquet(tmp_path / zone / "part-0.parquet", index=False)  # pandas' defaults: nanoseconds
+        assert pq_type(tmp_path / zone / "part-0.parquet", "at").unit == "ns"
+        eng = make_engine(spark_cluster.url, None, {"preds": str(tmp_path / zone)})
+        with eng.connect() as c:
+            assert timestamps(c, "preds", "at").format == "timestamp"
+            got = c.execute(sa.text(f"SELECT COUNT(*), SUM(pred), MIN(at), MAX(at) FROM preds WHERE {modeljobs.source.model_where(c, model())}"),
+                            modeljobs.source.model_bounds(c, model(), w)).one()
+        eng.dispose()
+        assert (got[0], got[1]) == (len(expected), int(expected["pred"].sum())), zone
+        assert [pd.Timestamp(t).tz_localize(None) for t in got[2:]] == [expected["at"].min(), expected["at"].max()], zone
+    monkeypatch.setattr(S, "_nanosecond_columns", lambda path: {})  # as for files on another machine
+    eng = make_engine(spark_cluster.url, None, {"preds": str(tmp_path / "utc")})
+    with pytest.raises(sa.exc.DBAPIError, match=r"parquet: preds \(.*utc\): Spark reads no nanosecond timestamps; .*coerce_timestamps='us'"):
+        with eng.connect() as c:
+            c.execute(sa.text("SELECT COUNT(*) FROM preds"))
+    eng.dispose()
+
+
+def pq_type(path, column: str):
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path).field(column).type
 
 
 def test_spark_binds_named_parameters_and_reports_errors_in_one_line(spark_cluster, lake):

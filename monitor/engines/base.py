@@ -8,6 +8,7 @@ functions, LIMIT/OFFSET) with named bind parameters (`:name`).
 """
 from __future__ import annotations
 
+import math
 import re
 from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
@@ -24,6 +25,12 @@ NUMBER_TYPES = {"smallint", "integer", "bigint", "numeric", "real", "double prec
 
 class TimestampError(ValueError):
     """A timestamp column the monitor cannot order: the message names the column and a value."""
+
+
+def disc_rank(q: float, n: int) -> int:
+    """1-based position of the q-quantile of n values as percentile_disc takes it: the first
+    whose position / n >= q (PostgreSQL's ceil(q * n), in the same floating point)."""
+    return min(n, max(1, math.ceil(q * n)))
 
 
 class Engine:
@@ -103,10 +110,11 @@ class Engine:
         engine takes the Wasserstein sums over every row, in the numeric pass."""
         return None
 
-    def quantiles(self, columns: list[str], levels: list[float]) -> list[str] | None:
-        """One aggregate per numeric SQL expression giving its `percentile_disc` values at `levels`
-        as an array, for one statement (as many columns as `quantile_values` allows); None: the
-        portable ROW_NUMBER query per column."""
+    def quantiles(self, columns: list[tuple[str, int]], levels: list[float]) -> list[str] | None:
+        """One aggregate per (numeric SQL expression, its number of non-NULL values) giving its
+        `percentile_disc` values at `levels` (the values at positions `disc_rank`) as an array, for
+        one statement (as many columns as `quantile_values` allows); None: the portable ROW_NUMBER
+        query per column."""
         return None
 
     def random(self) -> str:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from .base import Engine, sa_type
+from .base import Engine, disc_rank, sa_type
 
 
 def parquet_source(path: str) -> str:
@@ -126,10 +126,14 @@ class DuckDB(Engine):
     # 100 M-row reference in one statement need some 17 GB
     quantile_values = 50_000_000
 
-    def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
-        # DuckDB's quantile_disc takes the value at position ceil(q n), as percentile_disc does
-        arr = "[" + ", ".join(repr(q) for q in levels) + "]"
-        return [f"quantile_disc({c}, {arr})" for c in columns]
+    def quantiles(self, columns: list[tuple[str, int]], levels: list[float]) -> list[str]:
+        # DuckDB's quantile_disc does not take position ceil(q n) where q n is a whole number (it
+        # takes the next one): ask it for the middle of the position wanted, which it rounds to it
+        out = []
+        for c, n in columns:
+            arr = "[" + ", ".join(repr((disc_rank(q, n) - 0.5) / n) for q in levels) + "]" if n else "[]"
+            out.append(f"quantile_disc({c}, {arr})")
+        return out
 
     def _describe(self, conn, table: str) -> dict[str, str] | None:
         """{column: type, lower case} of a table or view (temporary ones included), or None."""

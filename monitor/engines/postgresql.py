@@ -60,9 +60,9 @@ class PostgreSQL(Engine):
     def sample_bucket(self, expr: str, buckets: int) -> str:
         return f"(hashtext(CAST({expr} AS TEXT)) & {buckets - 1})"
 
-    def quantiles(self, columns: list[str], levels: list[float]) -> list[str]:
+    def quantiles(self, columns: list[tuple[str, int]], levels: list[float]) -> list[str]:
         arr = "ARRAY[" + ", ".join(repr(q) for q in levels) + "]::double precision[]"
-        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {c})" for c in columns]
+        return [f"percentile_disc({arr}) WITHIN GROUP (ORDER BY {c})" for c, _n in columns]
 
     def iso_time(self, column: str) -> str:
         return f"(CASE WHEN {column} ~ '{ISO_RE}' THEN CAST({column} AS TIMESTAMPTZ) END)"

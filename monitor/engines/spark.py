@@ -315,7 +315,7 @@ class Spark(Engine):
     def sample_bucket(self, expr: str, buckets: int) -> str:
         return f"pmod(xxhash64(CAST({expr} AS STRING)), {buckets})"
 
-    def quantiles(self, columns: list[str], levels: list[float]) -> None:
+    def quantiles(self, columns: list[tuple[str, int]], levels: list[float]) -> None:
         # percentile_disc(array(...)) of every column in one statement failed at 1 M reference rows
         # on 1 GiB executors: the portable ROW_NUMBER query per column (a sort each) instead
         return None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import numpy as np
 import sqlalchemy as sa
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 from .. import drift as D
 from .. import driftsettings as S
 from .. import engines
+from ..engines.base import disc_rank
 from ..config import Model
 from ..db import quote, quote_table
 from ..windows import Window
@@ -74,11 +74,6 @@ def _levels(needs: frozenset[str]) -> list[float]:
     return list(W_LEVELS)
 
 
-def _rank(q: float, n: int) -> int:
-    """1-based position of the q-quantile as percentile_disc takes it: the first with position/n >= q."""
-    return min(n, max(1, math.ceil(q * n)))
-
-
 # every level a spec may cut at, and a fine grid that tells continuous columns from discrete ones
 ALL_LEVELS = sorted({*W_LEVELS, 0.5, *(i / (BIN_EDGES + 1) for i in range(1, BIN_EDGES + 1)),
                      *(i / (KS_EDGES + 1) for i in range(1, KS_EDGES + 1)), *(i / 100 for i in range(101))})
@@ -109,7 +104,7 @@ def _quantiles_aggregated(conn, model: Model, columns: list[str], counts: list[i
         held += n
     out: list[dict[float, float]] = [{} for _ in columns]
     for batch in batches:
-        aggs = e.quantiles([_num(conn, quote(conn, columns[i])) for i in batch], ALL_LEVELS)
+        aggs = e.quantiles([(_num(conn, quote(conn, columns[i])), counts[i]) for i in batch], ALL_LEVELS)
         row = conn.execute(sa.text(f"SELECT {', '.join(aggs)} FROM {t} WHERE {model_where(conn, model)}"),
                            model_bounds(conn, model, ref)).one()
         for i, vals in zip(batch, row):
@@ -121,13 +116,13 @@ def quantiles_sql(conn, model: Model, column: str, ref: Window, n: int, levels: 
     """Portable: the order statistics at the levels' ranks, with ROW_NUMBER (one sort)."""
     t, x = quote_table(conn, model.source.table), quote(conn, column)
     v = _num(conn, x)
-    ranks = sorted({_rank(q, n) for q in levels})
+    ranks = sorted({disc_rank(q, n) for q in levels})
     marks = ", ".join(f":r{i}" for i in range(len(ranks)))
     params = {**model_bounds(conn, model, ref), **{f"r{i}": r for i, r in enumerate(ranks)}}
     got = dict(conn.execute(sa.text(
         f"SELECT rn, v FROM (SELECT {v} AS v, ROW_NUMBER() OVER (ORDER BY {v}) AS rn FROM {t} "
         f"WHERE {model_where(conn, model)} AND {v} IS NOT NULL) q WHERE rn IN ({marks})"), params).all())
-    return {q: float(got[_rank(q, n)]) for q in levels if _rank(q, n) in got}
+    return {q: float(got[disc_rank(q, n)]) for q in levels if disc_rank(q, n) in got}
 
 
 def _numeric_spec(conn, model: Model, column: str, ref: Window, n: int, rolling: bool,
