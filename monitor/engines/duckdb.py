@@ -129,11 +129,10 @@ class DuckDB(Engine):
     def quantiles(self, columns: list[tuple[str, int]], levels: list[float]) -> list[str]:
         # DuckDB's quantile_disc does not take position ceil(q n) where q n is a whole number (it
         # takes the next one): ask it for the middle of the position wanted, which it rounds to it
-        out = []
-        for c, n in columns:
-            arr = "[" + ", ".join(repr((disc_rank(q, n) - 0.5) / n) for q in levels) + "]" if n else "[]"
-            out.append(f"quantile_disc({c}, {arr})")
-        return out
+        def at(q: float, n: int) -> str:
+            return repr((disc_rank(q, n) - 0.5) / n if n else q)
+
+        return [f"quantile_disc({c}, [{', '.join(at(q, n) for q in levels)}])" for c, n in columns]
 
     def _describe(self, conn, table: str) -> dict[str, str] | None:
         """{column: type, lower case} of a table or view (temporary ones included), or None."""
