@@ -71,6 +71,12 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def _wait_gone(groups: list[int], seconds: float) -> None:
+    deadline = time.time() + seconds
+    while any(map(_group_alive, groups)) and time.time() < deadline:
+        time.sleep(0.2)
+
+
 class SparkCluster:
     """Master + `workers` workers + Spark Connect server; `url` is the Spark Connect URL."""
 
@@ -149,16 +155,12 @@ class SparkCluster:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 pass
-        deadline = time.time() + 20
-        while any(map(_group_alive, groups)) and time.time() < deadline:
-            time.sleep(0.2)
+        _wait_gone(groups, 20)
         for pgid in filter(_group_alive, groups):
             _signal_group(pgid, signal.SIGKILL)
         for proc in self.procs:
             proc.wait()
-        deadline = time.time() + 10
-        while any(map(_group_alive, groups)) and time.time() < deadline:
-            time.sleep(0.1)
+        _wait_gone(groups, 10)
         self.procs = []
 
     def destroy(self) -> None:

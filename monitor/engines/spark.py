@@ -144,15 +144,14 @@ def _parquet_view(s, name: str, path: str) -> None:
     """
     nanos = _nanosecond_columns(path)
     if nanos:
+        s.conf.set(NANOS, "true")
+    df = s.read.parquet(path)
+    if nanos:
         from pyspark.sql.connect import functions as F
 
-        s.conf.set(NANOS, "true")
-        df = s.read.parquet(path)
         # floor, in integers: a double would round nanoseconds since 1970 to 256 of them
         df = df.withColumns({c: F.expr(f"timestamp_micros(({_quote(c)} - pmod({_quote(c)}, 1000)) DIV 1000)")
                              .cast("timestamp" if aware else "timestamp_ntz") for c, aware in nanos.items()})
-    else:
-        df = s.read.parquet(path)
     try:
         df.createOrReplaceTempView(name)
     except Exception as e:
@@ -173,7 +172,7 @@ def _nanosecond_columns(path: str) -> dict[str, bool]:
     scheme = urlparse(path).scheme
     if scheme not in ("", "file"):
         return {}
-    local = path.removeprefix("file://") if scheme else path
+    local = path.removeprefix("file://")
     if Path(local).is_dir():
         files = sorted(str(f) for f in Path(local).rglob("*.parquet")  # as Spark, skip hidden files
                        if not any(p.startswith((".", "_")) for p in f.relative_to(local).parts))
