@@ -86,10 +86,10 @@ def _bad_timestamps(conn, model: Model, now: datetime) -> int:
     return _bad_ts[key]
 
 
-def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime) -> list[dict]:
-    """The checks read from the window's pass, the source-wide `timestamp` check and the freshness row."""
+def _source_checks(conn, model: Model, allc: dict, newest: float | None, now: datetime) -> list[dict]:
+    """The checks read from the window's pass, the source-wide `timestamp` check and the freshness
+    row (`newest`, the pass's newest timestamp)."""
     s = model.source
-    t, x, ts = quote_table(conn, s.table), quote(conn, s.timestamp), _ts(conn, model)
     rows = int(allc["rows"])
     found = allc.get("checks", {})
     nulls = rows - int(allc["score"]["n"])  # NULL, NaN and +-infinity
@@ -99,8 +99,6 @@ def _source_checks(conn, model: Model, window: Window, allc: dict, now: datetime
               _check("non_finite", found.get("non_finite", 0), found.get("non_finite", 0) > 0)]
     if model.task == "binary_classification" or s.class_scores:
         checks.append(_check("score_range", found.get("score_range", 0), found.get("score_range", 0) > 0))
-    newest = conn.execute(sa.text(f"SELECT {newest_of(conn, x, ts)} FROM {t} WHERE {model_where(conn, model)}"),
-                          model_bounds(conn, model, window)).scalar() if rows else None
     checks.append({"kind": names.FRESHNESS_KIND, "name": names.FRESHNESS_NAME, "segment": "", "method": None,
                    "value": None if newest is None else float(newest), "threshold": None, "detected": None})
     return checks

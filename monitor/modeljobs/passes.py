@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from .. import drift as D
 from .. import engines
 from ..config import Model
-from ..db import finite, non_finite, quote, quote_table
+from ..db import finite, newest_of, non_finite, quote, quote_table
 from ..windows import Window
-from .source import model_bounds, _jsonable, _num, model_where
+from .source import model_bounds, _jsonable, _num, _ts, model_where
 
 SAMPLE_ROWS = 100_000  # Wasserstein sums of larger windows: over a hashed sample of about this many rows
 SAMPLE_BUCKETS = 65536  # ... one in m of these hash buckets
@@ -43,9 +43,10 @@ class _Pass:
     """
 
     def __init__(self, conn, model: Model, spec: dict, segment: str | None, moments: bool, ids: bool = False,
-                 clean: bool = False, mv: list[float] | None = None):
+                 clean: bool = False, mv: list[float] | None = None, newest: bool = False):
         self.conn, self.model, self.spec, self.segment, self.moments = conn, model, spec, segment, moments
         self.mv = mv
+        self.newest = newest  # also the newest timestamp, as epoch seconds (the freshness row)
         self.clean = clean  # NaN and +-infinity read as NULL (`_num`)
         self.ids = ids  # also MIN(id) and MAX(id): the range of the labels' ids to read (`_integer_ids`)
         self.params: dict = {}
@@ -120,6 +121,10 @@ class _Pass:
             cols.append(f"{quote(conn, s.id)} AS i")
             self.aggs += ["MIN(i)", "MAX(i)"]
             self.slots += [("ids", "lo"), ("ids", "hi")]
+        if self.newest:
+            cols.append(f"{quote(conn, s.timestamp)} AS t")
+            self.aggs.append(newest_of(conn, "t", _ts(conn, m)))
+            self.slots.append(("newest", "t"))
         if self.mv is not None and not self.abs_aggs:
             self.mv = None  # no distances' query to take them in: `moments` does
         over = self._moments(cols) if self.mv is not None else ""
@@ -181,6 +186,8 @@ class _Pass:
             out["online"] = {"pos": 0, "pos_n": 0}
         if self.ids:
             out["ids"] = {"lo": None, "hi": None}
+        if self.newest:
+            out["newest"] = {"t": None}
         if self.mv is not None:
             d = len(self.mv)
             out["mv"] = {"n": 0, "s": [0.0] * d, "p": [0.0] * (d * (d + 1) // 2)}
@@ -190,8 +197,8 @@ class _Pass:
         """Fill a blank summary (or `out`) with a row of the pass (of `slots`)."""
         out = self.blank() if out is None else out
         for slot, value in zip(self.slots if slots is None else slots, row):
-            if slot[0] == "ids":  # integers, kept as they are (NULL when no rows)
-                out["ids"][slot[1]] = value
+            if slot[0] in ("ids", "newest"):  # kept as they are (NULL when no rows)
+                out[slot[0]][slot[1]] = value if value is None or slot[0] == "ids" else float(value)
                 continue
             value = 0 if value is None else (value if isinstance(value, (int, float)) else float(value))
             node = out
@@ -390,7 +397,8 @@ def moments(conn, model: Model, spec: dict, centers: list[float], window: Window
 
 
 def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, sample: bool = True,
-         on_pass=None, unseen_from: dict[str, Window] | None = None, mv: list[float] | None = None) -> dict:
+         on_pass=None, unseen_from: dict[str, Window] | None = None, mv: list[float] | None = None,
+         newest: bool = False) -> dict:
     """A window's (or reference's) summary: {"all": summary, "segments": {column: {label: summary}}}.
 
     One numeric pass and one categorical GROUP BY per segment column (one of each without
@@ -401,13 +409,16 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
     `unseen_from`: see `_count_categories`. `mv` (centres): the multivariate moments too, as
     "moments" of the result, taken in the distances' query of a window without segments (whose
     sample is then the whole window's, as `sample_cut` gives it) on engines with a sample.
+    `newest`: also the newest timestamp of the rows, as epoch seconds (None without rows), as
+    "newest" of the result, from the first pass (no read of its own).
     """
     segs = [c for c in model.segments if c in spec.get("segments", {})]
     mv = mv if mv is not None and not segs else None
     result = {"all": None, "segments": {}}
     for i, seg in enumerate(segs or [None]):
         for clean in (False, True):  # plain first; again reading NaN and infinities as NULL if it met any
-            p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean, mv=mv)
+            p = _Pass(conn, model, spec, seg, moments, ids=on_pass is not None and i == 0, clean=clean, mv=mv,
+                      newest=newest and i == 0)
             sql, params = p.sql(window)
             rows = conn.execute(sa.text(sql), params).all()
             if seg is None:
@@ -419,6 +430,9 @@ def scan(conn, model: Model, spec: dict, window: Window, moments: bool = False, 
                     parts.setdefault(g, p.blank())
             if not any(part["checks"]["non_finite"] for part in parts.values()):
                 break
+        if p.newest:  # like the id range, the caller's
+            times = [part.pop("newest")["t"] for part in parts.values()]
+            result["newest"] = max((t for t in times if t is not None), default=None)
         if p.ids:  # the id range is the caller's, never part of a stored summary
             ranges = [part.pop("ids") for part in parts.values()]
             los = [r["lo"] for r in ranges if r["lo"] is not None]

@@ -118,7 +118,7 @@ def compute(source_engine, store: Store, model: Model, window: Window, now: date
         with _Quality(source_engine, conn, model, window, mature) as q:
             r = _read(conn, summaries, model, window, now, q)
             quality, found = _split(q.result(conn, int(r.all["score"]["n"])) if mature and r.rows else None)
-        checks = [*r.checks, *_source_checks(conn, model, window, r.all, now), *_label_checks(model, found, r.known)]
+        checks = [*r.checks, *_source_checks(conn, model, r.all, r.cur["newest"], now), *_label_checks(model, found, r.known)]
         p95 = _p95(conn, model, window, r.all, found)
         status, coverage = _status(model, mature, r.rows, found, checks)
         if quality:
@@ -155,7 +155,8 @@ def _read(conn, store: Summaries, model: Model, window: Window, now: datetime, q
         ref = None
     fuse = MV.centers(model, spec) if MV.enabled(model) and spec is not None else None  # the pass may take MV's moments
     cur = scan(conn, model, spec or _empty_spec(model), window, moments=rolling,
-               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse)
+               on_pass=q.started if q.narrow else None, unseen_from=_unseen_from(model, window, ref), mv=fuse,
+               newest=True)
     if spec is not None and rolling:  # a part of the later windows' references
         store.save_reference(model.name, _window_key(model, spec, window), _as_reference(cur), now)
     rows = int(cur["all"]["rows"])
