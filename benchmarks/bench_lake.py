@@ -6,7 +6,7 @@ files of at most 1 M rows. Per engine, each in its own process:
 
 - **floor**: one scan of the window reading every monitored column once (``SELECT sum(col), ...``);
 - **monitor**: ``monitor.modeljobs.compute`` on the window, after the reference summary was built
-  once and stored (timed on its own line), with the monitor's own peak memory (``ru_maxrss``).
+  once and stored (timed on its own line), with the monitor's own peak memory (``VmHWM``, its own address space).
 
 Spark: a standalone cluster on loopback from the pyspark wheel (tests/spark.py: a master, two
 workers of 1 core and 1 GiB, a Spark Connect server), reached through ``sc://``.
