@@ -101,8 +101,9 @@ def chisquare(ref_counts: Sequence[float], cur_counts: Sequence[float]) -> float
 
     As Evidently: expected = reference counts scaled to the current total. A category the
     reference never saw has an expected count of 0, an infinite statistic and a p-value of 0.
+    `scipy.stats.chisquare`'s arithmetic, without importing scipy.stats (60 MB of the monitor's process).
     """
-    from scipy import stats
+    from scipy.special import chdtrc  # what scipy.stats.chi2.sf evaluates
 
     r, c = _union(ref_counts, cur_counts)
     if r.sum() == 0 or c.sum() == 0:
@@ -112,9 +113,9 @@ def chisquare(ref_counts: Sequence[float], cur_counts: Sequence[float]) -> float
         return 0.0
     if len(r) < 2:
         return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.chisquare(c, expected).pvalue)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = float(np.sum((c - expected) ** 2 / expected))
+    return float(chdtrc(len(r) - 1, stat))
 
 
 def z_test(ref_counts: Sequence[float], cur_counts: Sequence[float]) -> float | None:

@@ -254,6 +254,14 @@ def test_psi_and_js_equal_evidently_and_scipy_on_categories():
     assert D.jensenshannon(r, c) == pytest.approx(distance.jensenshannon(np.array(r) / 3000, np.array(c) / 2000), rel=1e-12)
 
 
+def test_chisquare_equals_scipy_without_importing_it():
+    from scipy import stats
+
+    for ref, cur in [([500, 300, 200], [480, 330, 190]), ([50, 50], [70, 30]), ([9000, 900, 90, 10], [8500, 1200, 250, 50])]:
+        expected = np.array(ref) * (sum(cur) / sum(ref))
+        assert D.chisquare(ref, cur) == pytest.approx(stats.chisquare(cur, expected).pvalue, rel=1e-12, abs=1e-300)
+
+
 def test_unseen_categories_pooled_keep_jensenshannon_exact():
     """Categories the reference never saw are pooled in one count: JS is linear in them, so exact."""
     ref = RNG.choice(list("abc"), 3000)

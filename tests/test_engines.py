@@ -591,6 +591,13 @@ def test_source_sql_outside_the_engine_modules_is_portable():
     assert found == []
 
 
+@pytest.mark.parametrize("url, kept", [("duckdb:///:memory:", False), ("duckdb:///:memory:?preserve_insertion_order=true", True)])
+def test_duckdb_keeps_insertion_order_only_when_the_url_asks(url, kept):
+    """Off by default: a capped window's join and sort then spill where they would fail."""
+    with make_engine(url, None).connect() as c:
+        assert c.execute(sa.text("SELECT current_setting('preserve_insertion_order')")).scalar() is kept
+
+
 def test_a_duckdb_statement_is_cut_after_the_statement_timeout_and_the_next_one_runs():
     """DuckDB has no statement timeout: a timer interrupts the statement; one that ends in time is left alone."""
     import time

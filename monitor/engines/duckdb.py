@@ -4,7 +4,9 @@ Each connection is set to UTC and gets the configured Parquet tables as temporar
 (``read_parquet``), so an in-memory database needs no file at all. DuckDB has no statement
 timeout of its own: a timer interrupts the connection's statement once it has run that long.
 DuckDB's settings come in the URL (`?memory_limit=100MB&disable_parquet_prefetching=true`).
-Needs the `duckdb` extra.
+`preserve_insertion_order` is off unless the URL sets it: every query whose order matters says
+ORDER BY, and without it DuckDB's joins and sorts of a large window spill to disk under a memory cap
+where they would fail. Needs the `duckdb` extra.
 """
 from __future__ import annotations
 
@@ -83,12 +85,15 @@ class DuckDB(Engine):
         u = sa.engine.make_url(url)
         later = {k: v for k, v in u.query.items() if "parquet" in k}
         engine = sa.create_engine(u.difference_update_query(later))
+        unordered = "preserve_insertion_order" not in u.query
         views = [f"CREATE OR REPLACE TEMPORARY VIEW {self.quote(None, name)} AS "
                  f"SELECT * FROM read_parquet({_literal(parquet_source(path))})" for name, path in (parquet or {}).items()]
 
         def on_connect(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("SET TimeZone = 'UTC'")
+            if unordered:
+                cur.execute("SET preserve_insertion_order = false")
             if later:
                 cur.execute("LOAD parquet")
             for k, v in later.items():
