@@ -133,7 +133,6 @@ def run_reference(url: str, lake: str, store_url: str) -> dict:
 
 def run_monitor(url: str, lake: str, store_url: str) -> dict:
     import scipy.special  # noqa: F401 (imported once per monitor process, as by `serve`: not the window's cost)
-    import scipy.stats  # noqa: F401
 
     from monitor import modeljobs
 
@@ -171,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, action="append", help="rows per day (repeatable); default 1000000")
     ap.add_argument("--engine", action="append", choices=["duckdb", "spark"], help="repeatable; default both")
     ap.add_argument("--spark-url", help="a running Spark Connect server (sc://...); default: a local cluster")
-    ap.add_argument("--duckdb-url", default="duckdb:///:memory:",
-                    help="the DuckDB URL, e.g. with a memory cap: duckdb:///:memory:?memory_limit=256MB")
+    ap.add_argument("--duckdb-url", action="append",
+                    help="a DuckDB URL (repeatable: one line each), e.g. with a memory cap: "
+                         "duckdb:///:memory:?memory_limit=100MB&disable_parquet_prefetching=true; default duckdb:///:memory:")
     ap.add_argument("--repeat", type=int, default=2,
                     help="runs of the floor, and of the monitor after its first window (the best is kept)")
     ap.add_argument("--dir", help="where the Parquet files go (default: a temporary folder)")
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(CHILDREN[args.child](args.url, args.lake, args.store_url)))
         return 0
     engines = args.engine or ["duckdb", "spark"]
+    duckdb_urls = args.duckdb_url or ["duckdb:///:memory:"]
     cluster = None
     spark_url = args.spark_url
     if "spark" in engines and not spark_url:
@@ -214,9 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                     (lake / "done").touch()
                     print(f"wrote {2 * n:,} rows as Parquet in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
                 first = None
-                for engine in engines:
-                    url = args.duckdb_url if engine == "duckdb" else spark_url
-                    store = Path(tmp) / f"results-{engine}-{n}.db"
+                for i, (engine, url) in enumerate((e, u) for e in engines for u in (duckdb_urls if e == "duckdb" else [spark_url])):
+                    store = Path(tmp) / f"results-{engine}-{i}-{n}.db"
                     store_url = f"sqlite:///{store}"
                     load = os.getloadavg()[0]
                     child("floor", url, str(lake), store_url)  # warm the file cache once
@@ -254,19 +254,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _label(r: dict) -> str:
+    """The engine, and the settings of a DuckDB URL (`?memory_limit=...`) where it has any."""
+    settings = r["url"].partition("?")[2] if r["engine"] == "duckdb" else ""
+    return f"{r['engine']} `{settings}`" if settings else r["engine"]
+
+
 def table_markdown(results: list[dict]) -> str:
     lines = ["| rows per window | engine | floor | monitor | vs floor | rows/s (floor / monitor) | monitor peak memory | "
              "first window | reference (once) | load average |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         if "failed" in r:
-            lines.append(f"| {r['rows']:,} | {r['engine']} | {r['floor']['wall']:.2f} s | failed: "
+            lines.append(f"| {r['rows']:,} | {_label(r)} | {r['floor']['wall']:.2f} s | failed: "
                          f"{r['failed'].splitlines()[-1][:120]} | | | | | | |")
             continue
         f, m = r["floor"]["wall"], r["monitor"]["wall"]
         ref = f"{r['reference']['wall']:.1f} s" if r.get("reference") else "shared"
         first = f"{r['monitor']['first_wall']:.2f} s" if "first_wall" in r["monitor"] else ""
-        lines.append(f"| {r['rows']:,} | {r['engine']} | {f:.2f} s | {m:.2f} s | {m / f:.1f}x | "
+        lines.append(f"| {r['rows']:,} | {_label(r)} | {f:.2f} s | {m:.2f} s | {m / f:.1f}x | "
                      f"{r['rows'] / f:,.0f} / {r['rows'] / m:,.0f} | {r['monitor']['peak_mb']:.0f} MB | {first} | {ref} | "
                      f"{r.get('load', float('nan')):.1f} |")
     return "\n".join(lines)
