@@ -189,19 +189,35 @@ CAPPED = "duckdb:///:memory:?memory_limit=64MB&threads=1&disable_parquet_prefetc
 
 
 @pytest.mark.parametrize("url", ["duckdb:///:memory:", CAPPED], ids=["default", "capped"])
-def test_duckdb_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path, url):
+def test_duckdb_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path, url, monkeypatch):
     """Capped too: DuckDB's settings in the URL, those of its Parquet reader among them, are set on
-    every connection, and the window spills rather than changes."""
+    every connection, and the window spills rather than changes; its quality, sorted in slices of
+    score (as a cap too small for one statement makes it), is the same."""
     root, _, _ = lake
     cfg = _config(tmp_path, url, _parquet(root))
+    slices = []
     if url == CAPPED:
-        with make_engine(url, None, _parquet(root)).connect() as c:
+        eng = make_engine(url, None, _parquet(root))
+        with eng.connect() as c:
             got = c.execute(sa.text("SELECT current_setting('memory_limit'), current_setting('threads'), "
                                     "current_setting('disable_parquet_prefetching')")).one()
+            assert engines.of(c).sort_rows(c) == 61 * 2**20 // 16
         assert tuple(got) == ("61.0 MiB", 1, True)
-    report = run_cycle(cfg, NOW)
+        # as if the cap held 200 labelled rows per statement: the quality queries run in slices of score
+        monkeypatch.setattr(type(engines.of(eng)), "sort_row_bytes", 61 * 2**20 // 200)
+
+    def sliced(conn, cursor, sql, *_a):
+        if "OVER w" in sql and "FLOOR(" in sql and conn.dialect.name == "duckdb":
+            slices.append(sql)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", sliced)
+    try:
+        report = run_cycle(cfg, NOW)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", sliced)
     assert report.ok, report.failed
     _same(on_postgresql[1], _results(cfg), "duckdb")
+    assert (len(slices) > 10) == (url == CAPPED)
 
 
 def test_duckdb_file_with_tables_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path):
@@ -363,6 +379,53 @@ def test_quality_ordered_within_score_buckets_is_that_of_one_order(tmp_path, mon
     rows = labels.merge(preds, on="pid").dropna(subset=["score"])
     assert split["roc_auc"] == pytest.approx(roc_auc_score(rows.y, rows.score), rel=1e-12)
     assert split["pr_auc"] == pytest.approx(average_precision_score(rows.y, rows.score), rel=1e-12)
+
+
+def test_quality_sorted_in_slices_of_score_is_that_of_one_statement(tmp_path, monkeypatch):
+    """Tied scores, NULL, NaN and infinite ones, a prediction labelled twice: the quality of an
+    engine that sorts only so many rows per statement (DuckDB under a memory_limit), one statement
+    per slice of score, is that of one statement, and scikit-learn's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    score = np.round(rng.random(n), 2)
+    score[rng.random(n) < 0.03] = np.nan  # a NaN in the file, not a NULL
+    score[:3] = [np.inf, -np.inf, 1.0]
+    null = rng.random(n) < 0.03
+    pq.write_table(pa.table({"pid": np.arange(n), "at": pa.array([utc(REF_DAYS + 1) + timedelta(seconds=i) for i in range(n)]),
+                             "score": pa.array(score, mask=null), "pred": (score >= 0.5).astype(int)}), tmp_path / "preds.parquet")
+    y = (rng.random(n) < np.nan_to_num(score, nan=0.5, posinf=1, neginf=0)).astype(int)
+    ids = np.r_[np.arange(n), [10]]  # prediction 10 labelled twice
+    pq.write_table(pa.table({"pid": ids, "y": np.r_[y, y[10]]}), tmp_path / "labels.parquet")
+    eng = make_engine("duckdb:///:memory:", None, {"preds": str(tmp_path / "preds.parquet"),
+                                                   "labels": str(tmp_path / "labels.parquet")})
+    statements = []
+    sa.event.listen(eng, "before_cursor_execute", lambda c, cur, sql, *a: statements.append("OVER w" in sql))
+    m, w = model(), day(REF_DAYS + 1)
+    finite = int(np.isfinite(score[~null]).sum())
+
+    def quality(most) -> dict:
+        monkeypatch.setattr(type(engines.for_url("duckdb://")), "sort_rows", lambda self, conn: most)
+        statements.clear()
+        with eng.connect() as c:
+            return modeljobs.quality_binary(c, m, w, p95=finite, repeats=True)
+
+    one = quality(None)
+    assert sum(statements) == 2  # read plainly, then again clean: there are NaNs
+    sliced = quality(400)
+    assert sum(statements) >= 8  # 3000 scores, at most 400 a slice, then the unscored rows
+    assert sliced.keys() == one.keys() and sliced["_repeats"] == one["_repeats"] == 1
+    assert sliced["_non_finite"] == one["_non_finite"] == int((~np.isfinite(score) & ~null).sum())
+    for k, v in one.items():
+        assert sliced[k] == pytest.approx(v, rel=1e-12), k
+    rows = pd.DataFrame({"pid": ids, "y": np.r_[y, y[10]]}).merge(
+        pd.DataFrame({"pid": np.arange(n), "score": np.where(null, np.nan, score)}), on="pid")
+    rows = rows[np.isfinite(rows.score)]
+    assert sliced["roc_auc"] == pytest.approx(roc_auc_score(rows.y, rows.score), rel=1e-12)
+    assert sliced["pr_auc"] == pytest.approx(average_precision_score(rows.y, rows.score), rel=1e-12)
+    assert sliced["_p95"][1] == pytest.approx(np.percentile(rows.score, 95), rel=1e-12)
 
 
 def test_learned_floors_order_their_reference_chunks_within_score_buckets_too(lake, tmp_path, monkeypatch):

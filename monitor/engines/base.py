@@ -57,6 +57,11 @@ class Engine:
     #: the counts of the buckets above
     split_order = False
 
+    def sort_rows(self, conn) -> int | None:
+        """The most labelled rows one statement of the quality query may sort (None: any): above it
+        the rows are sorted in slices of score, a statement each (the engine's memory is capped)."""
+        return None
+
     # ------------------------------------------------------------------ connections
 
     def make_engine(self, url: str, statement_timeout: timedelta | None = None, parquet: dict | None = None):

@@ -32,8 +32,9 @@ How a window is computed (`compute`):
    positives scored at least as high) give the Mann-Whitney U in integers and the precision at
    every positive's score, so ROC AUC, average precision, log loss and Brier are exact; precision/recall/F1 come from the
    prediction column (or score >= 0.5). On Spark, which runs a window function ordered over every
-   row in one task, the rows are ordered within buckets of score instead (`split_order`). The
-   result is one row. On PostgreSQL it runs on a second connection that imports the first one's
+   row in one task, the rows are ordered within buckets of score instead (`split_order`); on
+   DuckDB under a `memory_limit`, that sorts only so many rows, the query runs once per slice of
+   score (`sort_rows`). The result is one row. On PostgreSQL it runs on a second connection that imports the first one's
    snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``), alongside the pass of step 2:
    both see the same rows. With integer ids it starts
    once the pass has found the window's smallest and largest id, and reads only the labels in

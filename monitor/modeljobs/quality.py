@@ -69,11 +69,11 @@ def _label_ids(conn, model: Model, window: Window, ids: tuple | None = None) -> 
     return int(row[0] or 0), int(row[1] or 0)
 
 
-def joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False) -> str:
+def joined(conn, model: Model, cols: str, ids: tuple | None = None, version: bool = False, where: str = "") -> str:
     """The window's labelled predictions. `ids` (the window's smallest and largest id) narrows the
     labels read to that range: with ids that grow with time, the labels of one window instead of
     the whole history (and :id_lo, :id_hi must then be bound). `version`: only the rows of the
-    model version bound as :version."""
+    model version bound as :version. `where`: a condition on the predictions (`s.`) too."""
     s, lab = model.source, model.labels
     lid = quote(conn, lab.id)
     labels = quote_table(conn, lab.table)
@@ -82,7 +82,7 @@ def joined(conn, model: Model, cols: str, ids: tuple | None = None, version: boo
     version_ = f" AND s.{quote(conn, s.version)} = :version" if version else ""
     return (f"SELECT {cols} FROM {quote_table(conn, s.table)} s JOIN {labels} l "
             f"ON l.{lid} = s.{quote(conn, s.id)} "
-            f"WHERE {model_where(conn, model, 's.')} AND {present}{version_}")
+            f"WHERE {model_where(conn, model, 's.')} AND {present}{version_}{f' AND {where}' if where else ''}")
 
 
 def _id_params(ids: tuple | None) -> dict:
@@ -137,7 +137,14 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     every row in one task (`split_order`): the rows are ordered within buckets of score cut at
     the edges, each bucket in a task of its own, and each row's counts add those of the buckets
     above it (one small GROUP BY of the buckets). Ties share a bucket, so the counts are the same.
+    With more scores than the engine sorts in one statement (`Engine.sort_rows`: DuckDB under a
+    `memory_limit`), the same query runs once per slice of score (`_score_cells`), highest first,
+    each slice's counts starting from the rows and positives above it.
     """
+    most = engines.of(conn).sort_rows(conn) if p95 and clean is None else None
+    cells = _score_cells(conn, model, window, version, most) if most and p95 > most else None
+    if cells:
+        clean = True  # a slice is a range of finite scores: NaN and infinities are NULL there
     if clean is None:
         out = quality_binary(conn, model, window, p95, ids, clean=False, version=version, repeats=repeats, edges=edges)
         return out if not out["_non_finite"] else quality_binary(conn, model, window, p95, ids, clean=True,
@@ -153,9 +160,10 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
     tail = f", l.{quote(conn, lab.id)} AS lid" if repeats else ""
+    # a slice's condition on the predictions themselves, so that the join reads only that slice's
     j = joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
                              f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf" + tail, ids,
-               version is not None)
+               version is not None, cells["where"].replace("{sc}", sc) if cells else "")
     pos = "FILTER (WHERE sc IS NOT NULL AND y = 1)"
     neg = "FILTER (WHERE sc IS NOT NULL AND (y IS NULL OR y <> 1))"  # N counts them: n - P
     clip = "(CASE WHEN sc < :eps THEN :eps WHEN sc > :one_eps THEN :one_eps ELSE sc END)"
@@ -171,7 +179,9 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     if repeats:
         extra += ", SUM(CASE WHEN plid = lid THEN 1 ELSE 0 END)"
     head, rows, part, above_n, above_p = "", f"({j}) j", "", "", ""
-    if edges and engines.of(conn).split_order:
+    if cells:
+        above_n, above_p = " + :above_n", " + :above_p"
+    elif edges and engines.of(conn).split_order:
         params.update({f"qb{i}": float(e) for i, e in enumerate(edges)})
         bucket = " ".join(f"WHEN sc >= :qb{i} THEN {i + 1}" for i in reversed(range(len(edges))))
         before = "OVER (ORDER BY b DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
@@ -189,7 +199,8 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     FROM (SELECT sc, y, pr, nf{', lid' if repeats else ''}, COUNT(*) OVER w{above_n} AS cnt,
                  COALESCE(SUM(y) OVER w, 0){above_p} AS ctp{f', LAG(lid) OVER ({part}ORDER BY {order}, lid) AS plid' if repeats else ''}
           FROM {rows} WINDOW w AS ({part}ORDER BY {order})) x"""
-    row = conn.execute(sa.text(sql), params).one()
+    row = (conn.execute(sa.text(sql), params).one() if not cells else
+           _in_slices(conn, sa.text(sql), {**params, **cells["params"]}, cells["slices"], 14, 14 + (take if p95 else 0)))
     labelled, P, n, above_neg, above_pos = (0 if v is None else int(v) for v in row[:5])
     ap, ll, brier, tpp, pp, ppos, pn = (0.0 if v is None else float(v) for v in row[5:12])
     N = n - P
@@ -212,6 +223,63 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
         out["_p95"] = (n, _p95_value(vals, take, t) if len(vals) == take else None)
     if repeats:
         out["_repeats"] = int(row[-1] or 0)
+    return out
+
+
+CELLS = 1024  # cells of equal width between the window's smallest and largest score
+
+
+def _score_cells(conn, model: Model, window: Window, version, most: int) -> dict | None:
+    """Slices of the window's scores, highest first, of at most `most` predictions each where
+    cells allow, for an engine that sorts only so many rows in one statement (`Engine.sort_rows`).
+
+    The scores are cut in `CELLS` cells of equal width between the window's smallest and largest
+    finite score (one `GROUP BY` of the cell); consecutive cells join a slice while it stays within
+    `most` rows. A cell is a range of scores, so tied scores share one and the slices are in
+    score order; the unscored rows (NULL, NaN, infinite) are a last slice. None where all the
+    scores are one value, or there are none."""
+    s = model.source
+    sc = _num(conn, quote(conn, s.score), True)
+    where = model_where(conn, model) + (f" AND {quote(conn, s.version)} = :version" if version is not None else "")
+    params = {**model_bounds(conn, model, window), **({"version": version} if version is not None else {})}
+    t = quote_table(conn, s.table)
+    lo, hi = conn.execute(sa.text(f"SELECT MIN({sc}), MAX({sc}) FROM {t} WHERE {where}"), params).one()
+    if lo is None or not hi > lo:
+        return None
+    cell = f"WHEN {{sc}} >= :cell_hi THEN {CELLS - 1} ELSE CAST(FLOOR(({{sc}} - :cell_lo) / :cell_w) AS INTEGER) END"
+    bound = {"cell_lo": float(lo), "cell_hi": float(hi), "cell_w": (float(hi) - float(lo)) / CELLS}
+    counts = dict(conn.execute(sa.text(
+        f"SELECT c, COUNT(*) FROM (SELECT CASE {cell.replace('{sc}', 'sc')} AS c FROM (SELECT {sc} AS sc FROM {t} "
+        f"WHERE {where}) q WHERE sc IS NOT NULL) q GROUP BY c"), {**params, **bound}).all())
+    slices, top, size = [], CELLS - 1, 0
+    for c in range(CELLS - 1, -1, -1):
+        k = int(counts.get(c, 0))
+        if size and size + k > most:
+            slices.append({"slice_hi": top, "slice_lo": c + 1})
+            top, size = c, 0
+        size += k
+    slices.append({"slice_hi": top, "slice_lo": 0})
+    slices.append({"slice_hi": -1, "slice_lo": -1})  # the unscored rows
+    return {"where": f"(CASE WHEN {{sc}} IS NULL THEN -1 {cell}) BETWEEN :slice_lo AND :slice_hi",
+            "params": bound, "slices": slices}
+
+
+def _in_slices(conn, sql, params: dict, slices: list[dict], maxes: int, end: int) -> list:
+    """The quality query's row summed over its slices, highest scores first: each slice's counts
+    start from the rows and positives of the slices above it (`:above_n`, `:above_p`); columns
+    [maxes, end) are maxima (the p95's order statistics), the others sums."""
+    out: list = []
+    above_n = above_p = 0
+    for sl in slices:
+        row = conn.execute(sql, {**params, **sl, "above_n": above_n, "above_p": above_p}).one()
+        above_n, above_p = above_n + int(row[2] or 0), above_p + int(row[1] or 0)
+        if not out:
+            out = list(row)
+            continue
+        for i, v in enumerate(row):
+            if v is None:
+                continue
+            out[i] = v if out[i] is None else (max(out[i], v) if maxes <= i < end else out[i] + v)
     return out
 
 
