@@ -44,7 +44,7 @@ from . import conventions as names
 from .config import Model
 from . import engines
 from .db import finite, quote, quote_table
-from .modeljobs.quality import joined, quality_breach, quality_floor
+from .modeljobs.quality import joined, quality_breach, quality_floor, score_slices
 from .modeljobs.source import model_bounds, model_where
 from .modeljobs.specs import model_hash, quantiles_sql
 from .windows import Window
@@ -97,13 +97,31 @@ def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.nda
 
     s, lab = model.source, model.labels
     sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
-    j = joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS y, "
-                             f"{sc} AS sc")
+    params = model_bounds(conn, model, ref)
     c, y, p = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
-    for b, n, ys, ss in conn.execute(sa.text(f"SELECT b, COUNT(*), SUM(y), SUM(sc) FROM ({j}) j "
-                                             f"WHERE b IS NOT NULL GROUP BY b"), model_bounds(conn, model, ref)):
-        c[int(b)], y[int(b)], p[int(b)] = int(n), float(ys), float(ss)
+    for where, bound in _joins(conn, model, ref, params):
+        j = joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS y, "
+                                f"{sc} AS sc", where=where.replace("{sc}", sc))
+        for b, n, ys, ss in conn.execute(sa.text(f"SELECT b, COUNT(*), SUM(y), SUM(sc) FROM ({j}) j "
+                                                 f"WHERE b IS NOT NULL GROUP BY b"), {**params, **bound}):
+            c[int(b)] += int(n)
+            y[int(b)] += float(ys)
+            p[int(b)] += float(ss)
     return c, y, p
+
+
+def _joins(conn, model: Model, ref: Window, params: dict) -> list[tuple[str, dict]]:
+    """(condition, parameters) of each statement the reference's labelled bins are summed in: one,
+    or one per slice of score where the engine joins only so many rows at once (`score_slices`)."""
+    most = engines.of(conn).sort_rows(conn)
+    if most:
+        s = model.source
+        scores = conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} "
+                                      f"WHERE {model_where(conn, model)}"), params).scalar() or 0
+        cells = score_slices(conn, model, ref, None, most) if scores > most else None
+        if cells:  # the unscored rows have no bin
+            return [(cells["where"], {**cells["params"], **sl}) for sl in cells["slices"] if sl["slice_hi"] >= 0]
+    return [("", {})]
 
 
 # --------------------------------------------------------------------------- calibration

@@ -25,6 +25,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, log_loss, m
 from test_modeljobs import CATEGORICAL, NUMERIC, PLANTED, REF_DAYS, _mv_sampled, _w_on, by_key, corpus, day, model, rows_in, utc
 
 from monitor import engines, modeljobs
+from monitor import estimate as E
 from monitor.config import ConfigError, parse_config
 from monitor.db import make_engine
 from monitor.engines.base import disc_rank
@@ -201,14 +202,14 @@ def test_duckdb_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql
         with eng.connect() as c:
             got = c.execute(sa.text("SELECT current_setting('memory_limit'), current_setting('threads'), "
                                     "current_setting('disable_parquet_prefetching')")).one()
-            assert engines.of(c).sort_rows(c) == 61 * 2**20 // 16
+            assert engines.of(c).sort_rows(c) == 61 * 2**20 // 40
         assert tuple(got) == ("61.0 MiB", 1, True)
         # as if the cap held 200 labelled rows per statement: the quality queries run in slices of score
         monkeypatch.setattr(type(engines.of(eng)), "sort_row_bytes", 61 * 2**20 // 200)
 
     def sliced(conn, cursor, sql, *_a):
-        if "OVER w" in sql and "FLOOR(" in sql and conn.dialect.name == "duckdb":
-            slices.append(sql)
+        if "IS NULL THEN -1 WHEN" in sql and conn.dialect.name == "duckdb":  # a slice's condition
+            slices.append("quality" if "OVER w" in sql else "calibration" if "SUM(sc)" in sql else sql)
 
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", sliced)
     try:
@@ -217,7 +218,7 @@ def test_duckdb_over_parquet_gives_the_results_of_postgresql(lake, on_postgresql
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", sliced)
     assert report.ok, report.failed
     _same(on_postgresql[1], _results(cfg), "duckdb")
-    assert (len(slices) > 10) == (url == CAPPED)
+    assert (slices.count("quality") > 10 and slices.count("calibration") > 10) == (url == CAPPED), set(slices)
 
 
 def test_duckdb_file_with_tables_gives_the_results_of_postgresql(lake, on_postgresql, tmp_path):
@@ -426,6 +427,14 @@ def test_quality_sorted_in_slices_of_score_is_that_of_one_statement(tmp_path, mo
     assert sliced["roc_auc"] == pytest.approx(roc_auc_score(rows.y, rows.score), rel=1e-12)
     assert sliced["pr_auc"] == pytest.approx(average_precision_score(rows.y, rows.score), rel=1e-12)
     assert sliced["_p95"][1] == pytest.approx(np.percentile(rows.score, 95), rel=1e-12)
+    sa.event.listen(eng, "before_cursor_execute", lambda c, cur, sql, *a: statements.append("SUM(sc)" in sql))
+    statements.clear()
+    with eng.connect() as c:  # the estimate's calibration bins too, summed over the same slices
+        sliced = E._reference_bins(c, m, w)
+        assert sum(statements) >= 7
+        monkeypatch.setattr(type(engines.for_url("duckdb://")), "sort_rows", lambda self, conn: None)
+        for a, b in zip(E._reference_bins(c, m, w), sliced, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_learned_floors_order_their_reference_chunks_within_score_buckets_too(lake, tmp_path, monkeypatch):

@@ -138,11 +138,11 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     the edges, each bucket in a task of its own, and each row's counts add those of the buckets
     above it (one small GROUP BY of the buckets). Ties share a bucket, so the counts are the same.
     With more scores than the engine sorts in one statement (`Engine.sort_rows`: DuckDB under a
-    `memory_limit`), the same query runs once per slice of score (`_score_cells`), highest first,
+    `memory_limit`), the same query runs once per slice of score (`score_slices`), highest first,
     each slice's counts starting from the rows and positives above it.
     """
     most = engines.of(conn).sort_rows(conn) if p95 and clean is None else None
-    cells = _score_cells(conn, model, window, version, most) if most and p95 > most else None
+    cells = score_slices(conn, model, window, version, most) if most and p95 > most else None
     if cells:
         clean = True  # a slice is a range of finite scores: NaN and infinities are NULL there
     if clean is None:
@@ -229,7 +229,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
 CELLS = 1024  # cells of equal width between the window's smallest and largest score
 
 
-def _score_cells(conn, model: Model, window: Window, version, most: int) -> dict | None:
+def score_slices(conn, model: Model, window: Window, version, most: int) -> dict | None:
     """Slices of the window's scores, highest first, of at most `most` predictions each where
     cells allow, for an engine that sorts only so many rows in one statement (`Engine.sort_rows`).
 
@@ -237,7 +237,8 @@ def _score_cells(conn, model: Model, window: Window, version, most: int) -> dict
     finite score (one `GROUP BY` of the cell); consecutive cells join a slice while it stays within
     `most` rows. A cell is a range of scores, so tied scores share one and the slices are in
     score order; the unscored rows (NULL, NaN, infinite) are a last slice. None where all the
-    scores are one value, or there are none."""
+    scores are one value, or there are none. `slices` are the bound parameters of each statement
+    (with `params`), `where` the condition on the clean score (`{sc}` stands for its expression)."""
     s = model.source
     sc = _num(conn, quote(conn, s.score), True)
     where = model_where(conn, model) + (f" AND {quote(conn, s.version)} = :version" if version is not None else "")
