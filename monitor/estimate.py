@@ -44,7 +44,7 @@ from . import conventions as names
 from .config import Model
 from . import engines
 from .db import finite, quote, quote_table
-from .modeljobs.quality import joined, quality_breach, quality_floor, score_slices
+from .modeljobs.quality import join_slices, joined, quality_breach, quality_floor
 from .modeljobs.source import model_bounds, model_where
 from .modeljobs.specs import model_hash, quantiles_sql
 from .windows import Window
@@ -99,7 +99,7 @@ def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.nda
     sc = finite(conn, f"CAST(s.{quote(conn, s.score)} AS {engines.of(conn).double})")  # NaN, +-inf: NULL
     params = model_bounds(conn, model, ref)
     c, y, p = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
-    for where, bound in _joins(conn, model, ref, params):
+    for where, bound in join_slices(conn, model, ref, scored=True):
         j = joined(conn, model, f"{_bin_expr(conn, sc)} AS b, CAST(l.{quote(conn, lab.label)} AS {engines.of(conn).double}) AS y, "
                                 f"{sc} AS sc", where=where.replace("{sc}", sc))
         for b, n, ys, ss in conn.execute(sa.text(f"SELECT b, COUNT(*), SUM(y), SUM(sc) FROM ({j}) j "
@@ -109,19 +109,6 @@ def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.nda
             p[int(b)] += float(ss)
     return c, y, p
 
-
-def _joins(conn, model: Model, ref: Window, params: dict) -> list[tuple[str, dict]]:
-    """(condition, parameters) of each statement the reference's labelled bins are summed in: one,
-    or one per slice of score where the engine joins only so many rows at once (`score_slices`)."""
-    most = engines.of(conn).sort_rows(conn)
-    if most:
-        s = model.source
-        scores = conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} "
-                                      f"WHERE {model_where(conn, model)}"), params).scalar() or 0
-        cells = score_slices(conn, model, ref, None, most) if scores > most else None
-        if cells:  # the unscored rows have no bin
-            return [(cells["where"], {**cells["params"], **sl}) for sl in cells["slices"] if sl["slice_hi"] >= 0]
-    return [("", {})]
 
 
 # --------------------------------------------------------------------------- calibration

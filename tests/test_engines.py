@@ -435,6 +435,11 @@ def test_quality_sorted_in_slices_of_score_is_that_of_one_statement(tmp_path, mo
         monkeypatch.setattr(type(engines.for_url("duckdb://")), "sort_rows", lambda self, conn: None)
         for a, b in zip(E._reference_bins(c, m, w), sliced, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12)
+        reg = model(task="regression")
+        one = modeljobs.quality_regression(c, reg, w)
+        monkeypatch.setattr(type(engines.for_url("duckdb://")), "sort_rows", lambda self, conn: 400)
+        assert modeljobs.quality_regression(c, reg, w) == pytest.approx(one, rel=1e-12)  # and a regression's
+    assert one["labelled"] == n + 1 and one["mae"] == pytest.approx(np.mean(np.abs(rows.score - rows.y)), rel=1e-12)
 
 
 def test_learned_floors_order_their_reference_chunks_within_score_buckets_too(lake, tmp_path, monkeypatch):

@@ -265,6 +265,23 @@ def score_slices(conn, model: Model, window: Window, version, most: int) -> dict
             "params": bound, "slices": slices}
 
 
+def join_slices(conn, model: Model, window: Window, version=None, scored: bool = False) -> list[tuple[str, dict]]:
+    """(condition on the clean score, its parameters) of each statement that sums a join of the
+    window's predictions to their labels: one, or one per slice of score where the engine joins
+    only so many rows at once (`score_slices`). `scored`: without the unscored rows' slice."""
+    most = engines.of(conn).sort_rows(conn)
+    if most:
+        s = model.source
+        where = model_where(conn, model) + (f" AND {quote(conn, s.version)} = :version" if version is not None else "")
+        scores = conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} WHERE {where}"),
+                              {**model_bounds(conn, model, window), **({"version": version} if version is not None else {})}
+                              ).scalar() or 0
+        cells = score_slices(conn, model, window, version, most) if scores > most else None
+        if cells:
+            return [(cells["where"], {**cells["params"], **sl}) for sl in cells["slices"] if not scored or sl["slice_hi"] >= 0]
+    return [("", {})]
+
+
 def _in_slices(conn, sql, params: dict, slices: list[dict], maxes: int, end: int) -> list:
     """The quality query's row summed over its slices, highest scores first: each slice's counts
     start from the rows and positives of the slices above it (`:above_n`, `:above_p`); columns
@@ -306,11 +323,16 @@ def quality_regression(conn, model: Model, window: Window, ids: tuple | None = N
     sc, y = f"s.{quote(conn, s.score)}", f"l.{quote(conn, lab.label)}"
     nf = (f"CASE WHEN {non_finite(conn, _num(conn, sc, False))} OR {non_finite(conn, _num(conn, y, False))} "
           "THEN 1 ELSE 0 END")
-    j = joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids, version is not None)
-    r = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
-                             f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)), SUM(nf) FROM ({j}) j"),
-                     {**model_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS,
-                      **({"version": version} if version is not None else {})}).one()
+    params = {**model_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS,
+              **({"version": version} if version is not None else {})}
+    r = [0, 0, 0.0, 0.0, 0.0, 0]
+    for where, bound in join_slices(conn, model, window, version):
+        j = joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids,
+                   version is not None, where.replace("{sc}", _num(conn, sc, True)))
+        got = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "
+                                   f"SUM(ABS(sc - y) / (CASE WHEN ABS(y) > :eps THEN ABS(y) ELSE :eps END)), SUM(nf) "
+                                   f"FROM ({j}) j"), {**params, **bound}).one()
+        r = [a + (b or 0) for a, b in zip(r, got)]
     labelled, n = int(r[0] or 0), int(r[1] or 0)
     out: dict = {"labelled": labelled, "_non_finite": int(r[5] or 0)}
     if n:
