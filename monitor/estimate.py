@@ -110,7 +110,6 @@ def _reference_bins(conn, model: Model, ref: Window) -> tuple[np.ndarray, np.nda
     return c, y, p
 
 
-
 # --------------------------------------------------------------------------- calibration
 
 

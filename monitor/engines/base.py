@@ -58,8 +58,8 @@ class Engine:
     split_order = False
 
     def sort_rows(self, conn) -> int | None:
-        """The most labelled rows one statement of the quality query may sort (None: any): above it
-        the rows are sorted in slices of score, a statement each (the engine's memory is capped)."""
+        """The most labelled rows one statement may join and sort (None: any): above it the quality
+        and calibration queries run in slices of score, a statement each (the engine's memory is capped)."""
         return None
 
     # ------------------------------------------------------------------ connections

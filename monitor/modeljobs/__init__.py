@@ -34,11 +34,11 @@ How a window is computed (`compute`):
    prediction column (or score >= 0.5). On Spark, which runs a window function ordered over every
    row in one task, the rows are ordered within buckets of score instead (`split_order`); on
    DuckDB under a `memory_limit`, that sorts only so many rows, the query runs once per slice of
-   score (`sort_rows`). The result is one row. On PostgreSQL it runs on a second connection that imports the first one's
-   snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``), alongside the pass of step 2:
-   both see the same rows. With integer ids it starts
-   once the pass has found the window's smallest and largest id, and reads only the labels in
-   that range: with ids that grow with time, one window's labels, not the whole history's.
+   score (`sort_rows`). The result is one row. On PostgreSQL it runs on a second connection that
+   imports the first one's snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``),
+   alongside the pass of step 2: both see the same rows. With integer ids it starts once the pass
+   has found the window's smallest and largest id, and reads only the labels in that range: with
+   ids that grow with time, one window's labels, not the whole history's.
 4. **score_p95**: from the quality query (two order statistics of the rows it has sorted) when
    every scored row is labelled exactly once, else ``ORDER BY score DESC LIMIT 2 OFFSET k`` (a
    top-N sort in the database). Exact either way.

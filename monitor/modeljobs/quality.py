@@ -160,7 +160,7 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
     # labels other than 0 and 1 are NULL here, and counted (the `label_values` check)
     y = f"CAST({y} AS INTEGER)" if _is_boolean(conn, lab.table, lab.label) else f"CASE WHEN {y} = 1 THEN 1 WHEN {y} = 0 THEN 0 END"
     tail = f", l.{quote(conn, lab.id)} AS lid" if repeats else ""
-    # a slice's condition on the predictions themselves, so that the join reads only that slice's
+    # a slice's condition on the predictions themselves: the join then holds that slice's alone
     j = joined(conn, model, f"{sc} AS sc, {y} AS y, {pred} AS pr, "
                              f"CASE WHEN {non_finite(conn, raw)} THEN 1 ELSE 0 END AS nf" + tail, ids,
                version is not None, cells["where"].replace("{sc}", sc) if cells else "")
@@ -229,6 +229,14 @@ def quality_binary(conn, model: Model, window: Window, p95: int | None = None, i
 CELLS = 1024  # cells of equal width between the window's smallest and largest score
 
 
+def _scored(conn, model: Model, window: Window, version) -> tuple[str, str, dict]:
+    """(table, condition, parameters) of the window's predictions (of `version`, unless None)."""
+    s = model.source
+    where = model_where(conn, model) + (f" AND {quote(conn, s.version)} = :version" if version is not None else "")
+    return (quote_table(conn, s.table), where,
+            {**model_bounds(conn, model, window), **({"version": version} if version is not None else {})})
+
+
 def score_slices(conn, model: Model, window: Window, version, most: int) -> dict | None:
     """Slices of the window's scores, highest first, of at most `most` predictions each where
     cells allow, for an engine that sorts only so many rows in one statement (`Engine.sort_rows`).
@@ -239,11 +247,8 @@ def score_slices(conn, model: Model, window: Window, version, most: int) -> dict
     score order; the unscored rows (NULL, NaN, infinite) are a last slice. None where all the
     scores are one value, or there are none. `slices` are the bound parameters of each statement
     (with `params`), `where` the condition on the clean score (`{sc}` stands for its expression)."""
-    s = model.source
-    sc = _num(conn, quote(conn, s.score), True)
-    where = model_where(conn, model) + (f" AND {quote(conn, s.version)} = :version" if version is not None else "")
-    params = {**model_bounds(conn, model, window), **({"version": version} if version is not None else {})}
-    t = quote_table(conn, s.table)
+    sc = _num(conn, quote(conn, model.source.score), True)
+    t, where, params = _scored(conn, model, window, version)
     lo, hi = conn.execute(sa.text(f"SELECT MIN({sc}), MAX({sc}) FROM {t} WHERE {where}"), params).one()
     if lo is None or not hi > lo:
         return None
@@ -271,12 +276,9 @@ def join_slices(conn, model: Model, window: Window, version=None, scored: bool =
     only so many rows at once (`score_slices`). `scored`: without the unscored rows' slice."""
     most = engines.of(conn).sort_rows(conn)
     if most:
-        s = model.source
-        where = model_where(conn, model) + (f" AND {quote(conn, s.version)} = :version" if version is not None else "")
-        scores = conn.execute(sa.text(f"SELECT COUNT({quote(conn, s.score)}) FROM {quote_table(conn, s.table)} WHERE {where}"),
-                              {**model_bounds(conn, model, window), **({"version": version} if version is not None else {})}
-                              ).scalar() or 0
-        cells = score_slices(conn, model, window, version, most) if scores > most else None
+        t, where, params = _scored(conn, model, window, version)
+        scores = conn.execute(sa.text(f"SELECT COUNT({quote(conn, model.source.score)}) FROM {t} WHERE {where}"), params).scalar()
+        cells = score_slices(conn, model, window, version, most) if (scores or 0) > most else None
         if cells:
             return [(cells["where"], {**cells["params"], **sl}) for sl in cells["slices"] if not scored or sl["slice_hi"] >= 0]
     return [("", {})]
