@@ -670,7 +670,7 @@ def test_source_sql_outside_the_engine_modules_is_portable():
 
 @pytest.mark.parametrize("url, kept", [("duckdb:///:memory:", False), ("duckdb:///:memory:?preserve_insertion_order=true", True)])
 def test_duckdb_keeps_insertion_order_only_when_the_url_asks(url, kept):
-    """Off by default: a capped window's join and sort then spill where they would fail."""
+    """Off by default: no query relies on it, and DuckDB's joins and sorts take less memory without it."""
     with make_engine(url, None).connect() as c:
         assert c.execute(sa.text("SELECT current_setting('preserve_insertion_order')")).scalar() is kept
 

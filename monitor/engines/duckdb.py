@@ -5,8 +5,8 @@ Each connection is set to UTC and gets the configured Parquet tables as temporar
 timeout of its own: a timer interrupts the connection's statement once it has run that long.
 DuckDB's settings come in the URL (`?memory_limit=100MB&disable_parquet_prefetching=true`).
 `preserve_insertion_order` is off unless the URL sets it: every query whose order matters says
-ORDER BY, and without it DuckDB's joins and sorts of a large window spill to disk under a memory cap
-where they would fail. Needs the `duckdb` extra.
+ORDER BY, and without it DuckDB's joins and sorts need not keep rows in order, and take less
+memory. Needs the `duckdb` extra.
 """
 from __future__ import annotations
 
