@@ -270,14 +270,18 @@ def score_slices(conn, model: Model, window: Window, version, most: int) -> dict
             "params": bound, "slices": slices}
 
 
-def join_slices(conn, model: Model, window: Window, version=None, scored: bool = False) -> list[tuple[str, dict]]:
+def join_slices(conn, model: Model, window: Window, version=None, scored: bool = False,
+                scores: int | None = None) -> list[tuple[str, dict]]:
     """(condition on the clean score, its parameters) of each statement that sums a join of the
     window's predictions to their labels: one, or one per slice of score where the engine joins
-    only so many rows at once (`score_slices`). `scored`: without the unscored rows' slice."""
+    only so many rows at once (`score_slices`). `scored`: without the unscored rows' slice.
+    `scores`: the window's number of scores where known (else counted)."""
     most = engines.of(conn).sort_rows(conn)
     if most:
-        t, where, params = _scored(conn, model, window, version)
-        scores = conn.execute(sa.text(f"SELECT COUNT({quote(conn, model.source.score)}) FROM {t} WHERE {where}"), params).scalar()
+        if scores is None:
+            t, where, params = _scored(conn, model, window, version)
+            scores = conn.execute(sa.text(f"SELECT COUNT({quote(conn, model.source.score)}) FROM {t} WHERE {where}"),
+                                  params).scalar()
         cells = score_slices(conn, model, window, version, most) if (scores or 0) > most else None
         if cells:
             return [(cells["where"], {**cells["params"], **sl}) for sl in cells["slices"] if not scored or sl["slice_hi"] >= 0]
@@ -313,14 +317,21 @@ def quality_multiclass(conn, model: Model, window: Window, ids: tuple | None = N
 
 
 def quality_regression(conn, model: Model, window: Window, ids: tuple | None = None,
-                       clean: bool | None = None, version=None) -> dict:
+                       clean: bool | None = None, version=None, scores: int | None = None) -> dict:
     """MAE, MSE, RMSE and MAPE of the window's labelled predictions, as SQL sums (NaN and
-    infinities: see `quality_binary`).
+    infinities: see `quality_binary`; slices of score under a capped engine: `join_slices`, with
+    the window's number of `scores` where known).
 
     MAPE is scikit-learn's: the mean of |prediction - truth| / max(|truth|, eps), a share (not %)."""
+    slices = join_slices(conn, model, window, version, scores=scores)  # the same for a clean read
     if clean is None:
-        out = quality_regression(conn, model, window, ids, clean=False, version=version)
-        return out if not out["_non_finite"] else quality_regression(conn, model, window, ids, clean=True, version=version)
+        out = _regression(conn, model, window, ids, False, version, slices)
+        return out if not out["_non_finite"] else _regression(conn, model, window, ids, True, version, slices)
+    return _regression(conn, model, window, ids, clean, version, slices)
+
+
+def _regression(conn, model: Model, window: Window, ids: tuple | None, clean: bool, version,
+                slices: list[tuple[str, dict]]) -> dict:
     s, lab = model.source, model.labels
     sc, y = f"s.{quote(conn, s.score)}", f"l.{quote(conn, lab.label)}"
     nf = (f"CASE WHEN {non_finite(conn, _num(conn, sc, False))} OR {non_finite(conn, _num(conn, y, False))} "
@@ -328,7 +339,7 @@ def quality_regression(conn, model: Model, window: Window, ids: tuple | None = N
     params = {**model_bounds(conn, model, window), **_id_params(ids), "eps": LOG_EPS,
               **({"version": version} if version is not None else {})}
     r = [0, 0, 0.0, 0.0, 0.0, 0]
-    for where, bound in join_slices(conn, model, window, version):
+    for where, bound in slices:
         j = joined(conn, model, f"{_num(conn, sc, clean)} AS sc, {_num(conn, y, clean)} AS y, {nf} AS nf", ids,
                    version is not None, where.replace("{sc}", _num(conn, sc, True)))
         got = conn.execute(sa.text(f"SELECT COUNT(*), COUNT(sc - y), SUM(ABS(sc - y)), SUM((sc - y) * (sc - y)), "

@@ -71,7 +71,7 @@ class _Quality:
         elif MC.is_multiclass(m):
             q = quality_multiclass(conn, m, w, self.ids)
         else:
-            q = quality_regression(conn, m, w, self.ids)
+            q = quality_regression(conn, m, w, self.ids, scores=self.scores)
         # no prediction labelled twice: as many labelled predictions as rows
         if "_ids" not in q:
             once = self.unique or q.pop("_repeats", None) == 0
